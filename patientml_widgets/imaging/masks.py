@@ -1,0 +1,91 @@
+"""Label masks: validation, the on-disk PNG codec and the browser wire codec.
+
+A mask is a ``(H, W)`` uint8 array of class indices. On disk it is a PNG (mode L).
+To the browser it travels as the *wire* format, chosen by measurement
+(``benchmarks/codecs.py``): zlib level 1 of the raw bytes is about half the size of
+nothing-but-raw gains and ten times faster to encode than PNG, and the browser's
+``DecompressionStream("deflate")`` reads it natively.
+
+Wire format: ``b"PMLM"``, height and width as little-endian uint32, then the zlib
+stream of the ``H * W`` bytes in row-major order.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from collections.abc import Collection
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import ValidationError
+
+__all__ = [
+    "decode_mask_png",
+    "decode_mask_wire",
+    "encode_mask_png",
+    "encode_mask_wire",
+    "validate_mask",
+]
+
+_MAGIC = b"PMLM"
+_HEADER = struct.Struct("<4sII")
+
+
+def validate_mask(mask, shape: tuple[int, int], classes: Collection[int]) -> np.ndarray:
+    """Return ``mask`` as a uint8 array, or raise ValidationError saying what is wrong."""
+    if not isinstance(mask, np.ndarray):
+        raise ValidationError(f"a mask must be a numpy array, not {type(mask).__name__}")
+    if mask.ndim != 2 or mask.shape != tuple(shape):
+        raise ValidationError(f"the mask has shape {mask.shape}; the image needs {tuple(shape)} (height, width)")
+    if mask.dtype.kind not in "biu":
+        raise ValidationError(f"the mask has dtype {mask.dtype}; expected integer class indices (e.g. uint8)")
+    present = np.unique(mask).astype(np.int64)
+    unknown = sorted(set(present.tolist()) - set(classes))
+    if unknown:
+        raise ValidationError(
+            f"the mask holds class indices {unknown} that the model does not have (its classes: {sorted(classes)})"
+        )
+    return np.ascontiguousarray(mask, dtype=np.uint8)
+
+
+def encode_mask_png(mask: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8), mode="L").save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def decode_mask_png(data: bytes) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.mode != "L":
+                raise ValidationError(f"a mask PNG must be 8-bit grayscale (mode L), not {im.mode}")
+            return np.asarray(im).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValidationError(f"not a readable mask PNG ({e})") from None
+
+
+def encode_mask_wire(mask: np.ndarray) -> bytes:
+    mask = np.ascontiguousarray(mask, dtype=np.uint8)
+    h, w = mask.shape
+    return _HEADER.pack(_MAGIC, h, w) + zlib.compress(mask.tobytes(), 1)
+
+
+def decode_mask_wire(data: bytes, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode a wire mask; with ``shape``, also check that it is the expected one."""
+    data = bytes(data)
+    if len(data) < _HEADER.size or data[:4] != _MAGIC:
+        raise ValidationError("not a mask in the wire format (bad header)")
+    _, h, w = _HEADER.unpack_from(data)
+    if shape is not None and (h, w) != tuple(shape):
+        raise ValidationError(f"the mask is {h} x {w}; expected {shape[0]} x {shape[1]}")
+    decoder = zlib.decompressobj()
+    try:
+        raw = decoder.decompress(data[_HEADER.size :], h * w + 1)  # never inflate past the size
+    except zlib.error as e:
+        raise ValidationError(f"the mask payload is damaged ({e})") from None
+    if len(raw) != h * w or not decoder.eof:
+        raise ValidationError(f"the mask payload does not hold exactly {h} x {w} bytes")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(h, w).copy()

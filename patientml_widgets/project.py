@@ -1,0 +1,842 @@
+"""The facade users script against: ``Project.open(path)`` and ``Project.demo()``.
+
+Everything a widget can do goes through here: models and their classes, subjects,
+examples, labels (draft / submitted / deleted, with an audit trail), runs. Each
+change is committed durably before the call returns, then observers are told.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import logging
+import os
+import re
+import secrets
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import imaging
+from .errors import ImageError, NotFoundError, ValidationError
+from .records import Change, Example, Label, Model, Run, Subject, label_time, status_of
+from .store import Store, now
+
+__all__ = ["ImportReport", "Project", "split_for"]
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPES = ("classification", "segmentation")
+SPLITS = ("train", "val", "test")
+#: fractions of subjects that go to train and val; the rest go to test.
+SPLIT_FRACTIONS = (0.7, 0.15)
+SORT_KEYS = ("created", "updated", "label_updated", "status", "subject_id", "split", "id")
+STATUSES = ("unlabeled", "draft", "labeled")
+PALETTE = (
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
+    "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f",
+)  # fmt: skip
+_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+ModelRef = Model | str
+ExampleRef = Example | str
+
+
+def split_for(key: str) -> str:
+    """The split of a subject (or of an example with no subject): stable, from a hash."""
+    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+    if h < SPLIT_FRACTIONS[0]:
+        return "train"
+    return "val" if h < SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1] else "test"
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(6)}"
+
+
+@dataclass
+class ImportReport:
+    """What :meth:`Project.add_folder` imported, and what it skipped and why."""
+
+    added: list[Example] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"added {len(self.added)} examples, skipped {len(self.skipped)} files"]
+        lines += [f"  skipped {name}: {why}" for name, why in self.skipped]
+        return "\n".join(lines)
+
+
+class Project:
+    """A labeling project in one folder. Safe to share between processes and kernels."""
+
+    def __init__(self, store: Store, *, user: str | None = None, max_image_pixels: int | None = None) -> None:
+        self._store = store
+        self.user = user or _default_user()
+        self.max_image_pixels = max_image_pixels
+        self._observers: list[Callable[[Change], Any]] = []
+        self._pending: list[Change] = []
+        self._depth = 0
+        self._seen_external = store.external_changes
+
+    # -- opening -----------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        *,
+        create: bool = True,
+        user: str | None = None,
+        max_image_pixels: int | None = None,
+    ) -> Project:
+        """Open the project in ``path``, creating the folder if it is new (unless ``create=False``)."""
+        return cls(Store(path, create=create), user=user, max_image_pixels=max_image_pixels)
+
+    @classmethod
+    def demo(cls, path: str | os.PathLike | None = None, *, fresh: bool = False, user: str | None = None) -> Project:
+        """A ready demo project (built offline and deterministically on first use, then reused)."""
+        from .demo import open_demo
+
+        return open_demo(path, fresh=fresh, user=user)
+
+    @property
+    def path(self) -> Path:
+        return self._store.root
+
+    def __repr__(self) -> str:
+        return f"Project({str(self.path)!r})"
+
+    # -- events ------------------------------------------------------------------------
+
+    def observe(self, callback: Callable[[Change], Any]) -> Callable[[Change], Any]:
+        """Call ``callback(change)`` after every committed change (usable as a decorator)."""
+        self._observers.append(callback)
+        return callback
+
+    def unobserve(self, callback: Callable[[Change], Any]) -> None:
+        self._observers.remove(callback)
+
+    def poll(self) -> bool:
+        """Pick up changes made by other processes; tells observers (kind ``external``) if any."""
+        self._store.refresh()
+        if self._store.external_changes == self._seen_external:
+            return False
+        self._seen_external = self._store.external_changes
+        self._dispatch([Change("external")])
+        return True
+
+    def _dispatch(self, changes: list[Change]) -> None:
+        for change in changes:
+            for callback in list(self._observers):
+                try:
+                    callback(change)
+                except Exception as e:  # a broken view must not undo or hide a committed change
+                    log.exception("project observer %r failed on %r", callback, change)
+                    warnings.warn(f"project observer {callback!r} failed on {change.kind}: {e!r}", stacklevel=3)
+
+    @contextmanager
+    def batch(self) -> Iterator[Project]:
+        """Group many changes into one transaction: one lock, one commit, then the events.
+
+        If the block raises, none of its changes are kept.
+        """
+        with self._write():
+            yield self
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        outer = self._depth == 0
+        self._depth += 1
+        try:
+            with self._store.transaction():
+                yield
+        except BaseException:
+            if outer:
+                self._pending = []
+            raise
+        finally:
+            self._depth -= 1
+        if outer:
+            changes, self._pending = self._pending, []
+            self._seen_external = self._store.external_changes  # our own commit is not news
+            self._dispatch(changes)
+
+    def _emit(self, change: Change) -> None:
+        self._pending.append(change)
+
+    def _read(self) -> Store:
+        self._store.refresh()
+        return self._store
+
+    # -- models ------------------------------------------------------------------------
+
+    def create_model(
+        self,
+        name: str,
+        *,
+        problem_type: str,
+        classes: Sequence[str | dict[str, Any]],
+        description: str = "",
+        multi_label: bool = False,
+    ) -> Model:
+        """Create a model config. ``classes`` are names or dicts (name, color, description).
+
+        Class indices are given in order from 0 and never reused; for segmentation,
+        class 0 is the background (what unpainted pixels are).
+        """
+        if problem_type not in PROBLEM_TYPES:
+            raise ValidationError(f"problem_type must be one of {PROBLEM_TYPES}, not {problem_type!r}")
+        if multi_label and problem_type != "classification":
+            raise ValidationError("multi_label applies to classification models only")
+        name = _clean_name(name, "model name")
+        class_records = [_class_record(i, c) for i, c in enumerate(classes)]
+        _check_class_names([c["name"] for c in class_records])
+        minimum = 1 if multi_label else 2
+        if len(class_records) < minimum:
+            raise ValidationError(f"a {problem_type} model needs at least {minimum} classes")
+        if len(class_records) > 256:
+            raise ValidationError("a model can have at most 256 classes")
+        stamp = now()
+        record = {
+            "id": _new_id("m"),
+            "name": name,
+            "description": str(description),
+            "problem_type": problem_type,
+            "classes": class_records,
+            "retired_classes": [],
+            "multi_label": bool(multi_label),
+            "champion_run_id": None,
+            "training": {},
+            "retrain": {},
+            "created": stamp,
+            "updated": stamp,
+        }
+        with self._write():
+            self._check_unique_name(name)
+            self._store.put("models", record["id"], record)
+            self._emit(Change("model_created", model_id=record["id"]))
+        return Model.from_record(record)
+
+    def models(self) -> list[Model]:
+        """All models, oldest first."""
+        records = sorted(self._read().records("models"), key=lambda r: r["created"])
+        return [Model.from_record(r) for r in records]
+
+    def model(self, ref: ModelRef) -> Model:
+        """A model by id, name, or (refreshed) Model."""
+        return Model.from_record(self._model_record(ref))
+
+    def rename_model(self, model: ModelRef, name: str) -> Model:
+        name = _clean_name(name, "model name")
+        return self._update_model(model, name=name)
+
+    def describe_model(self, model: ModelRef, description: str) -> Model:
+        return self._update_model(model, description=str(description))
+
+    def add_class(self, model: ModelRef, name: str, *, color: str | None = None, description: str = "") -> Model:
+        """Add a class; it gets a fresh index (never one a removed class had)."""
+        with self._write():
+            record = self._model_record(model)
+            used = [c["index"] for c in record["classes"] + record["retired_classes"]]
+            index = max(used) + 1
+            if index > 255:
+                raise ValidationError("this model has used all 256 class indices")
+            new = _class_record(index, {"name": name, "color": color, "description": description})
+            _check_class_names([c["name"] for c in record["classes"]] + [new["name"]])
+            return self._update_model(record, classes=record["classes"] + [new])
+
+    def remove_class(self, model: ModelRef, ref: int | str) -> Model:
+        """Retire a class. Refused while a label uses it; its index is never given out again."""
+        with self._write():
+            record = self._model_record(model)
+            index = Model.from_record(record).class_index(ref)
+            if record["problem_type"] == "segmentation" and index == 0:
+                raise ValidationError("class 0 is the background of a segmentation model and cannot be removed")
+            in_use = sum(
+                1
+                for label in self._store.records("labels")
+                if label["model_id"] == record["id"] and label["status"] != "deleted" and index in label["classes"]
+            )
+            if in_use:
+                raise ValidationError(f"class {ref!r} is used by {in_use} labels; relabel or delete them first")
+            keep = [c for c in record["classes"] if c["index"] != index]
+            retired = record["retired_classes"] + [c for c in record["classes"] if c["index"] == index]
+            return self._update_model(record, classes=keep, retired_classes=retired)
+
+    def delete_model(self, model: ModelRef) -> None:
+        """Delete a model with its examples and labels (the audit trail keeps the history)."""
+        with self._write():
+            record = self._model_record(model)
+            stamp = now()
+            for ex in [e for e in self._store.records("examples") if e["model_id"] == record["id"]]:
+                self._store.delete("examples", ex["id"])
+                self._store.delete("labels", ex["id"])
+            for run in [r for r in self._store.records("runs") if r["model_id"] == record["id"]]:
+                self._store.delete("runs", run["id"])
+            self._store.delete("models", record["id"])
+            self._store.log(
+                {
+                    "time": stamp,
+                    "actor": self.user,
+                    "action": "delete_model",
+                    "model_id": record["id"],
+                    "name": record["name"],
+                }
+            )
+            self._emit(Change("model_deleted", model_id=record["id"]))
+
+    def _update_model(self, model: ModelRef | dict[str, Any], **changes: Any) -> Model:
+        with self._write():
+            record = dict(self._model_record(model["id"] if isinstance(model, dict) else model))
+            if "name" in changes and changes["name"] != record["name"]:
+                self._check_unique_name(changes["name"], exclude=record["id"])
+            record.update(changes, updated=now())
+            self._store.put("models", record["id"], record)
+            self._emit(Change("model_updated", model_id=record["id"]))
+        return Model.from_record(record)
+
+    def _check_unique_name(self, name: str, exclude: str | None = None) -> None:
+        for other in self._store.records("models"):
+            if other["id"] != exclude and other["name"].casefold() == name.casefold():
+                raise ValidationError(f"a model named {other['name']!r} already exists; choose another name")
+
+    def _model_record(self, ref: ModelRef) -> dict[str, Any]:
+        store = self._read()
+        key = ref.id if isinstance(ref, Model) else ref
+        if not isinstance(key, str):
+            raise NotFoundError(f"not a model: {ref!r}")
+        record = store.get("models", key)
+        if record is None:
+            record = next((r for r in store.records("models") if r["name"] == key), None)
+        if record is None:
+            raise NotFoundError(f"no model {key!r} in {self.path}")
+        return record
+
+    # -- subjects ----------------------------------------------------------------------
+
+    def add_subject(
+        self,
+        subject_id: str,
+        *,
+        name: str | None = None,
+        external_ids: dict[str, str] | None = None,
+        tags: Iterable[str] = (),
+    ) -> Subject:
+        """Create or update a subject (a patient); examples refer to it by ``subject_id``."""
+        subject_id = _clean_name(subject_id, "subject id")
+        with self._write():
+            old = self._store.get("subjects", subject_id)
+            record = {
+                "id": subject_id,
+                "name": str(name) if name is not None else (old["name"] if old else subject_id),
+                "external_ids": {
+                    str(k): str(v) for k, v in (external_ids or (old or {}).get("external_ids", {})).items()
+                },
+                "tags": sorted({str(t) for t in tags} | set((old or {}).get("tags", []))),
+                "created": old["created"] if old else now(),
+            }
+            self._store.put("subjects", subject_id, record)
+            self._emit(Change("subject_changed"))
+        return Subject.from_record(record)
+
+    def subjects(self) -> list[Subject]:
+        return [Subject.from_record(r) for r in sorted(self._read().records("subjects"), key=lambda r: r["id"])]
+
+    def subject(self, subject_id: str) -> Subject:
+        record = self._read().get("subjects", subject_id)
+        if record is None:
+            raise NotFoundError(f"no subject {subject_id!r}")
+        return Subject.from_record(record)
+
+    # -- examples ----------------------------------------------------------------------
+
+    def add_example(
+        self,
+        model: ModelRef,
+        image: Any,
+        *,
+        subject: str | None = None,
+        split: str | None = None,
+        source: dict[str, Any] | None = None,
+    ) -> Example:
+        """Add one image (a numpy array, or the path of a PNG/JPEG/TIFF/.npy file)."""
+        return self.add_examples(model, [image], subjects=[subject], splits=[split], sources=[source])[0]
+
+    def add_examples(
+        self,
+        model: ModelRef,
+        images: Sequence[Any],
+        *,
+        subjects: Sequence[str | None] | None = None,
+        splits: Sequence[str | None] | None = None,
+        sources: Sequence[dict[str, Any] | None] | None = None,
+    ) -> list[Example]:
+        """Add many images in one transaction: all of them, or (on any bad image) none.
+
+        The split of each example comes from a hash of its subject (so a patient
+        never spans splits) unless given explicitly.
+        """
+        model_record = self._model_record(model)
+        n = len(images)
+        subjects = list(subjects) if subjects is not None else [None] * n
+        splits = list(splits) if splits is not None else [None] * n
+        sources = list(sources) if sources is not None else [None] * n
+        if not (len(subjects) == len(splits) == len(sources) == n):
+            raise ValidationError("images, subjects, splits and sources must have the same length")
+        for s in splits:
+            if s is not None and s not in SPLITS:
+                raise ValidationError(f"split must be one of {SPLITS}, not {s!r}")
+        subjects = [None if s is None else _clean_name(s, "subject id") for s in subjects]
+        prepared = []
+        for i, image in enumerate(images):
+            name = str(image) if isinstance(image, (str, os.PathLike)) else (f"image {i}" if n > 1 else None)
+            prepared.append(self._prepare_image(image, name))
+        return self._insert_examples(model_record, prepared, subjects, splits, sources)
+
+    def _prepare_image(self, image: Any, name: str | None) -> dict[str, Any]:
+        """Read, check and store an image's blobs (outside the lock: blobs are idempotent)."""
+        arr = imaging.read_image(image, max_pixels=self.max_image_pixels, name=name)
+        data, ext = imaging.encode_image(arr)
+        fields = {
+            "width": int(arr.shape[1]),
+            "height": int(arr.shape[0]),
+            "channels": 1 if arr.ndim == 2 else int(arr.shape[2]),
+            "dtype": str(arr.dtype),
+            "image": self._store.blobs.put(data, ext),
+            "thumbnail": self._store.blobs.put(imaging.make_thumbnail(arr), "jpg"),
+        }
+        if isinstance(image, (str, os.PathLike)):
+            fields["file"] = Path(image).name
+        return fields
+
+    def _insert_examples(self, model_record, prepared, subjects, splits, sources) -> list[Example]:
+        records = []
+        stamp = now()
+        with self._write():
+            self._model_record(model_record["id"])  # still there?
+            for fields, subject, split, source in zip(prepared, subjects, splits, sources, strict=True):
+                example_id = _new_id("ex")
+                if subject is not None and self._store.get("subjects", subject) is None:
+                    self._store.put(
+                        "subjects",
+                        subject,
+                        {"id": subject, "name": subject, "external_ids": {}, "tags": [], "created": stamp},
+                    )
+                src = dict(source or {})
+                if "file" in fields:
+                    src.setdefault("file", fields["file"])
+                record = {
+                    "id": example_id,
+                    "model_id": model_record["id"],
+                    "subject_id": subject,
+                    "split": split or split_for(subject or example_id),
+                    **{k: v for k, v in fields.items() if k != "file"},
+                    "source": src,
+                    "created": stamp,
+                    "updated": stamp,
+                }
+                self._store.put("examples", example_id, record)
+                records.append(record)
+            self._emit(
+                Change("examples_added", model_id=model_record["id"], example_ids=tuple(r["id"] for r in records))
+            )
+        return [Example.from_record(r) for r in records]
+
+    def add_folder(
+        self,
+        model: ModelRef,
+        folder: str | os.PathLike,
+        *,
+        subject_from: str | Callable[[Path], str | None] = "folder",
+        recursive: bool = True,
+        chunk: int = 64,
+    ) -> ImportReport:
+        """Import every image file under ``folder``; unreadable files are skipped and reported.
+
+        ``subject_from``: ``"folder"`` (the name of the file's parent folder, when it is
+        not ``folder`` itself), ``"none"``, or a function of the file's path.
+        Files are committed ``chunk`` at a time, so an interrupted import keeps what it did.
+        """
+        root = Path(folder)
+        if not root.is_dir():
+            raise NotFoundError(f"no folder {root}")
+        pattern = "**/*" if recursive else "*"
+        files = sorted(p for p in root.glob(pattern) if p.is_file() and p.suffix.lower() in imaging.IMAGE_SUFFIXES)
+        if not (callable(subject_from) or subject_from in ("folder", "none")):
+            raise ValidationError("subject_from must be 'folder', 'none' or a function")
+        model_record = self._model_record(model)
+        report = ImportReport()
+        for start in range(0, len(files), chunk):
+            prepared, subjects, sources = [], [], []
+            for path in files[start : start + chunk]:
+                rel = path.relative_to(root).as_posix()
+                try:
+                    prepared.append(self._prepare_image(path, rel))
+                except ImageError as e:
+                    report.skipped.append((rel, str(e)))
+                    continue
+                if callable(subject_from):
+                    subjects.append(subject_from(path))
+                else:
+                    subjects.append(path.parent.name if subject_from == "folder" and path.parent != root else None)
+                sources.append({"file": rel})
+            if prepared:
+                report.added += self._insert_examples(model_record, prepared, subjects, [None] * len(prepared), sources)
+        return report
+
+    def example(self, ref: ExampleRef) -> Example:
+        record = self._example_record(ref)
+        return Example.from_record(record, self._store.get("labels", record["id"]))
+
+    def examples(
+        self,
+        model: ModelRef,
+        *,
+        status: str | Iterable[str] | None = None,
+        subject: str | None = None,
+        split: str | None = None,
+        sort: str = "created",
+        descending: bool = False,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> list[Example]:
+        """The model's examples, filtered, sorted and paged.
+
+        ``status``: ``"unlabeled"``, ``"draft"``, ``"labeled"`` or several of them.
+        ``sort``: one of ``created, updated, label_updated, status, subject_id, split, id``.
+        """
+        rows = self._rows(model, status=status, subject=subject, split=split)
+        if sort not in SORT_KEYS:
+            raise ValidationError(f"sort must be one of {SORT_KEYS}, not {sort!r}")
+        if offset < 0 or (limit is not None and limit < 0):
+            raise ValidationError("offset and limit must not be negative")
+
+        def key(row):
+            record, label = row
+            if sort == "status":
+                value = STATUSES.index(status_of(label))
+            elif sort == "label_updated":
+                value = label_time(label) or ""
+            else:
+                value = record[sort] or ""
+            return (value, record["id"])
+
+        rows.sort(key=key, reverse=descending)
+        page = rows[offset : None if limit is None else offset + limit]
+        return [Example.from_record(record, label) for record, label in page]
+
+    def count_examples(self, model: ModelRef, **filters: Any) -> int:
+        """How many examples :meth:`examples` would list with these filters (no paging)."""
+        return len(self._rows(model, **filters))
+
+    def status_counts(self, model: ModelRef) -> dict[str, int]:
+        """``{"unlabeled": n, "draft": n, "labeled": n}`` for the model."""
+        counts = dict.fromkeys(STATUSES, 0)
+        for _, label in self._rows(model):
+            counts[status_of(label)] += 1
+        return counts
+
+    def _rows(self, model, *, status=None, subject=None, split=None) -> list[tuple[dict, dict | None]]:
+        model_id = self._model_record(model)["id"]
+        wanted = {status} if isinstance(status, str) else (set(status) if status is not None else None)
+        if wanted is not None and not wanted <= set(STATUSES):
+            raise ValidationError(f"status must be among {STATUSES}, not {sorted(wanted - set(STATUSES))}")
+        if split is not None and split not in SPLITS:
+            raise ValidationError(f"split must be one of {SPLITS}, not {split!r}")
+        store = self._store
+        labels = store.mapping("labels")
+        rows = []
+        for record in store.records("examples"):
+            if record["model_id"] != model_id:
+                continue
+            if subject is not None and record["subject_id"] != subject:
+                continue
+            if split is not None and record["split"] != split:
+                continue
+            label = labels.get(record["id"])
+            if wanted is not None and status_of(label) not in wanted:
+                continue
+            rows.append((record, label))
+        return rows
+
+    def delete_example(self, example: ExampleRef) -> None:
+        """Delete an example and its label (the audit trail keeps the history)."""
+        with self._write():
+            record = self._example_record(example)
+            label = self._store.get("labels", record["id"])
+            self._store.log(
+                {
+                    "time": now(),
+                    "actor": self.user,
+                    "action": "delete_example",
+                    "example_id": record["id"],
+                    "model_id": record["model_id"],
+                    "version": (label["version"] if label else 0) + 1,
+                }
+            )
+            self._store.delete("examples", record["id"])
+            self._store.delete("labels", record["id"])
+            self._emit(Change("example_deleted", model_id=record["model_id"], example_ids=(record["id"],)))
+
+    def image(self, example: ExampleRef) -> np.ndarray:
+        """The example's image as stored (16-bit stays 16-bit)."""
+        ref = self._example_record(example)["image"]
+        return imaging.decode_image(self._store.blobs.get(ref), ref.rsplit(".", 1)[1])
+
+    def thumbnail(self, example: ExampleRef) -> bytes:
+        """A JPEG preview of the example (cached in the project when the example was added)."""
+        return self._store.blobs.get(self._example_record(example)["thumbnail"])
+
+    def _example_record(self, ref: ExampleRef) -> dict[str, Any]:
+        key = ref.id if isinstance(ref, Example) else ref
+        record = self._read().get("examples", key) if isinstance(key, str) else None
+        if record is None:
+            raise NotFoundError(f"no example {key!r} in {self.path}")
+        return record
+
+    # -- labels ------------------------------------------------------------------------
+
+    def label(self, example: ExampleRef) -> Label | None:
+        """The example's current label (draft or submitted), or None."""
+        record = self._store.get("labels", self._example_record(example)["id"])
+        if record is None or record["status"] == "deleted":
+            return None
+        return Label.from_record(record)
+
+    def mask(self, example: ExampleRef) -> np.ndarray | None:
+        """The current label's mask (uint8 class indices), or None."""
+        label = self.label(example)
+        if label is None or label.mask is None:
+            return None
+        return imaging.decode_mask_png(self._store.blobs.get(label.mask))
+
+    def save_label(
+        self,
+        example: ExampleRef,
+        *,
+        mask: np.ndarray | None = None,
+        classes: Any = None,
+        author: str | None = None,
+        time_spent: float | None = None,
+        source: str = "human",
+    ) -> Label:
+        """Save a draft: kept and shown, never used for training until submitted."""
+        return self._write_label(example, "draft", mask, classes, author, time_spent, source)
+
+    def submit_label(
+        self,
+        example: ExampleRef,
+        *,
+        mask: np.ndarray | None = None,
+        classes: Any = None,
+        author: str | None = None,
+        time_spent: float | None = None,
+        source: str = "human",
+    ) -> Label:
+        """Confirm a label; the next training run will use it. Without a mask or
+        classes, the current draft is submitted as it is.
+        """
+        return self._write_label(example, "submitted", mask, classes, author, time_spent, source)
+
+    def delete_label(self, example: ExampleRef, *, author: str | None = None) -> None:
+        """Delete the example's label; it becomes unlabeled (the history stays in the audit trail)."""
+        with self._write():
+            record = self._example_record(example)
+            old = self._store.get("labels", record["id"])
+            if old is None or old["status"] == "deleted":
+                raise NotFoundError(f"example {record['id']} has no label to delete")
+            stamp = now()
+            new = {**old, "status": "deleted", "mask": None, "classes": [], "version": old["version"] + 1}
+            new.update(author=author or self.user, updated=stamp)
+            self._store.log(_label_event("delete", new, old))
+            self._store.put("labels", record["id"], new)
+            self._emit(Change("label_deleted", model_id=record["model_id"], example_ids=(record["id"],)))
+
+    def history(self, example: ExampleRef) -> list[dict[str, Any]]:
+        """The audit trail of one example's label, oldest first."""
+        key = example.id if isinstance(example, Example) else example
+        current = self._read().get("labels", key)
+        by_version: dict[int, dict[str, Any]] = {}
+        for event in self._store.audit.events():
+            if event.get("example_id") == key and "version" in event:
+                by_version[event["version"]] = event  # a retried version replaces an uncommitted one
+        top = current["version"] if current else max(by_version, default=0)
+        return [by_version[v] for v in sorted(by_version) if v <= top]
+
+    def audit(self, model: ModelRef | None = None) -> list[dict[str, Any]]:
+        """Every audit event (of one model, if given), oldest first."""
+        model_id = self._model_record(model)["id"] if model is not None else None
+        return [e for e in self._store.audit.events() if model_id is None or e.get("model_id") == model_id]
+
+    def _write_label(self, example, status, mask, classes, author, time_spent, source) -> Label:
+        with self._write():
+            record = self._example_record(example)
+            model = Model.from_record(self._model_record(record["model_id"]))
+            old = self._store.get("labels", record["id"])
+            live = old if old is not None and old["status"] != "deleted" else None
+            if model.problem_type == "segmentation":
+                if classes is not None:
+                    raise ValidationError("a segmentation label is a mask; pass mask=, not classes=")
+                if mask is None:
+                    if live is None or live["mask"] is None:
+                        raise ValidationError(f"example {record['id']} has no mask yet; pass mask=")
+                    mask_ref, present = live["mask"], live["classes"]
+                else:
+                    valid = [c.index for c in model.classes]
+                    mask = imaging.validate_mask(mask, (record["height"], record["width"]), valid)
+                    mask_ref = self._store.blobs.put(imaging.encode_mask_png(mask), "png")
+                    present = sorted(int(v) for v in np.unique(mask))
+            else:
+                if mask is not None:
+                    raise ValidationError("a classification label is a set of classes; pass classes=, not mask=")
+                if classes is None:
+                    if live is None:
+                        raise ValidationError(f"example {record['id']} has no label yet; pass classes=")
+                    present = live["classes"]
+                else:
+                    present = _class_indices(model, classes)
+                mask_ref = None
+            stamp = now()
+            new = {
+                "example_id": record["id"],
+                "model_id": record["model_id"],
+                "kind": "mask" if model.problem_type == "segmentation" else "classes",
+                "status": status,
+                "classes": present,
+                "mask": mask_ref,
+                "author": author or self.user,
+                "time_spent": None if time_spent is None else float(time_spent),
+                "source": str(source),
+                "version": (old["version"] if old else 0) + 1,
+                "created": live["created"] if live else stamp,
+                "updated": stamp,
+            }
+            self._store.log(_label_event("submit" if status == "submitted" else "save", new, old))
+            self._store.put("labels", record["id"], new)
+            kind = "label_submitted" if status == "submitted" else "label_saved"
+            self._emit(Change(kind, model_id=record["model_id"], example_ids=(record["id"],)))
+        return Label.from_record(new)
+
+    # -- runs --------------------------------------------------------------------------
+
+    def snapshot(self, model: ModelRef) -> dict[str, list[list[Any]]]:
+        """The submitted labels training would use now: ``{split: [[example_id, version], ...]}``."""
+        snap: dict[str, list[list[Any]]] = {s: [] for s in SPLITS}
+        for record, label in self._rows(model, status="labeled"):
+            snap[record["split"]].append([record["id"], label["version"]])
+        for items in snap.values():
+            items.sort()
+        return snap
+
+    def create_run(
+        self, model: ModelRef, *, trigger: str = "manual", hyperparameters: dict[str, Any] | None = None
+    ) -> Run:
+        """Record a queued run over a frozen snapshot of the submitted labels."""
+        with self._write():
+            model_record = self._model_record(model)
+            count = sum(1 for r in self._store.records("runs") if r["model_id"] == model_record["id"])
+            record = {
+                "id": _new_id("run"),
+                "model_id": model_record["id"],
+                "slug": f"run-{count + 1}",
+                "status": "queued",
+                "trigger": str(trigger),
+                "snapshot": self.snapshot(model_record["id"]),
+                "hyperparameters": dict(hyperparameters or {}),
+                "metrics": {},
+                "approvals": [],
+                "error": None,
+                "created": now(),
+                "started": None,
+                "ended": None,
+            }
+            self._store.put("runs", record["id"], record)
+            self._emit(Change("run_created", model_id=model_record["id"], run_id=record["id"]))
+        return Run.from_record(record)
+
+    def runs(self, model: ModelRef) -> list[Run]:
+        """The model's runs, oldest first."""
+        model_id = self._model_record(model)["id"]
+        records = sorted(
+            (r for r in self._store.records("runs") if r["model_id"] == model_id), key=lambda r: r["created"]
+        )
+        return [Run.from_record(r) for r in records]
+
+    def run(self, run_id: str) -> Run:
+        record = self._read().get("runs", run_id)
+        if record is None:
+            raise NotFoundError(f"no run {run_id!r}")
+        return Run.from_record(record)
+
+
+def _default_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in some containers
+        return "unknown"
+
+
+def _clean_name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"a {what} must be a non-empty string, not {value!r}")
+    value = value.strip()
+    if len(value) > 200:
+        raise ValidationError(f"a {what} must be at most 200 characters")
+    return value
+
+
+def _class_record(index: int, spec: str | dict[str, Any]) -> dict[str, Any]:
+    spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+    unknown = set(spec) - {"name", "color", "description"}
+    if unknown:
+        raise ValidationError(f"a class has name, color and description, not {sorted(unknown)}")
+    color = spec.get("color") or PALETTE[index % len(PALETTE)]
+    if not _COLOR.match(str(color)):
+        raise ValidationError(f"class colors are written #rrggbb, not {color!r}")
+    return {
+        "index": index,
+        "name": _clean_name(spec.get("name"), "class name"),
+        "color": str(color).lower(),
+        "description": str(spec.get("description") or ""),
+    }
+
+
+def _check_class_names(names: list[str]) -> None:
+    seen = set()
+    for name in names:
+        if name.casefold() in seen:
+            raise ValidationError(f"class name {name!r} is given twice")
+        seen.add(name.casefold())
+
+
+def _class_indices(model: Model, classes: Any) -> list[int]:
+    items = [classes] if isinstance(classes, (str, int, np.integer)) else list(classes)
+    try:
+        indices = sorted({model.class_index(int(c) if isinstance(c, np.integer) else c) for c in items})
+    except NotFoundError as e:
+        raise ValidationError(str(e)) from None
+    if not model.multi_label and len(indices) != 1:
+        raise ValidationError(f"model {model.name!r} takes exactly one class per example, got {items!r}")
+    return indices
+
+
+def _label_event(action: str, new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "time": new["updated"],
+        "actor": new["author"],
+        "action": action,
+        "example_id": new["example_id"],
+        "model_id": new["model_id"],
+        "version": new["version"],
+        "previous_version": old["version"] if old else None,
+        "status": new["status"],
+        "classes": new["classes"],
+        "mask": new["mask"],
+        "source": new["source"],
+    }

@@ -1,0 +1,186 @@
+"""Read-only views of the project's records, as handed to users and widgets.
+
+The store holds plain dicts; these frozen dataclasses are what :class:`Project`
+returns. Change things through :class:`Project`, never by editing a record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from .errors import NotFoundError
+
+__all__ = ["Change", "ClassInfo", "Example", "Label", "Model", "Run", "Subject"]
+
+ProblemType = Literal["classification", "segmentation"]
+ExampleStatus = Literal["unlabeled", "draft", "labeled"]
+
+
+def _build(cls, record: dict[str, Any], **extra: Any):
+    values = {}
+    for f in fields(cls):
+        if f.name in extra:
+            values[f.name] = extra[f.name]
+        elif f.name in record:
+            value = record[f.name]
+            values[f.name] = tuple(value) if isinstance(value, list) else value
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    index: int
+    name: str
+    color: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model config: a row of the model table."""
+
+    id: str
+    name: str
+    problem_type: ProblemType
+    classes: tuple[ClassInfo, ...]
+    description: str = ""
+    multi_label: bool = False
+    champion_run_id: str | None = None
+    created: str = ""
+    updated: str = ""
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Model:
+        classes = tuple(ClassInfo(**c) for c in record["classes"])
+        return _build(cls, record, classes=classes)
+
+    @property
+    def deployed(self) -> bool:
+        return self.champion_run_id is not None
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    def class_index(self, ref: int | str) -> int:
+        """The index of a class given by name or index; NotFoundError if the model has none such."""
+        for c in self.classes:
+            if (isinstance(ref, str) and c.name == ref) or (not isinstance(ref, str) and c.index == ref):
+                return c.index
+        raise NotFoundError(f"model {self.name!r} has no class {ref!r} (classes: {self.class_names})")
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A patient (or any unit that must never span splits)."""
+
+    id: str
+    name: str
+    external_ids: dict[str, str] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    created: str = ""
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Subject:
+        return _build(cls, record)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One image to label, with its derived status at the time it was read."""
+
+    id: str
+    model_id: str
+    subject_id: str | None
+    split: str
+    width: int
+    height: int
+    channels: int
+    dtype: str
+    image: str
+    thumbnail: str
+    source: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    updated: str = ""
+    status: ExampleStatus = "unlabeled"
+    label_updated: str | None = None
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], label: dict[str, Any] | None = None) -> Example:
+        return _build(cls, record, status=status_of(label), label_updated=label_time(label))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+
+@dataclass(frozen=True)
+class Label:
+    """The current annotation of an example."""
+
+    example_id: str
+    model_id: str
+    status: Literal["draft", "submitted"]
+    version: int
+    classes: tuple[int, ...] = ()
+    mask: str | None = None
+    author: str = ""
+    time_spent: float | None = None
+    source: str = "human"
+    created: str = ""
+    updated: str = ""
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Label:
+        return _build(cls, record)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One trained version of a model (the record; training fills it in)."""
+
+    id: str
+    model_id: str
+    slug: str
+    status: str
+    trigger: str
+    snapshot: dict[str, Any] = field(default_factory=dict)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    approvals: tuple[dict[str, Any], ...] = ()
+    error: str | None = None
+    created: str = ""
+    started: str | None = None
+    ended: str | None = None
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Run:
+        return _build(cls, record)
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a project observer is told after a change is committed.
+
+    ``kind`` is one of: model_created, model_updated, model_deleted, subject_changed,
+    examples_added, example_deleted, label_saved, label_submitted, label_deleted,
+    run_created, external (another process changed the project).
+    """
+
+    kind: str
+    model_id: str | None = None
+    example_ids: tuple[str, ...] = ()
+    run_id: str | None = None
+
+
+def status_of(label: dict[str, Any] | None) -> ExampleStatus:
+    if label is None or label["status"] == "deleted":
+        return "unlabeled"
+    return "labeled" if label["status"] == "submitted" else "draft"
+
+
+def label_time(label: dict[str, Any] | None) -> str | None:
+    if label is None or label["status"] == "deleted":
+        return None
+    return label["updated"]

@@ -1,0 +1,19 @@
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    """Every file of a project folder and a hash of its bytes (to prove nothing changed)."""
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(path).rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
+
+
+def image(h=24, w=32, seed=0, dtype=np.uint8):
+    rng = np.random.default_rng(seed)
+    hi = 255 if dtype == np.uint8 else 4000
+    return rng.integers(0, hi, (h, w)).astype(dtype)
