@@ -1,9 +1,7 @@
 import ipaddress
 import shutil
 import socket
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 import patientml_widgets as pml

@@ -254,7 +254,7 @@ def test_snapshot_and_run_record(project, seg):
 @pytest.mark.parametrize(
     "call, error",
     [
-        (lambda p, s, e: p.create_model("lesion SEGMENTATION", problem_type="segmentation", classes=["a", "b"]), "exists"),
+        (lambda p, s, e: p.create_model("lesion SEGMENTATION", problem_type="classification", classes="ab"), "exists"),
         (lambda p, s, e: p.create_model("x", problem_type="detection", classes=["a", "b"]), "problem_type"),
         (lambda p, s, e: p.create_model("x", problem_type="segmentation", classes=["a", "A"]), "twice"),
         (lambda p, s, e: p.create_model("x", problem_type="segmentation", classes=["a"]), "at least 2"),
