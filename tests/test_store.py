@@ -80,14 +80,18 @@ def test_nested_transactions_commit_once(tmp_path):
 
 
 def test_shard_files_are_tinydb_documents(tmp_path):
-    from tinydb import TinyDB
+    from tinydb import Query, TinyDB
+
+    from patientml_widgets.store.storage import open_tinydb
 
     store = Store(tmp_path / "p")
     with store.transaction():
         store.put("models", "m1", {"id": "m1", "name": "x"})
-    with TinyDB(tmp_path / "p" / "tables" / "models.json") as db:
+    with TinyDB(tmp_path / "p" / "tables" / "models.json") as db:  # stock TinyDB reads them
         assert db.tables() == {"models"}
         assert db.storage.read() == {"models": {"m1": {"id": "m1", "name": "x"}}}
+    db = open_tinydb(tmp_path / "p" / "tables" / "models.json")  # and can query them
+    assert db.table("models").search(Query().name == "x") == [{"id": "m1", "name": "x"}]
 
 
 def test_threads_writing_at_once_lose_nothing(tmp_path):

@@ -84,7 +84,7 @@ class AtomicJSONStorage(Storage):
 
 
 class StrIdTable(Table):
-    """A TinyDB table keyed by our own string ids instead of counters."""
+    """A TinyDB table keyed by our string ids (for querying a project file with TinyDB)."""
 
     document_id_class = str  # type: ignore[assignment]
 
@@ -94,4 +94,5 @@ class _TinyDB(TinyDB):
 
 
 def open_tinydb(path: Path) -> TinyDB:
+    """A TinyDB over one project file, backed by :class:`AtomicJSONStorage`."""
     return _TinyDB(path, storage=AtomicJSONStorage)

@@ -13,6 +13,11 @@ Every change happens in :meth:`Store.transaction`: it takes the inter-process lo
 reloads whatever another process changed, applies the change in memory and commits
 each touched file atomically. Readers never need the lock: files are only ever
 replaced whole.
+
+The files are TinyDB documents (``{table: {id: record}}``) read and written through
+:class:`~.storage.AtomicJSONStorage`, so TinyDB opens them as they are. Records are
+written straight into the storage's document rather than through TinyDB's ``Table``,
+whose every write rebuilds the whole table (O(n): 23 ms per write at 100k records).
 """
 
 from __future__ import annotations
@@ -28,13 +33,12 @@ from typing import Any
 
 import orjson
 from filelock import FileLock, Timeout
-from tinydb.table import Document
 
 from ..errors import SchemaError, StoreError
 from .audit import AuditLog
 from .blobs import BlobStore
 from .files import atomic_write
-from .storage import open_tinydb
+from .storage import AtomicJSONStorage, open_tinydb
 
 __all__ = ["SCHEMA_VERSION", "TABLES", "Store", "now"]
 
@@ -170,7 +174,6 @@ class Store:
             for db in self._dbs.values():
                 if db.storage.changed_on_disk():
                     db.storage.invalidate()
-                    db.clear_cache()
                     changed = True
             if changed:
                 self.external_changes += 1
@@ -201,24 +204,19 @@ class Store:
         return list(self.mapping(table).values())
 
     def put(self, table: str, record_id: str, record: dict[str, Any]) -> None:
-        """Insert or replace a record."""
-        self._require_transaction()
-        tbl = self._db(table, record_id).table(table, cache_size=0)
-        if tbl.contains(doc_id=record_id):
-
-            def replace(doc: dict[str, Any]) -> None:
-                doc.clear()
-                doc.update(record)
-
-            tbl.update(replace, doc_ids=[record_id])
-        else:
-            tbl.insert(Document(record, doc_id=record_id))
+        """Insert or replace a record (committed when the transaction ends)."""
+        storage = self._storage_for(table, record_id)
+        storage.read().setdefault(table, {})[record_id] = record
+        storage.dirty = True
 
     def delete(self, table: str, record_id: str) -> None:
+        storage = self._storage_for(table, record_id)
+        if storage.read().get(table, {}).pop(record_id, None) is not None:
+            storage.dirty = True
+
+    def _storage_for(self, table: str, record_id: str) -> AtomicJSONStorage:
         self._require_transaction()
-        tbl = self._db(table, record_id).table(table, cache_size=0)
-        if tbl.contains(doc_id=record_id):
-            tbl.remove(doc_ids=[record_id])
+        return self._db(table, record_id).storage
 
     def log(self, event: dict[str, Any]) -> None:
         """Queue an audit event; it is written when the transaction commits."""

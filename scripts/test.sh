@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install everything the tests need on a fresh machine, then run every check:
+# ruff, the JS unit tests (when js/ has any), pytest (unit, reliability, notebooks,
+# a real JupyterLab in the system Chromium).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing the system Chromium (browser tests)"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
+echo "== installing Python packages (the CPU build of torch first)"
+python -m pip install -q --disable-pip-version-check torch==2.13.0
+python -m pip install -q --disable-pip-version-check -e ".[train,notebook,test]"
+
+echo "== ruff"
+ruff check .
+ruff format --check .
+
+if find js -name '*.test.js' -o -name '*.test.mjs' 2>/dev/null | grep -q .; then
+  echo "== node --test js/"
+  node --test js/
+fi
+
+echo "== pytest"
+python -m pytest "$@"

@@ -1,0 +1,28 @@
+"""Every notebook in notebooks/ runs top to bottom on a fresh demo project (headless: no JS)."""
+
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert [p.name for p in NOTEBOOKS][:1] == ["01_tour.ipynb"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs(path, tmp_path, monkeypatch, demo_template):
+    demo = tmp_path / "demo"
+    shutil.copytree(demo_template, demo)
+    monkeypatch.setenv("PATIENTML_DEMO_DIR", str(demo))
+    work = tmp_path / "work"
+    work.mkdir()
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert errors == []
