@@ -1,7 +1,7 @@
 """Run every benchmark and print its table.
 
-    python benchmarks/run.py            # all, store at 1k / 10k / 100k examples
-    python benchmarks/run.py --quick    # store at 1k / 10k only
+python benchmarks/run.py            # all, store at 1k / 10k / 100k examples
+python benchmarks/run.py --quick    # store at 1k / 10k only
 """
 
 from __future__ import annotations

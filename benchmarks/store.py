@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _util import median_ms, table
 
 import patientml_widgets as pml
-
-from _util import median_ms, table
 
 DATA = Path(__file__).parent / ".data"
 
@@ -62,7 +61,9 @@ def measure(n: int) -> list[object]:
         project.submit_label(examples[i], mask=masks[(i * 7 + 3) % 40])
 
     submit_ms = median_ms(submit, repeat=31, warmup=3)
-    query_ms = median_ms(lambda: project.examples(model, status="labeled", sort="label_updated", descending=True, limit=50), repeat=9)
+    query_ms = median_ms(
+        lambda: project.examples(model, status="labeled", sort="label_updated", descending=True, limit=50), repeat=9
+    )
     count_ms = median_ms(lambda: project.status_counts(model), repeat=9)
     shard_kb = max(p.stat().st_size for p in (path / "tables").glob("labels-*.json")) / 1024
     return [f"{n:,}", submit_ms, query_ms, count_ms, open_ms, round(shard_kb), round(n / build_s)]
@@ -72,7 +73,15 @@ def main(sizes: list[int]) -> str:
     rows = [measure(n) for n in sizes]
     return table(
         "Store (one model, every example labeled; medians)",
-        ["examples", "submit ms", "page query ms", "status counts ms", "open+1st page ms", "label shard KB", "import/s"],
+        [
+            "examples",
+            "submit ms",
+            "page query ms",
+            "status counts ms",
+            "open+1st page ms",
+            "label shard KB",
+            "import/s",
+        ],
         rows,
     )
 

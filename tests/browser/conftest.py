@@ -85,25 +85,27 @@ def lab(tmp_path_factory, demo_template):
         f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
         f"--LabApp.workspaces_dir={base / 'workspaces'}",
     ]  # fmt: skip
-    log = open(base / "lab.log", "wb")
-    proc = subprocess.Popen(cmd, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = Lab(f"http://127.0.0.1:{port}", token, root, env)
-    deadline = time.monotonic() + 60
-    while True:
+    with open(base / "lab.log", "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server = Lab(f"http://127.0.0.1:{port}", token, root, env)
         try:
-            server.api("/api/status")
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("JupyterLab did not start:\n" + (base / "lab.log").read_text()[-3000:]) from None
-            time.sleep(0.2)
-    yield server
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    server.api("/api/status")
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        tail = (base / "lab.log").read_text()[-3000:]
+                        raise RuntimeError("JupyterLab did not start:\n" + tail) from None
+                    time.sleep(0.2)
+            yield server
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")
