@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import secrets
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -82,6 +83,7 @@ class Project:
         self._observers: list[Callable[[Change], Any]] = []
         self._pending: list[Change] = []
         self._depth = 0
+        self._lock = threading.RLock()  # one writer thread at a time; events go to the right batch
         self._seen_external = store.external_changes
 
     # -- opening -----------------------------------------------------------------------
@@ -151,21 +153,23 @@ class Project:
 
     @contextmanager
     def _write(self) -> Iterator[None]:
-        outer = self._depth == 0
-        self._depth += 1
-        try:
-            with self._store.transaction():
-                yield
-        except BaseException:
-            if outer:
-                self._pending = []
-            raise
-        finally:
-            self._depth -= 1
-        if outer:
+        with self._lock:
+            outer = self._depth == 0
+            self._depth += 1
+            try:
+                with self._store.transaction():
+                    yield
+            except BaseException:
+                if outer:
+                    self._pending = []
+                raise
+            finally:
+                self._depth -= 1
+            if not outer:
+                return
             changes, self._pending = self._pending, []
             self._seen_external = self._store.external_changes  # our own commit is not news
-            self._dispatch(changes)
+        self._dispatch(changes)
 
     def _emit(self, change: Change) -> None:
         self._pending.append(change)
@@ -342,7 +346,7 @@ class Project:
                 "created": old["created"] if old else now(),
             }
             self._store.put("subjects", subject_id, record)
-            self._emit(Change("subject_changed"))
+            self._emit(Change("subject_changed", subject_id=subject_id))
         return Subject.from_record(record)
 
     def subjects(self) -> list[Subject]:
@@ -408,8 +412,8 @@ class Project:
             "height": int(arr.shape[0]),
             "channels": 1 if arr.ndim == 2 else int(arr.shape[2]),
             "dtype": str(arr.dtype),
-            "image": self._store.blobs.put(data, ext),
-            "thumbnail": self._store.blobs.put(imaging.make_thumbnail(arr), "jpg"),
+            "image_ref": self._store.blobs.put(data, ext),
+            "thumbnail_ref": self._store.blobs.put(imaging.make_thumbnail(arr), "jpg"),
         }
         if isinstance(image, (str, os.PathLike)):
             fields["file"] = Path(image).name
@@ -586,12 +590,12 @@ class Project:
 
     def image(self, example: ExampleRef) -> np.ndarray:
         """The example's image as stored (16-bit stays 16-bit)."""
-        ref = self._example_record(example)["image"]
+        ref = self._example_record(example)["image_ref"]
         return imaging.decode_image(self._store.blobs.get(ref), ref.rsplit(".", 1)[1])
 
     def thumbnail(self, example: ExampleRef) -> bytes:
         """A JPEG preview of the example (cached in the project when the example was added)."""
-        return self._store.blobs.get(self._example_record(example)["thumbnail"])
+        return self._store.blobs.get(self._example_record(example)["thumbnail_ref"])
 
     def _example_record(self, ref: ExampleRef) -> dict[str, Any]:
         key = ref.id if isinstance(ref, Example) else ref
@@ -612,9 +616,9 @@ class Project:
     def mask(self, example: ExampleRef) -> np.ndarray | None:
         """The current label's mask (uint8 class indices), or None."""
         label = self.label(example)
-        if label is None or label.mask is None:
+        if label is None or label.mask_ref is None:
             return None
-        return imaging.decode_mask_png(self._store.blobs.get(label.mask))
+        return imaging.decode_mask_png(self._store.blobs.get(label.mask_ref))
 
     def save_label(
         self,
@@ -652,7 +656,7 @@ class Project:
             if old is None or old["status"] == "deleted":
                 raise NotFoundError(f"example {record['id']} has no label to delete")
             stamp = now()
-            new = {**old, "status": "deleted", "mask": None, "classes": [], "version": old["version"] + 1}
+            new = {**old, "status": "deleted", "mask_ref": None, "classes": [], "version": old["version"] + 1}
             new.update(author=author or self.user, updated=stamp)
             self._store.log(_label_event("delete", new, old))
             self._store.put("labels", record["id"], new)
@@ -684,9 +688,9 @@ class Project:
                 if classes is not None:
                     raise ValidationError("a segmentation label is a mask; pass mask=, not classes=")
                 if mask is None:
-                    if live is None or live["mask"] is None:
+                    if live is None or live["mask_ref"] is None:
                         raise ValidationError(f"example {record['id']} has no mask yet; pass mask=")
-                    mask_ref, present = live["mask"], live["classes"]
+                    mask_ref, present = live["mask_ref"], live["classes"]
                 else:
                     valid = [c.index for c in model.classes]
                     mask = imaging.validate_mask(mask, (record["height"], record["width"]), valid)
@@ -709,7 +713,7 @@ class Project:
                 "kind": "mask" if model.problem_type == "segmentation" else "classes",
                 "status": status,
                 "classes": present,
-                "mask": mask_ref,
+                "mask_ref": mask_ref,
                 "author": author or self.user,
                 "time_spent": None if time_spent is None else float(time_spent),
                 "source": str(source),
@@ -837,6 +841,6 @@ def _label_event(action: str, new: dict[str, Any], old: dict[str, Any] | None) -
         "previous_version": old["version"] if old else None,
         "status": new["status"],
         "classes": new["classes"],
-        "mask": new["mask"],
+        "mask_ref": new["mask_ref"],
         "source": new["source"],
     }

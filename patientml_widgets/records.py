@@ -6,6 +6,7 @@ returns. Change things through :class:`Project`, never by editing a record.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -18,13 +19,18 @@ ExampleStatus = Literal["unlabeled", "draft", "labeled"]
 
 
 def _build(cls, record: dict[str, Any], **extra: Any):
+    """A dataclass from a store record, copying nested values so no one edits the store's own."""
     values = {}
     for f in fields(cls):
         if f.name in extra:
             values[f.name] = extra[f.name]
         elif f.name in record:
             value = record[f.name]
-            values[f.name] = tuple(value) if isinstance(value, list) else value
+            if isinstance(value, list):
+                value = tuple(copy.deepcopy(value))
+            elif isinstance(value, dict):
+                value = copy.deepcopy(value)
+            values[f.name] = value
     return cls(**values)
 
 
@@ -98,8 +104,8 @@ class Example:
     height: int
     channels: int
     dtype: str
-    image: str
-    thumbnail: str
+    image_ref: str
+    thumbnail_ref: str
     source: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     updated: str = ""
@@ -124,7 +130,7 @@ class Label:
     status: Literal["draft", "submitted"]
     version: int
     classes: tuple[int, ...] = ()
-    mask: str | None = None
+    mask_ref: str | None = None
     author: str = ""
     time_spent: float | None = None
     source: str = "human"
@@ -172,6 +178,7 @@ class Change:
     model_id: str | None = None
     example_ids: tuple[str, ...] = ()
     run_id: str | None = None
+    subject_id: str | None = None
 
 
 def status_of(label: dict[str, Any] | None) -> ExampleStatus:

@@ -42,8 +42,8 @@ def test_demo_is_deterministic_and_reused(tmp_path, demo_template):
         for model in project.models():
             for ex in project.examples(model):
                 label = project.label(ex)
-                labeled = label and (label.status, label.mask, label.classes)
-                out.append((model.name, ex.source["index"], ex.subject_id, ex.split, ex.image, labeled))
+                labeled = label and (label.status, label.mask_ref, label.classes)
+                out.append((model.name, ex.source["index"], ex.subject_id, ex.split, ex.image_ref, labeled))
         return sorted(out, key=str)
 
     assert content(other) == content(template)

@@ -91,7 +91,7 @@ def test_draft_submit_edit_delete_and_history(project, seg):
     m2[6:8, 6:8] = 2
     project.save_label(ex, mask=m1, time_spent=5)
     project.submit_label(ex)  # submits the draft as it is
-    assert project.label(ex).mask is not None and project.label(ex).status == "submitted"
+    assert project.label(ex).mask_ref is not None and project.label(ex).status == "submitted"
     project.save_label(ex, mask=m2)  # an edit starts a new draft
     assert project.example(ex).status == "draft"
     project.submit_label(ex, mask=m2, author="dr-who")
@@ -111,7 +111,7 @@ def test_draft_submit_edit_delete_and_history(project, seg):
     ]
     assert hist[3]["actor"] == "dr-who" and hist[0]["actor"] == "tester"
     # every version's mask can still be read back from the trail
-    assert hist[1]["mask"] == hist[0]["mask"] and hist[3]["mask"] != hist[1]["mask"]
+    assert hist[1]["mask_ref"] == hist[0]["mask_ref"] and hist[3]["mask_ref"] != hist[1]["mask_ref"]
     # a new label after deletion continues the version count
     assert project.submit_label(ex, mask=m1).version == 6
 
@@ -251,6 +251,15 @@ def test_snapshot_and_run_record(project, seg):
     assert [r.slug for r in project.runs(seg)] == ["run-1", "run-2"]
 
 
+def _truncated_png(folder):
+    from PIL import Image
+
+    path = folder / "truncated.png"
+    Image.fromarray(image(64, 64)).save(path)
+    path.write_bytes(path.read_bytes()[:300])
+    return path
+
+
 @pytest.mark.parametrize(
     "call, error",
     [
@@ -270,6 +279,8 @@ def test_snapshot_and_run_record(project, seg):
         (lambda p, s, e: p.add_example("no such model", image()), "no model"),
         (lambda p, s, e: p.add_example(s, np.zeros((0, 5), np.uint8)), "empty"),
         (lambda p, s, e: p.add_example(s, np.full((5, 5), np.nan)), "NaN"),
+        (lambda p, s, e: p.add_example(s, _truncated_png(p.path.parent)), "truncated"),
+        (lambda p, s, e: p.add_examples(s, [image(), np.zeros((2, 2, 7))]), "image 1 has shape"),
         (lambda p, s, e: p.add_example(s, image(), split="holdout"), "split"),
         (lambda p, s, e: p.rename_model(s, "   "), "non-empty"),
         (lambda p, s, e: p.add_class(s, "lesion"), "twice"),
@@ -283,3 +294,66 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(project, seg, call, er
     with pytest.raises(pml.PatientMLError, match=error):
         call(project, seg, ex)
     assert tree_digest(project.path) == before
+
+
+def test_a_clean_failure_inside_a_batch_keeps_the_rest(project, seg):
+    with project.batch():
+        good = project.add_example(seg, image())
+        with pytest.raises(pml.ValidationError):
+            project.submit_label(good, mask=np.zeros((1, 1), np.uint8))  # refused before it wrote anything
+    assert project.example(good).id == good.id
+
+
+def test_a_half_done_failure_inside_a_batch_saves_none_of_it(project, seg, monkeypatch):
+    keep = project.add_example(seg, image())
+    original = project._store.put
+
+    def put_then_crash(table, record_id, record):
+        original(table, record_id, record)
+        if table == "labels":
+            raise OSError("disk vanished")
+
+    with pytest.raises(pml.StoreError, match="none of the batch"), project.batch():
+        project.add_example(seg, image(seed=5))
+        monkeypatch.setattr(project._store, "put", put_then_crash)
+        with pytest.raises(OSError):
+            project.submit_label(keep, mask=np.zeros(keep.shape, np.uint8))
+        monkeypatch.setattr(project._store, "put", original)
+    assert [e.id for e in project.examples(seg)] == [keep.id]
+    assert project.label(keep) is None
+
+
+def test_records_handed_out_are_copies(project, seg):
+    ex = project.add_example(seg, image(), source={"scanner": "A"})
+    ex.source["scanner"] = "tampered"
+    assert project.example(ex).source == {"scanner": "A"}
+    project.add_subject("p1", external_ids={"PatientID": "1"})
+    project.subject("p1").external_ids["PatientID"] = "2"
+    assert project.subject("p1").external_ids == {"PatientID": "1"}
+
+
+def test_threads_writing_through_one_project(project, seg):
+    import threading
+
+    exs = project.add_examples(seg, [image(4, 4, seed=i) for i in range(8)])
+    seen = []
+    project.observe(lambda change: seen.append(change.example_ids))
+
+    def work(part):
+        for ex in part:
+            project.submit_label(ex, mask=np.zeros((4, 4), np.uint8))
+
+    threads = [threading.Thread(target=work, args=(exs[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert project.status_counts(seg)["labeled"] == 8
+    assert sorted(ids[0] for ids in seen) == sorted(e.id for e in exs)
+
+
+def test_subject_changes_name_the_subject(project):
+    seen = []
+    project.observe(seen.append)
+    project.add_subject("p9")
+    assert seen[-1].kind == "subject_changed" and seen[-1].subject_id == "p9"

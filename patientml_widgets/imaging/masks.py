@@ -1,10 +1,12 @@
 """Label masks: validation, the on-disk PNG codec and the browser wire codec.
 
-A mask is a ``(H, W)`` uint8 array of class indices. On disk it is a PNG (mode L).
-To the browser it travels as the *wire* format, chosen by measurement
-(``benchmarks/codecs.py``): zlib level 1 of the raw bytes is about half the size of
-nothing-but-raw gains and ten times faster to encode than PNG, and the browser's
-``DecompressionStream("deflate")`` reads it natively.
+A mask is a ``(H, W)`` uint8 array of class indices. On disk it is a PNG (mode L),
+which any tool reads. To and from the browser it travels in the *wire* format, chosen
+by measurement (``benchmarks/codecs_bench.py``, a 1024^2 mask of lesion outlines):
+zlib level 1 of the raw bytes is as small as PNG (31 KB vs 30 KB; raw bytes as base64
+JSON are 1.4 MB), encodes 3x faster (1.6 ms vs 5.2 ms) and decodes 2x faster, and the
+browser's ``CompressionStream("deflate")`` / ``DecompressionStream("deflate")`` speak it
+natively. zlib level 6 halves the size but triples the encode time.
 
 Wire format: ``b"PMLM"``, height and width as little-endian uint32, then the zlib
 stream of the ``H * W`` bytes in row-major order.

@@ -83,6 +83,8 @@ class Store:
                 name = table if shards == 1 else f"{table}-{shard:02d}"
                 self._dbs[table, shard] = open_tinydb(self.root / "tables" / f"{name}.json")
         self._depth = 0
+        self._writes = 0  # puts, deletes and audit events so far (to tell a clean failure from a half-done one)
+        self._doomed = False
         self._pending_audit: list[dict[str, Any]] = []
         self.external_changes = 0  #: bumped each time another process's commit is picked up
 
@@ -137,8 +139,13 @@ class Store:
         with self._mutex:
             if self._depth:
                 self._depth += 1
+                writes = self._writes
                 try:
                     yield
+                except BaseException:
+                    if self._writes != writes:  # it changed things before failing: the outer
+                        self._doomed = True  # transaction cannot commit a half-done change
+                    raise
                 finally:
                     self._depth -= 1
                 return
@@ -150,6 +157,8 @@ class Store:
             try:
                 self.refresh()
                 yield
+                if self._doomed:
+                    raise StoreError("an operation inside this batch failed half-way; none of the batch was saved")
                 self.audit.append(self._pending_audit)
                 for db in self._dbs.values():
                     db.storage.flush()
@@ -161,6 +170,7 @@ class Store:
             finally:
                 self._pending_audit = []
                 self._depth = 0
+                self._doomed = False
                 self._lock.release()
 
     def _require_transaction(self) -> None:
@@ -208,11 +218,13 @@ class Store:
         storage = self._storage_for(table, record_id)
         storage.read().setdefault(table, {})[record_id] = record
         storage.dirty = True
+        self._writes += 1
 
     def delete(self, table: str, record_id: str) -> None:
         storage = self._storage_for(table, record_id)
         if storage.read().get(table, {}).pop(record_id, None) is not None:
             storage.dirty = True
+            self._writes += 1
 
     def _storage_for(self, table: str, record_id: str) -> AtomicJSONStorage:
         self._require_transaction()
@@ -222,3 +234,4 @@ class Store:
         """Queue an audit event; it is written when the transaction commits."""
         self._require_transaction()
         self._pending_audit.append(event)
+        self._writes += 1
