@@ -7,6 +7,7 @@ change is committed durably before the call returns, then observers are told.
 
 from __future__ import annotations
 
+import copy
 import getpass
 import hashlib
 import logging
@@ -667,16 +668,17 @@ class Project:
         key = example.id if isinstance(example, Example) else example
         current = self._read().get("labels", key)
         by_version: dict[int, dict[str, Any]] = {}
-        for event in self._store.audit.events():
-            if event.get("example_id") == key and "version" in event:
+        for event in self._store.audit.for_example(key):
+            if "version" in event:
                 by_version[event["version"]] = event  # a retried version replaces an uncommitted one
         top = current["version"] if current else max(by_version, default=0)
-        return [by_version[v] for v in sorted(by_version) if v <= top]
+        return copy.deepcopy([by_version[v] for v in sorted(by_version) if v <= top])
 
     def audit(self, model: ModelRef | None = None) -> list[dict[str, Any]]:
         """Every audit event (of one model, if given), oldest first."""
         model_id = self._model_record(model)["id"] if model is not None else None
-        return [e for e in self._store.audit.events() if model_id is None or e.get("model_id") == model_id]
+        events = self._store.audit.events()
+        return copy.deepcopy([e for e in events if model_id is None or e.get("model_id") == model_id])
 
     def _write_label(self, example, status, mask, classes, author, time_spent, source) -> Label:
         with self._write():

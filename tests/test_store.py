@@ -116,8 +116,20 @@ def test_a_torn_audit_line_is_skipped_and_does_not_swallow_the_next(tmp_path):
     log.append([{"n": 1}])
     with open(tmp_path / "audit.jsonl", "ab") as f:
         f.write(b'{"n": 2, "trunc')  # a kill mid-append
+    assert [e["n"] for e in log.events()] == [1]  # the torn line is not read...
     log.append([{"n": 3}])
-    assert [e["n"] for e in log.events()] == [1, 3]
+    assert [e["n"] for e in log.events()] == [1, 3]  # ...and never glued to the next one
+    assert [e["n"] for e in AuditLog(tmp_path / "audit.jsonl").events()] == [1, 3]
+
+
+def test_the_audit_log_reads_only_what_was_appended(tmp_path):
+    writer, reader = AuditLog(tmp_path / "a.jsonl"), AuditLog(tmp_path / "a.jsonl")
+    assert reader.events() == []
+    writer.append([{"example_id": "e1", "v": 1}, {"example_id": "e2", "v": 1}])
+    assert [e["v"] for e in reader.for_example("e1")] == [1]
+    writer.append([{"example_id": "e1", "v": 2}])
+    assert [e["v"] for e in reader.for_example("e1")] == [1, 2]
+    assert len(reader.events()) == 3
 
 
 def test_an_uncommitted_audit_event_is_not_history(project, seg):
