@@ -169,7 +169,6 @@ class Project:
             if not outer:
                 return
             changes, self._pending = self._pending, []
-            self._seen_external = self._store.external_changes  # our own commit is not news
         self._dispatch(changes)
 
     def _emit(self, change: Change) -> None:

@@ -102,9 +102,14 @@ def test_another_process_writes_are_seen_and_announced(tmp_path):
     # ...and poll() tells observers once
     assert mine.poll() is True and events == ["external"]
     assert mine.poll() is False
-    # our own writes are not reported as external
+    # our own writes are not reported as external...
     mine.submit_label(mine.examples(model, status="unlabeled")[0], mask=np.zeros((32, 32), np.uint8))
     assert mine.poll() is False
+    # ...but another process's write that our own write picked up still is
+    proc = _start(path, model, 1, 1, 1)
+    assert proc.communicate(timeout=60)[0].strip().endswith("done")
+    mine.submit_label(mine.examples(model, status="unlabeled")[0], mask=np.zeros((32, 32), np.uint8))
+    assert mine.poll() is True
 
 
 def test_two_project_objects_in_one_process(tmp_path):
