@@ -20,14 +20,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import imaging
 from .errors import ImageError, NotFoundError, ValidationError
-from .records import Change, Example, Label, Model, Run, Subject, label_time, status_of
+from .records import Change, Example, Label, Model, Prediction, Run, Subject, label_time, status_of
 from .store import Store, now
+
+if TYPE_CHECKING:
+    from .runs import RunHandle
 
 __all__ = ["ImportReport", "Project", "split_for"]
 
@@ -47,6 +50,7 @@ _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 ModelRef = Model | str
 ExampleRef = Example | str
+RunRef = Run | str
 
 
 def split_for(key: str) -> str:
@@ -726,6 +730,8 @@ class Project:
             self._store.put("labels", record["id"], new)
             kind = "label_submitted" if status == "submitted" else "label_saved"
             self._emit(Change(kind, model_id=record["model_id"], example_ids=(record["id"],)))
+        if status == "submitted" and self._depth == 0:
+            self._maybe_retrain(record["model_id"])
         return Label.from_record(new)
 
     # -- runs --------------------------------------------------------------------------
@@ -756,6 +762,8 @@ class Project:
                 "hyperparameters": dict(hyperparameters or {}),
                 "metrics": {},
                 "approvals": [],
+                "history": [],
+                "progress": {},
                 "error": None,
                 "created": now(),
                 "started": None,
@@ -767,17 +775,297 @@ class Project:
 
     def runs(self, model: ModelRef) -> list[Run]:
         """The model's runs, oldest first."""
+        from .runs import reap_dead_runs
+
         model_id = self._model_record(model)["id"]
         records = sorted(
             (r for r in self._store.records("runs") if r["model_id"] == model_id), key=lambda r: r["created"]
         )
-        return [Run.from_record(r) for r in records]
+        reap_dead_runs(self, records)
+        return [Run.from_record(self._run_record(r["id"])) for r in records]
 
-    def run(self, run_id: str) -> Run:
-        record = self._read().get("runs", run_id)
+    def run(self, run: RunRef) -> Run:
+        return Run.from_record(self._run_record(run))
+
+    def _run_record(self, run: RunRef) -> dict[str, Any]:
+        key = run if isinstance(run, str) else run.id
+        record = self._read().get("runs", key)
         if record is None:
-            raise NotFoundError(f"no run {run_id!r}")
-        return Run.from_record(record)
+            raise NotFoundError(f"no run {key!r}")
+        return record
+
+    def _update_run(self, run: RunRef, **fields: Any) -> None:
+        with self._write():
+            record = {**self._run_record(run), **fields}
+            self._store.put("runs", record["id"], record)
+            self._emit(Change("run_updated", model_id=record["model_id"], run_id=record["id"]))
+
+    # -- training ----------------------------------------------------------------------
+
+    def configure_training(
+        self,
+        model: ModelRef,
+        *,
+        hyperparameters: dict[str, Any] | None = None,
+        search_space: dict[str, Any] | None = None,
+        max_trials: int | None = None,
+        objective: str | None = None,
+        direction: str | None = None,
+        min_margin: float | None = None,
+        auto_deploy: bool | None = None,
+        model_code: str | None = None,
+    ) -> Model:
+        """Set how runs of this model train and when they are promoted; unset arguments stay as they are.
+
+        ``hyperparameters`` override the built-in defaults (see ``training.spec.DEFAULTS``);
+        ``search_space`` (with ``max_trials``) makes each run train several trials and keep
+        the best on the validation split; ``objective``/``direction``/``min_margin`` is the
+        promotion rule; ``auto_deploy`` deploys an approved run; ``model_code`` names code
+        registered with :meth:`register_model_code` ("" for the built-in network).
+        """
+        from .training.search import validate_space
+
+        record = self._model_record(model)
+        config = copy.deepcopy(record.get("training") or {})
+        updates = {
+            "hyperparameters": hyperparameters,
+            "search_space": validate_space(search_space) if search_space is not None else None,
+            "max_trials": max_trials,
+            "objective": objective,
+            "direction": direction,
+            "min_margin": min_margin,
+            "auto_deploy": auto_deploy,
+            "model_code": model_code,
+        }
+        if direction is not None and direction not in ("max", "min"):
+            raise ValidationError("direction is 'max' (higher is better) or 'min'")
+        if max_trials is not None and int(max_trials) < 1:
+            raise ValidationError("max_trials must be at least 1")
+        if model_code and self._read().get("code", model_code) is None:
+            raise NotFoundError(f"no registered model code {model_code!r}; register_model_code() it first")
+        config.update({k: v for k, v in updates.items() if v is not None})
+        if hyperparameters is not None and not config.get("model_code"):
+            from .training.spec import TrainSpec
+
+            TrainSpec.build(record["problem_type"], hyperparameters, num_classes=len(record["classes"]))
+        return self._update_model(record, training=config)
+
+    def set_retrain_policy(self, model: ModelRef, *, after_labels: int | None) -> Model:
+        """Start a run by itself once ``after_labels`` new labels were submitted since the last run.
+
+        ``None``: runs start only on demand.
+        """
+        if after_labels is not None and int(after_labels) < 1:
+            raise ValidationError("after_labels must be at least 1, or None")
+        return self._update_model(model, retrain={"after_labels": None if after_labels is None else int(after_labels)})
+
+    def register_model_code(self, name: str, code: Any, *, factory: str | None = None, train_step: Any = None) -> None:
+        """Register your own network (the notebook form of a model-code container).
+
+        ``code`` is a factory function ``f(in_channels, num_classes) -> torch.nn.Module``,
+        a module, a ``.py`` file or source text. The source is stored in the project and
+        run in the training worker, so a function must do its own imports (or pass a module
+        or file). ``train_step(model, images, targets, optimizer) -> float`` optionally
+        replaces the built-in step (forward, loss, backward, optimizer step).
+        """
+        import inspect
+        import textwrap
+        import types
+
+        name = _clean_name(name, "model code name")
+        if isinstance(code, types.FunctionType):
+            source, factory = textwrap.dedent(inspect.getsource(code)), code.__name__
+        elif isinstance(code, types.ModuleType):
+            source = inspect.getsource(code)
+        elif isinstance(code, (os.PathLike, str)) and str(code).endswith(".py") and Path(code).is_file():
+            source = Path(code).read_text()
+        elif isinstance(code, str):
+            source = code
+        else:
+            raise ValidationError("model code is a function, a module, a .py file or source text")
+        step_name = None
+        if train_step is not None:
+            if isinstance(train_step, types.FunctionType):
+                step_name = train_step.__name__
+                if f"def {step_name}(" not in source:
+                    source += "\n\n" + textwrap.dedent(inspect.getsource(train_step))
+            else:
+                step_name = str(train_step)
+        factory = factory or "build"
+        try:
+            compile(source, f"<model code {name!r}>", "exec")
+        except SyntaxError as e:
+            raise ValidationError(f"the model code does not compile: {e}") from None
+        if f"def {factory}(" not in source:
+            raise ValidationError(f"the model code defines no function {factory!r}; pass factory=")
+        ref = self._store.blobs.put(source.encode(), "py")
+        with self._write():
+            self._store.put(
+                "code",
+                name,
+                {"name": name, "source_ref": ref, "factory": factory, "train_step": step_name, "created": now()},
+            )
+
+    def train(
+        self, model: ModelRef, *, hyperparameters: dict[str, Any] | None = None, trigger: str = "manual"
+    ) -> RunHandle:
+        """Start a run in a worker process and return at once; ``.wait()`` on the handle to block."""
+        from .runs import check_trainable, start_run
+        from .training import require_torch
+
+        require_torch()
+        record = self._model_record(model)
+        if hyperparameters and not (record.get("training") or {}).get("model_code"):
+            from .training.spec import TrainSpec
+
+            TrainSpec.build(record["problem_type"], hyperparameters, num_classes=len(record["classes"]))
+        check_trainable(self, record["id"], self.snapshot(record["id"]))
+        run = self.create_run(record["id"], trigger=trigger, hyperparameters=hyperparameters)
+        return start_run(self, run)
+
+    def cancel(self, run: RunRef) -> Run:
+        """Stop a queued or running run (it ends as cancelled within about 2 s)."""
+        from .runs import cancel_run
+
+        return cancel_run(self, self._run_record(run)["id"])
+
+    def approve(self, run: RunRef, reason: str = "", *, actor: str | None = None) -> Run:
+        """Record a person's approval of a run (deploying it is a separate step: :meth:`deploy`)."""
+        return self._decide(run, "approve", reason, actor)
+
+    def reject(self, run: RunRef, reason: str, *, actor: str | None = None) -> Run:
+        """Record a person's rejection of a run, with the reason."""
+        if not str(reason).strip():
+            raise ValidationError("a rejection needs a reason")
+        return self._decide(run, "reject", reason, actor)
+
+    def _decide(self, run: RunRef, decision: str, reason: str, actor: str | None) -> Run:
+        with self._write():
+            record = self._run_record(run)
+            event = {"decision": decision, "actor": actor or self.user, "reason": str(reason), "time": now()}
+            self._update_run(record["id"], approvals=[*record.get("approvals", []), event])
+        return self.run(record["id"])
+
+    def deploy(self, run: RunRef, *, actor: str | None = None, reason: str = "") -> Model:
+        """Make a succeeded run its model's champion: the deployed model that predicts."""
+        with self._write():
+            record = self._run_record(run)
+            if record["status"] != "succeeded" or not record.get("artifact_ref"):
+                raise ValidationError(f"only a succeeded run can be deployed; {record['slug']} is {record['status']}")
+            event = {"decision": "deploy", "actor": actor or self.user, "reason": str(reason), "time": now()}
+            self._update_run(record["id"], approvals=[*record.get("approvals", []), event])
+            return self._update_model(record["model_id"], champion_run_id=record["id"])
+
+    def run_log(self, run: RunRef) -> str:
+        """What the run's worker printed."""
+        from .runs import log_file
+
+        try:
+            return log_file(self, self._run_record(run)["id"]).read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def export_run(self, run: RunRef, folder: str | os.PathLike) -> Path:
+        """Write a run's weights (a plain state dict) and config (spec, classes) to ``folder``.
+
+        Load it anywhere with ``patientml_widgets.training.predictor.Predictor.load(folder)``.
+        """
+        record = self._run_record(run)
+        model = self._model_record(record["model_id"])
+        info = {k: record[k] for k in ("id", "slug", "hyperparameters", "metrics", "snapshot")}
+        meta = {k: model[k] for k in ("id", "name", "problem_type", "multi_label", "classes")}
+        return self._predictor(record["id"]).export(folder, model=meta, run=info)
+
+    def _predictor(self, run_id: str):
+        """The run's network, loaded once per project object (weights_only)."""
+        cache = self.__dict__.setdefault("_predictors", {})
+        if run_id not in cache:
+            from .runs import load_model_code
+            from .training.predictor import Predictor
+            from .training.spec import TrainSpec
+
+            record = self._run_record(run_id)
+            if not record.get("artifact_ref"):
+                raise ValidationError(f"run {record['slug']} has no trained weights ({record['status']})")
+            spec = TrainSpec.from_dict(record["spec"])
+            factory = None
+            if spec.architecture.startswith("code:"):
+                factory = load_model_code(self, spec.architecture[5:])[0]
+            weights = self._store.blobs.get(record["artifact_ref"])
+            cache[run_id] = Predictor(spec, weights, record["classes"], factory)
+        return cache[run_id]
+
+    def predict(self, model: ModelRef, item: ExampleRef | np.ndarray) -> Prediction:
+        """The deployed run's prediction for an example (cached per example and run) or an array."""
+        record = self._model_record(model)
+        run_id = record.get("champion_run_id")
+        if not run_id:
+            raise ValidationError(f"model {record['name']!r} has no deployed run yet; train and deploy one")
+        example_id = None
+        if isinstance(item, np.ndarray):
+            image = imaging.read_image(item, max_pixels=self.max_image_pixels)
+        else:
+            ex = self._example_record(item)
+            if ex["model_id"] != record["id"]:
+                raise ValidationError(f"example {ex['id']} belongs to another model")
+            example_id = ex["id"]
+            cached = self._store.get("predictions", f"{run_id}:{example_id}")
+            if cached is not None:
+                return self._prediction(record, cached)
+            image = self.image(example_id)
+        predictor = self._predictor(run_id)
+        proba = predictor.predict(image)
+        indices = predictor.class_indices
+        entry: dict[str, Any] = {"run_id": run_id, "example_id": example_id, "model_id": record["id"], "created": now()}
+        if record["problem_type"] == "segmentation":
+            top = proba.max(axis=0)
+            mask = np.asarray(indices, dtype=np.uint8)[proba.argmax(axis=0)]
+            entry["uncertainty"] = float(1 - top.mean())
+            entry["probabilities"] = [float(p) for p in proba.reshape(len(indices), -1).mean(axis=1)]
+            entry["_mask"] = mask
+        else:
+            p = proba.astype(float)
+            uncertainty = float(np.mean(1 - np.abs(2 * p - 1))) if record["multi_label"] else float(1 - p.max())
+            entry["uncertainty"] = uncertainty
+            entry["probabilities"] = [float(v) for v in p]
+        if example_id is not None:
+            stored = {k: v for k, v in entry.items() if k != "_mask"}
+            if "_mask" in entry:
+                stored["mask_ref"] = self._store.blobs.put(imaging.encode_mask_png(entry["_mask"]), "png")
+            with self._write():
+                self._store.put("predictions", f"{run_id}:{example_id}", stored)
+        return self._prediction(record, entry)
+
+    def _prediction(self, model: dict[str, Any], entry: dict[str, Any]) -> Prediction:
+        predictor = self._predictor(entry["run_id"])
+        names = [c["name"] for c in predictor.classes]
+        mask = entry.get("_mask")
+        if mask is None and entry.get("mask_ref"):
+            mask = imaging.decode_mask_png(self._store.blobs.get(entry["mask_ref"]))
+        return Prediction(
+            run_id=entry["run_id"],
+            example_id=entry.get("example_id"),
+            probabilities=dict(zip(names, entry["probabilities"])),
+            uncertainty=entry["uncertainty"],
+            mask=mask,
+        )
+
+    def _label_at(self, example_id: str, version: int) -> dict[str, Any] | None:
+        """The audit event that wrote ``version`` of an example's label (what a snapshot froze)."""
+        return next((e for e in self.history(example_id) if e["version"] == version), None)
+
+    def _maybe_retrain(self, model_id: str) -> None:
+        record = self._model_record(model_id)
+        after = (record.get("retrain") or {}).get("after_labels")
+        if not after:
+            return
+        runs = sorted((r for r in self._store.records("runs") if r["model_id"] == model_id), key=lambda r: r["created"])
+        if any(r["status"] in ("queued", "running") for r in runs):
+            return
+        used = {tuple(item) for r in runs[-1:] for items in r["snapshot"].values() for item in items}
+        fresh = [item for items in self.snapshot(model_id).values() for item in items if tuple(item) not in used]
+        if len(fresh) >= after:
+            self.train(model_id, trigger=f"retrain policy: {len(fresh)} new labels")
 
 
 def _default_user() -> str:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from .errors import NotFoundError
 
-__all__ = ["Change", "ClassInfo", "Example", "Label", "Model", "Run", "Subject"]
+__all__ = ["Change", "ClassInfo", "Example", "Label", "Model", "Prediction", "Run", "Subject"]
 
 ProblemType = Literal["classification", "segmentation"]
 ExampleStatus = Literal["unlabeled", "draft", "labeled"]
@@ -53,6 +53,8 @@ class Model:
     description: str = ""
     multi_label: bool = False
     champion_run_id: str | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    retrain: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     updated: str = ""
 
@@ -144,18 +146,25 @@ class Label:
 
 @dataclass(frozen=True)
 class Run:
-    """One trained version of a model (the record; training fills it in)."""
+    """One trained version of a model: what it was trained on, how, and how well it did."""
 
     id: str
     model_id: str
     slug: str
-    status: str
+    status: str  #: queued, running, succeeded, failed or cancelled
     trigger: str
     snapshot: dict[str, Any] = field(default_factory=dict)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=dict)
+    progress: dict[str, Any] = field(default_factory=dict)
+    history: tuple[dict[str, Any], ...] = ()
     metrics: dict[str, Any] = field(default_factory=dict)
+    champion: dict[str, Any] = field(default_factory=dict)
+    trials: tuple[dict[str, Any], ...] = ()
     approvals: tuple[dict[str, Any], ...] = ()
+    artifact_ref: str | None = None
     error: str | None = None
+    traceback: str | None = None
     created: str = ""
     started: str | None = None
     ended: str | None = None
@@ -163,6 +172,33 @@ class Run:
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Run:
         return _build(cls, record)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("succeeded", "failed", "cancelled")
+
+    @property
+    def objective(self) -> tuple[str, float | None]:
+        """The objective metric's name and its value on the test split (None until evaluated)."""
+        name = self.spec.get("objective", "")
+        return name, self.metrics.get("test", {}).get(name)
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """The deployed run's output for one image."""
+
+    run_id: str
+    example_id: str | None
+    probabilities: dict[str, float]  #: per class (segmentation: mean over the pixels)
+    uncertainty: float  #: 0 = sure; used to order the labeling queue
+    mask: Any = None  #: segmentation: uint8 class indices at the image's size
+
+    @property
+    def classes(self) -> list[str]:
+        """Classification: the predicted class (single-label) or classes (multi-label, p >= 0.5)."""
+        ranked = sorted(self.probabilities, key=self.probabilities.get, reverse=True)
+        return [c for c in ranked if self.probabilities[c] >= 0.5] or ranked[:1]
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,10 @@ TABLES: dict[str, int] = {
     "models": 1,
     "subjects": 1,
     "runs": 1,
+    "code": 1,
     "examples": 32,
     "labels": 32,
+    "predictions": 32,
 }
 
 #: schema version -> function that upgrades a store folder from it to the next one.

@@ -1,0 +1,80 @@
+"""Built-in networks, sized for 2 CPU cores at 64-128 px: a small CNN classifier and a small U-Net."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["SmallCNN", "SmallUNet", "build_builtin"]
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SmallCNN(nn.Module):
+    """Four conv blocks with pooling, global average pooling, a linear head (logits)."""
+
+    def __init__(self, in_channels: int, num_classes: int, base_channels: int = 16) -> None:
+        super().__init__()
+        widths = [base_channels * 2**i for i in range(4)]
+        layers: list[nn.Module] = []
+        c = in_channels
+        for w in widths:
+            layers += [_block(c, w), nn.MaxPool2d(2)]
+            c = w
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(c, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class SmallUNet(nn.Module):
+    """A three-level U-Net returning per-pixel class logits at the input size."""
+
+    def __init__(self, in_channels: int, num_classes: int, base_channels: int = 16, depth: int = 3) -> None:
+        super().__init__()
+        widths = [base_channels * 2**i for i in range(depth + 1)]
+        self.down = nn.ModuleList()
+        c = in_channels
+        for w in widths[:-1]:
+            self.down.append(_block(c, w))
+            c = w
+        self.bottom = _block(c, widths[-1])
+        self.up = nn.ModuleList()
+        self.merge = nn.ModuleList()
+        for w_skip, w_in in zip(reversed(widths[:-1]), reversed(widths[1:])):
+            self.up.append(nn.ConvTranspose2d(w_in, w_skip, 2, stride=2))
+            self.merge.append(_block(2 * w_skip, w_skip))
+        self.out = nn.Conv2d(widths[0], num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        pad_h, pad_w = (-size[0]) % 2 ** len(self.down), (-size[1]) % 2 ** len(self.down)
+        if pad_h or pad_w:
+            x = nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+            x = nn.functional.max_pool2d(x, 2)
+        x = self.bottom(x)
+        for up, merge, skip in zip(self.up, self.merge, reversed(skips)):
+            x = merge(torch.cat([up(x), skip], dim=1))
+        return self.out(x)[..., : size[0], : size[1]]
+
+
+def build_builtin(architecture: str, in_channels: int, num_classes: int, base_channels: int) -> nn.Module:
+    if architecture == "unet":
+        return SmallUNet(in_channels, num_classes, base_channels)
+    if architecture == "cnn":
+        return SmallCNN(in_channels, num_classes, base_channels)
+    raise ValueError(f"unknown built-in architecture {architecture!r} (built in: 'cnn', 'unet')")

@@ -1,0 +1,64 @@
+"""A trained run, loaded for prediction: in the kernel, or elsewhere from an export folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.nn import functional as F
+
+from .spec import TrainSpec
+from .trainer import ModelFactory, build_model, load_state_dict, predict_proba, prepare_images
+
+__all__ = ["Predictor"]
+
+EXPORT_VERSION = 1
+
+
+class Predictor:
+    """Weights + spec + class vocabulary. ``predict(array)`` gives class probabilities at the image's size."""
+
+    def __init__(
+        self,
+        spec: TrainSpec,
+        weights: bytes,
+        classes: list[dict[str, Any]],
+        factory: ModelFactory | None = None,
+    ) -> None:
+        self.spec = spec
+        self.classes = classes
+        self.class_indices = [int(c["index"]) for c in classes]
+        self.net = build_model(spec, factory)
+        self.net.load_state_dict(load_state_dict(weights))
+        self.net.eval()
+        self._weights = weights
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """Probabilities: (k,) for classification, (k, H, W) at the image's own size for segmentation."""
+        x = prepare_images([image], self.spec.image_size, self.spec.in_channels)
+        proba = predict_proba(self.net, self.spec, x)[0]
+        if self.spec.problem_type == "segmentation" and proba.shape[-2:] != image.shape[:2]:
+            proba = F.interpolate(proba[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0]
+        return proba.numpy()
+
+    def export(self, folder: str | Path, *, model: dict[str, Any], run: dict[str, Any]) -> Path:
+        """Write ``weights.pt`` (a plain state dict) and ``config.json`` into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "weights.pt").write_bytes(self._weights)
+        config = {"export_version": EXPORT_VERSION, "spec": self.spec.to_dict(), "classes": self.classes,
+                  "model": model, "run": run}  # fmt: skip
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, factory: ModelFactory | None = None) -> Predictor:
+        """Load an export written by :meth:`export` (weights are loaded with ``weights_only=True``)."""
+        folder = Path(folder)
+        config = json.loads((folder / "config.json").read_text())
+        spec = TrainSpec.from_dict(config["spec"])
+        if spec.architecture.startswith("code:") and factory is None:
+            raise ValueError(f"this run used registered model code ({spec.architecture[5:]}); pass its factory")
+        return cls(spec, (folder / "weights.pt").read_bytes(), config["classes"], factory)
