@@ -907,9 +907,18 @@ class Project:
             )
 
     def train(
-        self, model: ModelRef, *, hyperparameters: dict[str, Any] | None = None, trigger: str = "manual"
+        self,
+        model: ModelRef,
+        *,
+        hyperparameters: dict[str, Any] | None = None,
+        trigger: str = "manual",
+        processes: int = 1,
     ) -> RunHandle:
-        """Start a run in a worker process and return at once; ``.wait()`` on the handle to block."""
+        """Start a run in a worker process and return at once; ``.wait()`` on the handle to block.
+
+        ``processes > 1`` launches the same run under ``torchrun`` with DistributedDataParallel
+        (gloo on CPU, NCCL on GPUs); the run record is the same, plus ``distributed``.
+        """
         from .runs import check_trainable, start_run
         from .training import require_torch
 
@@ -921,7 +930,7 @@ class Project:
             TrainSpec.build(record["problem_type"], hyperparameters, num_classes=len(record["classes"]))
         check_trainable(self, record["id"], self.snapshot(record["id"]))
         run = self.create_run(record["id"], trigger=trigger, hyperparameters=hyperparameters)
-        return start_run(self, run)
+        return start_run(self, run, processes=int(processes))
 
     def cancel(self, run: RunRef) -> Run:
         """Stop a queued or running run (it ends as cancelled within about 2 s)."""

@@ -161,7 +161,9 @@ class Run:
     metrics: dict[str, Any] = field(default_factory=dict)
     champion: dict[str, Any] = field(default_factory=dict)
     trials: tuple[dict[str, Any], ...] = ()
+    test_examples: tuple[dict[str, Any], ...] = ()  #: per test example score, worst first
     approvals: tuple[dict[str, Any], ...] = ()
+    distributed: dict[str, Any] = field(default_factory=dict)
     artifact_ref: str | None = None
     error: str | None = None
     traceback: str | None = None

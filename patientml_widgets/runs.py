@@ -90,15 +90,20 @@ class RunHandle:
         _finish(self.project, self.id, "failed", error=reason, traceback=_log_tail(self.project, self.id))
 
 
-def start_run(project: Project, run: Run, *, python: str | None = None) -> RunHandle:
-    """Start the worker process for a queued run."""
+def start_run(project: Project, run: Run, *, processes: int = 1) -> RunHandle:
+    """Start the worker for a queued run: one process, or ``processes`` under torchrun (DDP)."""
     log_path = log_file(project, run.id)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    command = [sys.executable, "-m", "patientml_widgets.runs", str(project.path), run.id]
+    if processes > 1:
+        threads = max(1, (os.cpu_count() or 1) // processes)
+        env["OMP_NUM_THREADS"] = str(threads)
+        command[1:3] = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+                        "-m", "patientml_widgets.runs"]  # fmt: skip
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [python or sys.executable, "-m", "patientml_widgets.runs", str(project.path), run.id],
+            command,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -240,6 +245,19 @@ class _Worker:
         self.project._update_run(self.run_id, history=[*run.get("history", []), record])
 
 
+class _SilentWorker(_Worker):
+    """For ranks other than 0: never writes, stops when rank 0's process group goes away."""
+
+    def should_stop(self) -> bool:
+        return False
+
+    def on_step(self, progress: dict[str, Any], trial: int | None = None) -> None:
+        pass
+
+    def on_epoch(self, record: dict[str, Any], trial: int | None = None) -> None:
+        pass
+
+
 def work(project: Project, run_id: str) -> None:
     """Train, evaluate and judge one run, writing every step into the store."""
     from .training import trainer
@@ -267,8 +285,11 @@ def work(project: Project, run_id: str) -> None:
     print(f"[{now()}] finished: {result}", flush=True)
 
 
-def train_and_evaluate(project: Project, run_id: str, worker: _Worker) -> str:
-    """The body of a run: data, (search and) fit, test, champion, decision, artifact."""
+def train_and_evaluate(project: Project, run_id: str, worker: _Worker, *, record: bool = True) -> str:
+    """The body of a run: data, (search and) fit, test, champion, decision, artifact.
+
+    With ``record=False`` (the other ranks of a distributed run) it only trains.
+    """
     from .training import trainer
     from .training.search import sample_trials
     from .training.spec import TrainSpec
@@ -320,6 +341,8 @@ def train_and_evaluate(project: Project, run_id: str, worker: _Worker) -> str:
         if best is None or (score is not None and (best[2] is None or sign * score > sign * best[2])):
             best = (spec, result, score)
     spec, result, _ = best
+    if not record:
+        return "trained (not recording: not rank 0)"
     project._update_run(
         run_id,
         spec=spec.to_dict(),
@@ -498,6 +521,7 @@ def evaluate_champion(project: Project, model: Model, champion_id: str, test: Sp
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Worker entry point; under torchrun each process joins a gloo/NCCL process group (DDP)."""
     from .project import Project
 
     args = sys.argv[1:] if argv is None else argv
@@ -508,7 +532,32 @@ def main(argv: list[str] | None = None) -> None:
         project._run_record(args[1])
     except NotFoundError as e:
         raise SystemExit(str(e)) from None
-    work(project, args[1])
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        work_distributed(project, args[1])
+    else:
+        work(project, args[1])
+
+
+def work_distributed(project: Project, run_id: str) -> None:
+    """One of several torchrun processes: all train their share; rank 0 records everything."""
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl" if _cuda() else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    try:
+        if rank == 0:
+            project._update_run(run_id, distributed={"world_size": world, "backend": dist.get_backend()})
+            work(project, run_id)
+        else:
+            train_and_evaluate(project, run_id, _SilentWorker(project, run_id), record=False)
+    finally:
+        dist.destroy_process_group()
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def check_trainable(project: Project, model_id: str, snapshot: dict[str, list]) -> None:

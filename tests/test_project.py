@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 from helpers import image, tree_digest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import patientml_widgets as pml
 from patientml_widgets.project import split_for
@@ -357,3 +359,24 @@ def test_subject_changes_name_the_subject(project):
     project.observe(seen.append)
     project.add_subject("p9")
     assert seen[-1].kind == "subject_changed" and seen[-1].subject_id == "p9"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    first=st.lists(st.text(min_size=1, max_size=12).filter(str.strip), min_size=1, max_size=8),
+    later=st.lists(st.text(min_size=1, max_size=12).filter(str.strip), min_size=1, max_size=8),
+)
+def test_splits_are_stable_as_data_grows(tmp_path_factory, first, later):
+    project = pml.Project.open(tmp_path_factory.mktemp("p") / "s")
+    model = project.create_model("m", problem_type="classification", classes=["a", "b"])
+    tiny = [np.zeros((2, 2), np.uint8)]
+    before = {project.add_examples(model, tiny, subjects=[s])[0].id for s in first}
+    splits = {e.id: e.split for e in project.examples(model)}
+    for s in later:
+        project.add_examples(model, tiny, subjects=[s])
+    after = project.examples(model)
+    assert {e.id: e.split for e in after if e.id in before} == splits  # nothing moved
+    by_subject = {}
+    for e in after:
+        by_subject.setdefault(e.subject_id, set()).add(e.split)
+    assert all(len(s) == 1 for s in by_subject.values())  # no subject spans two splits

@@ -209,7 +209,10 @@ def fit(
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(train_x) / (spec.batch_size * world)))
     total = steps_per_epoch * spec.epochs
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.lr, total_steps=total, pct_start=0.2)
+    warmup = max(1, total // 5)  # linear warm-up, then cosine decay (works for any number of steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, total) / total))
+    )
     step_fn = train_step or _default_step(spec, device)
     history: list[dict[str, Any]] = []
     best: tuple[float, int, dict[str, torch.Tensor], dict[str, Any]] | None = None
