@@ -21,6 +21,9 @@ def main() -> None:
     print(startup.main())
     print(codecs_bench.main())
     print(store.main([1_000, 10_000] if quick else [1_000, 10_000, 100_000]))
+    import training  # needs torch
+
+    print(training.main())
 
 
 if __name__ == "__main__":

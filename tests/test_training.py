@@ -297,3 +297,24 @@ def test_a_model_without_enough_labels_cannot_train(project):
     model = project.create_model("m", problem_type="segmentation", classes=["bg", "fg"])
     with pytest.raises(pml.ValidationError, match="no submitted labels"):
         project.train(model)
+
+
+def test_training_is_deterministic_given_a_seed():
+    import torch
+
+    from patientml_widgets.demo import lesion_sample
+    from patientml_widgets.training import trainer
+    from patientml_widgets.training.spec import TrainSpec
+
+    samples = [lesion_sample(i, size=32) for i in range(12)]
+    x = trainer.prepare_images([s[0] for s in samples], 32, 3)
+    y = trainer.prepare_masks([s[1] for s in samples], 32)
+    spec = TrainSpec.build("segmentation", TINY, num_classes=3, in_channels=3)
+    one = trainer.fit(spec, x[:8], y[:8], x[8:], y[8:])
+    two = trainer.fit(spec, x[:8], y[:8], x[8:], y[8:])
+    assert one.history == two.history
+    assert all(torch.equal(one.state_dict[k], two.state_dict[k]) for k in one.state_dict)
+    other = trainer.fit(
+        TrainSpec.build("segmentation", {**TINY, "seed": 1}, num_classes=3, in_channels=3), x[:8], y[:8], x[8:], y[8:]
+    )
+    assert any(not torch.equal(one.state_dict[k], other.state_dict[k]) for k in one.state_dict)
