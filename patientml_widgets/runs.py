@@ -392,8 +392,7 @@ def train_and_evaluate(project: Project, run_id: str, worker: _Worker, *, record
 class SplitData:
     """One split of a snapshot as arrays: images as stored, targets as class positions."""
 
-    def __init__(self, problem_type: str, multi_label: bool, num_classes: int) -> None:
-        self.problem_type, self.multi_label, self.num_classes = problem_type, multi_label, num_classes
+    def __init__(self) -> None:
         self.images: list[Any] = []
         self.targets: list[Any] = []
         self.example_ids: list[str] = []
@@ -401,21 +400,11 @@ class SplitData:
 
     def tensors(self, spec) -> tuple[Any, Any]:
         """(x, y) prepared for a spec's image size and channels (cached)."""
-        import numpy as np
-        import torch
-
         from .training import trainer
 
         key = (spec.image_size, spec.in_channels)
         if key not in self._cache:
-            x = trainer.prepare_images(self.images, spec.image_size, spec.in_channels)
-            if self.problem_type == "segmentation":
-                y = trainer.prepare_masks(self.targets, spec.image_size)
-            elif self.multi_label:
-                y = torch.tensor(np.array(self.targets, dtype=np.float32).reshape(-1, self.num_classes))
-            else:
-                y = torch.tensor(self.targets, dtype=torch.int64)
-            self._cache[key] = (x, y)
+            self._cache[key] = trainer.prepare_dataset(self.images, self.targets, spec)
         return self._cache[key]
 
 
@@ -429,7 +418,7 @@ def load_split(project: Project, model: Model, items: list[list[Any]]) -> SplitD
     lut = np.full(256, -1, dtype=np.int64)
     for index, position in positions.items():
         lut[index] = position
-    data = SplitData(model.problem_type, model.multi_label, len(model.classes))
+    data = SplitData()
     for example_id, version in items:
         event = project._label_at(example_id, version)
         try:
@@ -540,24 +529,17 @@ def main(argv: list[str] | None = None) -> None:
 
 def work_distributed(project: Project, run_id: str) -> None:
     """One of several torchrun processes: all train their share; rank 0 records everything."""
-    import torch.distributed as dist
+    from .training import trainer
 
-    dist.init_process_group("nccl" if _cuda() else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
+    rank, world, backend = trainer.init_distributed()
     try:
         if rank == 0:
-            project._update_run(run_id, distributed={"world_size": world, "backend": dist.get_backend()})
+            project._update_run(run_id, distributed={"world_size": world, "backend": backend})
             work(project, run_id)
         else:
             train_and_evaluate(project, run_id, _SilentWorker(project, run_id), record=False)
     finally:
-        dist.destroy_process_group()
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+        trainer.shutdown_distributed()
 
 
 def check_trainable(project: Project, model_id: str, snapshot: dict[str, list]) -> None:

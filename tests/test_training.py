@@ -318,3 +318,27 @@ def test_training_is_deterministic_given_a_seed():
         TrainSpec.build("segmentation", {**TINY, "seed": 1}, num_classes=3, in_channels=3), x[:8], y[:8], x[8:], y[8:]
     )
     assert any(not torch.equal(one.state_dict[k], other.state_dict[k]) for k in one.state_dict)
+
+
+@pytest.mark.slow
+def test_multi_label_classification_run(demo):
+    from patientml_widgets.demo import lesion_sample
+
+    model = demo.create_model(
+        "Findings", problem_type="classification", classes=["irregular", "keratotic", "large"], multi_label=True
+    )
+    images, labels = [], []
+    for i in range(60):
+        image, mask, kind = lesion_sample(i, size=32)
+        images.append(image)
+        labels.append([c for c, on in enumerate([kind == 1, kind == 2, (mask > 0).mean() > 0.12]) if on])
+    examples = demo.add_examples(model, images, subjects=[f"p{i % 20}" for i in range(60)])
+    with demo.batch():
+        for ex, classes in zip(examples, labels):
+            demo.submit_label(ex, classes=classes)
+    run = demo.train(model, hyperparameters={**TINY, "epochs": 3}).wait(timeout=120)
+    assert run.status == "succeeded", run.traceback
+    assert set(run.metrics["test"]) >= {"subset_accuracy", "f1_macro", "auroc", "precision", "recall"}
+    prediction = demo.predict(model, examples[0])
+    assert list(prediction.probabilities) == ["irregular", "keratotic", "large"]
+    assert all(0 <= p <= 1 for p in prediction.probabilities.values())

@@ -33,9 +33,12 @@ __all__ = [
     "fit",
     "load_state_dict",
     "predict_proba",
+    "init_distributed",
+    "prepare_dataset",
     "prepare_images",
     "prepare_masks",
     "save_state_dict",
+    "shutdown_distributed",
 ]
 
 ModelFactory = Callable[[int, int], nn.Module]
@@ -83,6 +86,33 @@ def prepare_masks(masks: list[np.ndarray], size: int) -> torch.Tensor:
             t = F.interpolate(t[None, None].float(), size=(size, size), mode="nearest")[0, 0].long()
         out[i] = t
     return out
+
+
+def prepare_dataset(images: list[np.ndarray], targets: list[Any], spec: TrainSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and targets (masks of class positions, a position, or a multi-hot vector) as tensors."""
+    x = prepare_images(images, spec.image_size, spec.in_channels)
+    if spec.problem_type == "segmentation":
+        y = prepare_masks(targets, spec.image_size)
+    elif spec.multi_label:
+        y = torch.tensor(np.array(targets, dtype=np.float32).reshape(-1, spec.num_classes))
+    else:
+        y = torch.tensor(targets, dtype=torch.int64)
+    return x, y
+
+
+def init_distributed() -> tuple[int, int, str]:
+    """Join the process group torchrun set up: (rank, world size, backend)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size(), dist.get_backend()
+
+
+def shutdown_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 # -- model ---------------------------------------------------------------------------
