@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import imaging
-from .errors import ImageError, NotFoundError, ValidationError
+from .errors import ImageError, NotFoundError, PatientMLError, ValidationError
 from .records import Change, Example, Label, Model, Prediction, Run, Subject, label_time, status_of
 from .store import Store, now
 
@@ -1074,7 +1074,10 @@ class Project:
         used = {tuple(item) for r in runs[-1:] for items in r["snapshot"].values() for item in items}
         fresh = [item for items in self.snapshot(model_id).values() for item in items if tuple(item) not in used]
         if len(fresh) >= after:
-            self.train(model_id, trigger=f"retrain policy: {len(fresh)} new labels")
+            try:
+                self.train(model_id, trigger=f"retrain policy: {len(fresh)} new labels")
+            except PatientMLError as e:  # the label is saved; say why no run started, do not fail the submit
+                warnings.warn(f"the retrain policy of {record['name']!r} could not start a run: {e}", stacklevel=3)
 
 
 def _default_user() -> str:

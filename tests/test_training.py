@@ -342,3 +342,12 @@ def test_multi_label_classification_run(demo):
     prediction = demo.predict(model, examples[0])
     assert list(prediction.probabilities) == ["irregular", "keratotic", "large"]
     assert all(0 <= p <= 1 for p in prediction.probabilities.values())
+
+
+def test_a_retrain_policy_that_cannot_start_warns_and_keeps_the_label(demo, cls, monkeypatch):
+    demo.set_retrain_policy(cls, after_labels=1)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    ex = demo.examples(cls, status="unlabeled", limit=1)[0]
+    with pytest.warns(UserWarning, match="could not start a run"):
+        demo.submit_label(ex, classes=[0])
+    assert demo.example(ex).status == "labeled" and demo.runs(cls) == []
