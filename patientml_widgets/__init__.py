@@ -18,6 +18,7 @@ __all__ = [
     "ImageError",
     "ImportReport",
     "Label",
+    "LabelCanvas",
     "Model",
     "NotFoundError",
     "PatientMLError",
@@ -29,3 +30,12 @@ __all__ = [
     "ValidationError",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    """The widgets load on first use, so the package imports fast and without ipywidgets."""
+    if name == "LabelCanvas":
+        from .widgets import LabelCanvas
+
+        return LabelCanvas
+    raise AttributeError(f"module 'patientml_widgets' has no attribute {name!r}")

@@ -1,0 +1,326 @@
+"""LabelCanvas: paint a segmentation mask or choose classes for one image, in the browser.
+
+Standalone (no project)::
+
+    c = LabelCanvas(image=arr, classes=["background", "lesion"])
+    c.mask            # always the current uint8 mask, updated at every stroke end
+    c.on_submit(lambda canvas: ...)
+
+Bound to a project example (``LabelCanvas.for_example(project, example)``): it loads the
+image, the current label and the deployed model's prediction; every stroke end saves a
+draft, Submit confirms, Delete removes the label - all through the project (audited).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import numpy as np
+import traitlets as t
+
+from .. import imaging
+from ..errors import PatientMLError, ValidationError
+from ..project import PALETTE, Project
+from ..records import ClassInfo, Example, Model
+
+__all__ = ["LabelCanvas"]
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent.parent / "static"
+TOOLS = ("brush", "eraser", "fill", "pan", "window")
+
+
+class LabelCanvas(anywidget.AnyWidget):
+    """The labeling view: an image, a class palette, marker / eraser / fill, zoom, undo, Submit."""
+
+    _esm = STATIC / "label_canvas.js"
+
+    mode = t.Unicode("segmentation").tag(sync=True)
+    classes = t.List(t.Dict()).tag(sync=True)
+    multi_label = t.Bool(False).tag(sync=True)
+    #: classification: the chosen class indices
+    value = t.List(t.Int()).tag(sync=True)
+    tool = t.Unicode("brush").tag(sync=True)
+    brush_size = t.Int(12).tag(sync=True)
+    active_class = t.Int(1).tag(sync=True)
+    opacity = t.Float(0.5).tag(sync=True)
+    show_prediction = t.Bool(True).tag(sync=True)
+    preserve_labels = t.Bool(False).tag(sync=True)
+    #: window / level as {"center": c, "width": w} in the image's own values ({} = automatic)
+    window = t.Dict().tag(sync=True)
+    #: classification: the prediction's probability per class index (as a string key)
+    prediction_scores = t.Dict().tag(sync=True)
+    status = t.Unicode("").tag(sync=True)
+    error = t.Unicode("").tag(sync=True)
+    busy = t.Bool(False).tag(sync=True)
+    bound = t.Bool(False).tag(sync=True)
+    _image = t.Bytes().tag(sync=True)
+    _image_meta = t.Dict().tag(sync=True)
+
+    def __init__(
+        self,
+        image: Any,
+        classes: Sequence[str | dict[str, Any] | ClassInfo] | Model,
+        *,
+        mask: np.ndarray | None = None,
+        prediction: np.ndarray | None = None,
+        value: Sequence[int | str] | None = None,
+        prediction_scores: dict[int | str, float] | None = None,
+        mode: str = "segmentation",
+        multi_label: bool = False,
+        window: dict[str, float] | None = None,
+    ) -> None:
+        if mode not in ("segmentation", "classification"):
+            raise ValidationError(f"mode is 'segmentation' or 'classification', not {mode!r}")
+        array = imaging.read_image(image)
+        class_list = _class_dicts(classes)
+        if mode == "segmentation" and len(class_list) < 2:
+            raise ValidationError("segmentation needs at least two classes (the first is the background)")
+        super().__init__(
+            mode=mode,
+            classes=class_list,
+            multi_label=bool(multi_label),
+            active_class=class_list[1]["index"] if mode == "segmentation" else class_list[0]["index"],
+            tool="brush" if mode == "segmentation" else "pan",
+            window=dict(window or {}),
+            _image=zlib.compress(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes(), 1),
+            _image_meta={
+                "width": int(array.shape[1]),
+                "height": int(array.shape[0]),
+                "channels": 1 if array.ndim == 2 else int(array.shape[2]),
+                "dtype": str(array.dtype),
+            },
+        )
+        self._shape = (int(array.shape[0]), int(array.shape[1]))
+        self._mask = np.zeros(self._shape, np.uint8)
+        self._prediction: np.ndarray | None = None
+        self._submit_callbacks: list[Callable[[LabelCanvas], Any]] = []
+        self._project: Project | None = None
+        self._example_id: str | None = None
+        if mask is not None:
+            self._mask = self._check_mask(mask)
+        if prediction is not None:
+            self._prediction = self._check_mask(prediction)
+        if value is not None:
+            self.value = self._class_indices(value)
+        if prediction_scores:
+            self.prediction_scores = {str(self._class_indices([k])[0]): float(v) for k, v in prediction_scores.items()}
+        self.on_msg(self._handle_message)
+
+    # -- the public state ------------------------------------------------------------------
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The current mask (uint8 class indices, the image's shape). Read-only; assign to replace."""
+        view = self._mask.view()
+        view.flags.writeable = False
+        return view
+
+    @mask.setter
+    def mask(self, mask: np.ndarray) -> None:
+        self._mask = self._check_mask(mask)
+        self._send_mask(self._mask, target="label")
+
+    @property
+    def prediction(self) -> np.ndarray | None:
+        return self._prediction
+
+    @prediction.setter
+    def prediction(self, mask: np.ndarray | None) -> None:
+        self._prediction = None if mask is None else self._check_mask(mask)
+        if self._prediction is not None:
+            self._send_mask(self._prediction, target="prediction")
+
+    def on_submit(self, callback: Callable[[LabelCanvas], Any], remove: bool = False) -> None:
+        """Call ``callback(canvas)`` after each Submit (after the project saved it, when bound)."""
+        if remove:
+            self._submit_callbacks.remove(callback)
+        else:
+            self._submit_callbacks.append(callback)
+
+    @t.validate("tool")
+    def _valid_tool(self, proposal):
+        if proposal["value"] not in TOOLS:
+            raise t.TraitError(f"tool is one of {TOOLS}, not {proposal['value']!r}")
+        return proposal["value"]
+
+    @t.validate("brush_size")
+    def _valid_size(self, proposal):
+        return max(1, min(200, int(proposal["value"])))
+
+    @t.validate("opacity")
+    def _valid_opacity(self, proposal):
+        return max(0.0, min(1.0, float(proposal["value"])))
+
+    # -- bound to a project ----------------------------------------------------------------
+
+    @classmethod
+    def for_example(cls, project: Project, example: Example | str, *, prediction: bool = True) -> LabelCanvas:
+        """A canvas that loads and saves one example's label through ``project``."""
+        ex = project.example(example)
+        model = project.model(ex.model_id)
+        label = project.label(ex)
+        kwargs: dict[str, Any] = {"mode": model.problem_type, "multi_label": model.multi_label}
+        if model.problem_type == "segmentation":
+            kwargs["mask"] = project.mask(ex)
+        elif label is not None:
+            kwargs["value"] = list(label.classes)
+        status = ""
+        if prediction and model.deployed:
+            try:
+                predicted = project.predict(model, ex)
+            except PatientMLError as e:
+                status = f"No prediction: {e}"
+            else:
+                if predicted.mask is not None:
+                    kwargs["prediction"] = predicted.mask
+                else:
+                    names = {c.name: c.index for c in model.classes}
+                    kwargs["prediction_scores"] = {
+                        names[n]: p for n, p in predicted.probabilities.items() if n in names
+                    }
+        window = ex.source.get("window") if isinstance(ex.source.get("window"), dict) else None
+        canvas = cls(project.image(ex), model, window=window, **kwargs)
+        canvas._project, canvas._example_id = project, ex.id
+        canvas.bound = True
+        canvas.status = status or _describe(label)
+        return canvas
+
+    # -- the wire ----------------------------------------------------------------------------
+
+    def _handle_message(self, _widget, content: dict[str, Any], buffers: list) -> None:
+        kind = content.get("kind") if isinstance(content, dict) else None
+        try:
+            if kind == "ready":
+                self._send_mask(self._mask, target="label", reset_history=True)
+                if self._prediction is not None:
+                    self._send_mask(self._prediction, target="prediction")
+            elif kind == "mask":
+                self._receive_mask(buffers)
+                if self._project is not None:
+                    self._save("draft")
+                self.send({"kind": "ack", "seq": content.get("seq")})
+            elif kind in ("save", "submit", "delete"):
+                self._action(kind, content, buffers)
+            else:
+                raise ValidationError(f"unknown message from the browser: {kind!r}")
+        except Exception as e:  # shown in the widget, never swallowed
+            log.exception("LabelCanvas message %r failed", kind)
+            self.error = f"{type(e).__name__}: {e}"
+            self.send(
+                {"kind": "ack", "seq": content.get("seq") if isinstance(content, dict) else None, "error": str(e)}
+            )
+            self.busy = False
+
+    def _receive_mask(self, buffers: list) -> None:
+        if not buffers:
+            raise ValidationError("a mask message carries no mask")
+        self._mask = self._check_mask(imaging.decode_mask_wire(bytes(buffers[0]), self._shape))
+        self.error = ""
+
+    def _action(self, kind: str, content: dict[str, Any], buffers: list) -> None:
+        try:
+            if self.mode == "segmentation" and kind != "delete":
+                self._receive_mask(buffers)
+            if self.mode == "classification" and "value" in content:
+                self.value = self._class_indices(content["value"])
+            if self._project is not None:
+                self._save({"save": "draft", "submit": "submitted", "delete": "deleted"}[kind])
+            elif kind == "submit":
+                self.status = f"Submitted {time.strftime('%H:%M:%S')}"
+            if kind == "submit":
+                self._run_callbacks()
+        finally:
+            self.busy = False
+
+    def _save(self, status: str) -> None:
+        project, example = self._project, self._example_id
+        assert project is not None and example is not None
+        clock = time.strftime("%H:%M:%S")
+        if status == "deleted":
+            if project.label(example) is not None:
+                project.delete_label(example)
+            self._mask = np.zeros(self._shape, np.uint8)
+            self.value = []
+            self._send_mask(self._mask, target="label", reset_history=True)
+            self.status = f"Label deleted {clock}"
+            return
+        data = {"mask": self._mask} if self.mode == "segmentation" else {"classes": list(self.value)}
+        if status == "draft":
+            label = project.save_label(example, **data)
+            self.status = f"Draft saved {clock} (version {label.version})"
+        else:
+            label = project.submit_label(example, **data)
+            self.status = f"Submitted {clock} (version {label.version})"
+        self.error = ""
+
+    def _run_callbacks(self) -> None:
+        for callback in list(self._submit_callbacks):
+            try:
+                callback(self)
+            except Exception as e:
+                log.exception("on_submit callback failed")
+                self.error = (
+                    f"on_submit callback {getattr(callback, '__name__', callback)!r} failed: "
+                    + "".join(traceback.format_exception_only(type(e), e)).strip()
+                )
+
+    def _send_mask(self, mask: np.ndarray, *, target: str, reset_history: bool = False) -> None:
+        self.send({"kind": "mask", "target": target, "reset_history": reset_history}, [imaging.encode_mask_wire(mask)])
+
+    # -- checks ------------------------------------------------------------------------------
+
+    def _check_mask(self, mask: Any) -> np.ndarray:
+        return imaging.validate_mask(mask, self._shape, [c["index"] for c in self.classes])
+
+    def _class_indices(self, values: Sequence[int | str]) -> list[int]:
+        by_name = {c["name"]: c["index"] for c in self.classes}
+        known = set(by_name.values())
+        out = []
+        for v in values:
+            index = by_name.get(v) if isinstance(v, str) else int(v)
+            if index not in known:
+                raise ValidationError(f"unknown class {v!r} (classes: {list(by_name)})")
+            out.append(index)
+        if self.mode == "classification" and not self.multi_label and len(out) > 1:
+            raise ValidationError("this canvas takes one class (multi_label=False)")
+        return sorted(set(out))
+
+
+def _class_dicts(classes: Sequence[str | dict[str, Any] | ClassInfo] | Model) -> list[dict[str, Any]]:
+    if isinstance(classes, Model):
+        classes = classes.classes
+    out = []
+    for i, c in enumerate(classes):
+        if isinstance(c, ClassInfo):
+            out.append({"index": c.index, "name": c.name, "color": c.color, "description": c.description})
+        elif isinstance(c, str):
+            out.append({"index": i, "name": c, "color": PALETTE[i % len(PALETTE)], "description": ""})
+        elif isinstance(c, dict) and "name" in c:
+            out.append(
+                {
+                    "index": int(c.get("index", i)),
+                    "name": str(c["name"]),
+                    "color": str(c.get("color") or PALETTE[i % len(PALETTE)]),
+                    "description": str(c.get("description", "")),
+                }
+            )
+        else:
+            raise ValidationError(f"a class is a name, a dict with a name, or a ClassInfo, not {c!r}")
+    if len({c["index"] for c in out}) != len(out) or len({c["name"] for c in out}) != len(out):
+        raise ValidationError("class names and indices must be unique")
+    return out
+
+
+def _describe(label) -> str:
+    if label is None:
+        return "Unlabeled"
+    state = "Submitted" if label.status == "submitted" else "Draft"
+    return f"{state} label, version {label.version}, by {label.author}, {label.updated[:19].replace('T', ' ')} UTC"
