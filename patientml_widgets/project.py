@@ -700,7 +700,7 @@ class Project:
                     valid = [c.index for c in model.classes]
                     mask = imaging.validate_mask(mask, (record["height"], record["width"]), valid)
                     mask_ref = self._store.blobs.put(imaging.encode_mask_png(mask), "png")
-                    present = sorted(int(v) for v in np.unique(mask))
+                    present = imaging.present_classes(mask)
             else:
                 if mask is not None:
                     raise ValidationError("a classification label is a set of classes; pass classes=, not mask=")

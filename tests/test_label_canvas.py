@@ -93,9 +93,24 @@ def test_ready_sends_the_mask_and_the_prediction():
     assert browser.received[-1][0]["target"] == "label"
 
 
+def test_a_stroke_can_send_only_the_region_it_changed():
+    canvas = LabelCanvas(np.zeros((20, 30)), ["bg", "a", "b"])
+    browser = Browser(canvas)
+    earlier = canvas.mask
+    patch = np.full((3, 4), 2, np.uint8)
+    browser.send({"kind": "mask", "seq": 1, "region": [10, 5, 4, 3]}, [imaging.encode_mask_wire(patch)])
+    expected = np.zeros((20, 30), np.uint8)
+    expected[5:8, 10:14] = 2
+    np.testing.assert_array_equal(canvas.mask, expected)
+    assert not earlier.any()  # a mask handed out before is a snapshot
+
+
 @pytest.mark.parametrize(
     "content, buffers, message",
     [
+        ({"kind": "mask", "region": [7, 7, 4, 4]}, [imaging.encode_mask_wire(np.zeros((4, 4), np.uint8))], "outside"),
+        ({"kind": "mask", "region": "all"}, [imaging.encode_mask_wire(np.zeros((4, 4), np.uint8))], "region is"),
+        ({"kind": "mask", "region": [0, 0, 2, 2]}, [imaging.encode_mask_wire(np.zeros((4, 4), np.uint8))], "2 x 2"),
         ({"kind": "mask", "seq": 1}, [], "carries no mask"),
         ({"kind": "mask", "seq": 1}, [b"garbage"], "bad header"),
         ({"kind": "mask", "seq": 1}, [imaging.encode_mask_wire(np.zeros((3, 3), np.uint8))], "expected 8 x 8"),

@@ -25,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import ValidationError
 
 __all__ = [
+    "present_classes",
     "decode_mask_png",
     "decode_mask_wire",
     "encode_mask_png",
@@ -44,13 +45,19 @@ def validate_mask(mask, shape: tuple[int, int], classes: Collection[int]) -> np.
         raise ValidationError(f"the mask has shape {mask.shape}; the image needs {tuple(shape)} (height, width)")
     if mask.dtype.kind not in "biu":
         raise ValidationError(f"the mask has dtype {mask.dtype}; expected integer class indices (e.g. uint8)")
-    present = np.unique(mask).astype(np.int64)
-    unknown = sorted(set(present.tolist()) - set(classes))
+    unknown = sorted(set(present_classes(mask)) - set(classes))
     if unknown:
         raise ValidationError(
             f"the mask holds class indices {unknown} that the model does not have (its classes: {sorted(classes)})"
         )
     return np.ascontiguousarray(mask, dtype=np.uint8)
+
+
+def present_classes(mask: np.ndarray) -> list[int]:
+    """The values a mask holds, sorted (a histogram, not a sort: ~1 ms for 1024^2 uint8)."""
+    if mask.dtype == np.uint8 or (mask.dtype.kind in "bu" and mask.size and int(mask.max()) < 256):
+        return np.flatnonzero(np.bincount(mask.ravel().astype(np.uint8, copy=False), minlength=256)).tolist()
+    return np.unique(mask).astype(np.int64).tolist()
 
 
 def encode_mask_png(mask: np.ndarray) -> bytes:

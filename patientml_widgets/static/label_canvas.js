@@ -604,7 +604,7 @@ async function render({ model, el }) {
     before.set(map);
   }
   function endEdit(box, reason) {
-    if (history.record(before, map, W, box)) sendMask(reason);
+    if (history.record(before, map, W, box)) sendMask(reason, box);
     refreshButtons();
   }
   function paintTo(p) {
@@ -623,7 +623,7 @@ async function render({ model, el }) {
     const box = history.undo(map, W);
     if (box) {
       invalidate(box);
-      sendMask("undo");
+      sendMask("undo", box);
     }
     refreshButtons();
   }
@@ -631,7 +631,7 @@ async function render({ model, el }) {
     const box = history.redo(map, W);
     if (box) {
       invalidate(box);
-      sendMask("redo");
+      sendMask("redo", box);
     }
     refreshButtons();
   }
@@ -660,23 +660,49 @@ async function render({ model, el }) {
   }
 
   // -- talking to Python ------------------------------------------------------------------
-  async function sendMask(reason) {
+  // Messages leave in the order the edits happened, even though compressing is async:
+  // a later small stroke must never overtake an earlier big one.
+  let outbox = Promise.resolve();
+  function enqueue(task) {
+    outbox = outbox.then(task).catch((e) => (errorBox.textContent = `Could not send the label: ${e}`));
+    return outbox;
+  }
+
+  // Only the changed box travels (the whole map when the box is most of it).
+  function sendMask(reason, box = null) {
     const mySeq = ++seq;
     const t0 = performance.now();
-    const wire = await encodeMask(map, H, W);
-    stats.wireBytes.push(wire.length);
-    pending.set(mySeq, t0);
-    model.send({ kind: "mask", seq: mySeq, reason }, undefined, [wire.buffer]);
+    const content = { kind: "mask", seq: mySeq, reason };
+    let bytes; // a copy of the state at this edit, whatever comes next
+    let h = H;
+    let w = W;
+    if (box && !boxIsEmpty(box) && (box.x1 - box.x0 + 1) * (box.y1 - box.y0 + 1) < (W * H) / 2) {
+      w = box.x1 - box.x0 + 1;
+      h = box.y1 - box.y0 + 1;
+      content.region = [box.x0, box.y0, w, h];
+      bytes = copyBox(map, W, box);
+    } else {
+      bytes = map.slice();
+    }
+    return enqueue(async () => {
+      const wire = await encodeMask(bytes, h, w);
+      stats.wireBytes.push(wire.length);
+      pending.set(mySeq, t0);
+      model.send(content, undefined, [wire.buffer]);
+    });
   }
-  async function save(kind) {
+  function save(kind) {
     if (model.get("busy")) return; // a double click cannot double-submit
     model.set("busy", true);
     model.save_changes();
     refreshButtons();
     const content = { kind, seq: ++seq };
-    const buffers = segmentation && kind !== "delete" ? [(await encodeMask(map, H, W)).buffer] : [];
     if (!segmentation) content.value = model.get("value");
-    model.send(content, undefined, buffers);
+    const bytes = segmentation && kind !== "delete" ? map.slice() : null;
+    return enqueue(async () => {
+      const buffers = bytes ? [(await encodeMask(bytes, H, W)).buffer] : [];
+      model.send(content, undefined, buffers);
+    });
   }
   function onMessage(msg, buffers) {
     if (msg.kind === "ack") {

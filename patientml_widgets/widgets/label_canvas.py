@@ -203,10 +203,10 @@ class LabelCanvas(anywidget.AnyWidget):
                 if self._prediction is not None:
                     self._send_mask(self._prediction, target="prediction")
             elif kind == "mask":
-                self._receive_mask(buffers)
+                self._receive_mask(buffers, content.get("region"))
+                self.send({"kind": "ack", "seq": content.get("seq")})  # the mask is current
                 if self._project is not None:
                     self._save("draft")
-                self.send({"kind": "ack", "seq": content.get("seq")})
             elif kind in ("save", "submit", "delete"):
                 self._action(kind, content, buffers)
             else:
@@ -219,10 +219,25 @@ class LabelCanvas(anywidget.AnyWidget):
             )
             self.busy = False
 
-    def _receive_mask(self, buffers: list) -> None:
+    def _receive_mask(self, buffers: list, region: Any = None) -> None:
+        """A whole mask, or (``region`` = [x, y, width, height]) the part a stroke changed."""
         if not buffers:
             raise ValidationError("a mask message carries no mask")
-        self._mask = self._check_mask(imaging.decode_mask_wire(bytes(buffers[0]), self._shape))
+        if region is None:
+            self._mask = self._check_mask(imaging.decode_mask_wire(bytes(buffers[0]), self._shape))
+        else:
+            if not (isinstance(region, list) and len(region) == 4 and all(isinstance(v, int) for v in region)):
+                raise ValidationError(f"a mask region is [x, y, width, height], not {region!r}")
+            x, y, w, h = region
+            if x < 0 or y < 0 or w < 1 or h < 1 or x + w > self._shape[1] or y + h > self._shape[0]:
+                raise ValidationError(
+                    f"the mask region {region} lies outside the {self._shape[1]} x {self._shape[0]} image"
+                )
+            patch = imaging.decode_mask_wire(bytes(buffers[0]), (h, w))
+            imaging.validate_mask(patch, (h, w), [c["index"] for c in self.classes])
+            mask = self._mask.copy()  # masks handed out earlier stay as they were
+            mask[y : y + h, x : x + w] = patch
+            self._mask = mask
         self.error = ""
 
     def _action(self, kind: str, content: dict[str, Any], buffers: list) -> None:

@@ -2,20 +2,16 @@
 
 import json
 
-import nbformat
 import numpy as np
 import pytest
 
 import patientml_widgets as pml
 
-from .conftest import run_all
+from .lab import run_all, write_notebook
 
 
 def _notebook(lab, name, cells):
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, lab.root / name)
+    write_notebook(lab.root / name, cells)
 
 
 def _stroke(page, box, points):

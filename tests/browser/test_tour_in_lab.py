@@ -7,7 +7,7 @@ import pytest
 
 import patientml_widgets as pml
 
-from .conftest import run_all
+from .lab import run_all
 
 NOTEBOOKS = Path(__file__).parents[2] / "notebooks"
 
