@@ -26,5 +26,6 @@ if find js -name '*.test.js' -o -name '*.test.mjs' 2>/dev/null | grep -q .; then
   node --test js/
 fi
 
-echo "== pytest"
+echo "== pytest (screenshots of the widgets go to build/screenshots)"
+export PATIENTML_SCREENSHOTS="${PATIENTML_SCREENSHOTS:-$PWD/build/screenshots}"
 python -m pytest "$@"

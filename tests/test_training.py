@@ -67,6 +67,11 @@ def test_segmentation_run_records_everything_and_predicts(demo, seg):
     array_prediction = demo.predict(seg, np.zeros((50, 70, 3), np.uint8))
     assert array_prediction.mask.shape == (50, 70) and array_prediction.example_id is None
     assert "finished" in demo.run_log(run)
+    # the labeling view offers the deployed model's prediction
+    from patientml_widgets.widgets import LabelCanvas
+
+    canvas = LabelCanvas.for_example(demo, ex)
+    np.testing.assert_array_equal(canvas.prediction, prediction.mask)
 
 
 @pytest.mark.slow
@@ -89,6 +94,10 @@ def test_classification_run_and_prediction(demo, cls, tmp_path):
     assert list(prediction.probabilities) == ["benign nevus", "atypical lesion", "seborrheic keratosis"]
     assert sum(prediction.probabilities.values()) == pytest.approx(1, abs=1e-3)
     assert len(prediction.classes) == 1 and 0 <= prediction.uncertainty <= 1
+    from patientml_widgets.widgets import LabelCanvas
+
+    scores = LabelCanvas.for_example(demo, ex).prediction_scores
+    assert scores == {str(i): pytest.approx(p) for i, p in enumerate(prediction.probabilities.values())}
     # an export loads elsewhere (weights only) and predicts the same
     from patientml_widgets.training.predictor import Predictor
 

@@ -1,6 +1,8 @@
 """LabelCanvas in a real JupyterLab: draw, erase, undo, fill, zoom, submit; check Python and the store."""
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +26,8 @@ def _stroke(page, box, points):
 
 @pytest.mark.slow
 def test_draw_erase_undo_fill_zoom_submit(lab, page, tmp_path):
+    shots = Path(os.environ.get("PATIENTML_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
     demo = pml.Project.open(lab.env["PATIENTML_DEMO_DIR"], create=False)
     seg = demo.model("Skin lesion segmentation")
     ex = demo.examples(seg, status="unlabeled", sort="id", limit=1)[0]
@@ -101,7 +105,7 @@ def test_draw_erase_undo_fill_zoom_submit(lab, page, tmp_path):
     output.wait_for(timeout=30_000)
     counts = json.loads(output.inner_text().split("MASK", 1)[1])
     assert counts == {str(k): int(v) for k, v in zip(*np.unique(stored, return_counts=True))}
-    widget.screenshot(path=str(tmp_path / "label_canvas.png"))
+    widget.screenshot(path=str(shots / "label_canvas.png"))  # kept as a test artifact
 
 
 @pytest.mark.slow
