@@ -26,7 +26,8 @@ import numpy as np
 
 from . import imaging
 from .errors import ImageError, NotFoundError, PatientMLError, ValidationError
-from .records import Change, Example, Label, Model, Prediction, Run, Subject, label_time, status_of
+from .query import ExampleIndex
+from .records import Change, Example, Label, Model, Prediction, Run, Subject, status_of
 from .store import Store, now
 
 if TYPE_CHECKING:
@@ -90,6 +91,7 @@ class Project:
         self._depth = 0
         self._lock = threading.RLock()  # one writer thread at a time; events go to the right batch
         self._seen_external = store.external_changes
+        self._index = ExampleIndex(store)
 
     # -- opening -----------------------------------------------------------------------
 
@@ -519,36 +521,35 @@ class Project:
         ``status``: ``"unlabeled"``, ``"draft"``, ``"labeled"`` or several of them.
         ``sort``: one of ``created, updated, label_updated, status, subject_id, split, id``.
         """
-        rows = self._rows(model, status=status, subject=subject, split=split)
         if sort not in SORT_KEYS:
             raise ValidationError(f"sort must be one of {SORT_KEYS}, not {sort!r}")
         if offset < 0 or (limit is not None and limit < 0):
             raise ValidationError("offset and limit must not be negative")
-
-        def key(row):
-            record, label = row
-            if sort == "status":
-                value = STATUSES.index(status_of(label))
-            elif sort == "label_updated":
-                value = label_time(label) or ""
-            else:
-                value = record[sort] or ""
-            return (value, record["id"])
-
-        rows.sort(key=key, reverse=descending)
+        cols, rows = self._select(model, status=status, subject=subject, split=split)
+        rows = ExampleIndex.order(cols, rows, sort, descending)
         page = rows[offset : None if limit is None else offset + limit]
-        return [Example.from_record(record, label) for record, label in page]
+        store = self._store
+        return [
+            Example.from_record(store.get("examples", example_id), store.get("labels", example_id))
+            for example_id in cols["id"][page]
+        ]
 
     def count_examples(self, model: ModelRef, **filters: Any) -> int:
         """How many examples :meth:`examples` would list with these filters (no paging)."""
-        return len(self._rows(model, **filters))
+        return len(self._select(model, **filters)[1])
 
     def status_counts(self, model: ModelRef) -> dict[str, int]:
         """``{"unlabeled": n, "draft": n, "labeled": n}`` for the model."""
-        counts = dict.fromkeys(STATUSES, 0)
-        for _, label in self._rows(model):
-            counts[status_of(label)] += 1
-        return counts
+        return self._index.counts(self._model_record(model)["id"])
+
+    def _select(self, model, *, status=None, subject=None, split=None):
+        model_id = self._model_record(model)["id"]
+        wanted = {status} if isinstance(status, str) else (set(status) if status is not None else None)
+        if wanted is not None and not wanted <= set(STATUSES):
+            raise ValidationError(f"status must be among {STATUSES}, not {sorted(wanted - set(STATUSES))}")
+        if split is not None and split not in SPLITS:
+            raise ValidationError(f"split must be one of {SPLITS}, not {split!r}")
+        return self._index.select(model_id, statuses=wanted, subject=subject, split=split)
 
     def _rows(self, model, *, status=None, subject=None, split=None) -> list[tuple[dict, dict | None]]:
         model_id = self._model_record(model)["id"]

@@ -84,6 +84,7 @@ class Store:
             for shard in range(shards):
                 name = table if shards == 1 else f"{table}-{shard:02d}"
                 self._dbs[table, shard] = open_tinydb(self.root / "tables" / f"{name}.json")
+        self._generation = dict.fromkeys(self._dbs, 0)  # bumped whenever a shard's content may change
         self._depth = 0
         self._writes = 0  # puts, deletes and audit events so far (to tell a clean failure from a half-done one)
         self._doomed = False
@@ -165,9 +166,10 @@ class Store:
                 for db in self._dbs.values():
                     db.storage.flush()
             except BaseException:
-                for db in self._dbs.values():
+                for key, db in self._dbs.items():
                     if db.storage.dirty:
                         db.storage.invalidate()
+                        self._generation[key] += 1
                 raise
             finally:
                 self._pending_audit = []
@@ -183,9 +185,10 @@ class Store:
         """Reload the files another process has replaced; True when there were any."""
         with self._mutex:
             changed = False
-            for db in self._dbs.values():
+            for key, db in self._dbs.items():
                 if db.storage.changed_on_disk():
                     db.storage.invalidate()
+                    self._generation[key] += 1
                     changed = True
             if changed:
                 self.external_changes += 1
@@ -193,10 +196,21 @@ class Store:
 
     # -- records ---------------------------------------------------------------------
 
-    def _db(self, table: str, record_id: str):
+    def _shard(self, table: str, record_id: str) -> tuple[str, int]:
         shards = TABLES[table]
-        shard = 0 if shards == 1 else zlib.crc32(record_id.encode()) % shards
-        return self._dbs[table, shard]
+        return table, 0 if shards == 1 else zlib.crc32(record_id.encode()) % shards
+
+    def _db(self, table: str, record_id: str):
+        return self._dbs[self._shard(table, record_id)]
+
+    def shards(self, table: str) -> int:
+        """How many shard files a table has (examples and labels: the same, shard by example id)."""
+        return TABLES[table]
+
+    def shard(self, table: str, shard: int) -> tuple[int, dict[str, dict[str, Any]]]:
+        """``(generation, {id: record})`` of one shard; the generation changes whenever its content may have."""
+        with self._mutex:
+            return self._generation[table, shard], self._dbs[table, shard].storage.read().get(table, {})
 
     def get(self, table: str, record_id: str) -> dict[str, Any] | None:
         """The record, or None. The dict is the store's own: do not change it."""
@@ -221,12 +235,14 @@ class Store:
         storage.read().setdefault(table, {})[record_id] = record
         storage.dirty = True
         self._writes += 1
+        self._generation[self._shard(table, record_id)] += 1
 
     def delete(self, table: str, record_id: str) -> None:
         storage = self._storage_for(table, record_id)
         if storage.read().get(table, {}).pop(record_id, None) is not None:
             storage.dirty = True
             self._writes += 1
+            self._generation[self._shard(table, record_id)] += 1
 
     def _storage_for(self, table: str, record_id: str) -> AtomicJSONStorage:
         self._require_transaction()
