@@ -16,26 +16,35 @@ __all__ = [
     "ClassInfo",
     "Example",
     "ImageError",
+    "ExampleBrowser",
     "ImportReport",
     "Label",
     "LabelCanvas",
     "Model",
+    "ModelDetails",
+    "ModelTable",
     "NotFoundError",
+    "PatientMLApp",
     "PatientMLError",
     "Project",
     "Run",
+    "RunsTable",
     "SchemaError",
     "StoreError",
     "Subject",
+    "SubjectViewer",
     "ValidationError",
     "__version__",
 ]
 
 
-def __getattr__(name: str):
-    """The widgets load on first use, so the package imports fast and without ipywidgets."""
-    if name == "LabelCanvas":
-        from .widgets import LabelCanvas
+_VIEWS = ("ExampleBrowser", "LabelCanvas", "ModelDetails", "ModelTable", "PatientMLApp", "RunsTable", "SubjectViewer")
 
-        return LabelCanvas
+
+def __getattr__(name: str):
+    """The views load on first use, so the package imports fast and without ipywidgets."""
+    if name in _VIEWS:
+        from . import widgets
+
+        return getattr(widgets, name)
     raise AttributeError(f"module 'patientml_widgets' has no attribute {name!r}")

@@ -1,5 +1,21 @@
-"""The views: anywidget front ends over :class:`~patientml_widgets.Project` (or plain arrays)."""
+"""The views: anywidget front ends and ipywidgets compositions over a :class:`~patientml_widgets.Project`."""
 
+from .app import PatientMLApp
+from .data_table import DataTable
+from .example_browser import ExampleBrowser
 from .label_canvas import LabelCanvas
+from .model_details import ModelDetails
+from .model_table import ModelTable
+from .runs_table import RunsTable
+from .subject_viewer import SubjectViewer
 
-__all__ = ["LabelCanvas"]
+__all__ = [
+    "DataTable",
+    "ExampleBrowser",
+    "LabelCanvas",
+    "ModelDetails",
+    "ModelTable",
+    "PatientMLApp",
+    "RunsTable",
+    "SubjectViewer",
+]

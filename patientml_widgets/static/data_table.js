@@ -1,0 +1,304 @@
+// DataTable: the one table front end behind ModelTable, ExampleBrowser and RunsTable.
+//
+// Python owns the data: it pages, sorts and filters, and sends one page of rows. This view
+// renders typed cells (text, time, badge, icon, thumbnail, number), sends row clicks and
+// actions, and moves a keyboard selection. Every string is set as text, never as HTML.
+
+/** A time string as the user reads it ("2026-11-28 14:02"), in the browser's time zone. */
+export function formatTime(value) {
+  if (!value) return "";
+  const d = new Date(value);
+  if (Number.isNaN(d.getTime())) return String(value);
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+/** Numbers: integers as they are, others with up to 3 decimals; null as blank. */
+export function formatNumber(value) {
+  if (value === null || value === undefined || value === "") return "";
+  const n = Number(value);
+  if (!Number.isFinite(n)) return String(value);
+  return Number.isInteger(n) ? n.toLocaleString("en-US") : n.toFixed(3);
+}
+
+/** "1-50 of 1,234" for a page. */
+export function pageLabel(page, pageSize, total) {
+  if (!total) return "0 of 0";
+  const first = page * pageSize + 1;
+  const last = Math.min(total, (page + 1) * pageSize);
+  return `${first.toLocaleString("en-US")}-${last.toLocaleString("en-US")} of ${total.toLocaleString("en-US")}`;
+}
+
+/** The last page index for a total. */
+export function lastPage(pageSize, total) {
+  return Math.max(0, Math.ceil(total / pageSize) - 1);
+}
+
+/** The sort after clicking a column header: a new column sorts ascending, the same one flips. */
+export function nextSort(current, key) {
+  if (current && current.key === key) return { key, descending: !current.descending };
+  return { key, descending: false };
+}
+
+/** Move a keyboard selection within a page, clamped. */
+export function moveSelection(selected, delta, rowCount) {
+  if (rowCount === 0) return -1;
+  if (selected < 0) return delta > 0 ? 0 : rowCount - 1;
+  return Math.max(0, Math.min(rowCount - 1, selected + delta));
+}
+
+const ICONS = {
+  "check-circle": '<circle cx="12" cy="12" r="9" fill="#1e8e3e"/><path d="M7.5 12.5l3 3 6-6.5" stroke="#fff" stroke-width="2.2" fill="none"/>',
+  circle: '<circle cx="12" cy="12" r="8" fill="none" stroke="#5f6368" stroke-width="2"/>',
+  succeeded: '<circle cx="12" cy="12" r="9" fill="#1e8e3e"/><path d="M7.5 12.5l3 3 6-6.5" stroke="#fff" stroke-width="2.2" fill="none"/>',
+  failed: '<circle cx="12" cy="12" r="9" fill="#d93025"/><path d="M8.5 8.5l7 7M15.5 8.5l-7 7" stroke="#fff" stroke-width="2.2"/>',
+  cancelled: '<circle cx="12" cy="12" r="9" fill="#9aa0a6"/><path d="M8 12h8" stroke="#fff" stroke-width="2.2"/>',
+  queued: '<circle cx="12" cy="12" r="8" fill="none" stroke="#9aa0a6" stroke-width="2" stroke-dasharray="3 3"/>',
+  running: '<circle cx="12" cy="12" r="8" fill="none" stroke="#dadce0" stroke-width="3"/><path d="M12 4a8 8 0 0 1 8 8" stroke="#1a73e8" stroke-width="3" fill="none"><animateTransform attributeName="transform" type="rotate" from="0 12 12" to="360 12 12" dur="1s" repeatCount="indefinite"/></path>',
+};
+
+const CSS = `
+.pml-table { font: 13px system-ui, sans-serif; color: #202124; }
+.pml-table .top { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; margin-bottom: 6px; }
+.pml-table .title { font-weight: 600; font-size: 14px; margin-right: 8px; }
+.pml-table .spacer { flex: 1; }
+.pml-table button { border: 1px solid #c4c4c4; background: #fafafa; border-radius: 4px; padding: 3px 9px; cursor: pointer; font: inherit; }
+.pml-table button[aria-pressed="true"] { background: #e8f0fe; border-color: #1a73e8; color: #174ea6; }
+.pml-table button:disabled { opacity: .45; cursor: default; }
+.pml-table button.primary { background: #1a73e8; border-color: #1a73e8; color: #fff; }
+.pml-table .wrap { position: relative; overflow-x: auto; outline: none; }
+.pml-table table { border-collapse: collapse; width: 100%; }
+.pml-table th { text-align: left; font-weight: 600; color: #5f6368; border-bottom: 1px solid #dadce0; padding: 6px 8px; white-space: nowrap; user-select: none; }
+.pml-table th.sortable { cursor: pointer; }
+.pml-table th .arrow { color: #1a73e8; }
+.pml-table td { border-bottom: 1px solid #f1f3f4; padding: 5px 8px; vertical-align: middle; }
+.pml-table tbody tr { cursor: pointer; }
+.pml-table tbody tr:hover { background: #f8f9fa; }
+.pml-table tbody tr.selected { background: #e8f0fe; }
+.pml-table td.number { text-align: right; font-variant-numeric: tabular-nums; }
+.pml-table .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 500; }
+.pml-table .badge.green { background: #e6f4ea; color: #137333; }
+.pml-table .badge.gray { background: #f1f3f4; color: #5f6368; }
+.pml-table .badge.red { background: #fce8e6; color: #c5221f; }
+.pml-table .badge.blue { background: #e8f0fe; color: #174ea6; }
+.pml-table .icon { display: inline-flex; align-items: center; gap: 6px; }
+.pml-table img.thumb { width: 48px; height: 48px; object-fit: cover; border-radius: 3px; display: block; }
+.pml-table .empty { padding: 24px; text-align: center; color: #5f6368; }
+.pml-table .loading { position: absolute; inset: 0; background: rgba(255,255,255,.6); display: none; align-items: center; justify-content: center; color: #5f6368; }
+.pml-table.is-loading .loading { display: flex; }
+.pml-table .pager { display: flex; gap: 6px; align-items: center; justify-content: flex-end; margin-top: 6px; color: #5f6368; }
+`;
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") el.className = v;
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (v !== null && v !== undefined && v !== false) el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children) el.append(c);
+  return el;
+}
+
+function icon(name) {
+  const span = h("span", { class: "icon" });
+  if (ICONS[name]) span.innerHTML = `<svg width="18" height="18" viewBox="0 0 24 24" aria-label="${name}" role="img">${ICONS[name]}</svg>`; // constant markup only
+  return span;
+}
+
+function cell(column, value, urls) {
+  const td = h("td", { class: column.type });
+  if (value === null || value === undefined) return td;
+  switch (column.type) {
+    case "time":
+      td.textContent = formatTime(value);
+      td.title = String(value);
+      break;
+    case "number":
+      td.textContent = formatNumber(value);
+      break;
+    case "badge":
+      td.append(h("span", { class: `badge ${["green", "gray", "red", "blue"].includes(value.tone) ? value.tone : "gray"}` }, String(value.text ?? "")));
+      break;
+    case "icon": {
+      const name = typeof value === "string" ? value : value.name;
+      const span = icon(name);
+      if (typeof value === "object" && value.text) span.append(String(value.text));
+      span.setAttribute("data-icon", name || "none");
+      td.append(span);
+      break;
+    }
+    case "thumbnail": {
+      if (value && value.byteLength) {
+        const url = URL.createObjectURL(new Blob([value], { type: "image/jpeg" }));
+        urls.push(url);
+        td.append(h("img", { class: "thumb", src: url, alt: "" }));
+      }
+      break;
+    }
+    default:
+      td.textContent = String(value);
+  }
+  return td;
+}
+
+function render({ model, el }) {
+  const style = document.createElement("style");
+  style.textContent = CSS;
+  const root = h("div", { class: "pml-table" });
+  el.append(style, root);
+  const title = h("span", { class: "title" });
+  const filters = h("span", { class: "filters" });
+  const actions = h("span", { class: "actions" });
+  const top = h("div", { class: "top" }, title, filters, h("span", { class: "spacer" }), actions);
+  const thead = h("thead");
+  const tbody = h("tbody");
+  const table = h("table", {}, thead, tbody);
+  const empty = h("div", { class: "empty" });
+  const wrap = h("div", { class: "wrap", tabindex: "0", "data-lm-suppress-shortcuts": "true" }, table, empty, h("div", { class: "loading" }, "Loading..."));
+  const prev = h("button", { "aria-label": "Previous page", onclick: () => setPage(model.get("page") - 1) }, "‹ Prev");
+  const next = h("button", { "aria-label": "Next page", onclick: () => setPage(model.get("page") + 1) }, "Next ›");
+  const position = h("span", { class: "position" });
+  const pager = h("div", { class: "pager" }, position, prev, next);
+  const errorLine = h("div", { class: "error", style: "color:#c5221f;white-space:pre-wrap" });
+  root.append(top, wrap, pager, errorLine);
+  let urls = [];
+  let selected = -1;
+
+  function setPage(page) {
+    const last = lastPage(model.get("page_size"), model.get("total"));
+    page = Math.max(0, Math.min(last, page));
+    if (page === model.get("page")) return;
+    model.set("page", page);
+    model.save_changes();
+  }
+
+  function drawHeader() {
+    const sort = model.get("sort");
+    const row = h("tr");
+    for (const column of model.get("columns")) {
+      const th = h("th", { class: column.sortable ? "sortable" : "", scope: "col" }, String(column.label));
+      if (column.sortable) {
+        const active = sort && sort.key === column.key;
+        th.setAttribute("aria-sort", active ? (sort.descending ? "descending" : "ascending") : "none");
+        if (active) th.append(h("span", { class: "arrow" }, sort.descending ? " ↓" : " ↑"));
+        th.addEventListener("click", () => {
+          model.set("sort", nextSort(model.get("sort"), column.key));
+          model.set("page", 0);
+          model.save_changes();
+        });
+      }
+      row.append(th);
+    }
+    thead.replaceChildren(row);
+  }
+
+  function drawRows() {
+    urls.forEach((u) => URL.revokeObjectURL(u));
+    urls = [];
+    const columns = model.get("columns");
+    const rows = model.get("rows");
+    tbody.replaceChildren(
+      ...rows.map((r, i) => {
+        const tr = h("tr", { "data-id": String(r._id), class: i === selected ? "selected" : "" });
+        for (const c of columns) tr.append(cell(c, r[c.key], urls));
+        tr.addEventListener("click", () => open(i));
+        return tr;
+      }),
+    );
+    empty.textContent = rows.length ? "" : model.get("empty_message");
+    empty.style.display = rows.length ? "none" : "block";
+    const total = model.get("total");
+    position.textContent = pageLabel(model.get("page"), model.get("page_size"), total);
+    prev.disabled = model.get("page") <= 0;
+    next.disabled = model.get("page") >= lastPage(model.get("page_size"), total);
+  }
+
+  function drawTop() {
+    title.textContent = model.get("title");
+    const active = model.get("active_filter");
+    filters.replaceChildren(
+      ...model.get("filters").map((f) =>
+        h(
+          "button",
+          {
+            "aria-pressed": String(f.key === active),
+            "data-filter": String(f.key),
+            onclick: () => {
+              model.set("active_filter", f.key === active ? "" : f.key);
+              model.set("page", 0);
+              model.save_changes();
+            },
+          },
+          f.count === undefined || f.count === null ? String(f.label) : `${f.label} (${formatNumber(f.count)})`,
+        ),
+      ),
+    );
+    actions.replaceChildren(
+      ...model.get("actions").map((a) =>
+        h("button", { class: a.primary ? "primary" : "", "data-action": String(a.key), onclick: () => model.send({ kind: "action", key: a.key }) }, String(a.label)),
+      ),
+    );
+  }
+
+  function open(i) {
+    const rows = model.get("rows");
+    if (i < 0 || i >= rows.length) return;
+    selected = i;
+    model.send({ kind: "row_click", id: rows[i]._id });
+  }
+
+  wrap.addEventListener("keydown", (e) => {
+    const rows = model.get("rows");
+    let handled = true;
+    if (e.key === "ArrowDown") selected = moveSelection(selected, 1, rows.length);
+    else if (e.key === "ArrowUp") selected = moveSelection(selected, -1, rows.length);
+    else if (e.key === "Enter") open(selected);
+    else if (e.key === "PageDown") setPage(model.get("page") + 1);
+    else if (e.key === "PageUp") setPage(model.get("page") - 1);
+    else handled = false;
+    if (handled) {
+      e.preventDefault();
+      e.stopPropagation();
+      [...tbody.children].forEach((tr, i) => tr.classList.toggle("selected", i === selected));
+    }
+  });
+
+  const listeners = {
+    "change:rows": () => {
+      selected = Math.min(selected, model.get("rows").length - 1);
+      drawRows();
+    },
+    "change:total": drawRows,
+    "change:page": drawRows,
+    "change:columns": () => {
+      drawHeader();
+      drawRows();
+    },
+    "change:sort": drawHeader,
+    "change:filters": drawTop,
+    "change:active_filter": drawTop,
+    "change:actions": drawTop,
+    "change:title": drawTop,
+    "change:loading": () => root.classList.toggle("is-loading", model.get("loading")),
+    "change:error": () => (errorLine.textContent = model.get("error")),
+  };
+  for (const [event, fn] of Object.entries(listeners)) model.on(event, fn);
+  // Ask Python every few seconds whether the project changed (other kernels, training workers).
+  const poll = setInterval(() => {
+    if (root.isConnected && model.get("poll_seconds") > 0) model.send({ kind: "poll" });
+  }, Math.max(1, model.get("poll_seconds") || 2) * 1000);
+
+  drawTop();
+  drawHeader();
+  drawRows();
+  errorLine.textContent = model.get("error");
+  root.classList.toggle("is-loading", model.get("loading"));
+  return () => {
+    clearInterval(poll);
+    for (const [event, fn] of Object.entries(listeners)) model.off(event, fn);
+    urls.forEach((u) => URL.revokeObjectURL(u));
+  };
+}
+
+export default { render };

@@ -1,0 +1,39 @@
+"""PatientMLApp: the whole Machine Learning tab in one cell - models -> details -> labeling."""
+
+from __future__ import annotations
+
+import ipywidgets as w
+
+from ..project import Project
+from ..records import Model
+from ._common import escape
+from .model_details import ModelDetails
+from .model_table import ModelTable
+
+__all__ = ["PatientMLApp"]
+
+
+class PatientMLApp(w.VBox):
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.models = ModelTable(project, on_open=self.open_model)
+        self.crumbs = w.HBox()
+        self.details: ModelDetails | None = None
+        self.home()
+        super().__init__([self.crumbs, self.models])
+
+    def home(self) -> None:
+        """Back to the model table."""
+        self.details = None
+        self.crumbs.children = [w.HTML("<b>Machine Learning</b>")]
+        if hasattr(self, "children") and self.children:
+            self.children = [self.crumbs, self.models]
+            self.models.table.refresh()
+
+    def open_model(self, model: Model) -> None:
+        """Open a model's details (Examples, Runs, Metrics)."""
+        self.details = ModelDetails(self.project, model)
+        back = w.Button(description="Machine Learning", icon="arrow-left", tooltip="Back to the models")
+        back.on_click(lambda _: self.home())
+        self.crumbs.children = [back, w.HTML(f"&nbsp;&rsaquo;&nbsp;<b>{escape(model.name)}</b>")]
+        self.children = [self.crumbs, self.details]

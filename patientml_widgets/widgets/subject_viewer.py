@@ -1,0 +1,77 @@
+"""SubjectViewer: one patient's images across models, labeled in place (the labeler module)."""
+
+from __future__ import annotations
+
+import ipywidgets as w
+
+from ..project import Project
+from ._common import escape, follow
+from .data_table import DataTable
+from .example_browser import ICON
+from .label_canvas import LabelCanvas
+
+__all__ = ["SubjectViewer"]
+
+COLUMNS = [
+    {"key": "thumbnail", "label": "", "type": "thumbnail"},
+    {"key": "model", "label": "Model"},
+    {"key": "id", "label": "Example"},
+    {"key": "status", "label": "Labeled", "type": "icon"},
+    {"key": "label_updated", "label": "Label Last Updated", "type": "time"},
+    {"key": "split", "label": "Split"},
+]
+
+
+class SubjectViewer(w.VBox):
+    def __init__(self, project: Project, subject: str | None = None) -> None:
+        self.project = project
+        subjects = project.subjects()
+        self.picker = w.Dropdown(
+            description="Subject", options=[(f"{s.name} ({s.id})" if s.name != s.id else s.id, s.id) for s in subjects]
+        )
+        if subject is not None:
+            self.picker.value = subject
+        self.table = DataTable(self._fetch, COLUMNS, title="Images", empty_message="This subject has no images.")
+        self.table.on_row_click(self.open_example)
+        self.table.on_poll(project.poll)
+        self.picker.observe(lambda _: self.back(), names="value")
+        self.canvas: LabelCanvas | None = None
+        self._unfollow = follow(project, lambda _: self.canvas is None and self.table.refresh())
+        super().__init__([self.picker, self.table])
+
+    def _fetch(self, page, page_size, _sort, _descending, _filter):
+        subject = self.picker.value
+        if subject is None:
+            return [], 0, []
+        rows = []
+        for model in self.project.models():
+            for ex in self.project.examples(model, subject=subject):
+                rows.append(
+                    {
+                        "_id": ex.id,
+                        "thumbnail": self.project.thumbnail(ex),
+                        "model": model.name,
+                        "id": ex.id,
+                        "status": ICON[ex.status],
+                        "label_updated": ex.label_updated,
+                        "split": ex.split,
+                    }
+                )
+        return rows[page * page_size : (page + 1) * page_size], len(rows), []
+
+    def open_example(self, example_id: str) -> None:
+        """Label one of the subject's images in place."""
+        self.canvas = LabelCanvas.for_example(self.project, example_id)
+        back = w.Button(description="Back", icon="arrow-left")
+        back.on_click(lambda _: self.back())
+        model = self.project.model(self.project.example(example_id).model_id)
+        self.children = [
+            self.picker,
+            w.HBox([back, w.HTML(f"&nbsp;{escape(model.name)} - {escape(example_id)}")]),
+            self.canvas,
+        ]
+
+    def back(self) -> None:
+        self.canvas = None
+        self.children = [self.picker, self.table]
+        self.table.refresh()
