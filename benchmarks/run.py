@@ -21,9 +21,15 @@ def main() -> None:
     print(startup.main())
     print(codecs_bench.main())
     print(store.main([1_000, 10_000] if quick else [1_000, 10_000, 100_000]))
-    import training  # needs torch
+    import views
 
-    print(training.main())
+    print(views.main())
+    if not quick:
+        import label_canvas
+        import training  # needs torch
+
+        print(label_canvas.main())
+        print(training.main())
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from .records import status_of
 from .store import Store
 
 __all__ = ["STATUS_CODES", "ExampleIndex"]
@@ -20,19 +19,7 @@ __all__ = ["STATUS_CODES", "ExampleIndex"]
 STATUS_CODES = {"unlabeled": 0, "draft": 1, "labeled": 2}
 
 
-def _label_time(label: dict[str, Any] | None) -> str:
-    return label["updated"] if label is not None and label["status"] != "deleted" else ""
-
-
-_EXTRACT = {
-    "id": lambda r, lab: r["id"],
-    "model_id": lambda r, lab: r["model_id"],
-    "subject_id": lambda r, lab: r["subject_id"] or "",
-    "split": lambda r, lab: r["split"],
-    "created": lambda r, lab: r["created"],
-    "updated": lambda r, lab: r["updated"],
-    "label_updated": lambda r, lab: _label_time(lab),
-}
+_STATUS_OF_LABEL = {"deleted": 0, "draft": 1, "submitted": 2}  # -> STATUS_CODES values
 
 
 class _Block:
@@ -46,13 +33,18 @@ class _Block:
 
     def column(self, name: str) -> np.ndarray:
         if name not in self.columns:
+            records, labels = self.records, self.labels
             if name == "status":
-                values = np.array([STATUS_CODES[status_of(lab)] for lab in self.labels], dtype=np.int8)
+                codes = [0 if lab is None else _STATUS_OF_LABEL[lab["status"]] for lab in labels]
+                self.columns[name] = np.array(codes, dtype=np.int8)
+                return self.columns[name]
+            if name == "label_updated":
+                values = ["" if lab is None or lab["status"] == "deleted" else lab["updated"] for lab in labels]
+            elif name == "subject_id":
+                values = [r["subject_id"] or "" for r in records]
             else:
-                extract = _EXTRACT[name]
-                values = [extract(r, lab) for r, lab in zip(self.records, self.labels)]
-                values = np.array(values, dtype=str) if values else np.array([], dtype="U1")
-            self.columns[name] = values
+                values = [r[name] for r in records]
+            self.columns[name] = np.array(values, dtype=str) if values else np.array([], dtype="U1")
         return self.columns[name]
 
 
@@ -105,10 +97,10 @@ class ExampleIndex:
 
     @staticmethod
     def order(cols, rows: np.ndarray, sort: str, descending: bool) -> np.ndarray:
-        """``rows`` sorted by a column (ties broken by id, so pages are stable)."""
+        """``rows`` sorted by a column; a stable sort keeps ties in storage order, so pages are stable."""
         if len(rows) == 0:
             return rows
-        order = np.lexsort((cols["id"][rows], cols[sort][rows]))
+        order = np.argsort(cols[sort][rows], kind="stable")
         return rows[order[::-1] if descending else order]
 
     def counts(self, model_id: str) -> dict[str, int]:
