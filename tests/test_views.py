@@ -207,3 +207,29 @@ def test_subject_viewer_labels_in_place(demo):
     assert demo.label(row["_id"]).classes == (1,) and demo.label(row["_id"]).status == "submitted"
     viewer.back()
     assert next(r for r in viewer.table.rows if r["_id"] == row["_id"])["status"] == "check-circle"
+
+
+@pytest.mark.slow
+def test_with_a_deployed_model_uncertain_first_and_disagreement_filter(demo):
+    kind = demo.model("Lesion type")
+    run = demo.train(kind, hyperparameters={"epochs": 1, "image_size": 32, "base_channels": 4}).wait(timeout=120)
+    assert run.status == "succeeded" and demo.model(kind).deployed
+    browser = ExampleBrowser(demo, kind)
+    assert browser.table.actions == [{"key": "uncertain", "label": "Most uncertain first"}]
+    assert "disagrees" in [f["key"] for f in browser.table.filters]
+    browser.table.active_filter = "unlabeled"
+    press(browser.table, "uncertain")
+    order = [r["_id"] for r in browser.table.rows]
+    scores = [demo.predict(kind, i).uncertainty for i in order]
+    assert len(order) == min(50, demo.status_counts(kind)["unlabeled"])
+    assert scores[0] == max(scores)  # the least sure first...
+    assert scores[:9] == sorted(scores[:9], reverse=True)  # ...with every tenth place drawn at random
+    browser.table.sort = {"key": "created", "descending": False}
+    browser.table.active_filter = "disagrees"
+    names = {c.index: c.name for c in kind.classes}
+    for row in browser.table.rows:
+        assert demo.predict(kind, row["_id"]).classes != [names[i] for i in demo.label(row["_id"]).classes]
+    assert browser.table.total == sum(
+        demo.predict(kind, e.id).classes != [names[i] for i in demo.label(e).classes]
+        for e in demo.examples(kind, status="labeled")
+    )

@@ -6,6 +6,7 @@ import random
 from typing import Any
 
 import ipywidgets as w
+import numpy as np
 
 from ..project import Project
 from ..records import Example, Model
@@ -27,6 +28,7 @@ COLUMNS = [
     {"key": "split", "label": "Split", "sortable": True},
 ]
 UNCERTAIN = "most uncertain first"
+DISAGREES = "disagrees"
 
 
 class ExampleBrowser(w.VBox):
@@ -69,9 +71,11 @@ class ExampleBrowser(w.VBox):
         project, model_id = self.project, self._model_key
         counts = project.status_counts(model_id)
         filters = [{"key": k, "label": label, "count": counts[k]} for k, label in FILTERS]
+        if project.model(model_id).deployed:
+            filters.append({"key": DISAGREES, "label": "Prediction disagrees", "count": None})
         query = self._query(sort, descending, active_filter)
-        if sort == UNCERTAIN:
-            ordered = self._uncertain_order(query.get("status"))
+        if sort == UNCERTAIN or active_filter == DISAGREES:
+            ordered = self._ordered_ids(query, sort, active_filter)
             total = len(ordered)
             examples = [project.example(i) for i in ordered[page * page_size : (page + 1) * page_size]]
         else:
@@ -101,6 +105,33 @@ class ExampleBrowser(w.VBox):
         if key == "uncertain":
             self.table.sort = {"key": UNCERTAIN, "descending": False}
 
+    def _ordered_ids(self, query: dict[str, Any], sort: str | None, active_filter: str | None) -> list[str]:
+        """Example ids in the table's order, for the orders and filters that need predictions."""
+        if active_filter == DISAGREES:
+            ids = [e.id for e in self.project.examples(self._model_key, **{**query, "status": "labeled"})]
+            ids = [i for i in ids if self._disagrees(i)]
+        elif sort == UNCERTAIN:
+            return self._uncertain_order(query.get("status"))
+        else:
+            ids = [e.id for e in self.project.examples(self._model_key, **query)]
+        return ids
+
+    def _disagrees(self, example_id: str) -> bool:
+        """The deployed model's prediction differs from the submitted label (Dice < 0.8 for masks)."""
+        model = self.project.model(self._model_key)
+        prediction = self.project.predict(model, example_id)
+        label = self.project.label(example_id)
+        if label is None:
+            return False
+        if prediction.mask is None:
+            names = {c.index: c.name for c in model.classes}
+            return sorted(prediction.classes) != sorted(names[i] for i in label.classes)
+        truth = self.project.mask(example_id)
+        fg_truth, fg_pred = truth > 0, prediction.mask > 0
+        overlap = 2 * np.logical_and(truth == prediction.mask, fg_truth).sum()
+        total = fg_truth.sum() + fg_pred.sum()
+        return total > 0 and overlap / total < 0.8
+
     def _uncertain_order(self, status: str | None) -> list[str]:
         """Examples whose deployed-model prediction is least sure first, with 10% drawn at random
         (so the queue does not only ever show one kind of case). Predicts what is not cached yet.
@@ -127,10 +158,7 @@ class ExampleBrowser(w.VBox):
     def open_example(self, example_id: str) -> None:
         """Show the labeling view for one example (Back returns to the table)."""
         query = self._query()
-        if self.table.sort.get("key") == UNCERTAIN:
-            self._order = self._uncertain_order(query.get("status"))
-        else:
-            self._order = [e.id for e in self.project.examples(self._model_key, **query)]
+        self._order = self._ordered_ids(query, self.table.sort.get("key"), self.table.active_filter)
         if example_id not in self._order:
             self._order.insert(0, example_id)
         self._position = self._order.index(example_id)
