@@ -129,7 +129,9 @@ class Project:
         return callback
 
     def unobserve(self, callback: Callable[[Change], Any]) -> None:
-        self._observers.remove(callback)
+        """Stop calling ``callback`` (no error if it was not observing)."""
+        if callback in self._observers:
+            self._observers.remove(callback)
 
     def poll(self) -> bool:
         """Pick up changes made by other processes; tells observers (kind ``external``) if any."""
@@ -600,7 +602,8 @@ class Project:
 
     def thumbnail(self, example: ExampleRef) -> bytes:
         """A JPEG preview of the example (cached in the project when the example was added)."""
-        return self._store.blobs.get(self._example_record(example)["thumbnail_ref"])
+        ref = example.thumbnail_ref if isinstance(example, Example) else self._example_record(example)["thumbnail_ref"]
+        return self._store.blobs.get(ref)
 
     def _example_record(self, ref: ExampleRef) -> dict[str, Any]:
         key = ref.id if isinstance(ref, Example) else ref

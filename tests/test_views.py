@@ -233,3 +233,17 @@ def test_with_a_deployed_model_uncertain_first_and_disagreement_filter(demo):
         demo.predict(kind, e.id).classes != [names[i] for i in demo.label(e).classes]
         for e in demo.examples(kind, status="labeled")
     )
+
+
+def test_closing_views_stops_them_following_the_project(demo):
+    baseline = len(demo._observers)
+    app = PatientMLApp(demo)
+    seg = demo.model("Skin lesion segmentation")
+    for _ in range(3):  # navigating back and forth does not pile up listeners
+        click_row(app.models.table, seg.id)
+        app.home()
+    assert len(demo._observers) == baseline + 1  # the model table's
+    viewer = SubjectViewer(demo, "patient-001")
+    app.close()
+    viewer.close()
+    assert len(demo._observers) == baseline

@@ -11,7 +11,7 @@ import ipywidgets as w
 from ..project import Project
 from ..records import Change
 
-__all__ = ["escape", "follow", "message"]
+__all__ = ["View", "escape", "follow", "message"]
 
 
 def escape(value: Any) -> str:
@@ -44,4 +44,30 @@ def follow(
         callback(change)
 
     project.observe(handler)
-    return lambda: project.unobserve(handler) if handler in project._observers else None
+    return lambda: project.unobserve(handler)
+
+
+class View:
+    """Mixin for the composed views: ``close()`` also stops following the project and closes
+    every widget inside (ipywidgets keeps widgets alive until they are closed).
+    """
+
+    _unfollows: list[Callable[[], None]]
+
+    def follow(self, project: Project, callback: Callable[[Change], Any], **kwargs: Any) -> None:
+        self.__dict__.setdefault("_unfollows", []).append(follow(project, callback, **kwargs))
+
+    def close(self) -> None:
+        for unfollow in self.__dict__.pop("_unfollows", []):
+            unfollow()
+        for child in list(getattr(self, "children", ())):
+            close_tree(child)
+        super().close()  # type: ignore[misc]
+
+
+def close_tree(widget: w.Widget) -> None:
+    """Close a widget and everything inside it (tabs and boxes do not close their children)."""
+    if not isinstance(widget, View):
+        for child in list(getattr(widget, "children", ())):
+            close_tree(child)
+    widget.close()

@@ -6,14 +6,14 @@ import ipywidgets as w
 
 from ..project import Project
 from ..records import Model
-from ._common import escape
+from ._common import View, escape
 from .model_details import ModelDetails
 from .model_table import ModelTable
 
 __all__ = ["PatientMLApp"]
 
 
-class PatientMLApp(w.VBox):
+class PatientMLApp(View, w.VBox):
     def __init__(self, project: Project) -> None:
         self.project = project
         self.models = ModelTable(project, on_open=self.open_model)
@@ -24,6 +24,8 @@ class PatientMLApp(w.VBox):
 
     def home(self) -> None:
         """Back to the model table."""
+        if getattr(self, "details", None) is not None:
+            self.details.close()
         self.details = None
         self.crumbs.children = [w.HTML("<b>Machine Learning</b>")]
         if hasattr(self, "children") and self.children:

@@ -77,6 +77,7 @@ class DataTable(anywidget.AnyWidget):
 
     def refresh(self) -> None:
         """Fetch the current page again (after a change in the project)."""
+        self.loading = True  # the front end dims the table while a slow page is fetched
         try:
             rows, total, filters = self._fetch(
                 self.page,
@@ -89,6 +90,8 @@ class DataTable(anywidget.AnyWidget):
             log.exception("table fetch failed")
             self.error = "".join(traceback.format_exception_only(type(e), e)).strip()
             return
+        finally:
+            self.loading = False
         last = max(0, (total - 1) // self.page_size)
         if self.page > last:  # the data shrank under us: show the last page
             self.page = last

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..project import Project
 from ..records import Example, Model
-from ._common import escape, follow
+from ._common import View, escape
 from .data_table import DataTable
 from .label_canvas import LabelCanvas
 
@@ -31,7 +31,7 @@ UNCERTAIN = "most uncertain first"
 DISAGREES = "disagrees"
 
 
-class ExampleBrowser(w.VBox):
+class ExampleBrowser(View, w.VBox):
     """Examples of one model; clicking a row opens the labeling view with Back / Previous / Next."""
 
     def __init__(self, project: Project, model: Model | str, *, page_size: int = 50) -> None:
@@ -51,7 +51,7 @@ class ExampleBrowser(w.VBox):
         self.canvas: LabelCanvas | None = None
         self._order: list[str] = []
         self._position = -1
-        self._unfollow = follow(project, self._changed, model_id=self._model_key)
+        self.follow(project, self._changed, model_id=self._model_key)
         self._update_actions()
         super().__init__([self.table])
 
@@ -81,11 +81,10 @@ class ExampleBrowser(w.VBox):
         else:
             total = project.count_examples(model_id, status=query.get("status"))
             examples = project.examples(model_id, offset=page * page_size, limit=page_size, **query)
-        store = project._store
         rows = [
             {
                 "_id": ex.id,
-                "thumbnail": store.blobs.get(ex.thumbnail_ref),
+                "thumbnail": project.thumbnail(ex),
                 "id": ex.id,
                 "updated": ex.updated,
                 "status": ICON[ex.status],
@@ -166,6 +165,8 @@ class ExampleBrowser(w.VBox):
 
     def _show(self) -> None:
         example_id = self._order[self._position]
+        if self.canvas is not None:
+            self.canvas.close()
         self.canvas = LabelCanvas.for_example(self.project, example_id)
         self.canvas.on_submit(lambda _c: self.next())
         back = w.Button(description="Back", icon="arrow-left")
@@ -184,6 +185,8 @@ class ExampleBrowser(w.VBox):
         self.children = [w.HBox([back, prev, nxt, unlabeled, where]), self.canvas]
 
     def back(self) -> None:
+        if self.canvas is not None:
+            self.canvas.close()
         self.canvas = None
         self.children = [self.table]
         self.table.refresh()

@@ -6,7 +6,7 @@ import ipywidgets as w
 
 from ..project import Project
 from ..records import Model
-from ._common import escape, follow
+from ._common import View, escape
 from .data_table import DataTable
 from .example_browser import ExampleBrowser
 from .runs_table import RunsTable
@@ -14,22 +14,20 @@ from .runs_table import RunsTable
 __all__ = ["ModelDetails"]
 
 
-class ModelDetails(w.VBox):
+class ModelDetails(View, w.VBox):
     def __init__(self, project: Project, model: Model | str) -> None:
         self.project = project
         self._model = project.model(model)
         self.header = w.HTML()
         self.examples = ExampleBrowser(project, self._model)
         self.runs = RunsTable(project, self._model)
-        self.metrics = _metrics_table(project, self._model.id)
+        self.metrics = _metrics_table(self, project, self._model.id)
         self.tabs = w.Tab(children=[self.examples, self.runs, self.metrics])
         for i, title in enumerate(["Examples", "Runs", "Metrics"]):
             self.tabs.set_title(i, title)
         self.tabs.selected_index = 0
         self._draw_header()
-        self._unfollow = follow(
-            project, lambda _: self._draw_header(), model_id=self._model.id, kinds={"model_updated"}
-        )
+        self.follow(project, lambda _: self._draw_header(), model_id=self._model.id, kinds={"model_updated"})
         super().__init__([self.header, self.tabs])
 
     def _draw_header(self) -> None:
@@ -45,7 +43,7 @@ class ModelDetails(w.VBox):
         )
 
 
-def _metrics_table(project: Project, model_id: str) -> DataTable:
+def _metrics_table(view: View, project: Project, model_id: str) -> DataTable:
     """Test metrics across the model's finished runs (the chart comes with MetricsChart)."""
     model = project.model(model_id)
     names = ["dice_mean", "iou_mean", "pixel_accuracy", "loss"] if model.problem_type == "segmentation" else [
@@ -66,5 +64,5 @@ def _metrics_table(project: Project, model_id: str) -> DataTable:
 
     table = DataTable(fetch, columns, title="Test metrics per run", empty_message="No finished runs yet.")
     table.on_poll(project.poll)
-    follow(project, lambda _: table.refresh(), model_id=model_id, kinds={"run_updated", "run_created"})
+    view.follow(project, lambda _: table.refresh(), model_id=model_id, kinds={"run_updated", "run_created"})
     return table

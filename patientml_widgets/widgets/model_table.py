@@ -10,7 +10,7 @@ import ipywidgets as w
 from ..errors import PatientMLError
 from ..project import PALETTE, Project
 from ..records import Model
-from ._common import follow, message
+from ._common import View, message
 from .data_table import DataTable
 
 __all__ = ["ModelTable"]
@@ -24,7 +24,7 @@ COLUMNS = [
 PROBLEM_LABELS = {"classification": "Image classification", "segmentation": "Semantic segmentation"}
 
 
-class ModelTable(w.VBox):
+class ModelTable(View, w.VBox):
     """Click a row to open the model's details (below, or wherever ``on_open`` says)."""
 
     def __init__(self, project: Project, *, on_open: Callable[[Model], Any] | None = None) -> None:
@@ -44,9 +44,7 @@ class ModelTable(w.VBox):
         self.table.on_row_click(lambda model_id: self._on_open(project.model(model_id)))
         self.table.on_action(self._action)
         self.table.on_poll(project.poll)
-        self._unfollow = follow(
-            project, lambda _: self.table.refresh(), kinds={"model_created", "model_updated", "model_deleted"}
-        )
+        self.follow(project, lambda _: self.table.refresh(), kinds={"model_created", "model_updated", "model_deleted"})
         super().__init__([self.table, self.form, self.details])
 
     def _fetch(self, page, page_size, sort, descending, _filter):
@@ -79,6 +77,8 @@ class ModelTable(w.VBox):
     def _show_details(self, model: Model) -> None:
         from .model_details import ModelDetails
 
+        for old in self.details.children:
+            old.close()
         self.details.children = [ModelDetails(self.project, model)]
 
 

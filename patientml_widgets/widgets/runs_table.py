@@ -10,7 +10,7 @@ import ipywidgets as w
 from ..errors import PatientMLError
 from ..project import Project
 from ..records import Model, Run
-from ._common import follow, message
+from ._common import View, message
 from .data_table import DataTable
 
 __all__ = ["RunsTable"]
@@ -57,7 +57,7 @@ def _row(run: Run, champion: str | None) -> dict[str, Any]:
     }
 
 
-class RunsTable(w.VBox):
+class RunsTable(View, w.VBox):
     """The Runs tab: click a run for its record; "Train now" starts one."""
 
     def __init__(self, project: Project, model: Model | str) -> None:
@@ -76,7 +76,7 @@ class RunsTable(w.VBox):
         self.table.on_row_click(self.show_run)
         self.table.on_action(self._action)
         self.table.on_poll(project.poll)
-        self._unfollow = follow(project, lambda _: self.refresh(), model_id=self._model_key)
+        self.follow(project, lambda _: self.refresh(), model_id=self._model_key)
         super().__init__([self.table, self.notice, self.details])
 
     def refresh(self) -> None:
@@ -107,4 +107,6 @@ class RunsTable(w.VBox):
 
         self._shown = run_id
         run = self.project.run(run_id)
+        for old in self.details.children:
+            old.close()
         self.details.children = [run_record_view(self.project, run)]

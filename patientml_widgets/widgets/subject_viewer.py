@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipywidgets as w
 
 from ..project import Project
-from ._common import escape, follow
+from ._common import View, escape
 from .data_table import DataTable
 from .example_browser import ICON
 from .label_canvas import LabelCanvas
@@ -22,7 +22,7 @@ COLUMNS = [
 ]
 
 
-class SubjectViewer(w.VBox):
+class SubjectViewer(View, w.VBox):
     def __init__(self, project: Project, subject: str | None = None) -> None:
         self.project = project
         subjects = project.subjects()
@@ -36,7 +36,7 @@ class SubjectViewer(w.VBox):
         self.table.on_poll(project.poll)
         self.picker.observe(lambda _: self.back(), names="value")
         self.canvas: LabelCanvas | None = None
-        self._unfollow = follow(project, lambda _: self.canvas is None and self.table.refresh())
+        self.follow(project, lambda _: self.canvas is None and self.table.refresh())
         super().__init__([self.picker, self.table])
 
     def _fetch(self, page, page_size, _sort, _descending, _filter):
@@ -61,6 +61,8 @@ class SubjectViewer(w.VBox):
 
     def open_example(self, example_id: str) -> None:
         """Label one of the subject's images in place."""
+        if self.canvas is not None:
+            self.canvas.close()
         self.canvas = LabelCanvas.for_example(self.project, example_id)
         back = w.Button(description="Back", icon="arrow-left")
         back.on_click(lambda _: self.back())
@@ -72,6 +74,8 @@ class SubjectViewer(w.VBox):
         ]
 
     def back(self) -> None:
+        if getattr(self, "canvas", None) is not None:
+            self.canvas.close()
         self.canvas = None
         self.children = [self.picker, self.table]
         self.table.refresh()
