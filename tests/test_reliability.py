@@ -91,7 +91,7 @@ def test_two_processes_submitting_at_once_lose_no_update(tmp_path):
 
 def test_another_process_writes_are_seen_and_announced(tmp_path):
     path = tmp_path / "study"
-    mine, model = _project_with_examples(path, 3)
+    mine, model = _project_with_examples(path, 4)  # enough that an unlabeled one is always left
     events = []
     mine.observe(lambda change: events.append(change.kind))
     assert mine.poll() is False
