@@ -20,6 +20,7 @@ __all__ = [
     "ImportReport",
     "Label",
     "LabelCanvas",
+    "MetricsChart",
     "Model",
     "ModelDetails",
     "ModelTable",
@@ -28,6 +29,7 @@ __all__ = [
     "PatientMLError",
     "Project",
     "Run",
+    "RunDetails",
     "RunsTable",
     "SchemaError",
     "StoreError",
@@ -38,7 +40,17 @@ __all__ = [
 ]
 
 
-_VIEWS = ("ExampleBrowser", "LabelCanvas", "ModelDetails", "ModelTable", "PatientMLApp", "RunsTable", "SubjectViewer")
+_VIEWS = (
+    "ExampleBrowser",
+    "LabelCanvas",
+    "MetricsChart",
+    "ModelDetails",
+    "ModelTable",
+    "PatientMLApp",
+    "RunDetails",
+    "RunsTable",
+    "SubjectViewer",
+)
 
 
 def __getattr__(name: str):

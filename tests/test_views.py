@@ -162,10 +162,9 @@ def test_runs_table_shows_runs_and_the_deployed_badge(demo):
     assert row["status"]["name"] == "succeeded" and row["objective"] == 0.875 and row["deployed"] is None
     assert row["examples"] == " / ".join(str(len(run.snapshot[s])) for s in ("train", "val", "test"))
     click_row(runs.table, run.id)
-    record = runs.details.children[0]
-    assert "run-1" in record.children[0].value and "dice_mean" in record.children[0].value
-    deploy = next(c for c in record.children if getattr(c, "description", "") == "Deploy this run")
-    deploy.click()
+    details = runs.details.children[0]
+    assert "run-1" in details.summary.value and details.deploy_button.disabled is False
+    details.deploy_button.click()
     assert demo.model(seg).deployed and runs.table.rows[0]["deployed"] == {"text": "Deployed", "tone": "green"}
 
 

@@ -4,8 +4,10 @@ from .app import PatientMLApp
 from .data_table import DataTable
 from .example_browser import ExampleBrowser
 from .label_canvas import LabelCanvas
+from .metrics_chart import MetricsChart
 from .model_details import ModelDetails
 from .model_table import ModelTable
+from .run_details import RunDetails
 from .runs_table import RunsTable
 from .subject_viewer import SubjectViewer
 
@@ -13,9 +15,11 @@ __all__ = [
     "DataTable",
     "ExampleBrowser",
     "LabelCanvas",
+    "MetricsChart",
     "ModelDetails",
     "ModelTable",
     "PatientMLApp",
+    "RunDetails",
     "RunsTable",
     "SubjectViewer",
 ]

@@ -80,9 +80,7 @@ class RunsTable(View, w.VBox):
         super().__init__([self.table, self.notice, self.details])
 
     def refresh(self) -> None:
-        self.table.refresh()
-        if self.details.children and getattr(self, "_shown", None):
-            self.show_run(self._shown)
+        self.table.refresh()  # an open RunDetails follows its run by itself
 
     def _fetch(self, page, page_size, sort, descending, _filter):
         model = self.project.model(self._model_key)
@@ -102,11 +100,10 @@ class RunsTable(View, w.VBox):
                 self.notice.value = message(f"Started {handle.run.slug}.", "green").value
 
     def show_run(self, run_id: str) -> None:
-        """Show a run's record (status, metrics, approvals, error) under the table."""
-        from .run_view import run_record_view
+        """Show a run's details under the table."""
+        from .run_details import RunDetails
 
         self._shown = run_id
-        run = self.project.run(run_id)
         for old in self.details.children:
             old.close()
-        self.details.children = [run_record_view(self.project, run)]
+        self.details.children = [RunDetails(self.project, run_id)]

@@ -1,0 +1,257 @@
+"""RunDetails: one run - what it was, how it did next to the champion, and where it did worst."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import ipywidgets as w
+import numpy as np
+from PIL import Image
+
+from .. import imaging
+from ..errors import PatientMLError
+from ..project import Project
+from ..records import Run
+from ._common import View, escape, message
+from .series import challenger_table
+
+__all__ = ["RunDetails", "worst_examples"]
+
+WORST = 8
+
+
+def worst_examples(run: Run, n: int = WORST) -> list[dict[str, Any]]:
+    """The test examples the run did worst on (lowest score first)."""
+    return sorted(run.test_examples, key=lambda e: (e["score"], e["example_id"]))[:n]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return escape(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th style='text-align:left;padding:2px 10px'>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td style='padding:2px 10px'>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table style='border-collapse:collapse;font-size:13px'><tr>{head}</tr>{body}</table>"
+
+
+class RunDetails(View, w.VBox):
+    """Status, hyperparameters, snapshot, error and log; challenger vs champion; per-class metrics;
+    the worst test examples with the run's prediction; Deploy / Approve / Reject.
+    """
+
+    def __init__(self, project: Project, run: Run | str, *, open_example=None) -> None:
+        self.project = project
+        self.run_id = run if isinstance(run, str) else run.id
+        self._open_example = open_example
+        self.summary = w.HTML()
+        self.comparison = w.HTML()
+        self.per_class = w.HTML()
+        self.approvals = w.HTML()
+        self.notice = w.HTML()
+        self.reason = w.Text(placeholder="reason (needed to reject)", layout=w.Layout(width="320px"))
+        self.deploy_button = w.Button(description="Deploy", button_style="primary")
+        self.approve_button = w.Button(description="Approve")
+        self.reject_button = w.Button(description="Reject", button_style="danger")
+        self.deploy_button.on_click(lambda _: self._decide("deploy"))
+        self.approve_button.on_click(lambda _: self._decide("approve"))
+        self.reject_button.on_click(lambda _: self._decide("reject"))
+        self.worst = w.VBox()
+        self.log_view = w.Accordion(children=[w.HTML()])
+        self.log_view.set_title(0, "Log")
+        self.log_view.selected_index = None
+        self.follow(project, self._changed, kinds={"run_updated", "model_updated"})
+        self.draw()
+        actions = w.HBox([self.deploy_button, self.approve_button, self.reason, self.reject_button])
+        super().__init__(
+            [self.summary, self.comparison, self.per_class, self.approvals, actions, self.notice, self.worst, self.log_view],
+            layout=w.Layout(border="1px solid #dadce0", padding="8px", margin="6px 0"),
+        )
+
+    def _changed(self, change) -> None:
+        if change.kind == "external" or change.run_id in (None, self.run_id):
+            self.draw()
+
+    def draw(self) -> None:
+        project, run = self.project, self.project.run(self.run_id)
+        model = project.model(run.model_id)
+        deployed = model.champion_run_id == run.id
+        duration = ""
+        if run.started and run.ended:
+            from datetime import datetime
+
+            seconds = (datetime.fromisoformat(run.ended) - datetime.fromisoformat(run.started)).total_seconds()
+            duration = f", {seconds:.1f} s"
+        counts = ", ".join(f"{s} {len(run.snapshot.get(s, []))}" for s in ("train", "val", "test"))
+        lines = [
+            f"<div style='font-size:15px;font-weight:600'>{escape(run.slug)} - {escape(run.status)}"
+            + (" <span style='color:#137333'>Deployed</span>" if deployed else "")
+            + "</div>",
+            f"trigger {escape(run.trigger)}; started {escape((run.started or '-')[:19])}; "
+            f"ended {escape((run.ended or '-')[:19])}{duration}",
+            f"snapshot: {escape(counts)} submitted labels",
+            "hyperparameters: " + escape(", ".join(f"{k}={v}" for k, v in sorted(run.hyperparameters.items()))),
+        ]
+        if run.status == "running" and run.progress.get("steps"):
+            p = run.progress
+            lines.append(f"progress: epoch {p.get('epoch')}/{p.get('epochs')}, step {p['step']}/{p['steps']}, "
+                         f"loss {p.get('loss', 0):.4f}, about {p.get('eta_s', 0):.0f} s left")  # fmt: skip
+        if run.error:
+            lines.append(f"<span style='color:#c5221f'>{escape(run.error)}</span>")
+        if run.traceback:
+            lines.append(f"<pre style='font-size:11px;max-height:180px;overflow:auto'>{escape(run.traceback)}</pre>")
+        self.summary.value = "<br>".join(lines)
+
+        rows = challenger_table(run)
+        if rows:
+            champion = (run.champion or {}).get("run_id")
+            label = escape(project.run(champion).slug) if champion else "champion"
+            self.comparison.value = (
+                "<b>On the same test examples</b>"
+                + _table(
+                    ["metric", "this run", label, "difference"],
+                    [[escape(n), _fmt(a), _fmt(b), "-" if d is None else f"{d:+.4f}"] for n, a, b, d in rows],
+                )
+                + (
+                    f"<div style='color:#5f6368'>{escape(run.champion['error'])}</div>"
+                    if run.champion.get("error")
+                    else ""
+                )
+            )
+        else:
+            self.comparison.value = ""
+        self.per_class.value = _per_class(run, [c.name for c in model.classes])
+        self.approvals.value = (
+            "<b>Decisions</b><br>"
+            + "<br>".join(
+                f"{escape(a['decision'])} by {escape(a['actor'])} - "
+                f"{escape(a.get('reason') or '')} ({escape(a['time'][:19])})"
+                for a in run.approvals
+            )
+            if run.approvals
+            else ""
+        )
+        finished = run.status == "succeeded"
+        self.deploy_button.disabled = not finished or deployed
+        self.approve_button.disabled = self.reject_button.disabled = not finished
+        self.log_view.children[
+            0
+        ].value = (
+            f"<pre style='font-size:11px;max-height:240px;overflow:auto'>{escape(project.run_log(run)[-20000:])}</pre>"
+        )
+        if finished and not self.worst.children:
+            self._draw_worst(run)
+
+    def _decide(self, decision: str) -> None:
+        try:
+            if decision == "deploy":
+                self.project.deploy(self.run_id, reason=self.reason.value or "deployed from the run details")
+            elif decision == "approve":
+                self.project.approve(self.run_id, self.reason.value)
+            else:
+                self.project.reject(self.run_id, self.reason.value)
+        except PatientMLError as e:
+            self.notice.value = message(str(e), "red").value
+            return
+        self.notice.value = message(f"{decision}: recorded", "green").value
+        self.reason.value = ""
+        self.draw()
+
+    def _draw_worst(self, run: Run) -> None:
+        items = worst_examples(run)
+        if not items:
+            return
+        try:
+            predictor = self.project._predictor(run.id)
+        except Exception as e:  # no torch here, or the weights are gone: say so
+            self.worst.children = [message(f"Worst examples need the run's weights: {e}", "gray")]
+            return
+        model = self.project.model(run.model_id)
+        colors = {c.index: c.color for c in model.classes}
+        cards = []
+        for item in items:
+            try:
+                image = self.project.image(item["example_id"])
+            except PatientMLError:
+                continue
+            proba = predictor.predict(image)
+            thumb, caption = _overlay(image, proba, predictor.class_indices, colors, model, item["score"])
+            button = w.Button(description="Label", layout=w.Layout(width="96px"))
+            button.on_click(lambda _, example_id=item["example_id"]: self.open_example(example_id))
+            cards.append(w.VBox([w.Image(value=thumb, format="jpeg", width=96, height=96), w.HTML(caption), button]))
+        self.worst.children = [w.HTML("<b>Worst test examples</b> (the run's prediction overlaid)"), w.HBox(cards)]
+
+    def open_example(self, example_id: str) -> None:
+        """Open a worst example in the labeling view (from an error to its fix)."""
+        from .label_canvas import LabelCanvas
+
+        if self._open_example is not None:
+            self._open_example(example_id)
+            return
+        back = w.Button(description="Back to the run", icon="arrow-left")
+        canvas = LabelCanvas.for_example(self.project, example_id)
+        parts = self.children
+        back.on_click(lambda _: self._back(canvas, parts))
+        self.children = [back, canvas]
+
+    def _back(self, canvas, parts) -> None:
+        canvas.close()
+        self.children = parts
+        self.draw()
+
+
+def _per_class(run: Run, names: list[str]) -> str:
+    test = run.metrics.get("test", {})
+    if "confusion_matrix" in test:
+        cm = test["confusion_matrix"]
+        matrix = _table(
+            ["truth \\ predicted", *names], [[escape(names[i]), *map(str, row)] for i, row in enumerate(cm)]
+        )
+        pr = _table(
+            ["class", "precision", "recall"],
+            [[escape(n), _fmt(p), _fmt(r)] for n, p, r in zip(names, test["precision"], test["recall"])],
+        )
+        return f"<b>Confusion matrix (test)</b>{matrix}<b>Per class</b>{pr}"
+    if "dice" in test:
+        return "<b>Per class (test)</b>" + _table(
+            ["class", "Dice", "IoU"],
+            [[escape(n), _fmt(d), _fmt(i)] for n, d, i in zip(names, test["dice"], test["iou"])],
+        )
+    if "precision" in test:
+        return "<b>Per class (test)</b>" + _table(
+            ["class", "precision", "recall"],
+            [[escape(n), _fmt(p), _fmt(r)] for n, p, r in zip(names, test["precision"], test["recall"])],
+        )
+    return ""
+
+
+def _overlay(image, proba, indices, colors, model, score) -> tuple[bytes, str]:
+    rgb = imaging.to_display(image)
+    rgb = np.repeat(rgb[..., None], 3, axis=2) if rgb.ndim == 2 else rgb.copy()
+    if proba.ndim == 3:
+        mask = np.asarray(indices)[proba.argmax(0)]
+        for index, color in colors.items():
+            if index == 0:
+                continue
+            where = mask == index
+            rgb[where] = (0.55 * rgb[where] + 0.45 * np.array(_rgb(color))).astype(np.uint8)
+        caption = f"Dice {score:.2f}"
+    else:
+        names = {c.index: c.name for c in model.classes}
+        top = int(np.argmax(proba))
+        caption = f"predicted {escape(names.get(indices[top], '?'))} ({proba[top]:.0%}); score {score:.2f}"
+    im = Image.fromarray(rgb)
+    im.thumbnail((96, 96))
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=85)
+    return buf.getvalue(), f"<span style='font-size:11px'>{caption}</span>"
+
+
+def _rgb(color: str) -> tuple[int, int, int]:
+    value = int(color.lstrip("#"), 16)
+    return (value >> 16) & 255, (value >> 8) & 255, value & 255
