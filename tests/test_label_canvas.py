@@ -33,10 +33,12 @@ class Browser:
         return self.send({"kind": "mask", "seq": seq, "reason": "stroke"}, [imaging.encode_mask_wire(mask)])
 
 
-def test_the_shipped_front_end_is_the_tested_source():
-    assert (ROOT / "patientml_widgets/static/label_canvas.js").read_bytes() == (
-        ROOT / "js/label_canvas.js"
-    ).read_bytes()
+def test_the_shipped_front_ends_are_the_tested_sources():
+    sources = sorted(p for p in (ROOT / "js").glob("*.js") if not p.name.endswith(".test.js"))
+    shipped = sorted((ROOT / "patientml_widgets/static").glob("*.js"))
+    assert [p.name for p in shipped] == [p.name for p in sources]
+    for source in sources:  # copy js/*.js to patientml_widgets/static/ after changing them
+        assert (ROOT / "patientml_widgets/static" / source.name).read_bytes() == source.read_bytes(), source.name
 
 
 def test_shared_mask_vectors_decode_the_same_in_python():
