@@ -53,7 +53,7 @@ class MetricsChart(View, w.VBox):
         self.curve_x, self.curve_y = bq.LinearScale(), bq.LinearScale()
         self.curves = bq.Figure(
             marks=[], title="Learning curves (best epoch marked)", legend_location="top-left",
-            axes=[bq.Axis(scale=self.curve_x, label="epoch"), bq.Axis(scale=self.curve_y, orientation="vertical")],
+            axes=[bq.Axis(scale=self.curve_x, label="epoch"), bq.Axis(scale=self.curve_y, side="left")],
             layout=w.Layout(width="100%", height="320px"),
         )  # fmt: skip
         self.details = w.VBox()
@@ -155,7 +155,7 @@ class MetricsChart(View, w.VBox):
             bq.Axis(
                 scale=x_scale, label="run start time" if by_time else "run number", tick_format=None if by_time else "d"
             ),
-            bq.Axis(scale=self.y_scale, orientation="vertical", label="value"),
+            bq.Axis(scale=self.y_scale, side="left", label="value"),
         ]
         finished = sum(r.status == "succeeded" for r in runs)
         self.empty.value = "" if marks else (

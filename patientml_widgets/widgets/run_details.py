@@ -69,7 +69,16 @@ class RunDetails(View, w.VBox):
         self.draw()
         actions = w.HBox([self.deploy_button, self.approve_button, self.reason, self.reject_button])
         super().__init__(
-            [self.summary, self.comparison, self.per_class, self.approvals, actions, self.notice, self.worst, self.log_view],
+            [
+                self.summary,
+                self.comparison,
+                self.per_class,
+                self.approvals,
+                actions,
+                self.notice,
+                self.worst,
+                self.log_view,
+            ],
             layout=w.Layout(border="1px solid #dadce0", padding="8px", margin="6px 0"),
         )
 
