@@ -99,6 +99,14 @@ def _fake_runs(project, model, values):
     return ids
 
 
+def test_a_chart_opened_before_any_run_shows_the_objective_once_runs_exist(demo):
+    seg = demo.model("Skin lesion segmentation")
+    chart = MetricsChart(demo, seg)
+    assert chart.figure.marks == [] and "No succeeded runs" in chart.empty.value
+    _fake_runs(demo, seg, [0.5])
+    assert chart.selected_metrics() == ["dice_mean"] and len(chart.figure.marks) > 0
+
+
 def test_metrics_chart_selection_and_click(demo):
     seg = demo.model("Skin lesion segmentation")
     ids = _fake_runs(demo, seg, [0.6, 0.7, 0.9])

@@ -97,7 +97,8 @@ class MetricsChart(View, w.VBox):
     def refresh(self) -> None:
         """Re-read the runs (a running run's curve grows) and redraw both views."""
         runs = self._runs()
-        self._sync_metric_boxes(metric_names(runs))
+        # a metric seen for the first time starts checked if it is the objective
+        self._sync_metric_boxes(metric_names(runs), default={_objective(self.project, self._model_key)})
         options = [(f"{r.slug} ({r.status})", r.id) for r in runs if r.history]
         chosen = [v for v in self.curve_runs.value if v in dict((v, k) for k, v in options)]
         self.curve_runs.options = options
