@@ -932,7 +932,7 @@ class Project:
             from .training.spec import TrainSpec
 
             TrainSpec.build(record["problem_type"], hyperparameters, num_classes=len(record["classes"]))
-        check_trainable(self, record["id"], self.snapshot(record["id"]))
+        check_trainable(self.snapshot(record["id"]))
         run = self.create_run(record["id"], trigger=trigger, hyperparameters=hyperparameters)
         return start_run(self, run, processes=int(processes))
 

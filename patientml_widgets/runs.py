@@ -542,7 +542,8 @@ def work_distributed(project: Project, run_id: str) -> None:
         trainer.shutdown_distributed()
 
 
-def check_trainable(project: Project, model_id: str, snapshot: dict[str, list]) -> None:
+def check_trainable(snapshot: dict[str, list]) -> None:
+    """Refuse a run whose snapshot has nothing to train or validate on, saying what to do."""
     if not snapshot.get("train"):
         raise ValidationError("there are no submitted labels in the train split yet; submit some labels first")
     if not snapshot.get("val"):

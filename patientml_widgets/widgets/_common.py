@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as w
@@ -11,7 +12,10 @@ import ipywidgets as w
 from ..project import Project
 from ..records import Change
 
-__all__ = ["View", "escape", "follow", "message"]
+__all__ = ["STATIC", "View", "escape", "follow", "message"]
+
+#: the shipped front ends (copies of js/*.js, checked by a test)
+STATIC = Path(__file__).parent.parent / "static"
 
 
 def escape(value: Any) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import anywidget
 import traitlets as t
 
-from .label_canvas import STATIC
+from ._common import STATIC
 
 __all__ = ["DataTable", "Page"]
 

@@ -18,7 +18,6 @@ import time
 import traceback
 import zlib
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import anywidget
@@ -29,11 +28,11 @@ from .. import imaging
 from ..errors import PatientMLError, ValidationError
 from ..project import PALETTE, Project
 from ..records import ClassInfo, Example, Model
+from ._common import STATIC
 
 __all__ = ["LabelCanvas"]
 
 log = logging.getLogger(__name__)
-STATIC = Path(__file__).parent.parent / "static"
 TOOLS = ("brush", "eraser", "fill", "pan", "window")
 
 

@@ -6,7 +6,7 @@ import anywidget
 import traitlets as t
 
 from ..project import Project
-from .label_canvas import STATIC
+from ._common import STATIC
 
 __all__ = ["Poller"]
 
