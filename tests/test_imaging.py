@@ -146,8 +146,11 @@ def test_thumbnails_are_small_jpegs_cached_as_blobs(project, seg):
 
 def test_display_windows_16_bit_data():
     arr = np.linspace(1000, 3000, 10000).reshape(100, 100).astype(np.uint16)
-    disp = imaging.to_display(arr)
+    disp = imaging.apply_window(arr)
     assert disp.dtype == np.uint8 and disp.min() == 0 and disp.max() == 255
+    windowed = imaging.apply_window(arr, {"center": 2000, "width": 1000})
+    assert windowed[0, 0] == 0 and windowed[-1, -1] == 255 and abs(int(windowed[50, 0]) - 128) <= 1
+    assert np.array_equal(imaging.apply_window(arr, {"center": 2000, "width": 1000}, invert=True), 255 - windowed)
 
 
 def test_mask_codecs_round_trip():

@@ -1,28 +1,38 @@
 """Imaging: read images, encode them losslessly, thumbnails, mask codecs."""
 
+from .dicom import DicomHeader, is_dicom, read_dicom_frames, read_dicom_header
 from .masks import (
     decode_mask_png,
     decode_mask_wire,
     encode_mask_png,
     encode_mask_wire,
     present_classes,
+    read_mask_file,
     validate_mask,
 )
 from .read import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, decode_image, encode_image, read_image
-from .thumbnails import make_thumbnail, to_display
+from .thumbnails import make_thumbnail
+from .window import MODALITY_PRESETS, apply_window, window_presets
 
 __all__ = [
+    "DicomHeader",
     "DEFAULT_MAX_PIXELS",
     "IMAGE_SUFFIXES",
+    "MODALITY_PRESETS",
+    "apply_window",
     "decode_image",
     "decode_mask_png",
     "decode_mask_wire",
     "encode_image",
     "encode_mask_png",
     "encode_mask_wire",
+    "is_dicom",
     "make_thumbnail",
     "present_classes",
+    "read_dicom_frames",
+    "read_dicom_header",
     "read_image",
-    "to_display",
+    "read_mask_file",
+    "window_presets",
     "validate_mask",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
 from collections.abc import Collection
 
@@ -30,6 +31,7 @@ __all__ = [
     "decode_mask_wire",
     "encode_mask_png",
     "encode_mask_wire",
+    "read_mask_file",
     "validate_mask",
 ]
 
@@ -74,6 +76,29 @@ def decode_mask_png(data: bytes) -> np.ndarray:
             return np.asarray(im).copy()
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValidationError(f"not a readable mask PNG ({e})") from None
+
+
+def read_mask_file(path, *, name: str | None = None) -> np.ndarray:
+    """A mask made by another tool: a PNG/TIFF of class indices (gray, palette or 16-bit).
+
+    Palette PNGs (as many tools write them) give their palette indices. Colour masks are
+    refused: which colour means which class is not written in the file.
+    """
+    label = name or str(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+                    raise ValidationError(f"the mask {label} is a colour image ({im.mode}); a mask holds class indices")
+                arr = np.asarray(im.convert("L") if im.mode in ("1", "LA") else im)
+    except ValidationError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
+        raise ValidationError(f"the mask {label} is not a readable image ({e})") from None
+    if arr.dtype.kind not in "biu":
+        raise ValidationError(f"the mask {label} holds {arr.dtype} values, not class indices")
+    return arr
 
 
 def encode_mask_wire(mask: np.ndarray) -> bytes:

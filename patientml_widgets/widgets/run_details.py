@@ -185,11 +185,15 @@ class RunDetails(View, w.VBox):
         cards = []
         for item in items:
             try:
-                image = self.project.image(item["example_id"])
+                example = self.project.example(item["example_id"])
+                image = self.project.image(example)
             except PatientMLError:
                 continue
             proba = predictor.predict(image)
-            thumb, caption = _overlay(image, proba, predictor.class_indices, colors, model, item["score"])
+            display = imaging.apply_window(
+                image, example.source.get("window"), invert=bool(example.source.get("invert"))
+            )
+            thumb, caption = _overlay(display, proba, predictor.class_indices, colors, model, item["score"])
             button = w.Button(description="Label", layout=w.Layout(width="96px"))
             button.on_click(lambda _, example_id=item["example_id"]: self.open_example(example_id))
             cards.append(w.VBox([w.Image(value=thumb, format="jpeg", width=96, height=96), w.HTML(caption), button]))
@@ -239,8 +243,8 @@ def _per_class(run: Run, names: list[str]) -> str:
     return ""
 
 
-def _overlay(image, proba, indices, colors, model, score) -> tuple[bytes, str]:
-    rgb = imaging.to_display(image)
+def _overlay(rgb, proba, indices, colors, model, score) -> tuple[bytes, str]:
+    """The 8-bit ``rgb`` display image with the prediction drawn over it, and its caption."""
     rgb = np.repeat(rgb[..., None], 3, axis=2) if rgb.ndim == 2 else rgb.copy()
     if proba.ndim == 3:
         mask = np.asarray(indices)[proba.argmax(0)]

@@ -1,0 +1,299 @@
+"""DICOM with pydicom: headers for grouping, and frames with the modality rescale applied.
+
+One file may hold one image (most CT, MR, CR/DX slices) or many frames (ultrasound clips,
+enhanced multi-frame CT/MR); every frame becomes one array. What pydicom gives is kept
+lossless: 16-bit stays 16-bit, and the rescale slope / intercept is applied in integers when
+both are whole numbers (CT in Hounsfield units fits int16), else in float32. Palette colour is
+expanded to RGB, YBR is converted to RGB by pydicom, MONOCHROME1 is kept as stored and flagged
+so the display inverts it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ImageError
+
+__all__ = ["DICOM_SUFFIXES", "DicomHeader", "is_dicom", "read_dicom_frames", "read_dicom_header"]
+
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".ima"})
+#: Files with more frames than this, or more decoded bytes than MAX_BYTES, are refused.
+MAX_FRAMES = 4096
+MAX_BYTES = 2 * 1024**3
+
+#: What to install to decode a transfer syntax that pydicom, numpy and Pillow cannot.
+#: Only permissively licensed decoders are named (pylibjpeg-libjpeg is GPL, so it is not).
+_DECODERS = {
+    "1.2.840.10008.1.2.4.51": "python-gdcm (Pillow decodes only 8-bit JPEG Extended)",
+    "1.2.840.10008.1.2.4.57": "python-gdcm",
+    "1.2.840.10008.1.2.4.70": "python-gdcm",
+    "1.2.840.10008.1.2.4.80": "pyjpegls (or python-gdcm)",
+    "1.2.840.10008.1.2.4.81": "pyjpegls (or python-gdcm)",
+    "1.2.840.10008.1.2.4.90": "pylibjpeg and pylibjpeg-openjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.91": "pylibjpeg and pylibjpeg-openjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.201": "pylibjpeg and pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.202": "pylibjpeg and pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.203": "pylibjpeg and pylibjpeg-openjpeg",
+}
+
+
+@dataclass(frozen=True)
+class DicomHeader:
+    """What grouping and ordering need, read without the pixel data."""
+
+    patient_id: str
+    patient_name: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    modality: str
+    series_description: str
+    instance_number: int | None
+    position: float | None  # along the slice normal, in mm
+    frames: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def is_dicom(path: str | Path) -> bool:
+    """A DICOM file by its suffix, or by the 'DICM' marker after the 128-byte preamble."""
+    path = Path(path)
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _dcmread(path: Path, label: str, *, pixels: bool):
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about every odd value; errors are what count here
+        try:
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=not pixels)
+            except InvalidDicomError:
+                # Older files have no preamble and no file meta; accept them only if they hold an image.
+                ds = pydicom.dcmread(path, stop_before_pixels=not pixels, force=True)
+                if "Rows" not in ds or "SOPClassUID" not in ds:
+                    raise ImageError(f"{label} is not a DICOM file (no 'DICM' marker, no image header)") from None
+        except ImageError:
+            raise
+        except Exception as e:  # pydicom raises many kinds for damaged files
+            raise ImageError(f"{label} is not a readable DICOM file ({type(e).__name__}: {e})") from None
+    return ds
+
+
+def read_dicom_header(path: str | Path, *, name: str | None = None) -> DicomHeader:
+    """Identity and position of a DICOM image, without decoding pixels (ImageError if none)."""
+    path = Path(path)
+    label = name or str(path)
+    ds = _dcmread(path, label, pixels=False)
+    _check_image(ds, label)
+    return DicomHeader(
+        patient_id=_text(ds, "PatientID"),
+        patient_name=_text(ds, "PatientName"),
+        study_uid=_text(ds, "StudyInstanceUID"),
+        series_uid=_text(ds, "SeriesInstanceUID"),
+        sop_uid=_text(ds, "SOPInstanceUID"),
+        modality=_text(ds, "Modality"),
+        series_description=_text(ds, "SeriesDescription"),
+        instance_number=_int(ds.get("InstanceNumber")),
+        position=_slice_position(ds),
+        frames=_frame_count(ds),
+    )
+
+
+def _check_image(ds, label: str) -> None:
+    if "Rows" not in ds or "Columns" not in ds:
+        kind = _text(ds, "Modality") or "non-image"
+        raise ImageError(f"{label} holds no image (a {kind} object)")
+
+
+def read_dicom_frames(
+    path: str | Path, *, max_pixels: int, name: str | None = None
+) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    """Yield ``(array, source)`` for every frame of a DICOM file, in frame order.
+
+    ``source`` holds the modality, uids, frame number, the header's windows (the first is the
+    default window) and whether the image displays inverted. Raises ImageError with the reason
+    (not DICOM, no image, too large, truncated, a compression no installed decoder reads).
+    """
+    from pydicom import pixels
+
+    path = Path(path)
+    label = name or str(path)
+    ds = _dcmread(path, label, pixels=True)
+    _check_image(ds, label)
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise ImageError(f"{label} has an image header but no pixel data")
+    rows, cols, frames = int(ds.Rows), int(ds.Columns), _frame_count(ds)
+    if rows < 1 or cols < 1 or frames < 1:
+        raise ImageError(f"{label} has an empty image ({cols} x {rows}, {frames} frames)")
+    if rows * cols > max_pixels:
+        raise ImageError(
+            f"{label} has {cols} x {rows} = {rows * cols:,} pixels per frame, more than the limit of {max_pixels:,}"
+        )
+    size = rows * cols * frames * int(ds.get("SamplesPerPixel") or 1) * max(1, int(ds.get("BitsAllocated") or 8) // 8)
+    if frames > MAX_FRAMES or size > MAX_BYTES:
+        raise ImageError(
+            f"{label} has {frames} frames ({size / 1e9:.1f} GB decoded); the limits are {MAX_FRAMES} frames"
+        )
+    photometric = _text(ds, "PhotometricInterpretation").upper()
+    common = {
+        "modality": _text(ds, "Modality"),
+        "study_uid": _text(ds, "StudyInstanceUID"),
+        "series_uid": _text(ds, "SeriesInstanceUID"),
+        "sop_uid": _text(ds, "SOPInstanceUID"),
+        "series_description": _text(ds, "SeriesDescription"),
+        "photometric": photometric,
+    }
+    if frames > 1:
+        common["frames"] = frames
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            # one frame: pixel_array (iter_pixels trips on some sign-corrected JPEG 2000 files)
+            decoded = [pixels.pixel_array(ds)] if frames == 1 else pixels.iter_pixels(ds)
+            for index, frame in enumerate(decoded):
+                if photometric == "PALETTE COLOR":
+                    frame = _narrow_palette(pixels.apply_color_lut(frame, ds))
+                frame = frame.astype(frame.dtype.newbyteorder("="), copy=False)
+                slope, intercept, windows = _frame_values(ds, index)
+                source = dict(common)
+                if frames > 1:
+                    source["frame"] = index
+                if (slope, intercept) != (1.0, 0.0):
+                    frame = _rescale(frame, slope, intercept)
+                    source["rescale"] = {"slope": slope, "intercept": intercept}
+                if windows:
+                    source["windows"] = windows
+                    source["window"] = {"center": windows[0]["center"], "width": windows[0]["width"]}
+                if photometric == "MONOCHROME1":
+                    source["invert"] = True
+                yield frame, source
+        except ImageError:
+            raise
+        except Exception as e:
+            raise ImageError(_decode_failure(label, syntax, e)) from None
+
+
+def _decode_failure(label: str, syntax: str, error: Exception) -> str:
+    from pydicom.uid import UID
+
+    message = str(error)
+    name = UID(syntax).name if syntax else "an unknown transfer syntax"
+    if not syntax and "Transfer Syntax UID" in message:
+        return f"{label} has no transfer syntax in its file meta, so its pixel data cannot be decoded"
+    if "missing dependencies" in message or "Unable to decode" in message or "does not support" in message:
+        install = _DECODERS.get(syntax)
+        hint = f"; pip install {install}" if install else ""
+        return f"{label} is compressed as {name}, which no installed decoder reads{hint}"
+    if "less than expected" in message or "truncated" in message.lower():
+        return f"{label} is truncated: its pixel data is shorter than its header says"
+    return f"{label} could not be decoded ({type(error).__name__}: {message.splitlines()[0] if message else ''})"
+
+
+def _rescale(frame: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    if frame.ndim == 3:
+        return frame  # the modality rescale applies to gray images only
+    if float(slope).is_integer() and float(intercept).is_integer() and frame.dtype.kind in "iu":
+        return frame.astype(np.int64) * int(slope) + int(intercept)  # narrowed losslessly on import
+    return (frame.astype(np.float64) * slope + intercept).astype(np.float32)
+
+
+def _narrow_palette(rgb: np.ndarray) -> np.ndarray:
+    """16-bit palette entries that are 8-bit values scaled up (x256 or x257) become uint8 again."""
+    if rgb.dtype == np.uint16:
+        if not (rgb & 0xFF).any():
+            return (rgb >> 8).astype(np.uint8)
+        if not (rgb % 257).any():
+            return (rgb // 257).astype(np.uint8)
+    return rgb
+
+
+def _frame_values(ds, index: int) -> tuple[float, float, list[dict[str, Any]]]:
+    """Rescale slope, intercept and the VOI windows of one frame (enhanced multi-frame aware)."""
+    transform = _functional_item(ds, index, "PixelValueTransformationSequence") or ds
+    voi = _functional_item(ds, index, "FrameVOILUTSequence") or ds
+    slope = _float(transform.get("RescaleSlope"), 1.0)
+    intercept = _float(transform.get("RescaleIntercept"), 0.0)
+    centers, widths = _many(voi.get("WindowCenter")), _many(voi.get("WindowWidth"))
+    names = [str(n) for n in _many(voi.get("WindowCenterWidthExplanation"))]
+    windows = []
+    for i, (center, width) in enumerate(zip(centers, widths)):
+        c, w = _float(center, None), _float(width, None)
+        if c is None or w is None or not w > 0:
+            continue
+        label = names[i].strip() if i < len(names) and names[i].strip() else ""
+        entry: dict[str, Any] = {"center": c, "width": w}
+        if label:
+            entry["name"] = f"From the image: {label.title()}"
+        windows.append(entry)
+    return slope, intercept, windows
+
+
+def _functional_item(ds, index: int, sequence: str):
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame and index < len(per_frame) and per_frame[index].get(sequence):
+        return per_frame[index][sequence][0]
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared and shared[0].get(sequence):
+        return shared[0][sequence][0]
+    return None
+
+
+def _slice_position(ds) -> float | None:
+    orientation = ds.get("ImageOrientationPatient")
+    position = ds.get("ImagePositionPatient")
+    try:
+        row, col = np.array(orientation[:3], float), np.array(orientation[3:6], float)
+        return float(np.dot(np.cross(row, col), np.array(position[:3], float)))
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _frame_count(ds) -> int:
+    return _int(ds.get("NumberOfFrames")) or 1
+
+
+def _many(value) -> list[Any]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return list(value)
+    return [value]
+
+
+def _float(value, default):
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return default
+    return out if np.isfinite(out) else default
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _text(ds, keyword: str) -> str:
+    try:
+        value = ds.get(keyword)
+    except Exception:  # an unparsable value in a damaged header
+        return ""
+    return "" if value is None else str(value).strip()
