@@ -7,6 +7,7 @@ import {
   UndoStack,
   applyWindow,
   autoWindow,
+  windowChoices,
   colorTable,
   decodeMask,
   encodeMask,
@@ -137,6 +138,31 @@ test("window / level maps the window onto 0..255 from the original values", () =
   const rgb = Uint8Array.from([10, 20, 30]);
   applyWindow(rgb, 3, 127.5, 255, out.subarray(0, 4));
   assert.deepEqual([out[0], out[1], out[2], out[3]], [10, 20, 30, 255]);
+});
+
+test("MONOCHROME1 images invert: low values bright", () => {
+  const values = Uint16Array.from([1000, 1500, 2000]);
+  const out = new Uint8ClampedArray(12);
+  applyWindow(values, 1, 1500, 1000, out, true);
+  assert.deepEqual([out[0], out[4], out[8]], [255, 128, 0]);
+});
+
+test("window menu: header and modality presets from Python, the example's window selected", () => {
+  const ct = Int16Array.from([-1000, 0, 40, 1000]);
+  const presets = [
+    { name: "From the image", center: 40, width: 400 },
+    { name: "CT lung", center: -600, width: 1500 },
+  ];
+  let { options, selected } = windowChoices("int16", ct, 1, { center: 40, width: 400 }, presets);
+  assert.deepEqual(Object.keys(options), ["Auto", "Full range", "From the image", "CT lung"]);
+  assert.equal(selected, "From the image");
+  ({ options, selected } = windowChoices("int16", ct, 1, { center: 7, width: 9 }, presets));
+  assert.equal(selected, "Custom");
+  assert.deepEqual(options.Custom, { center: 7, width: 9 });
+  ({ options, selected } = windowChoices("uint8", Uint8Array.from([0, 255]), 1, {}, []));
+  assert.deepEqual(Object.keys(options), ["Auto", "Full range"]);
+  assert.equal(selected, "Full range");
+  assert.equal(windowChoices("uint16", Uint16Array.from([5, 9]), 1, null, []).selected, "Auto");
 });
 
 test("16-bit image bytes stay 16-bit", () => {

@@ -227,14 +227,6 @@ export class UndoStack {
 // ---------------------------------------------------------------------------------------
 // Display: window/level on the original values, colour tables, the view transform.
 
-/** Window presets (centre, width). CT presets apply to values in Hounsfield units. */
-export const WINDOW_PRESETS = {
-  "CT soft tissue": [40, 400],
-  "CT lung": [-600, 1500],
-  "CT bone": [300, 2000],
-  "CT brain": [40, 80],
-};
-
 /** The window spanning the 1st to 99th percentile of a sample of the values. */
 export function autoWindow(values, channels = 1) {
   const step = Math.max(1, Math.floor(values.length / channels / 65536));
@@ -262,11 +254,16 @@ export function fullWindow(values) {
 
 /**
  * Map original values through a window to 8-bit RGBA (`out`: Uint8ClampedArray of w*h*4).
- * Gray images (channels 1) go to all three colour channels.
+ * Gray images (channels 1) go to all three colour channels; `invert` shows MONOCHROME1
+ * images (low values bright) the right way round.
  */
-export function applyWindow(values, channels, center, width, out) {
-  const lo = center - width / 2;
-  const scale = 255 / Math.max(width, 1e-6);
+export function applyWindow(values, channels, center, width, out, invert = false) {
+  let lo = center - width / 2;
+  let scale = 255 / Math.max(width, 1e-6);
+  if (invert) {
+    lo = center + Math.max(width, 1e-6) / 2;
+    scale = -scale;
+  }
   const n = out.length / 4;
   for (let p = 0; p < n; p++) {
     const o = p * 4;
@@ -282,6 +279,29 @@ export function applyWindow(values, channels, center, width, out) {
     out[o + 3] = 255;
   }
   return out;
+}
+
+/**
+ * The window menu: Auto and Full range for every image, then the presets Python sent (the
+ * header's windows, then the modality's). The selection is the preset equal to `given`
+ * (the example's window), else "Custom" holding `given`, else the image's natural default.
+ */
+export function windowChoices(dtype, values, channels, given, presets) {
+  const options = {
+    Auto: dtype === "uint8" ? { center: 127.5, width: 255 } : autoWindow(values, channels),
+    "Full range": dtype === "uint8" ? { center: 127.5, width: 255 } : fullWindow(values),
+  };
+  for (const p of presets || []) options[p.name] = { center: p.center, width: p.width };
+  let selected = dtype === "uint8" ? "Full range" : "Auto";
+  if (given && given.width > 0) {
+    const match = Object.keys(options).find((k) => options[k].center === given.center && options[k].width === given.width);
+    if (match && match !== "Auto") selected = match;
+    else {
+      options.Custom = { center: given.center, width: given.width };
+      selected = "Custom";
+    }
+  }
+  return { options, selected };
 }
 
 function parseColor(hex) {
@@ -410,7 +430,7 @@ async function render({ model, el }) {
   let prediction = null;
   const history = new UndoStack(200);
   let view = { scale: 1, tx: 0, ty: 0 };
-  let windowState = meta.dtype === "uint8" ? { center: 127.5, width: 255 } : autoWindow(values, channels);
+  let windowState = null; // chosen with the window menu, below
   let seq = 0;
   const pending = new Map();
   const disposers = [];
@@ -481,7 +501,7 @@ async function render({ model, el }) {
 
   // -- drawing the layers ---------------------------------------------------------------
   function drawImage() {
-    applyWindow(values, channels, windowState.center, windowState.width, imageData.data);
+    applyWindow(values, channels, windowState.center, windowState.width, imageData.data, model.get("invert"));
     imageCtx.putImageData(imageData, 0, 0);
   }
 
@@ -868,15 +888,11 @@ async function render({ model, el }) {
     model.set("show_prediction", predictionBox.checked);
     model.save_changes();
   });
-  const presets = { Auto: autoWindow(values, channels), "Full range": fullWindow(values) };
-  if (meta.dtype !== "uint8") Object.assign(presets, Object.fromEntries(Object.entries(WINDOW_PRESETS).map(([k, [c, w]]) => [k, { center: c, width: w }])));
-  const given = model.get("window");
-  if (given && given.width) {
-    windowState = { center: given.center, width: given.width };
-    presets["From the image"] = { ...windowState };
-  } else if (meta.dtype === "uint8") presets["Full range"] = { center: 127.5, width: 255 };
+  const choices = windowChoices(meta.dtype, values, channels, model.get("window"), model.get("window_presets"));
+  const presets = choices.options;
   for (const name of Object.keys(presets)) windowSelect.append(h("option", { value: name }, name));
-  windowSelect.value = given && given.width ? "From the image" : meta.dtype === "uint8" ? "Full range" : "Auto";
+  windowSelect.value = choices.selected;
+  windowState = { ...presets[choices.selected] };
   windowSelect.addEventListener("change", () => {
     windowState = { ...presets[windowSelect.value] };
     model.set("window", { ...windowState });
@@ -902,6 +918,7 @@ async function render({ model, el }) {
       predictionBox.checked = model.get("show_prediction");
       drawPrediction();
     },
+    "change:invert": drawImage,
     "change:busy": refreshButtons,
     "change:bound": refreshButtons,
     "change:status": () => (status.textContent = model.get("status")),

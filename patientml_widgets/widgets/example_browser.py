@@ -25,6 +25,7 @@ COLUMNS = [
     {"key": "status", "label": "Labeled", "type": "icon", "sortable": True},
     {"key": "label_updated", "label": "Label Last Updated", "type": "time", "sortable": True},
     {"key": "subject_id", "label": "Subject", "sortable": True},
+    {"key": "source", "label": "Source", "sortable": True},
     {"key": "split", "label": "Split", "sortable": True},
 ]
 UNCERTAIN = "most uncertain first"
@@ -90,6 +91,7 @@ class ExampleBrowser(View, w.VBox):
                 "status": ICON[ex.status],
                 "label_updated": ex.label_updated,
                 "subject_id": ex.subject_id or "",
+                "source": ex.origin,
                 "split": ex.split,
             }
             for ex in examples

@@ -54,6 +54,10 @@ class LabelCanvas(anywidget.AnyWidget):
     preserve_labels = t.Bool(False).tag(sync=True)
     #: window / level as {"center": c, "width": w} in the image's own values ({} = automatic)
     window = t.Dict().tag(sync=True)
+    #: the named windows offered besides Auto and Full range: [{"name", "center", "width"}]
+    window_presets = t.List(t.Dict()).tag(sync=True)
+    #: show low values bright (DICOM MONOCHROME1)
+    invert = t.Bool(False).tag(sync=True)
     #: classification: the prediction's probability per class index (as a string key)
     prediction_scores = t.Dict().tag(sync=True)
     status = t.Unicode("").tag(sync=True)
@@ -75,6 +79,8 @@ class LabelCanvas(anywidget.AnyWidget):
         mode: str = "segmentation",
         multi_label: bool = False,
         window: dict[str, float] | None = None,
+        window_presets: str | Sequence[dict[str, Any]] | None = None,
+        invert: bool = False,
     ) -> None:
         if mode not in ("segmentation", "classification"):
             raise ValidationError(f"mode is 'segmentation' or 'classification', not {mode!r}")
@@ -89,6 +95,8 @@ class LabelCanvas(anywidget.AnyWidget):
             active_class=class_list[1]["index"] if mode == "segmentation" else class_list[0]["index"],
             tool="brush" if mode == "segmentation" else "pan",
             window=dict(window or {}),
+            window_presets=_presets(window_presets),
+            invert=bool(invert),
             _image=zlib.compress(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes(), 1),
             _image_meta={
                 "width": int(array.shape[1]),
@@ -185,8 +193,10 @@ class LabelCanvas(anywidget.AnyWidget):
                     kwargs["prediction_scores"] = {
                         names[n]: p for n, p in predicted.probabilities.items() if n in names
                     }
-        window = ex.source.get("window") if isinstance(ex.source.get("window"), dict) else None
-        canvas = cls(project.image(ex), model, window=window, **kwargs)
+        source = ex.source
+        window = source.get("window") if isinstance(source.get("window"), dict) else None
+        kwargs.update(window=window, window_presets=imaging.window_presets(source), invert=bool(source.get("invert")))
+        canvas = cls(project.image(ex), model, **kwargs)
         canvas._project, canvas._example_id = project, ex.id
         canvas.bound = True
         canvas.status = status or _describe(label)
@@ -330,6 +340,24 @@ def _class_dicts(classes: Sequence[str | dict[str, Any] | ClassInfo] | Model) ->
             raise ValidationError(f"a class is a name, a dict with a name, or a ClassInfo, not {c!r}")
     if len({c["index"] for c in out}) != len(out) or len({c["name"] for c in out}) != len(out):
         raise ValidationError("class names and indices must be unique")
+    return out
+
+
+def _presets(presets: str | Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """A modality name (``"CT"``) or a list of ``{"name", "center", "width"}`` as checked presets."""
+    if presets is None:
+        return []
+    if isinstance(presets, str):
+        return imaging.window_presets(presets)
+    out = []
+    for p in presets:
+        try:
+            entry = {"name": str(p["name"]), "center": float(p["center"]), "width": float(p["width"])}
+        except (KeyError, TypeError, ValueError):
+            raise ValidationError(f"a window preset is {{'name', 'center', 'width'}}, not {p!r}") from None
+        if not entry["width"] > 0:
+            raise ValidationError(f"window preset {entry['name']!r} needs a positive width")
+        out.append(entry)
     return out
 
 
