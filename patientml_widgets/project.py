@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import imaging
+from . import imaging, imports
 from .errors import ImageError, NotFoundError, PatientMLError, ValidationError
 from .query import ExampleIndex
 from .records import Change, Example, Label, Model, Prediction, Run, Subject, status_of
@@ -41,7 +41,7 @@ PROBLEM_TYPES = ("classification", "segmentation")
 SPLITS = ("train", "val", "test")
 #: fractions of subjects that go to train and val; the rest go to test.
 SPLIT_FRACTIONS = (0.7, 0.15)
-SORT_KEYS = ("created", "updated", "label_updated", "status", "subject_id", "split", "id")
+SORT_KEYS = ("created", "updated", "label_updated", "status", "subject_id", "split", "id", "source")
 STATUSES = ("unlabeled", "draft", "labeled")
 PALETTE = (
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
@@ -72,10 +72,15 @@ class ImportReport:
 
     added: list[Example] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    labels: int = 0
+    #: the model :meth:`Project.import_dataset` created
+    model: Model | None = None
 
     def __str__(self) -> str:
-        lines = [f"added {len(self.added)} examples, skipped {len(self.skipped)} files"]
+        lines = [f"added {len(self.added)} examples ({self.labels} with labels), skipped {len(self.skipped)} files"]
         lines += [f"  skipped {name}: {why}" for name, why in self.skipped]
+        lines += [f"  warning: {text}" for text in self.warnings]
         return "\n".join(lines)
 
 
@@ -200,15 +205,19 @@ class Project:
         """Create a model config. ``classes`` are names or dicts (name, color, description).
 
         Class indices are given in order from 0 and never reused; for segmentation,
-        class 0 is the background (what unpainted pixels are).
+        class 0 is the background (what unpainted pixels are). Dicts may instead all carry
+        an ``index`` (as an export records them); unused indices below the highest count
+        as retired and are never given out.
         """
         if problem_type not in PROBLEM_TYPES:
             raise ValidationError(f"problem_type must be one of {PROBLEM_TYPES}, not {problem_type!r}")
         if multi_label and problem_type != "classification":
             raise ValidationError("multi_label applies to classification models only")
         name = _clean_name(name, "model name")
-        class_records = [_class_record(i, c) for i, c in enumerate(classes)]
+        class_records, retired = _class_records(classes)
         _check_class_names([c["name"] for c in class_records])
+        if problem_type == "segmentation" and 0 not in {c["index"] for c in class_records}:
+            raise ValidationError("a segmentation model needs class 0 (the background)")
         minimum = 1 if multi_label else 2
         if len(class_records) < minimum:
             raise ValidationError(f"a {problem_type} model needs at least {minimum} classes")
@@ -221,7 +230,7 @@ class Project:
             "description": str(description),
             "problem_type": problem_type,
             "classes": class_records,
-            "retired_classes": [],
+            "retired_classes": retired,
             "multi_label": bool(multi_label),
             "champion_run_id": None,
             "training": {},
@@ -339,6 +348,7 @@ class Project:
         name: str | None = None,
         external_ids: dict[str, str] | None = None,
         tags: Iterable[str] = (),
+        metadata: dict[str, str] | None = None,
     ) -> Subject:
         """Create or update a subject (a patient); examples refer to it by ``subject_id``."""
         subject_id = _clean_name(subject_id, "subject id")
@@ -351,6 +361,7 @@ class Project:
                     str(k): str(v) for k, v in (external_ids or (old or {}).get("external_ids", {})).items()
                 },
                 "tags": sorted({str(t) for t in tags} | set((old or {}).get("tags", []))),
+                "metadata": {str(k): str(v) for k, v in (metadata or (old or {}).get("metadata", {})).items()},
                 "created": old["created"] if old else now(),
             }
             self._store.put("subjects", subject_id, record)
@@ -377,7 +388,7 @@ class Project:
         split: str | None = None,
         source: dict[str, Any] | None = None,
     ) -> Example:
-        """Add one image (a numpy array, or the path of a PNG/JPEG/TIFF/.npy file)."""
+        """Add one image: a numpy array, or the path of a PNG/JPEG/TIFF/.npy or single-frame DICOM file."""
         return self.add_examples(model, [image], subjects=[subject], splits=[split], sources=[source])[0]
 
     def add_examples(
@@ -392,7 +403,8 @@ class Project:
         """Add many images in one transaction: all of them, or (on any bad image) none.
 
         The split of each example comes from a hash of its subject (so a patient
-        never spans splits) unless given explicitly.
+        never spans splits) unless given explicitly. A DICOM file's subject defaults to
+        its PatientID; multi-frame files go through :meth:`add_folder`.
         """
         model_record = self._model_record(model)
         n = len(images)
@@ -404,103 +416,256 @@ class Project:
         for s in splits:
             if s is not None and s not in SPLITS:
                 raise ValidationError(f"split must be one of {SPLITS}, not {s!r}")
-        subjects = [None if s is None else _clean_name(s, "subject id") for s in subjects]
-        prepared = []
-        for i, image in enumerate(images):
-            name = str(image) if isinstance(image, (str, os.PathLike)) else (f"image {i}" if n > 1 else None)
-            prepared.append(self._prepare_image(image, name))
-        return self._insert_examples(model_record, prepared, subjects, splits, sources)
+        items = []
+        for i, (image, subject, split, source) in enumerate(zip(images, subjects, splits, sources, strict=True)):
+            if isinstance(image, (str, os.PathLike)) and imaging.is_dicom(image):
+                (item,) = self._dicom_items(Path(image), str(image), single=True)
+                item.update(split=split, source={**item["source"], **(source or {})})
+                item["subject"] = subject if subject is not None else item["subject"]
+            else:
+                name = str(image) if isinstance(image, (str, os.PathLike)) else (f"image {i}" if n > 1 else None)
+                item = {"fields": self._prepare_image(image, name, source), "subject": subject, "split": split}
+                item["source"] = dict(source or {})
+                if isinstance(image, (str, os.PathLike)):
+                    item["source"].setdefault("file", Path(image).name)
+            if item["subject"] is not None:
+                item["subject"] = _clean_name(item["subject"], "subject id")
+            items.append(item)
+        return self._insert_examples(model_record, items)
 
-    def _prepare_image(self, image: Any, name: str | None) -> dict[str, Any]:
+    def _prepare_image(self, image: Any, name: str | None, source: dict[str, Any] | None = None) -> dict[str, Any]:
         """Read, check and store an image's blobs (outside the lock: blobs are idempotent)."""
         arr = imaging.read_image(image, max_pixels=self.max_image_pixels, name=name)
         data, ext = imaging.encode_image(arr)
-        fields = {
+        source = source or {}
+        thumbnail = imaging.make_thumbnail(arr, window=source.get("window"), invert=bool(source.get("invert")))
+        return {
             "width": int(arr.shape[1]),
             "height": int(arr.shape[0]),
             "channels": 1 if arr.ndim == 2 else int(arr.shape[2]),
             "dtype": str(arr.dtype),
             "image_ref": self._store.blobs.put(data, ext),
-            "thumbnail_ref": self._store.blobs.put(imaging.make_thumbnail(arr), "jpg"),
+            "thumbnail_ref": self._store.blobs.put(thumbnail, "jpg"),
         }
-        if isinstance(image, (str, os.PathLike)):
-            fields["file"] = Path(image).name
-        return fields
 
-    def _insert_examples(self, model_record, prepared, subjects, splits, sources) -> list[Example]:
+    def _dicom_items(
+        self, path: Path, rel: str, *, single: bool = False, entry: imports.Entry | None = None
+    ) -> list[dict[str, Any]]:
+        """One import item per frame of a DICOM file (ImageError if it cannot be read)."""
+        header = entry.dicom if entry is not None else imaging.read_dicom_header(path, name=rel)
+        frames = header.frames
+        if single and frames != 1:
+            raise ValidationError(f"{rel} has {frames} frames; add_folder(model, path) adds one example per frame")
+        limit = self.max_image_pixels or imaging.DEFAULT_MAX_PIXELS
+        items = []
+        for array, frame_source in imaging.read_dicom_frames(path, max_pixels=limit, name=rel):
+            frame = frame_source.get("frame", 0)
+            name = f"{rel} frame {frame + 1}" if frames > 1 else rel
+            source = {"file": rel, **frame_source}
+            if entry is not None and header.series_uid:
+                source.update(series_index=entry.series_start + frame, series_size=entry.series_size)
+            items.append(
+                {
+                    "fields": self._prepare_image(array, name, source),
+                    "source": source,
+                    "subject": entry.subject if entry is not None else (header.patient_id or None),
+                    "split": entry.split if entry is not None else None,
+                    "subject_info": _dicom_subject_info(header),
+                }
+            )
+        return items
+
+    def _insert_examples(self, model_record, items: list[dict[str, Any]]) -> list[Example]:
+        """Commit prepared items (fields, source, subject, split, and optionally subject_info, label)."""
         records = []
         stamp = now()
         with self._write():
             self._model_record(model_record["id"])  # still there?
-            for fields, subject, split, source in zip(prepared, subjects, splits, sources, strict=True):
+            for item in items:
                 example_id = _new_id("ex")
-                if subject is not None and self._store.get("subjects", subject) is None:
-                    self._store.put(
-                        "subjects",
-                        subject,
-                        {"id": subject, "name": subject, "external_ids": {}, "tags": [], "created": stamp},
-                    )
-                src = dict(source or {})
-                if "file" in fields:
-                    src.setdefault("file", fields["file"])
+                subject = item.get("subject")
+                if subject is not None:
+                    self._ensure_subject(subject, item.get("subject_info") or {}, stamp)
                 record = {
                     "id": example_id,
                     "model_id": model_record["id"],
                     "subject_id": subject,
-                    "split": split or split_for(subject or example_id),
-                    **{k: v for k, v in fields.items() if k != "file"},
-                    "source": src,
+                    "split": item.get("split") or split_for(subject or example_id),
+                    **item["fields"],
+                    "source": dict(item.get("source") or {}),
                     "created": stamp,
                     "updated": stamp,
                 }
                 self._store.put("examples", example_id, record)
                 records.append(record)
+                label = item.get("label")
+                if label:
+                    self._write_label(
+                        example_id, label["status"], label.get("mask"), label.get("classes"),
+                        label.get("author"), None, "import",
+                    )  # fmt: skip
             self._emit(
                 Change("examples_added", model_id=model_record["id"], example_ids=tuple(r["id"] for r in records))
             )
-        return [Example.from_record(r) for r in records]
+        return [Example.from_record(r, self._store.get("labels", r["id"])) for r in records]
+
+    def _ensure_subject(self, subject: str, info: dict[str, Any], stamp: str) -> None:
+        old = self._store.get("subjects", subject)
+        external = {**info.get("external_ids", {}), **((old or {}).get("external_ids") or {})}
+        metadata = {**info.get("metadata", {}), **((old or {}).get("metadata") or {})}
+        if old is not None and external == old.get("external_ids") and metadata == old.get("metadata", {}):
+            return
+        record = {"id": subject, "name": subject, "tags": [], "created": stamp, **(old or {})}
+        record.update(external_ids=external, metadata=metadata)
+        self._store.put("subjects", subject, record)
 
     def add_folder(
         self,
         model: ModelRef,
         folder: str | os.PathLike,
         *,
-        subject_from: str | Callable[[Path], str | None] = "folder",
+        index: str | os.PathLike | None = None,
+        subject_from: str | Callable[[Path], str | None] = "auto",
+        split_from: str = "auto",
         recursive: bool = True,
         chunk: int = 64,
     ) -> ImportReport:
-        """Import every image file under ``folder``; unreadable files are skipped and reported.
+        """Import the images under ``folder`` (or one file): PNG/JPEG/TIFF/.npy and DICOM.
 
-        ``subject_from``: ``"folder"`` (the name of the file's parent folder, when it is
-        not ``folder`` itself), ``"none"``, or a function of the file's path.
-        Files are committed ``chunk`` at a time, so an interrupted import keeps what it did.
+        A DICOM file gives one example per frame; series are imported together, slices in
+        order along the slice normal (``source["series_index"]`` counts from 0), with the
+        header's window as the default display. ``index``: a CSV (relative to ``folder``)
+        listing the files to import in an ``image`` column, and optionally ``subject``,
+        ``split``, ``mask`` (a PNG of class indices), ``classes`` (names joined by ``|``),
+        ``status`` (``submitted`` by default) and ``author`` - labels given there are imported.
+
+        ``subject_from``: ``"auto"`` (the CSV's subject, else DICOM PatientID, else the parent
+        folder), ``"folder"``, ``"dicom"``, ``"none"``, or a function of the file's path.
+        ``split_from``: ``"auto"`` (the CSV's split, else a train/val/test folder on the path,
+        else the hash of the subject) or ``"hash"``.
+        Unreadable files are skipped and reported with the reason; the rest imports, ``chunk``
+        examples per transaction, so an interrupted import keeps what it did.
         """
+        root = Path(folder)
+        if not root.exists():
+            raise NotFoundError(f"no folder or file {root}")
+        model_record = self._model_record(model)
+        plan = imports.plan_folder(
+            root, index=index, subject_from=subject_from, split_from=split_from, recursive=recursive
+        )
+        return self._import_plan(model_record, plan, chunk)
+
+    def _import_plan(self, model_record: dict[str, Any], plan: imports.Plan, chunk: int = 64) -> ImportReport:
+        model_view = Model.from_record(model_record)
+        report = ImportReport(skipped=list(plan.skipped), warnings=list(plan.warnings))
+        pending: list[dict[str, Any]] = []
+        for entry in plan.entries:
+            try:
+                pending += self._entry_items(entry, model_view)
+            except (ImageError, ValidationError) as e:
+                report.skipped.append((entry.rel, str(e)))
+            if len(pending) >= chunk:
+                self._commit_import(model_record, pending, report)
+                pending = []
+        if pending:
+            self._commit_import(model_record, pending, report)
+        if report.labels:
+            self._maybe_retrain(model_record["id"])
+        return report
+
+    # -- exchange with other tools ---------------------------------------------------------------
+
+    def export_labels(
+        self,
+        model: ModelRef,
+        folder: str | os.PathLike,
+        *,
+        layout: str = "folder",
+        include_drafts: bool = False,
+        include_subjects: bool = True,
+        include_metadata: bool = False,
+    ) -> Path:
+        """Write the model's submitted labels (and drafts, if asked) with their images to a new ``folder``.
+
+        ``layout="folder"``: ``images/``, ``masks/`` (PNG of class indices), ``index.csv`` and
+        ``dataset.json`` (model, classes, label versions); classification labels are the
+        ``classes`` column of ``index.csv``. ``layout="coco"``: ``annotations.json`` with one RLE
+        annotation per class and image. Subject ids are written (for patient-level splits)
+        unless ``include_subjects=False``; patient names and DICOM identifiers are not, unless
+        ``include_metadata=True``. :meth:`import_dataset` reads either layout back.
+        """
+        from .exports import export_labels
+
+        return export_labels(
+            self, self.model(model), folder, layout=layout, include_drafts=include_drafts,
+            include_subjects=include_subjects, include_metadata=include_metadata,
+        )  # fmt: skip
+
+    def export_snapshot(self, run: RunRef, folder: str | os.PathLike, *, include_subjects: bool = True) -> Path:
+        """Write the exact label versions a run's snapshot froze, with the images, as an export folder."""
+        from .exports import export_snapshot
+
+        return export_snapshot(self, self._run_record(run)["id"], folder, include_subjects=include_subjects)
+
+    def import_dataset(self, folder: str | os.PathLike, *, name: str | None = None) -> ImportReport:
+        """Create a model from an export (either layout), or from any COCO folder, with its labels.
+
+        An export brings its model name (or ``name``), classes with their indices and colours,
+        subjects, splits, and each label's status and author. A plain COCO folder
+        (``annotations.json`` with RLE or polygon annotations) becomes a segmentation model
+        named after the folder, category ids as class indices and 0 as the background.
+        The report's ``model`` is the new model.
+        """
+        from . import exports
+
         root = Path(folder)
         if not root.is_dir():
             raise NotFoundError(f"no folder {root}")
-        pattern = "**/*" if recursive else "*"
-        files = sorted(p for p in root.glob(pattern) if p.is_file() and p.suffix.lower() in imaging.IMAGE_SUFFIXES)
-        if not (callable(subject_from) or subject_from in ("folder", "none")):
-            raise ValidationError("subject_from must be 'folder', 'none' or a function")
-        model_record = self._model_record(model)
-        report = ImportReport()
-        for start in range(0, len(files), chunk):
-            prepared, subjects, sources = [], [], []
-            for path in files[start : start + chunk]:
-                rel = path.relative_to(root).as_posix()
-                try:
-                    prepared.append(self._prepare_image(path, rel))
-                except ImageError as e:
-                    report.skipped.append((rel, str(e)))
-                    continue
-                if callable(subject_from):
-                    subjects.append(subject_from(path))
-                else:
-                    subjects.append(path.parent.name if subject_from == "folder" and path.parent != root else None)
-                sources.append({"file": rel})
-            if prepared:
-                report.added += self._insert_examples(model_record, prepared, subjects, [None] * len(prepared), sources)
+        if (root / "dataset.json").exists():
+            manifest = exports.read_manifest(root)
+            info = manifest.get("model") or {}
+            keys = ("index", "name", "color", "description")
+            model = self.create_model(
+                name or str(info.get("name") or root.name),
+                problem_type=str(info.get("problem_type")),
+                classes=[{k: c[k] for k in keys if k in c} for c in manifest["classes"]],
+                description=str(info.get("description") or ""),
+                multi_label=bool(info.get("multi_label")),
+            )  # fmt: skip
+            layout = manifest["layout"]
+        else:
+            categories, _ = exports.read_coco(root)
+            classes = [{"index": 0, "name": "background"}]
+            classes += [{"index": int(c["id"]), "name": str(c["name"])} for c in categories]
+            model = self.create_model(name or root.name, problem_type="segmentation", classes=classes)
+            layout = "coco"
+        if layout == "folder":
+            plan = imports.plan_folder(root, index="index.csv")
+        else:
+            plan = imports.plan_coco(root, *exports.read_coco(root))
+        report = self._import_plan(self._model_record(model.id), plan)
+        report.model = self.model(model.id)
         return report
+
+    def _entry_items(self, entry: imports.Entry, model: Model) -> list[dict[str, Any]]:
+        if entry.dicom is not None:
+            items = self._dicom_items(entry.path, entry.rel, entry=entry)
+        else:
+            source = {"file": entry.rel, **entry.display}
+            fields = self._prepare_image(entry.path, entry.rel, source)
+            items = [{"fields": fields, "source": source, "subject": entry.subject, "split": entry.split}]
+        if entry.subject is not None:
+            for item in items:
+                item["subject"] = _clean_name(entry.subject, "subject id")
+        if entry.label:
+            if len(items) != 1:
+                raise ValidationError(f"a label is given for a file of {len(items)} frames; label frames one by one")
+            items[0]["label"] = _import_label(entry, model, items[0]["fields"])
+        return items
+
+    def _commit_import(self, model_record, items: list[dict[str, Any]], report: ImportReport) -> None:
+        report.added += self._insert_examples(model_record, items)
+        report.labels += sum(1 for item in items if item.get("label"))
 
     def example(self, ref: ExampleRef) -> Example:
         record = self._example_record(ref)
@@ -521,7 +686,8 @@ class Project:
         """The model's examples, filtered, sorted and paged.
 
         ``status``: ``"unlabeled"``, ``"draft"``, ``"labeled"`` or several of them.
-        ``sort``: one of ``created, updated, label_updated, status, subject_id, split, id``.
+        ``sort``: one of ``created, updated, label_updated, status, subject_id, split, id, source``
+        (``source``: by subject, then DICOM series in slice order, else by file path).
         """
         if sort not in SORT_KEYS:
             raise ValidationError(f"sort must be one of {SORT_KEYS}, not {sort!r}")
@@ -1100,6 +1266,29 @@ def _clean_name(value: Any, what: str) -> str:
     return value
 
 
+def _class_records(classes: Sequence[str | dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Class records in the given order, and the retired placeholders for indices left out."""
+    specs = [{"name": c} if isinstance(c, str) else dict(c) for c in classes]
+    given = ["index" in c for c in specs]
+    if not any(given):
+        return [_class_record(i, c) for i, c in enumerate(specs)], []
+    if not all(given):
+        raise ValidationError("give an index for every class or for none")
+    try:
+        indices = [int(c.pop("index")) for c in specs]
+    except (TypeError, ValueError):
+        raise ValidationError("class indices are integers") from None
+    if len(set(indices)) != len(indices) or not all(0 <= i <= 255 for i in indices):
+        raise ValidationError(f"class indices must be distinct and within 0-255, not {indices}")
+    records = [_class_record(i, c) for i, c in zip(indices, specs, strict=True)]
+    retired = [
+        {"index": i, "name": f"(retired {i})", "color": PALETTE[i % len(PALETTE)], "description": ""}
+        for i in range(max(indices))
+        if i not in set(indices)
+    ]
+    return records, retired
+
+
 def _class_record(index: int, spec: str | dict[str, Any]) -> dict[str, Any]:
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
     unknown = set(spec) - {"name", "color", "description"}
@@ -1149,3 +1338,35 @@ def _label_event(action: str, new: dict[str, Any], old: dict[str, Any] | None) -
         "mask_ref": new["mask_ref"],
         "source": new["source"],
     }
+
+
+def _dicom_subject_info(header: imaging.DicomHeader) -> dict[str, Any]:
+    """What a DICOM header says about its patient: PatientID as an external id, the name as metadata."""
+    info: dict[str, Any] = {"external_ids": {}, "metadata": {}}
+    if header.patient_id:
+        info["external_ids"]["PatientID"] = header.patient_id
+    if header.patient_name:
+        info["metadata"]["PatientName"] = header.patient_name
+    return info
+
+
+def _import_label(entry: imports.Entry, model: Model, fields: dict[str, Any]) -> dict[str, Any]:
+    """An index row's label, checked against the image and the model before anything is written."""
+    spec = dict(entry.label or {})
+    shape = (fields["height"], fields["width"])
+    if model.problem_type == "segmentation":
+        if "mask" not in spec:
+            raise ValidationError(f"{entry.rel}: a segmentation label needs a mask column")
+        mask = spec["mask"]
+        if not isinstance(mask, np.ndarray):
+            mask = imaging.read_mask_file(mask, name=Path(mask).name)
+        spec["mask"] = imaging.validate_mask(mask, shape, [c.index for c in model.classes])
+        spec.pop("classes", None)
+    else:
+        if "classes" not in spec:
+            raise ValidationError(f"{entry.rel}: a classification label needs a classes column")
+        names = set(model.class_names)
+        refs = [int(c) if isinstance(c, str) and c.isdigit() and c not in names else c for c in spec["classes"]]
+        spec["classes"] = _class_indices(model, refs)
+        spec.pop("mask", None)
+    return spec

@@ -14,12 +14,22 @@ import numpy as np
 
 from .store import Store
 
-__all__ = ["STATUS_CODES", "ExampleIndex"]
+__all__ = ["STATUS_CODES", "ExampleIndex", "source_order"]
 
 STATUS_CODES = {"unlabeled": 0, "draft": 1, "labeled": 2}
 
 
 _STATUS_OF_LABEL = {"deleted": 0, "draft": 1, "submitted": 2}  # -> STATUS_CODES values
+
+
+def source_order(record: dict[str, Any]) -> str:
+    """The sort key of an example's origin: by subject, then DICOM series in slice order, else file path."""
+    source = record.get("source") or {}
+    subject = record.get("subject_id") or ""
+    if source.get("series_uid"):
+        position = int(source.get("series_index") or 0)
+        return f"{subject}\x1f{source.get('study_uid', '')}\x1f{source['series_uid']}\x1f{position:09d}"
+    return f"{subject}\x1f{source.get('file', '')}"
 
 
 class _Block:
@@ -42,6 +52,8 @@ class _Block:
                 values = ["" if lab is None or lab["status"] == "deleted" else lab["updated"] for lab in labels]
             elif name == "subject_id":
                 values = [r["subject_id"] or "" for r in records]
+            elif name == "source":
+                values = [source_order(r) for r in records]
             else:
                 values = [r[name] for r in records]
             self.columns[name] = np.array(values, dtype=str) if values else np.array([], dtype="U1")

@@ -87,6 +87,8 @@ class Subject:
     name: str
     external_ids: dict[str, str] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
+    #: what the source said about the subject (e.g. DICOM PatientName); stays in the project
+    metadata: dict[str, str] = field(default_factory=dict)
     created: str = ""
 
     @classmethod
@@ -121,6 +123,17 @@ class Example:
     @property
     def shape(self) -> tuple[int, int]:
         return (self.height, self.width)
+
+    @property
+    def origin(self) -> str:
+        """Where the image came from, in a few words: ``"CT Phantom chest 3/8"`` or the file name."""
+        s = self.source
+        if s.get("series_uid"):
+            words = [s.get("modality", ""), s.get("series_description", "")]
+            if int(s.get("series_size") or 1) > 1:
+                words.append(f"{int(s.get('series_index') or 0) + 1}/{s['series_size']}")
+            return " ".join(w for w in words if w) or s.get("file", "")
+        return str(s.get("file", ""))
 
 
 @dataclass(frozen=True)

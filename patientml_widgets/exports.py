@@ -1,0 +1,379 @@
+"""Labels out, in formats other tools read; and back in (``Project.import_dataset``).
+
+Layouts (every export also writes ``dataset.json``: model, classes, who, when, which label
+versions, and the index as JSON):
+
+- ``folder``: ``images/<example>.png`` (8/16-bit gray, 8-bit RGB; TIFF for signed, float or
+  16-bit RGB data, so nothing is rescaled), ``masks/<example>.png`` (8-bit class indices) for
+  segmentation, and ``index.csv`` with one row per example: image, mask, classes (names joined
+  by ``|``), class_indices, subject, split, status, version, author, updated, example_id.
+- ``coco``: the images as above and ``annotations.json`` in COCO format, one annotation per
+  class present in an image, its pixels as RLE (pycocotools' compact string); background is
+  not a category.
+
+Only submitted labels are exported unless drafts are asked for. Names in the export are the
+project's own example ids, never names from files or headers, and every write is checked to
+stay inside the target. Header metadata (patient names, DICOM uids, original file names) is
+left out unless ``include_metadata=True``. The export is written to a temporary folder next
+to the target and renamed into place, so a crash leaves no half-written export.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import imaging
+from .errors import NotFoundError, ValidationError
+from .imaging.rle import decode_rle, encode_rle, rle_area, rle_bbox
+from .records import Example, Model
+from .store import now
+
+if TYPE_CHECKING:
+    from .project import Project
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "export_labels", "export_snapshot", "read_coco", "read_manifest"]
+
+FORMAT = "patientml-dataset"
+FORMAT_VERSION = 1
+LAYOUTS = ("folder", "coco")
+INDEX_COLUMNS = (
+    "image", "mask", "classes", "class_indices", "subject", "split",
+    "status", "version", "author", "updated", "example_id",
+)  # fmt: skip
+METADATA_KEYS = ("file", "modality", "study_uid", "series_uid", "sop_uid", "series_index", "frame")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
+
+
+def export_labels(
+    project: Project,
+    model: Model,
+    folder: str | os.PathLike,
+    *,
+    layout: str = "folder",
+    include_drafts: bool = False,
+    include_subjects: bool = True,
+    include_metadata: bool = False,
+) -> Path:
+    """Write the model's labels (submitted; drafts too if asked) with their images to ``folder``."""
+    statuses = ("labeled", "draft") if include_drafts else ("labeled",)
+    rows = []
+    for ex in project.examples(model, status=statuses, sort="source"):
+        label = project.label(ex)
+        if label is None:
+            continue
+        rows.append(
+            (ex, _label_fields(label.version, label.status, label.classes, label.mask_ref, label.author, label.updated))
+        )
+    extra = {"statuses": ["submitted", "draft"] if include_drafts else ["submitted"]}
+    return _write(project, model, rows, Path(folder), layout, include_subjects, include_metadata, extra)
+
+
+def export_snapshot(project: Project, run_id: str, folder: str | os.PathLike, *, include_subjects: bool = True) -> Path:
+    """Write exactly what a run trained and was tested on: the label versions its snapshot froze."""
+    run = project.run(run_id)
+    model = project.model(run.model_id)
+    rows = []
+    missing = []
+    for split in ("train", "val", "test"):
+        for example_id, version in run.snapshot.get(split, []):
+            event = project._label_at(example_id, version)
+            try:
+                ex = project.example(example_id)
+            except NotFoundError:
+                ex = None
+            if ex is None or event is None:
+                missing.append(example_id)
+                continue
+            fields = _label_fields(
+                version, event["status"], event["classes"], event["mask_ref"], event["actor"], event["time"]
+            )
+            rows.append((ex, fields))
+    extra = {
+        "run": {"id": run.id, "slug": run.slug, "hyperparameters": run.hyperparameters, "status": run.status},
+        "missing": missing,
+    }
+    return _write(project, model, rows, Path(folder), "folder", include_subjects, False, extra)
+
+
+def _label_fields(version, status, classes, mask_ref, author, updated) -> dict[str, Any]:
+    return {
+        "version": int(version),
+        "status": str(status),
+        "classes": [int(c) for c in classes],
+        "mask_ref": mask_ref,
+        "author": str(author),
+        "updated": str(updated),
+    }
+
+
+def _write(
+    project: Project,
+    model: Model,
+    rows: list[tuple[Example, dict[str, Any]]],
+    target: Path,
+    layout: str,
+    include_subjects: bool,
+    include_metadata: bool,
+    extra: dict[str, Any],
+) -> Path:
+    if layout not in LAYOUTS:
+        raise ValidationError(f"layout must be one of {LAYOUTS}, not {layout!r}")
+    if layout == "coco" and model.problem_type != "segmentation":
+        raise ValidationError("COCO export is for segmentation models; classification labels export as index.csv")
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ValidationError(f"{target} exists and is not an empty folder; export into a new folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = target.parent / f".{target.name}.partial-{secrets.token_hex(4)}"
+    work.mkdir()
+    try:
+        names = {c.index: c.name for c in model.classes}
+        index, coco_images, annotations = [], [], []
+        for number, (ex, label) in enumerate(rows, start=1):
+            image_name = _write_image(work, project.image(ex), ex.id)
+            entry = {
+                "image": image_name,
+                "mask": "",
+                "classes": "|".join(names.get(c, str(c)) for c in label["classes"]),
+                "class_indices": "|".join(str(c) for c in label["classes"]),
+                "subject": (ex.subject_id or "") if include_subjects else "",
+                "split": ex.split,
+                "status": label["status"],
+                "version": label["version"],
+                "author": label["author"],
+                "updated": label["updated"],
+                "example_id": ex.id,
+            }
+            entry.update(_display(ex.source))
+            if include_metadata:
+                entry.update({f"source_{k}": ex.source[k] for k in METADATA_KEYS if k in ex.source})
+            if model.problem_type == "segmentation":
+                mask = imaging.decode_mask_png(project._store.blobs.get(label["mask_ref"]))
+                if layout == "folder":
+                    entry["mask"] = f"masks/{_safe(ex.id)}.png"
+                    _put(work, entry["mask"], imaging.encode_mask_png(mask))
+                else:
+                    coco_images.append(
+                        {"id": number, "file_name": image_name, "width": ex.width, "height": ex.height,
+                         "example_id": ex.id, "split": ex.split, "subject": entry["subject"],
+                         "version": label["version"], "status": label["status"]}
+                    )  # fmt: skip
+                    annotations += _coco_annotations(mask, number, len(annotations))
+            index.append(entry)
+        manifest = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "layout": layout,
+            "model": {
+                "name": model.name,
+                "description": model.description,
+                "problem_type": model.problem_type,
+                "multi_label": model.multi_label,
+                "id": model.id,
+            },
+            "classes": [
+                {"index": c.index, "name": c.name, "color": c.color, "description": c.description}
+                for c in model.classes
+            ],
+            "retired_class_indices": _retired(model),
+            "exported": now(),
+            "exported_by": project.user,
+            "label_versions": {e["example_id"]: e["version"] for e in index},
+            **extra,
+            "examples": index,
+        }
+        if layout == "folder":
+            _put(work, "index.csv", _csv(index))
+        else:
+            categories = [{"id": c.index, "name": c.name, "supercategory": ""} for c in model.classes if c.index != 0]
+            coco = {
+                "info": {"description": f"{model.name} labels", "date_created": manifest["exported"], "version": "1.0"},
+                "images": coco_images,
+                "annotations": annotations,
+                "categories": categories,
+            }
+            _put(work, "annotations.json", json.dumps(coco).encode())
+        _put(work, "dataset.json", json.dumps(manifest, indent=1).encode())
+        _fsync_tree(work)
+        if target.exists():
+            target.rmdir()  # empty (checked above)
+        os.replace(work, target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return target
+
+
+def _display(source: dict[str, Any]) -> dict[str, Any]:
+    """How the image is shown (modality, window, inversion): no patient data, and labelers need it."""
+    out: dict[str, Any] = {}
+    if source.get("modality"):
+        out["modality"] = source["modality"]
+    window = source.get("window")
+    if isinstance(window, dict) and "center" in window and "width" in window:
+        out.update(window_center=window["center"], window_width=window["width"])
+    if source.get("invert"):
+        out["invert"] = 1
+    return out
+
+
+def _retired(model: Model) -> list[int]:
+    used = {c.index for c in model.classes}
+    top = max(used, default=0)
+    return [i for i in range(top) if i not in used]
+
+
+def _coco_annotations(mask: np.ndarray, image_id: int, start: int) -> list[dict[str, Any]]:
+    out = []
+    for index in imaging.present_classes(mask):
+        if index == 0:
+            continue
+        binary = mask == index
+        out.append(
+            {
+                "id": start + len(out) + 1,
+                "image_id": image_id,
+                "category_id": int(index),
+                "segmentation": encode_rle(binary),
+                "area": rle_area(binary),
+                "bbox": rle_bbox(binary),
+                "iscrowd": 0,
+            }
+        )
+    return out
+
+
+def _write_image(work: Path, arr: np.ndarray, example_id: str) -> str:
+    if arr.dtype == np.uint8 or (arr.dtype == np.uint16 and arr.ndim == 2):
+        data, name = imaging.encode_image(arr)[0], f"images/{_safe(example_id)}.png"
+    else:
+        import tifffile
+
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, arr, photometric="rgb" if arr.ndim == 3 else "minisblack")
+        data, name = buf.getvalue(), f"images/{_safe(example_id)}.tif"
+    _put(work, name, data)
+    return name
+
+
+def _safe(name: str) -> str:
+    if not _SAFE_NAME.match(name):
+        raise ValidationError(f"{name!r} is not a safe file name")
+    return name
+
+
+def _put(root: Path, relative: str, data: bytes) -> None:
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise ValidationError(f"refusing to write {relative!r} outside the export folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb+") as f:
+                os.fsync(f.fileno())
+
+
+def _csv(rows: Iterable[dict[str, Any]]) -> bytes:
+    rows = list(rows)
+    columns = list(INDEX_COLUMNS) + sorted({k for r in rows for k in r} - set(INDEX_COLUMNS))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(row.get(k, "")) for k in columns})
+    return buf.getvalue().encode()
+
+
+def _cell(value: Any) -> Any:
+    """Spreadsheets run cells that start with = + - @ as formulas; quote those (OWASP CSV injection).
+
+    The import strips the quote again (a cell that starts with a quote gets a second one).
+    """
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "'"):
+        return "'" + value
+    return value
+
+
+# -- reading exports back ----------------------------------------------------------------
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The ``dataset.json`` of an export, checked (ValidationError says what is wrong)."""
+    path = folder / "dataset.json"
+    if not path.is_file():
+        raise NotFoundError(f"{folder} has no dataset.json (not a patientml-widgets export)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValidationError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValidationError(f"{path} is not a {FORMAT} manifest")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise ValidationError(
+            f"{path} is format version {manifest.get('version')}; this release reads {FORMAT_VERSION}"
+        )
+    if manifest.get("layout") not in LAYOUTS or not isinstance(manifest.get("classes"), list):
+        raise ValidationError(f"{path} has no layout or classes")
+    return manifest
+
+
+def read_coco(folder: Path, annotations: str = "annotations.json") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """COCO images and, per image, the class-index mask its annotations paint.
+
+    Returns ``(categories, images)`` where each image is ``{"file_name", "mask", ...}``.
+    Annotations may be RLE (string or list counts) or polygons; later annotations paint
+    over earlier ones where they overlap.
+    """
+    path = folder / annotations
+    try:
+        coco = json.loads(path.read_text(encoding="utf-8"))
+        images = {int(im["id"]): dict(im) for im in coco["images"]}
+        categories = [dict(c) for c in coco["categories"]]
+        anns = list(coco.get("annotations", []))
+    except FileNotFoundError:
+        raise NotFoundError(f"no {annotations} in {folder}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValidationError(f"{path} is not a COCO file ({type(e).__name__}: {e})") from None
+    for im in images.values():
+        im["mask"] = np.zeros((int(im["height"]), int(im["width"])), np.uint8)
+    for ann in anns:
+        im = images.get(int(ann.get("image_id", -1)))
+        if im is None:
+            raise ValidationError(f"{path}: annotation {ann.get('id')} refers to no image")
+        category = int(ann["category_id"])
+        if not 0 < category < 256:
+            raise ValidationError(f"{path}: category ids must be 1-255 (0 is the background), not {category}")
+        im["mask"][_annotation_pixels(ann["segmentation"], im["mask"].shape)] = category
+    return categories, list(images.values())
+
+
+def _annotation_pixels(segmentation: Any, shape: tuple[int, int]) -> np.ndarray:
+    if isinstance(segmentation, dict):
+        pixels = decode_rle(segmentation)
+        if pixels.shape != shape:
+            raise ValidationError(f"an RLE of {pixels.shape} belongs to an image of {shape}")
+        return pixels
+    from PIL import Image, ImageDraw
+
+    canvas = Image.new("L", (shape[1], shape[0]), 0)
+    draw = ImageDraw.Draw(canvas)
+    for polygon in segmentation:
+        points = [(float(polygon[i]), float(polygon[i + 1])) for i in range(0, len(polygon) - 1, 2)]
+        if len(points) >= 3:
+            draw.polygon(points, fill=1, outline=1)
+    return np.asarray(canvas, dtype=bool)

@@ -1,0 +1,322 @@
+"""Plan a folder import: which files, in what order, for which subject and split, with what label.
+
+Planning reads no pixels: DICOM headers only. It decides
+
+- the files: every image under the folder (PNG/JPEG/TIFF/.npy, and DICOM by suffix or by its
+  'DICM' marker), or exactly the rows of an index CSV;
+- the subject: the CSV's ``subject`` column, else DICOM PatientID, else the parent folder;
+- the split: the CSV's ``split`` column, else a folder named train / val / test on the way
+  to the file, else (``None``) the project's hash of the subject;
+- the order: DICOM series together, slices along the slice normal (then instance number),
+  frames in frame order; other files by path;
+- the label: the CSV's ``mask`` (a PNG of class indices) or ``classes`` (names joined by ``|``).
+
+Paths in a CSV are relative to the folder and must stay inside it; a file that cannot be
+planned is skipped with the reason, and the rest still imports.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ImageError, ValidationError
+from .imaging import IMAGE_SUFFIXES
+from .imaging.dicom import DicomHeader, is_dicom, read_dicom_header
+
+__all__ = ["SPLIT_FOLDERS", "Entry", "Plan", "inside", "plan_coco", "plan_folder"]
+
+#: Folder names that set the split (case-insensitive).
+SPLIT_FOLDERS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
+IMAGE_COLUMNS = ("image", "file", "path")
+SKIPPED_NAMES = frozenset({"DICOMDIR", "Thumbs.db", "desktop.ini"})
+
+SubjectRule = str | Callable[[Path], str | None]
+
+
+@dataclass
+class Entry:
+    """One file to import (a DICOM file may give several frames)."""
+
+    path: Path
+    rel: str
+    subject: str | None
+    split: str | None
+    label: dict[str, Any] | None = None
+    dicom: DicomHeader | None = None
+    #: display fields an index row gives (modality, window, invert)
+    display: dict[str, Any] = field(default_factory=dict)
+    #: DICOM: where this file's first frame sits in its series, and the series' frame count
+    series_start: int = 0
+    series_size: int = 1
+
+
+@dataclass
+class Plan:
+    entries: list[Entry] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def plan_folder(
+    root: Path,
+    *,
+    index: str | os.PathLike | None = None,
+    subject_from: SubjectRule = "auto",
+    split_from: str = "auto",
+    recursive: bool = True,
+) -> Plan:
+    """The import plan for ``root`` (a folder, or one file)."""
+    if not (callable(subject_from) or subject_from in ("auto", "folder", "dicom", "none")):
+        raise ValidationError("subject_from must be 'auto', 'folder', 'dicom', 'none' or a function of the path")
+    if split_from not in ("auto", "hash"):
+        raise ValidationError("split_from must be 'auto' (index column, else a train/val/test folder) or 'hash'")
+    plan = Plan()
+    if root.is_file():
+        rows = [{"image": root.name}]
+        base = root.parent
+    elif index is not None:
+        base = root
+        rows = _read_index(root, Path(index))
+    else:
+        base = root
+        rows = [{"image": p.relative_to(root).as_posix()} for p in _walk(root, recursive)]
+    for row in rows:
+        entry = _plan_row(base, row, subject_from, split_from, plan)
+        if entry is not None:
+            plan.entries.append(entry)
+    _order_series(plan.entries)
+    _check_splits(plan)
+    return plan
+
+
+def _walk(root: Path, recursive: bool) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
+        for name in sorted(filenames):
+            if name.startswith(".") or name in SKIPPED_NAMES:
+                continue
+            path = Path(dirpath) / name
+            if path.suffix.lower() in IMAGE_SUFFIXES or is_dicom(path):
+                found.append(path)
+    return found
+
+
+def _read_index(root: Path, index: Path) -> list[dict[str, str]]:
+    path = index if index.is_absolute() else root / index
+    if not path.is_file():
+        raise ValidationError(f"no index file {path}")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = [c.strip().lower() for c in reader.fieldnames or []]
+            if not any(c in columns for c in IMAGE_COLUMNS):
+                raise ValidationError(
+                    f"{path.name} needs an image column (one of {', '.join(IMAGE_COLUMNS)}); it has {columns}"
+                )
+            return [
+                {(k or "").strip().lower(): _uncell((v or "").strip()) for k, v in row.items() if isinstance(v, str)}
+                for row in reader
+            ]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValidationError(f"{path.name} is not a readable CSV file ({e})") from None
+
+
+def _uncell(value: str) -> str:
+    """Undo the quote an export puts before cells a spreadsheet would run as formulas."""
+    return value[1:] if value[:1] == "'" and value[1:2] in ("=", "+", "-", "@", "'") else value
+
+
+def inside(root: Path, relative: str) -> Path | None:
+    """``root / relative`` if it stays inside ``root`` (links resolved), else None."""
+    if not relative or Path(relative).is_absolute() or relative.startswith(("/", "\\")):
+        return None
+    target = (root / relative).resolve()
+    return target if target.is_relative_to(root.resolve()) else None
+
+
+def _plan_row(base: Path, row: dict[str, str], subject_from, split_from, plan: Plan) -> Entry | None:
+    rel = next((row[c] for c in IMAGE_COLUMNS if row.get(c)), "")
+    path = inside(base, rel.replace("\\", "/"))
+    if path is None:
+        plan.skipped.append((rel or "(empty)", "the path leaves the import folder or is empty"))
+        return None
+    if not path.is_file():
+        plan.skipped.append((rel, "no such file"))
+        return None
+    header = None
+    if is_dicom(path):
+        try:
+            header = read_dicom_header(path, name=rel)
+        except ImageError as e:
+            plan.skipped.append((rel, str(e)))
+            return None
+    elif path.suffix.lower() not in IMAGE_SUFFIXES:
+        plan.skipped.append((rel, f"unsupported file type {path.suffix or '(none)'}"))
+        return None
+    parts = Path(rel).parts[:-1]
+    split = None
+    if split_from == "auto":
+        if row.get("split"):
+            split = SPLIT_FOLDERS.get(row["split"].lower())
+            if split is None:
+                plan.skipped.append((rel, f"split must be train, val or test, not {row['split']!r}"))
+                return None
+        else:
+            split = next((SPLIT_FOLDERS[p.lower()] for p in parts if p.lower() in SPLIT_FOLDERS), None)
+    subject = _subject(path, parts, row, header, subject_from, plan)
+    label = _label_spec(base, rel, row, plan)
+    if label is False:
+        return None
+    entry = Entry(path=path, rel=rel, subject=subject, split=split, label=label or None, dicom=header)
+    entry.display = _display(row)
+    return entry
+
+
+def _display(row: dict[str, str]) -> dict[str, Any]:
+    """Modality, window and inversion from an index row (as an export writes them)."""
+    out: dict[str, Any] = {}
+    if row.get("modality"):
+        out["modality"] = row["modality"]
+    try:
+        center, width = float(row.get("window_center", "")), float(row.get("window_width", ""))
+    except ValueError:
+        pass
+    else:
+        if width > 0:
+            out["window"] = {"center": center, "width": width}
+            out["windows"] = [dict(out["window"])]
+    if row.get("invert", "").lower() in ("1", "true", "yes"):
+        out["invert"] = True
+    return out
+
+
+def _subject(path: Path, parts: tuple[str, ...], row: dict[str, str], header, rule, plan: Plan) -> str | None:
+    if callable(rule):
+        value = rule(path)
+        return None if value is None else str(value)
+    if rule == "none":
+        return None
+    if rule == "auto" and "subject" in row:  # an index with a subject column decides, even when empty
+        return row["subject"] or None
+    if rule in ("auto", "dicom") and header is not None:
+        if header.patient_id:
+            return header.patient_id
+        if header.study_uid:
+            plan.warnings.append(
+                f"{path.name} has no PatientID; its study ({header.study_uid}) stands in as the subject"
+            )
+            return f"study-{header.study_uid}"
+    if rule in ("auto", "folder"):
+        folders = [p for p in parts if p.lower() not in SPLIT_FOLDERS]
+        return folders[-1] if folders else None
+    return None
+
+
+def _label_spec(base: Path, rel: str, row: dict[str, str], plan: Plan) -> dict[str, Any] | bool:
+    """The row's label: a mask file, or classes (``class_indices`` if given, else names); False to skip."""
+    spec: dict[str, Any] = {}
+    if row.get("mask"):
+        mask = inside(base, row["mask"].replace("\\", "/"))
+        if mask is None or not mask.is_file():
+            plan.skipped.append((rel, f"its mask {row['mask']!r} is missing or outside the import folder"))
+            return False
+        spec["mask"] = mask
+    elif row.get("class_indices") or row.get("classes") or (row.get("status") and "classes" in row):
+        if row.get("class_indices"):
+            try:
+                spec["classes"] = [int(c) for c in row["class_indices"].split("|")]
+            except ValueError:
+                plan.skipped.append((rel, f"class_indices are integers joined by '|', not {row['class_indices']!r}"))
+                return False
+        else:
+            spec["classes"] = [c.strip() for c in (row.get("classes") or "").split("|") if c.strip()]
+    if spec:
+        status = (row.get("status") or "submitted").lower()
+        if status not in ("draft", "submitted"):
+            plan.skipped.append((rel, f"status must be draft or submitted, not {row['status']!r}"))
+            return False
+        spec["status"] = status
+        if row.get("author"):
+            spec["author"] = row["author"]
+    return spec
+
+
+def plan_coco(root: Path, categories: list[dict[str, Any]], images: list[dict[str, Any]]) -> Plan:
+    """The import plan for COCO images with their painted masks (from ``exports.read_coco``)."""
+    plan = Plan()
+    for im in images:
+        rel = str(im.get("file_name") or "")
+        path = inside(root, rel.replace("\\", "/"))
+        if path is None or not path.is_file():
+            plan.skipped.append((rel or "(empty)", "the image is missing or outside the import folder"))
+            continue
+        split = SPLIT_FOLDERS.get(str(im.get("split") or "").lower())
+        subject = str(im["subject"]) if im.get("subject") else None
+        status = str(im.get("status") or "submitted")
+        label = {"mask": im["mask"], "status": status if status in ("draft", "submitted") else "submitted"}
+        plan.entries.append(Entry(path=path, rel=rel, subject=subject, split=split, label=label))
+    _check_splits(plan)
+    return plan
+
+
+def _order_series(entries: list[Entry]) -> None:
+    """Sort in place: DICOM series together and in slice order, the other files by path."""
+    series: dict[tuple[str, str], list[Entry]] = defaultdict(list)
+    for e in entries:
+        if e.dicom is not None and e.dicom.series_uid:
+            series[(e.dicom.study_uid, e.dicom.series_uid)].append(e)
+    for members in series.values():
+        members.sort(key=_slice_key)
+        start = 0
+        for e in members:
+            e.series_start = start
+            start += e.dicom.frames
+        for e in members:
+            e.series_size = start
+
+    def key(e: Entry):
+        if e.dicom is not None and e.dicom.series_uid:
+            first = series[(e.dicom.study_uid, e.dicom.series_uid)][0].rel
+            return (first, e.series_start, e.rel)
+        return (e.rel, 0, e.rel)
+
+    entries.sort(key=key)
+
+
+def _slice_key(e: Entry):
+    h = e.dicom
+    return (
+        h.position is None,
+        h.position if h.position is not None else 0.0,
+        h.instance_number if h.instance_number is not None else 0,
+        e.rel,
+    )
+
+
+def _check_splits(plan: Plan) -> None:
+    splits: dict[str, set[str]] = defaultdict(set)
+    for e in plan.entries:
+        if e.subject is not None and e.split is not None:
+            splits[e.subject].add(e.split)
+    mixed = sorted(s for s, found in splits.items() if len(found) > 1)
+    if mixed:
+        shown = ", ".join(mixed[:5]) + (f" and {len(mixed) - 5} more" if len(mixed) > 5 else "")
+        plan.warnings.append(
+            f"{len(mixed)} subjects have images in more than one split ({shown}): "
+            "a model tested on them has seen the same patients"
+        )

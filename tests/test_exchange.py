@@ -1,0 +1,283 @@
+"""Labels out and back in: folder/CSV and COCO exports, run snapshots, folder imports with an index."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+from helpers import image
+from PIL import Image
+
+import patientml_widgets as pml
+from patientml_widgets import exports
+from patientml_widgets.dicom_demo import write_dicom_sample
+from patientml_widgets.errors import NotFoundError, ValidationError
+from patientml_widgets.imaging.rle import decode_rle, encode_rle
+
+
+def read_index(folder):
+    with open(folder / "index.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def labelled(project, model):
+    """{(split, subject, image bytes): (status, classes, mask bytes, author)} - what must survive a round trip."""
+    out = {}
+    for ex in project.examples(model):
+        label = project.label(ex)
+        if label is None:
+            continue
+        mask = project.mask(ex)
+        key = (ex.split, ex.subject_id, project.image(ex).tobytes(), str(project.image(ex).dtype))
+        out[key] = (label.status, label.classes, None if mask is None else mask.tobytes(), label.author)
+    return out
+
+
+@pytest.fixture
+def seg_project(project, seg, tmp_path):
+    """Segmentation labels on 8-bit RGB, 16-bit, int16 CT and float images, with a retired class."""
+    project.add_class(seg, "cyst")
+    project.remove_class(seg, "margin")  # index 2 retired: the export must keep indices as they are
+    write_dicom_sample(tmp_path / "dicom", patients=2, slices=3, size=24)
+    project.add_folder(seg, tmp_path / "dicom")
+    project.add_examples(seg, [image(24, 24, 1), image(24, 24, 2, np.uint16), image(24, 24, 3).astype(np.float32)],
+                         subjects=["=HYPERLINK(1)", "p2", None])  # fmt: skip
+    rng = np.random.default_rng(0)
+    for i, ex in enumerate(project.examples(seg, sort="source")):
+        mask = rng.choice(np.array([0, 1, 3], np.uint8), size=ex.shape)
+        if i % 4 == 3:
+            project.save_label(ex, mask=mask)  # a draft
+        elif i % 4 != 2:
+            project.submit_label(ex, mask=mask, author="-dr. who" if i % 2 else "ann")
+    return project, project.model(seg.id)
+
+
+def test_folder_export_round_trips_exactly(seg_project, tmp_path):
+    project, seg = seg_project
+    out = project.export_labels(seg, tmp_path / "out")
+    rows = read_index(out)
+    assert {r["status"] for r in rows} == {"submitted"}  # drafts only when asked
+    assert len(rows) == sum(1 for e in project.examples(seg) if e.status == "labeled")
+    manifest = json.loads((out / "dataset.json").read_text())
+    assert manifest["model"]["name"] == seg.name and manifest["retired_class_indices"] == [2]
+    assert [c["index"] for c in manifest["classes"]] == [0, 1, 3]
+    assert manifest["label_versions"] == {r["example_id"]: int(r["version"]) for r in rows}
+    for r in rows:  # plain tools read it: PIL for masks, the mask indices are the class indices
+        mask = np.asarray(Image.open(out / r["mask"]))
+        assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1, 3}
+        assert np.array_equal(mask, project.mask(r["example_id"]))
+    assert any(r["image"].endswith(".tif") for r in rows)  # int16 CT and float32 are not squeezed into PNG
+    other = pml.Project.open(tmp_path / "other", user="importer")
+    report = other.import_dataset(out)
+    assert not report.skipped and report.labels == len(rows)
+    copy = report.model
+    assert [(c.index, c.name, c.color) for c in copy.classes] == [(c.index, c.name, c.color) for c in seg.classes]
+    submitted = {k: v for k, v in labelled(project, seg).items() if v[0] == "submitted"}
+    assert labelled(other, copy) == submitted
+    assert other.add_class(copy, "new").classes[-1].index == 4  # the retired index 2 stays retired
+
+
+def test_drafts_on_request_and_coco_round_trip_checked_with_pycocotools(seg_project, tmp_path):
+    project, seg = seg_project
+    out = project.export_labels(seg, tmp_path / "coco", layout="coco", include_drafts=True)
+    coco = json.loads((out / "annotations.json").read_text())
+    assert {c["id"] for c in coco["categories"]} == {1, 3}  # no background category
+    pycocotools = pytest.importorskip("pycocotools.coco")
+    api = pycocotools.COCO(str(out / "annotations.json"))
+    for im in coco["images"]:
+        painted = np.zeros((im["height"], im["width"]), np.uint8)
+        for ann in api.loadAnns(api.getAnnIds(imgIds=[im["id"]])):
+            painted[api.annToMask(ann).astype(bool)] = ann["category_id"]
+        assert np.array_equal(painted, project.mask(im["example_id"]))
+    other = pml.Project.open(tmp_path / "other")
+    report = other.import_dataset(out)
+    assert labelled_masks(other, report.model) == labelled_masks(project, seg)
+    assert {e.status for e in other.examples(report.model)} == {"labeled", "draft"}
+
+
+def labelled_masks(project, model):
+    return {
+        (e.subject_id, e.split, project.image(e).tobytes(), project.label(e).status): project.mask(e).tobytes()
+        for e in project.examples(model)
+        if project.label(e) is not None
+    }
+
+
+def test_rle_matches_pycocotools_and_reads_uncompressed_counts():
+    mask_util = pytest.importorskip("pycocotools.mask")
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        h, w = (int(v) for v in rng.integers(1, 30, 2))
+        m = rng.random((h, w)) < rng.random()
+        ours = encode_rle(m)
+        assert ours["counts"] == mask_util.encode(np.asfortranarray(m.astype(np.uint8)))["counts"].decode()
+        assert np.array_equal(decode_rle(ours), m)
+    assert np.array_equal(decode_rle({"size": [2, 2], "counts": [1, 2, 1]}), np.array([[0, 1], [1, 0]], bool))
+    with pytest.raises(ValidationError, match="add up"):
+        decode_rle({"size": [2, 2], "counts": [1, 2]})
+
+
+def test_classification_csv_round_trip(project, tmp_path):
+    single = project.create_model("kind", problem_type="classification", classes=["a", "b|c", "-d"])
+    multi = project.create_model("findings", problem_type="classification", classes=["x", "y", "z"], multi_label=True)
+    for i in range(6):
+        for model in (single, multi):
+            ex = project.add_example(model, image(12, 12, i), subject=f"s{i % 3}")
+            if model is single:
+                project.submit_label(ex, classes=[["a", "b|c", "-d"][i % 3]])
+            else:
+                project.submit_label(ex, classes=[["x"], ["y", "z"], []][i % 3])
+    other = pml.Project.open(tmp_path / "other")
+    for model in (single, multi):
+        out = project.export_labels(model, tmp_path / model.name)
+        rows = read_index(out)
+        assert "mask" in rows[0] and rows[0]["mask"] == "" and all(r["classes"] is not None for r in rows)
+        report = other.import_dataset(out)
+        assert report.labels == 6
+        assert labelled(other, report.model) == labelled(project, model)
+
+
+def test_snapshot_export_holds_the_frozen_versions(project, seg, tmp_path):
+    examples = project.add_examples(seg, [image(16, 16, i) for i in range(4)], splits=["train", "train", "val", "test"])
+    first = np.zeros((16, 16), np.uint8)
+    first[2:6, 2:6] = 1
+    for ex in examples:
+        project.submit_label(ex, mask=first)
+    run = project.create_run(seg)
+    project.submit_label(examples[0], mask=np.zeros((16, 16), np.uint8))  # after the snapshot
+    out = project.export_snapshot(run, tmp_path / "snap")
+    rows = read_index(out)
+    assert sorted(r["split"] for r in rows) == ["test", "train", "train", "val"]
+    assert all(r["version"] == "1" for r in rows)
+    for r in rows:
+        assert np.array_equal(np.asarray(Image.open(out / r["mask"])), first)
+    manifest = json.loads((out / "dataset.json").read_text())
+    assert manifest["run"]["id"] == run.id and manifest["missing"] == []
+
+
+def test_export_is_all_or_nothing_and_never_overwrites(seg_project, tmp_path, monkeypatch):
+    project, seg = seg_project
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("mine")
+    with pytest.raises(ValidationError, match="not an empty folder"):
+        project.export_labels(seg, tmp_path / "busy")
+    assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"
+    calls = []
+
+    def failing(work, arr, example_id):
+        calls.append(example_id)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return original(work, arr, example_id)
+
+    original = exports._write_image
+    monkeypatch.setattr(exports, "_write_image", failing)
+    with pytest.raises(OSError, match="disk full"):
+        project.export_labels(seg, tmp_path / "half")
+    assert not (tmp_path / "half").exists()
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+    with pytest.raises(ValidationError, match="COCO export is for segmentation"):
+        cls = project.create_model("c", problem_type="classification", classes=["a", "b"])
+        project.export_labels(cls, tmp_path / "c", layout="coco")
+
+
+def test_exports_carry_no_patient_names_or_dicom_identifiers_by_default(seg_project, tmp_path):
+    project, seg = seg_project
+    uids = {e.source["series_uid"] for e in project.examples(seg) if "series_uid" in e.source}
+
+    def exported_bytes(folder):
+        return b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
+
+    plain = exported_bytes(project.export_labels(seg, tmp_path / "plain"))
+    assert b"Phantom^" not in plain and not any(uid.encode() in plain for uid in uids)
+    assert b"PHANTOM-001" in plain  # subject ids travel (patient-level splits downstream) ...
+    anonymous = exported_bytes(project.export_labels(seg, tmp_path / "anon", include_subjects=False))
+    assert b"PHANTOM-001" not in anonymous  # ... unless left out
+    detailed = exported_bytes(project.export_labels(seg, tmp_path / "meta", include_metadata=True))
+    assert any(uid.encode() in detailed for uid in uids) and b"Phantom^" not in detailed
+
+
+def test_csv_cells_that_spreadsheets_would_run_are_quoted(seg_project, tmp_path):
+    project, seg = seg_project
+    out = project.export_labels(seg, tmp_path / "out")
+    text = (out / "index.csv").read_text()
+    assert "'=HYPERLINK(1)" in text and "'-dr. who" in text
+    assert ",=HYPERLINK" not in text and ",-dr. who" not in text
+
+
+def test_folder_layout_gives_split_and_subject(project, seg, tmp_path):
+    for split, subject in [("train", "anna"), ("train", "ben"), ("validation", "cara"), ("test", "dan")]:
+        folder = tmp_path / "data" / split / subject
+        folder.mkdir(parents=True)
+        Image.fromarray(image(8, 8, len(subject))).save(folder / "a.png")
+    (tmp_path / "data" / ".ipynb_checkpoints").mkdir()
+    Image.fromarray(image(8, 8)).save(tmp_path / "data" / ".ipynb_checkpoints" / "a.png")
+    report = project.add_folder(seg, tmp_path / "data")
+    got = sorted((e.subject_id, e.split) for e in report.added)
+    assert got == [("anna", "train"), ("ben", "train"), ("cara", "val"), ("dan", "test")]
+    hashed = project.add_folder(seg, tmp_path / "data", split_from="hash", subject_from="none")
+    assert all(e.subject_id is None for e in hashed.added)
+
+
+def test_index_csv_brings_subjects_splits_and_labels_and_refuses_escapes(project, seg, tmp_path):
+    data = tmp_path / "data"
+    (data / "img").mkdir(parents=True)
+    secret = tmp_path / "secret.png"
+    Image.fromarray(image(8, 8)).save(secret)
+    os.symlink(secret, data / "img" / "link.png")
+    good_mask = np.zeros((8, 8), np.uint8)
+    good_mask[:4] = 1
+    palette = Image.fromarray(good_mask, mode="P")
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    palette.save(data / "img" / "m_palette.png")
+    Image.fromarray(np.full((8, 8), 9, np.uint8)).save(data / "img" / "m_unknown.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(data / "img" / "m_rgb.png")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(data / "img" / "m_small.png")
+    for i in range(6):
+        Image.fromarray(image(8, 8, i)).save(data / "img" / f"{i}.png")
+    rows = [
+        "image,subject,split,mask,status",
+        "img/0.png,p1,train,img/m_palette.png,",
+        "img/1.png,p1,test,,",
+        "img/2.png,p2,val,img/m_unknown.png,",
+        "img/3.png,p2,val,img/m_rgb.png,",
+        "img/4.png,p3,train,img/m_small.png,",
+        "img/5.png,p3,train,img/m_palette.png,draft",
+        "../secret.png,p4,train,,",
+        "/etc/hostname,p4,train,,",
+        "img/link.png,p4,train,,",
+        "img/0.png,p5,holdout,,",
+        "img/missing.png,p5,train,,",
+    ]
+    (data / "labels.csv").write_text("\n".join(rows) + "\n")
+    report = project.add_folder(seg, data, index="labels.csv")
+    added = {e.source["file"]: e for e in report.added}
+    assert sorted(added) == ["img/0.png", "img/1.png", "img/5.png"]
+    assert added["img/0.png"].split == "train" and added["img/1.png"].split == "test"
+    assert np.array_equal(project.mask(added["img/0.png"]), good_mask)
+    assert project.label(added["img/0.png"]).status == "submitted" and project.label(added["img/1.png"]) is None
+    assert project.label(added["img/5.png"]).status == "draft"
+    reasons = dict(report.skipped)
+    assert "does not have" in reasons["img/2.png"] and "colour" in reasons["img/3.png"]
+    assert "shape" in reasons["img/4.png"]
+    for escaped in ("../secret.png", "/etc/hostname", "img/link.png"):
+        assert "leaves the import folder" in reasons[escaped]
+    assert "holdout" in reasons["img/0.png"] and reasons["img/missing.png"] == "no such file"
+    assert any("more than one split" in w and "p1" in w for w in report.warnings)
+    with pytest.raises(ValidationError, match="image column"):
+        (data / "bad.csv").write_text("name,subject\nx,y\n")
+        project.add_folder(seg, data, index="bad.csv")
+
+
+def test_import_dataset_refuses_what_it_cannot_read(project, tmp_path):
+    with pytest.raises(NotFoundError):
+        project.import_dataset(tmp_path / "nothing")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "dataset.json").write_text("{not json")
+    with pytest.raises(ValidationError, match="not valid JSON"):
+        project.import_dataset(tmp_path / "bad")
+    (tmp_path / "bad" / "dataset.json").write_text(json.dumps({"format": "patientml-dataset", "version": 99}))
+    with pytest.raises(ValidationError, match="version 99"):
+        project.import_dataset(tmp_path / "bad")
+    assert project.models() == []
