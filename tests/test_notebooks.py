@@ -17,6 +17,7 @@ def test_there_are_notebooks():
         "03_train_and_deploy.ipynb",
         "04_embed_the_canvas.ipynb",
         "05_bring_your_own_model.ipynb",
+        "06_dicom_and_exports.ipynb",
     ]
 
 
