@@ -43,10 +43,8 @@ def main(slices: int = 40, size: int = 512, repeat: int = 3) -> str:
             t0 = time.perf_counter()
             project.export_labels(model, work / f"coco{i}", layout="coco")
             coco_exports.append(time.perf_counter() - t0)
-        rows = [
-            [name, n, statistics.median(times), n / statistics.median(times)]
-            for name, times in [("add_folder", imports), ("export folder", folder_exports), ("export coco", coco_exports)]
-        ]
+        steps = [("add_folder", imports), ("export folder", folder_exports), ("export coco", coco_exports)]
+        rows = [[name, n, statistics.median(times), n / statistics.median(times)] for name, times in steps]
         return table(
             f"DICOM in, labels out: {n} images ({size}^2 CT slices and CR), median of {repeat}",
             ["step", "images", "s", "images/s"],

@@ -74,11 +74,15 @@ class ImportReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     labels: int = 0
+    #: files (or frames) skipped because this model already has them from the same file
+    already: int = 0
     #: the model :meth:`Project.import_dataset` created
     model: Model | None = None
 
     def __str__(self) -> str:
         lines = [f"added {len(self.added)} examples ({self.labels} with labels), skipped {len(self.skipped)} files"]
+        if self.already:
+            lines[0] += f", {self.already} already imported"
         lines += [f"  skipped {name}: {why}" for name, why in self.skipped]
         lines += [f"  warning: {text}" for text in self.warnings]
         return "\n".join(lines)
@@ -419,7 +423,7 @@ class Project:
         items = []
         for i, (image, subject, split, source) in enumerate(zip(images, subjects, splits, sources, strict=True)):
             if isinstance(image, (str, os.PathLike)) and imaging.is_dicom(image):
-                (item,) = self._dicom_items(Path(image), str(image), single=True)
+                (item,) = self._dicom_items(Path(image), Path(image).name, single=True)
                 item.update(split=split, source={**item["source"], **(source or {})})
                 item["subject"] = subject if subject is not None else item["subject"]
             else:
@@ -558,12 +562,25 @@ class Project:
     def _import_plan(self, model_record: dict[str, Any], plan: imports.Plan, chunk: int = 64) -> ImportReport:
         model_view = Model.from_record(model_record)
         report = ImportReport(skipped=list(plan.skipped), warnings=list(plan.warnings))
+        known = {
+            _import_key(r["image_ref"], r["source"])
+            for r in self._read().records("examples")
+            if r["model_id"] == model_record["id"]
+        }
         pending: list[dict[str, Any]] = []
         for entry in plan.entries:
             try:
-                pending += self._entry_items(entry, model_view)
+                items = self._entry_items(entry, model_view)
             except (ImageError, ValidationError) as e:
                 report.skipped.append((entry.rel, str(e)))
+                items = []
+            for item in items:
+                key = _import_key(item["fields"]["image_ref"], item["source"])
+                if key in known:
+                    report.already += 1  # a rerun (after an interruption, say) adds only what is new
+                else:
+                    known.add(key)
+                    pending.append(item)
             if len(pending) >= chunk:
                 self._commit_import(model_record, pending, report)
                 pending = []
@@ -1338,6 +1355,11 @@ def _label_event(action: str, new: dict[str, Any], old: dict[str, Any] | None) -
         "mask_ref": new["mask_ref"],
         "source": new["source"],
     }
+
+
+def _import_key(image_ref: str, source: dict[str, Any]) -> tuple[Any, ...]:
+    """The same pixels from the same file (and frame) are the same example: imports can be rerun."""
+    return (image_ref, source.get("file"), source.get("frame"))
 
 
 def _dicom_subject_info(header: imaging.DicomHeader) -> dict[str, Any]:

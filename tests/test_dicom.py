@@ -51,6 +51,7 @@ def test_mr_16_bit_is_kept_lossless_through_the_project(project, seg):
     assert example.dtype == "int16"
     assert np.array_equal(project.image(example), reference("MR_small.dcm"))
     assert example.subject_id == "4MR1" and example.source["modality"] == "MR"
+    assert example.source["file"] == "MR_small.dcm"
     assert example.source["window"] == {"center": 600.0, "width": 1600.0}
     assert [p["name"] for p in imaging.window_presets(example.source)] == ["From the image"]  # MR: no fixed presets
     subject = project.subject("4MR1")
@@ -195,6 +196,10 @@ def test_broken_files_are_skipped_with_reasons_and_the_rest_imports(project, seg
     assert set(reasons) == {"MR_truncated.dcm", "rtplan.dcm", "SC_rgb_jpeg_gdcm.dcm", "meta_missing_tsyntax.dcm",
                             "garbage.dcm", "empty.dcm"}  # fmt: skip
     assert "skipped MR_truncated.dcm" in str(report)
+    again = project.add_folder(seg, folder)  # a rerun (after an interruption, say) adds only what is new
+    assert again.added == [] and again.already == 3 and "3 already imported" in str(again)
+    shutil.copy(bundled("MR_small_RLE.dcm"), folder / "MR_small_RLE.dcm")
+    assert [e.source["file"] for e in project.add_folder(seg, folder).added] == ["MR_small_RLE.dcm"]
 
 
 def test_missing_patient_id_keeps_a_study_together(project, seg, tmp_path):
@@ -214,3 +219,18 @@ def test_import_writes_nothing_outside_the_project(project, seg, tmp_path):
     project.add_folder(seg, tmp_path / "dicom")
     new = {p for p in tmp_path.rglob("*")} - before
     assert new and all(p.is_relative_to(project.path) for p in new)
+
+
+def test_every_pydicom_data_file_imports_or_is_skipped_with_a_reason(project, seg):
+    """pydicom-data (when installed) holds hundreds of real files; none may crash an import."""
+    from pydicom.data.data_manager import DataTypes, get_external_sources
+
+    folders = set()
+    for source in get_external_sources().values():  # local files only: the interface lists what it holds
+        folders |= {Path(p).parent for p in source.get_paths("*", DataTypes.DATASET)}
+    if not folders:
+        pytest.skip("pydicom-data is not installed")
+    for folder in sorted(folders):
+        report = project.add_folder(seg, folder, recursive=False)
+        assert report.added or report.skipped
+        assert all(isinstance(why, str) and why for _, why in report.skipped)
