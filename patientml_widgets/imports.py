@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
+import stat
+import zipfile
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +32,13 @@ from .errors import ImageError, ValidationError
 from .imaging import IMAGE_SUFFIXES
 from .imaging.dicom import DicomHeader, is_dicom, read_dicom_header
 
-__all__ = ["SPLIT_FOLDERS", "Entry", "Plan", "inside", "plan_coco", "plan_folder"]
+__all__ = ["SPLIT_FOLDERS", "Entry", "Plan", "extract_zip", "inside", "plan_coco", "plan_folder"]
+
+#: Zip archives: the most one archive may unpack to (and never more than the free disk space),
+#: and the most a member may be compressed: deflate cannot pass about 1032:1, so a higher ratio
+#: means a crafted archive.
+MAX_ARCHIVE_BYTES = 64 * 1024**3
+MAX_COMPRESSION_RATIO = 1100
 
 #: Folder names that set the split (case-insensitive).
 SPLIT_FOLDERS = {
@@ -101,6 +110,56 @@ def plan_folder(
     _order_series(plan.entries)
     _check_splits(plan)
     return plan
+
+
+def extract_zip(archive: Path, target: Path) -> list[tuple[str, str]]:
+    """Unpack ``archive`` into the empty folder ``target``; return the members skipped and why.
+
+    Member names never escape ``target``: absolute names, ``..``, drive letters and links are
+    skipped. Sizes are checked against the header before reading and again while reading (a
+    member that inflates past what it declared, or past MAX_COMPRESSION_RATIO, is refused).
+    """
+    skipped: list[tuple[str, str]] = []
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ValidationError(f"{archive.name} is not a readable zip archive ({e})") from None
+    with zf:
+        members = [m for m in zf.infolist() if not m.is_dir()]
+        total = sum(m.file_size for m in members)
+        free = shutil.disk_usage(target).free
+        if total > min(MAX_ARCHIVE_BYTES, free):
+            raise ValidationError(
+                f"{archive.name} unpacks to {total / 1e9:.1f} GB; the limit is {MAX_ARCHIVE_BYTES / 1e9:.0f} GB "
+                f"and {free / 1e9:.1f} GB are free"
+            )
+        for member in members:
+            name = member.filename.replace("\\", "/")
+            parts = [p for p in name.split("/") if p not in ("", ".")]
+            mode = member.external_attr >> 16
+            if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]) or not parts or stat.S_ISLNK(mode):
+                skipped.append((member.filename, "the name leaves the archive's folder, or is a link"))
+                continue
+            if member.file_size > max(member.compress_size, 1) * MAX_COMPRESSION_RATIO:
+                skipped.append((member.filename, "refused as a possible zip bomb (compression ratio too high)"))
+                continue
+            path = target.joinpath(*parts)
+            if not path.resolve().is_relative_to(target.resolve()):
+                skipped.append((member.filename, "the name leaves the archive's folder"))
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with zf.open(member) as src, open(path, "wb") as dst:
+                    written = 0
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        if written > member.file_size:
+                            raise ValidationError("it inflates past the size it declares")
+                        dst.write(chunk)
+            except (ValidationError, zipfile.BadZipFile, OSError, EOFError, RuntimeError) as e:
+                path.unlink(missing_ok=True)
+                skipped.append((member.filename, f"could not be unpacked ({e})"))
+    return skipped
 
 
 def _walk(root: Path, recursive: bool) -> list[Path]:

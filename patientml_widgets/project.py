@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -534,7 +535,7 @@ class Project:
         recursive: bool = True,
         chunk: int = 64,
     ) -> ImportReport:
-        """Import the images under ``folder`` (or one file): PNG/JPEG/TIFF/.npy and DICOM.
+        """Import the images under ``folder`` (or one file, or a .zip archive): PNG/JPEG/TIFF/.npy and DICOM.
 
         A DICOM file gives one example per frame; series are imported together, slices in
         order along the slice normal (``source["series_index"]`` counts from 0), with the
@@ -554,10 +555,25 @@ class Project:
         if not root.exists():
             raise NotFoundError(f"no folder or file {root}")
         model_record = self._model_record(model)
+        if root.is_file() and root.suffix.lower() == ".zip":
+            return self._import_zip(model_record, root, index, subject_from, split_from, chunk)
         plan = imports.plan_folder(
             root, index=index, subject_from=subject_from, split_from=split_from, recursive=recursive
         )
         return self._import_plan(model_record, plan, chunk)
+
+    def _import_zip(self, model_record, archive: Path, index, subject_from, split_from, chunk) -> ImportReport:
+        """Unpack into a scratch folder inside the project (patient data goes nowhere else), import, remove it."""
+        scratch = self.path / f".import-{secrets.token_hex(4)}"
+        scratch.mkdir()
+        try:
+            skipped = imports.extract_zip(archive, scratch)
+            plan = imports.plan_folder(scratch, index=index, subject_from=subject_from, split_from=split_from)
+            plan.skipped[:0] = skipped
+            report = self._import_plan(model_record, plan, chunk)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return report
 
     def _import_plan(self, model_record: dict[str, Any], plan: imports.Plan, chunk: int = 64) -> ImportReport:
         model_view = Model.from_record(model_record)

@@ -281,3 +281,39 @@ def test_import_dataset_refuses_what_it_cannot_read(project, tmp_path):
     with pytest.raises(ValidationError, match="version 99"):
         project.import_dataset(tmp_path / "bad")
     assert project.models() == []
+
+
+def test_zip_archives_import_in_place_and_hostile_members_are_refused(project, seg, tmp_path, monkeypatch):
+    import zipfile
+
+    from patientml_widgets import imports
+
+    archive = tmp_path / "study.zip"
+    buf = __import__("io").BytesIO()
+    Image.fromarray(image(8, 8)).save(buf, format="PNG")
+    png = buf.getvalue()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("train/anna/a.png", png)
+        zf.writestr("test/ben/b.png", png[:-40])  # truncated: skipped with a reason
+        zf.writestr("../escape.png", png)
+        zf.writestr("/abs.png", png)
+        zf.writestr("C:/win.png", png)
+        link = zipfile.ZipInfo("anna/link.png")
+        link.external_attr = 0o120777 << 16
+        zf.writestr(link, "/etc/passwd")
+    before = set(tmp_path.rglob("*"))
+    report = project.add_folder(seg, archive)
+    assert [(e.subject_id, e.split, e.source["file"]) for e in report.added] == [("anna", "train", "train/anna/a.png")]
+    reasons = dict(report.skipped)
+    for name in ("../escape.png", "/abs.png", "C:/win.png", "anna/link.png"):
+        assert "leaves" in reasons[name], reasons
+    assert "test/ben/b.png" in reasons
+    assert not (tmp_path / "escape.png").exists() and not [p for p in project.path.iterdir() if ".import-" in p.name]
+    assert all(p.is_relative_to(project.path) for p in set(tmp_path.rglob("*")) - before)
+    assert project.add_folder(seg, archive).already == 1
+    monkeypatch.setattr(imports, "MAX_ARCHIVE_BYTES", 10)
+    with pytest.raises(ValidationError, match="unpacks to"):
+        project.add_folder(seg, archive)
+    (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(ValidationError, match="not a readable zip"):
+        project.add_folder(seg, tmp_path / "bad.zip")
