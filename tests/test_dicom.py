@@ -179,7 +179,7 @@ def test_broken_files_are_skipped_with_reasons_and_the_rest_imports(project, seg
     folder = tmp_path / "mixed"
     folder.mkdir()
     for name in ("CT_small.dcm", "MR_small.dcm", "MR_truncated.dcm", "rtplan.dcm", "SC_rgb_jpeg_gdcm.dcm",
-                 "meta_missing_tsyntax.dcm"):  # fmt: skip
+                 "meta_missing_tsyntax.dcm", "liver_1frame.dcm"):  # fmt: skip
         shutil.copy(bundled(name), folder / name)
     (folder / "garbage.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x07" * 50)
     (folder / "empty.dcm").write_bytes(b"")
@@ -191,10 +191,11 @@ def test_broken_files_are_skipped_with_reasons_and_the_rest_imports(project, seg
     reasons = dict(report.skipped)
     assert "truncated" in reasons["MR_truncated.dcm"]
     assert "holds no image" in reasons["rtplan.dcm"]
+    assert "DICOM SEG" in reasons["liver_1frame.dcm"]
     assert "python-gdcm" in reasons["SC_rgb_jpeg_gdcm.dcm"]
     assert "no image" in reasons["garbage.dcm"] and "not a DICOM file" in reasons["empty.dcm"]
     assert set(reasons) == {"MR_truncated.dcm", "rtplan.dcm", "SC_rgb_jpeg_gdcm.dcm", "meta_missing_tsyntax.dcm",
-                            "garbage.dcm", "empty.dcm"}  # fmt: skip
+                            "garbage.dcm", "empty.dcm", "liver_1frame.dcm"}  # fmt: skip
     assert "skipped MR_truncated.dcm" in str(report)
     again = project.add_folder(seg, folder)  # a rerun (after an interruption, say) adds only what is new
     assert again.added == [] and again.already == 3 and "3 already imported" in str(again)

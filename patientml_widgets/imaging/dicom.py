@@ -118,6 +118,8 @@ def _check_image(ds, label: str) -> None:
     if "Rows" not in ds or "Columns" not in ds:
         kind = _text(ds, "Modality") or "non-image"
         raise ImageError(f"{label} holds no image (a {kind} object)")
+    if _text(ds, "Modality").upper() == "SEG":
+        raise ImageError(f"{label} is a DICOM SEG (a segmentation of other images), not an image to label")
 
 
 def read_dicom_frames(
