@@ -81,7 +81,7 @@ const CSS = `
 .pml-table .badge.gray { background: #f1f3f4; color: #5f6368; }
 .pml-table .badge.red { background: #fce8e6; color: #c5221f; }
 .pml-table .badge.blue { background: #e8f0fe; color: #174ea6; }
-.pml-table .icon { display: inline-flex; align-items: center; gap: 6px; }
+.pml-table span.icon { display: inline-flex; align-items: center; gap: 6px; }
 .pml-table img.thumb { width: 48px; height: 48px; object-fit: cover; border-radius: 3px; display: block; }
 .pml-table .empty { padding: 24px; text-align: center; color: #5f6368; }
 .pml-table .loading { position: absolute; inset: 0; background: rgba(255,255,255,.6); display: none; align-items: center; justify-content: center; color: #5f6368; }
