@@ -16,6 +16,7 @@ import re
 import secrets
 import shutil
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -486,7 +487,7 @@ class Project:
         stamp = now()
         with self._write():
             self._model_record(model_record["id"])  # still there?
-            for item in items:
+            for seq, item in enumerate(items):
                 example_id = _new_id("ex")
                 subject = item.get("subject")
                 if subject is not None:
@@ -500,6 +501,7 @@ class Project:
                     "source": dict(item.get("source") or {}),
                     "created": stamp,
                     "updated": stamp,
+                    "seq": seq,
                 }
                 self._store.put("examples", example_id, record)
                 records.append(record)
@@ -564,6 +566,9 @@ class Project:
 
     def _import_zip(self, model_record, archive: Path, index, subject_from, split_from, chunk) -> ImportReport:
         """Unpack into a scratch folder inside the project (patient data goes nowhere else), import, remove it."""
+        for stale in self.path.glob(".import-*"):  # left by an import that was killed a day or more ago
+            if time.time() - stale.stat().st_mtime > 86400:
+                shutil.rmtree(stale, ignore_errors=True)
         scratch = self.path / f".import-{secrets.token_hex(4)}"
         scratch.mkdir()
         try:

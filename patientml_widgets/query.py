@@ -54,6 +54,8 @@ class _Block:
                 values = [r["subject_id"] or "" for r in records]
             elif name == "source":
                 values = [source_order(r) for r in records]
+            elif name == "created":  # the position within the batch breaks ties in the time
+                values = [f"{r['created']}{r.get('seq', 0):07d}" for r in records]
             else:
                 values = [r[name] for r in records]
             self.columns[name] = np.array(values, dtype=str) if values else np.array([], dtype="U1")
@@ -109,7 +111,11 @@ class ExampleIndex:
 
     @staticmethod
     def order(cols, rows: np.ndarray, sort: str, descending: bool) -> np.ndarray:
-        """``rows`` sorted by a column; a stable sort keeps ties in storage order, so pages are stable."""
+        """``rows`` sorted by a column; a stable sort keeps ties in storage order, so pages are stable.
+
+        Examples added together share their creation time; ``created`` sorts them in the order
+        they were added (an import adds a DICOM series in slice order, so Previous / Next walk it).
+        """
         if len(rows) == 0:
             return rows
         order = np.argsort(cols[sort][rows], kind="stable")

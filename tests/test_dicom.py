@@ -112,6 +112,8 @@ def test_series_is_grouped_and_ordered_by_position_not_file_name(project, seg, t
     for patient in ("PHANTOM-001", "PHANTOM-002"):
         ct = [e for e in project.examples(seg, subject=patient, sort="source") if e.source["modality"] == "CT"]
         assert [e.source["series_index"] for e in ct] == list(range(6))
+        by_default = [e for e in project.examples(seg, subject=patient) if e.source["modality"] == "CT"]
+        assert [e.id for e in by_default] == [e.id for e in ct]  # one import's ties in `created` follow the source
         names = [e.source["file"] for e in ct]
         assert names != sorted(names)  # the file names are shuffled; the order came from the headers
         p = int(patient[-1]) - 1

@@ -311,6 +311,11 @@ def test_zip_archives_import_in_place_and_hostile_members_are_refused(project, s
     assert not (tmp_path / "escape.png").exists() and not [p for p in project.path.iterdir() if ".import-" in p.name]
     assert all(p.is_relative_to(project.path) for p in set(tmp_path.rglob("*")) - before)
     assert project.add_folder(seg, archive).already == 1
+    stale = project.path / ".import-dead"
+    stale.mkdir()
+    os.utime(stale, (0, 0))  # left by a killed import long ago: cleaned by the next one
+    project.add_folder(seg, archive)
+    assert not stale.exists()
     monkeypatch.setattr(imports, "MAX_ARCHIVE_BYTES", 10)
     with pytest.raises(ValidationError, match="unpacks to"):
         project.add_folder(seg, archive)
