@@ -536,6 +536,7 @@ class Project:
         split_from: str = "auto",
         recursive: bool = True,
         chunk: int = 64,
+        progress: Callable[[int, int], Any] | None = None,
     ) -> ImportReport:
         """Import the images under ``folder`` (or one file, or a .zip archive): PNG/JPEG/TIFF/.npy and DICOM.
 
@@ -551,20 +552,24 @@ class Project:
         ``split_from``: ``"auto"`` (the CSV's split, else a train/val/test folder on the path,
         else the hash of the subject) or ``"hash"``.
         Unreadable files are skipped and reported with the reason; the rest imports, ``chunk``
-        examples per transaction, so an interrupted import keeps what it did.
+        examples per transaction, so an interrupted import keeps what it did (and a rerun adds
+        only what is new). ``progress(done, total)`` is called after each file (e.g. to move a
+        progress bar).
         """
         root = Path(folder)
         if not root.exists():
             raise NotFoundError(f"no folder or file {root}")
         model_record = self._model_record(model)
         if root.is_file() and root.suffix.lower() == ".zip":
-            return self._import_zip(model_record, root, index, subject_from, split_from, chunk)
+            return self._import_zip(model_record, root, index, subject_from, split_from, chunk, progress)
         plan = imports.plan_folder(
             root, index=index, subject_from=subject_from, split_from=split_from, recursive=recursive
         )
-        return self._import_plan(model_record, plan, chunk)
+        return self._import_plan(model_record, plan, chunk, progress)
 
-    def _import_zip(self, model_record, archive: Path, index, subject_from, split_from, chunk) -> ImportReport:
+    def _import_zip(
+        self, model_record, archive: Path, index, subject_from, split_from, chunk, progress
+    ) -> ImportReport:
         """Unpack into a scratch folder inside the project (patient data goes nowhere else), import, remove it."""
         for stale in self.path.glob(".import-*"):  # left by an import that was killed a day or more ago
             if time.time() - stale.stat().st_mtime > 86400:
@@ -575,12 +580,14 @@ class Project:
             skipped = imports.extract_zip(archive, scratch)
             plan = imports.plan_folder(scratch, index=index, subject_from=subject_from, split_from=split_from)
             plan.skipped[:0] = skipped
-            report = self._import_plan(model_record, plan, chunk)
+            report = self._import_plan(model_record, plan, chunk, progress)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return report
 
-    def _import_plan(self, model_record: dict[str, Any], plan: imports.Plan, chunk: int = 64) -> ImportReport:
+    def _import_plan(
+        self, model_record: dict[str, Any], plan: imports.Plan, chunk: int = 64, progress=None
+    ) -> ImportReport:
         model_view = Model.from_record(model_record)
         report = ImportReport(skipped=list(plan.skipped), warnings=list(plan.warnings))
         known = {
@@ -589,7 +596,7 @@ class Project:
             if r["model_id"] == model_record["id"]
         }
         pending: list[dict[str, Any]] = []
-        for entry in plan.entries:
+        for done, entry in enumerate(plan.entries, start=1):
             try:
                 items = self._entry_items(entry, model_view)
             except (ImageError, ValidationError) as e:
@@ -605,6 +612,8 @@ class Project:
             if len(pending) >= chunk:
                 self._commit_import(model_record, pending, report)
                 pending = []
+            if progress is not None:
+                progress(done, len(plan.entries))
         if pending:
             self._commit_import(model_record, pending, report)
         if report.labels:

@@ -107,7 +107,9 @@ def test_multi_frame_file_becomes_one_example_per_frame_in_order(project, seg, t
 
 def test_series_is_grouped_and_ordered_by_position_not_file_name(project, seg, tmp_path):
     write_dicom_sample(tmp_path / "dicom", patients=2, slices=6, size=32)
-    report = project.add_folder(seg, tmp_path / "dicom")
+    calls = []
+    report = project.add_folder(seg, tmp_path / "dicom", progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 14) for i in range(1, 15)]
     assert len(report.added) == 2 * 6 + 2 and not report.skipped and not report.warnings
     for patient in ("PHANTOM-001", "PHANTOM-002"):
         ct = [e for e in project.examples(seg, subject=patient, sort="source") if e.source["modality"] == "CT"]
