@@ -350,7 +350,10 @@ def read_coco(folder: Path, annotations: str = "annotations.json") -> tuple[list
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ValidationError(f"{path} is not a COCO file ({type(e).__name__}: {e})") from None
     for im in images.values():
-        im["mask"] = np.zeros((int(im["height"]), int(im["width"])), np.uint8)
+        height, width = int(im["height"]), int(im["width"])
+        if height < 1 or width < 1 or height * width > imaging.DEFAULT_MAX_PIXELS:
+            raise ValidationError(f"{path}: image {im['id']} claims {width} x {height} pixels; refused")
+        im["mask"] = np.zeros((height, width), np.uint8)
     for ann in anns:
         im = images.get(int(ann.get("image_id", -1)))
         if im is None:

@@ -672,24 +672,27 @@ class Project:
             manifest = exports.read_manifest(root)
             info = manifest.get("model") or {}
             keys = ("index", "name", "color", "description")
-            model = self.create_model(
-                name or str(info.get("name") or root.name),
-                problem_type=str(info.get("problem_type")),
-                classes=[{k: c[k] for k in keys if k in c} for c in manifest["classes"]],
-                description=str(info.get("description") or ""),
-                multi_label=bool(info.get("multi_label")),
-            )  # fmt: skip
+            spec = {
+                "name": name or str(info.get("name") or root.name),
+                "problem_type": str(info.get("problem_type")),
+                "classes": [{k: c[k] for k in keys if k in c} for c in manifest["classes"]],
+                "description": str(info.get("description") or ""),
+                "multi_label": bool(info.get("multi_label")),
+            }
             layout = manifest["layout"]
         else:
             categories, _ = exports.read_coco(root)
             classes = [{"index": 0, "name": "background"}]
             classes += [{"index": int(c["id"]), "name": str(c["name"])} for c in categories]
-            model = self.create_model(name or root.name, problem_type="segmentation", classes=classes)
+            spec = {"name": name or root.name, "problem_type": "segmentation", "classes": classes}
             layout = "coco"
-        if layout == "folder":
-            plan = imports.plan_folder(root, index="index.csv")
-        else:
-            plan = imports.plan_coco(root, *exports.read_coco(root))
+        # plan before creating the model: an unreadable export leaves the project as it was
+        plan = (
+            imports.plan_folder(root, index="index.csv")
+            if layout == "folder"
+            else imports.plan_coco(root, *exports.read_coco(root))
+        )
+        model = self.create_model(**spec)
         report = self._import_plan(self._model_record(model.id), plan)
         report.model = self.model(model.id)
         return report

@@ -116,6 +116,8 @@ def test_rle_matches_pycocotools_and_reads_uncompressed_counts():
     assert np.array_equal(decode_rle({"size": [2, 2], "counts": [1, 2, 1]}), np.array([[0, 1], [1, 0]], bool))
     with pytest.raises(ValidationError, match="add up"):
         decode_rle({"size": [2, 2], "counts": [1, 2]})
+    with pytest.raises(ValidationError, match="refused"):
+        decode_rle({"size": [10**6, 10**6], "counts": [10**12]})  # never allocated
 
 
 def test_classification_csv_round_trip(project, tmp_path):
@@ -280,6 +282,20 @@ def test_import_dataset_refuses_what_it_cannot_read(project, tmp_path):
     (tmp_path / "bad" / "dataset.json").write_text(json.dumps({"format": "patientml-dataset", "version": 99}))
     with pytest.raises(ValidationError, match="version 99"):
         project.import_dataset(tmp_path / "bad")
+    (tmp_path / "bad" / "dataset.json").write_text(
+        json.dumps({"format": "patientml-dataset", "version": 1, "layout": "folder", "classes": []})
+    )
+    with pytest.raises(ValidationError, match="no index file"):
+        project.import_dataset(tmp_path / "bad")  # planned before the model is made: nothing is left behind
+    (tmp_path / "huge").mkdir()
+    huge = {"images": [{"id": 1, "file_name": "a.png", "width": 10**6, "height": 10**6}], "annotations": [],
+            "categories": [{"id": 1, "name": "x"}]}  # fmt: skip
+    (tmp_path / "huge" / "annotations.json").write_text(json.dumps(huge))
+    with pytest.raises(ValidationError, match="refused"):
+        project.import_dataset(tmp_path / "huge")
+    (tmp_path / "huge" / "annotations.json").write_text('{"images": 5}')
+    with pytest.raises(ValidationError, match="not a COCO file"):
+        project.import_dataset(tmp_path / "huge")
     assert project.models() == []
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ValidationError
+from .read import DEFAULT_MAX_PIXELS
 
 __all__ = ["decode_rle", "encode_rle", "rle_area", "rle_bbox"]
 
@@ -29,13 +30,15 @@ def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(h), int(w)], "counts": _to_string(counts)}
 
 
-def decode_rle(rle: dict[str, Any]) -> np.ndarray:
+def decode_rle(rle: dict[str, Any], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The boolean mask of an RLE with string (compressed) or list (uncompressed) counts."""
     try:
         h, w = (int(v) for v in rle["size"])
         counts = rle["counts"]
     except (KeyError, TypeError, ValueError):
         raise ValidationError(f"an RLE is {{'size': [h, w], 'counts': ...}}, not {str(rle)[:80]}") from None
+    if h < 1 or w < 1 or h * w > max_pixels:
+        raise ValidationError(f"an RLE of {w} x {h} pixels is refused (the limit is {max_pixels:,})")
     if isinstance(counts, bytes):
         counts = counts.decode("ascii")
     runs = _from_string(counts) if isinstance(counts, str) else [int(c) for c in counts]
