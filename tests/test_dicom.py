@@ -190,16 +190,20 @@ def test_broken_files_are_skipped_with_reasons_and_the_rest_imports(project, seg
     (folder / "DICOMDIR").write_bytes(b"ignored")
     data = bundled("CT_small.dcm").read_bytes()
     (folder / "no_suffix").write_bytes(data)  # found by its DICM marker
+    no_syntax = pydicom.dcmread(write_dicom(folder / "no_syntax.dcm", np.zeros((4, 4), np.uint16), PatientID="x"))
+    del no_syntax.file_meta.TransferSyntaxUID
+    no_syntax.save_as(folder / "no_syntax.dcm", implicit_vr=False, little_endian=True)
     report = project.add_folder(seg, folder)
     assert sorted(e.source["file"] for e in report.added) == ["CT_small.dcm", "MR_small.dcm", "no_suffix"]
     reasons = dict(report.skipped)
     assert "truncated" in reasons["MR_truncated.dcm"]
     assert "holds no image" in reasons["rtplan.dcm"]
     assert "DICOM SEG" in reasons["liver_1frame.dcm"]
+    assert "no transfer syntax" in reasons["no_syntax.dcm"]
     assert "python-gdcm" in reasons["SC_rgb_jpeg_gdcm.dcm"]
     assert "no image" in reasons["garbage.dcm"] and "not a DICOM file" in reasons["empty.dcm"]
     assert set(reasons) == {"MR_truncated.dcm", "rtplan.dcm", "SC_rgb_jpeg_gdcm.dcm", "meta_missing_tsyntax.dcm",
-                            "garbage.dcm", "empty.dcm", "liver_1frame.dcm"}  # fmt: skip
+                            "garbage.dcm", "empty.dcm", "liver_1frame.dcm", "no_syntax.dcm"}  # fmt: skip
     assert "skipped MR_truncated.dcm" in str(report)
     again = project.add_folder(seg, folder)  # a rerun (after an interruption, say) adds only what is new
     assert again.added == [] and again.already == 3 and "3 already imported" in str(again)
