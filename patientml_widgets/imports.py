@@ -9,7 +9,8 @@ Planning reads no pixels: DICOM headers only. It decides
   to the file, else (``None``) the project's hash of the subject;
 - the order: DICOM series together, slices along the slice normal (then instance number),
   frames in frame order; other files by path;
-- the label: the CSV's ``mask`` (a PNG of class indices) or ``classes`` (names joined by ``|``).
+- the label: the CSV's ``mask`` (a PNG of class indices) or ``classes`` (names joined by ``|``);
+  a ``frame`` column picks one frame of a multi-frame DICOM file, so frames are labeled one by one.
 
 Paths in a CSV are relative to the folder and must stay inside it; a file that cannot be
 planned is skipped with the reason, and the rest still imports.
@@ -68,6 +69,8 @@ class Entry:
     dicom: DicomHeader | None = None
     #: display fields an index row gives (modality, window, invert)
     display: dict[str, Any] = field(default_factory=dict)
+    #: an index row's ``frame`` (0-based): import just this frame of a multi-frame DICOM file
+    frame: int | None = None
     #: DICOM: where this file's first frame sits in its series, and the series' frame count
     series_start: int = 0
     series_size: int = 1
@@ -237,11 +240,17 @@ def _plan_row(base: Path, row: dict[str, str], subject_from, split_from, plan: P
                 return None
         else:
             split = next((SPLIT_FOLDERS[p.lower()] for p in parts if p.lower() in SPLIT_FOLDERS), None)
+    frame = None
+    if row.get("frame"):
+        if header is None or not row["frame"].isdigit():
+            plan.skipped.append((rel, f"frame {row['frame']!r}: a frame number (from 0) of a DICOM file"))
+            return None
+        frame = int(row["frame"])
     subject = _subject(path, parts, row, header, subject_from, plan)
     label = _label_spec(base, rel, row, plan)
     if label is False:
         return None
-    entry = Entry(path=path, rel=rel, subject=subject, split=split, label=label or None, dicom=header)
+    entry = Entry(path=path, rel=rel, subject=subject, split=split, label=label or None, dicom=header, frame=frame)
     entry.display = _display(row)
     return entry
 
@@ -341,18 +350,20 @@ def _order_series(entries: list[Entry]) -> None:
             series[(e.dicom.study_uid, e.dicom.series_uid)].append(e)
     for members in series.values():
         members.sort(key=_slice_key)
+        starts: dict[Path, int] = {}  # several index rows may name frames of one file: count it once
         start = 0
         for e in members:
-            e.series_start = start
-            start += e.dicom.frames
+            if e.path not in starts:
+                starts[e.path] = start
+                start += e.dicom.frames
         for e in members:
-            e.series_size = start
+            e.series_start, e.series_size = starts[e.path], start
 
     def key(e: Entry):
         if e.dicom is not None and e.dicom.series_uid:
             first = series[(e.dicom.study_uid, e.dicom.series_uid)][0].rel
-            return (first, e.series_start, e.rel)
-        return (e.rel, 0, e.rel)
+            return (first, e.series_start + (e.frame or 0), e.rel)
+        return (e.rel, e.frame or 0, e.rel)
 
     entries.sort(key=key)
 

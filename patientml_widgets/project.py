@@ -596,9 +596,10 @@ class Project:
             if r["model_id"] == model_record["id"]
         }
         pending: list[dict[str, Any]] = []
+        decoded: dict[Path, list] = {}
         for done, entry in enumerate(plan.entries, start=1):
             try:
-                items = self._entry_items(entry, model_view)
+                items = self._entry_items(entry, model_view, decoded)
             except (ImageError, ValidationError) as e:
                 report.skipped.append((entry.rel, str(e)))
                 items = []
@@ -697,9 +698,20 @@ class Project:
         report.model = self.model(model.id)
         return report
 
-    def _entry_items(self, entry: imports.Entry, model: Model) -> list[dict[str, Any]]:
+    def _entry_items(self, entry: imports.Entry, model: Model, decoded: dict[Path, list] | None = None):
+        """The import items of one planned file; ``decoded`` keeps the last DICOM file's frames
+        (index rows that label frames of one file one by one decode it once).
+        """
         if entry.dicom is not None:
-            items = self._dicom_items(entry.path, entry.rel, entry=entry)
+            decoded = {} if decoded is None else decoded
+            if entry.path not in decoded:
+                decoded.clear()
+                decoded[entry.path] = self._dicom_items(entry.path, entry.rel, entry=entry)
+            items = [dict(item) for item in decoded[entry.path]]
+            if entry.frame is not None:
+                items = [item for item in items if item["source"].get("frame", 0) == entry.frame]
+                if not items:
+                    raise ValidationError(f"{entry.rel} has no frame {entry.frame} (it has {entry.dicom.frames})")
         else:
             source = {"file": entry.rel, **entry.display}
             fields = self._prepare_image(entry.path, entry.rel, source)
@@ -709,7 +721,9 @@ class Project:
                 item["subject"] = _clean_name(entry.subject, "subject id")
         if entry.label:
             if len(items) != 1:
-                raise ValidationError(f"a label is given for a file of {len(items)} frames; label frames one by one")
+                raise ValidationError(
+                    f"a label is given for a file of {len(items)} frames; give each frame its row (a frame column)"
+                )
             items[0]["label"] = _import_label(entry, model, items[0]["fields"])
         return items
 

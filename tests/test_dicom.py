@@ -243,3 +243,24 @@ def test_every_pydicom_data_file_imports_or_is_skipped_with_a_reason(project, se
         report = project.add_folder(seg, folder, recursive=False)
         assert report.added or report.skipped
         assert all(isinstance(why, str) and why for _, why in report.skipped)
+
+
+def test_index_rows_label_frames_of_a_multi_frame_file_one_by_one(project, seg, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    shutil.copy(bundled("examples_ybr_color.dcm"), folder / "clip.dcm")
+    mask = np.zeros((240, 320), np.uint8)
+    mask[100:140, 150:200] = 1
+    Image.fromarray(mask).save(folder / "m.png")
+    rows = ["image,frame,mask", "clip.dcm,5,m.png", "clip.dcm,0,m.png", "clip.dcm,99,m.png", "clip.dcm,,m.png"]
+    (folder / "index.csv").write_text("\n".join(rows) + "\n")
+    report = project.add_folder(seg, folder, index="index.csv")
+    assert [e.source["frame"] for e in report.added] == [0, 5]  # in frame order
+    assert [e.source["series_index"] for e in report.added] == [0, 5]
+    assert all(e.source["series_size"] == 30 for e in report.added)
+    assert all(np.array_equal(project.mask(e), mask) for e in report.added)
+    assert np.array_equal(project.image(report.added[1]), reference("examples_ybr_color.dcm")[5])
+    reasons = [why for _, why in report.skipped]
+    assert any("no frame 99" in why for why in reasons) and any("a frame column" in why for why in reasons)
