@@ -30,7 +30,6 @@ MAX_BYTES = 2 * 1024**3
 #: What to install to decode a transfer syntax that pydicom, numpy and Pillow cannot.
 #: Only permissively licensed decoders are named (pylibjpeg-libjpeg is GPL, so it is not).
 _DECODERS = {
-    "1.2.840.10008.1.2.4.51": "python-gdcm (Pillow decodes only 8-bit JPEG Extended)",
     "1.2.840.10008.1.2.4.57": "python-gdcm",
     "1.2.840.10008.1.2.4.70": "python-gdcm",
     "1.2.840.10008.1.2.4.80": "pyjpegls (or python-gdcm)",
@@ -198,10 +197,20 @@ def _decode_failure(label: str, syntax: str, error: Exception) -> str:
     name = UID(syntax).name if syntax else "an unknown transfer syntax"
     if not syntax and "Transfer Syntax UID" in message:
         return f"{label} has no transfer syntax in its file meta, so its pixel data cannot be decoded"
-    if "missing dependencies" in message or "Unable to decode" in message or "does not support" in message:
+    if "12-bit precision" in message:
+        return (
+            f"{label} is 12-bit {name}: no permissively licensed decoder reads it (pylibjpeg-libjpeg does, "
+            "under the GPL-3.0); convert the files, or install that if its licence suits you"
+        )
+    if "missing dependencies" in message:
         install = _DECODERS.get(syntax)
         hint = f"; pip install {install}" if install else ""
         return f"{label} is compressed as {name}, which no installed decoder reads{hint}"
+    if "Unable to decode" in message:
+        reasons = "; ".join(line.strip() for line in message.splitlines()[1:] if line.strip())
+        install = _DECODERS.get(syntax)
+        hint = f"; another decoder may read it: pip install {install}" if install else ""
+        return f"{label} is compressed as {name}, and the installed decoders failed on it ({reasons}){hint}"
     if "less than expected" in message or "truncated" in message.lower():
         return f"{label} is truncated: its pixel data is shorter than its header says"
     return f"{label} could not be decoded ({type(error).__name__}: {message.splitlines()[0] if message else ''})"
