@@ -14,7 +14,7 @@ from pydicom.sequence import Sequence
 from patientml_widgets import imaging
 from patientml_widgets.dicom_demo import phantom_slice, write_dicom, write_dicom_sample
 from patientml_widgets.errors import ImageError, ValidationError
-from patientml_widgets.widgets import LabelCanvas
+from patientml_widgets.widgets import LabelCanvas, SubjectViewer
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"  # bundled in the wheel
 
@@ -264,3 +264,12 @@ def test_index_rows_label_frames_of_a_multi_frame_file_one_by_one(project, seg, 
     assert np.array_equal(project.image(report.added[1]), reference("examples_ybr_color.dcm")[5])
     reasons = [why for _, why in report.skipped]
     assert any("no frame 99" in why for why in reasons) and any("a frame column" in why for why in reasons)
+
+
+def test_subject_viewer_lists_a_patients_series_in_slice_order(project, seg, tmp_path):
+    write_dicom_sample(tmp_path / "dicom", patients=1, slices=4, size=16)
+    project.add_folder(seg, tmp_path / "dicom")
+    viewer = SubjectViewer(project, "PHANTOM-001")
+    sources = [r["source"] for r in viewer.table.rows]
+    assert [s for s in sources if s.startswith("CT")] == [f"CT Phantom chest {i}/4" for i in range(1, 5)]
+    assert sorted(sources)[0] == "CR" and len(sources) == 5

@@ -16,6 +16,7 @@ COLUMNS = [
     {"key": "thumbnail", "label": "", "type": "thumbnail"},
     {"key": "model", "label": "Model"},
     {"key": "id", "label": "Example"},
+    {"key": "source", "label": "Source"},
     {"key": "status", "label": "Labeled", "type": "icon"},
     {"key": "label_updated", "label": "Label Last Updated", "type": "time"},
     {"key": "split", "label": "Split"},
@@ -45,13 +46,14 @@ class SubjectViewer(View, w.VBox):
             return [], 0, []
         rows = []
         for model in self.project.models():
-            for ex in self.project.examples(model, subject=subject):
+            for ex in self.project.examples(model, subject=subject, sort="source"):  # series in slice order
                 rows.append(
                     {
                         "_id": ex.id,
                         "thumbnail": self.project.thumbnail(ex),
                         "model": model.name,
                         "id": ex.id,
+                        "source": ex.origin,
                         "status": ICON[ex.status],
                         "label_updated": ex.label_updated,
                         "split": ex.split,
