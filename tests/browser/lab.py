@@ -110,7 +110,8 @@ def wait_for_idle_kernel(lab: Lab, notebook: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for session in lab.api("/api/sessions"):
-            if session["path"].endswith(notebook) and session["kernel"]["execution_state"] == "idle":
+            path = session["path"]  # exactly this notebook: "tour.ipynb" must not match "01_tour.ipynb"
+            if (path == notebook or path.endswith("/" + notebook)) and session["kernel"]["execution_state"] == "idle":
                 return
         time.sleep(0.2)
     raise TimeoutError(f"the kernel of {notebook} did not become idle")
@@ -119,6 +120,19 @@ def wait_for_idle_kernel(lab: Lab, notebook: str, timeout: float = 60) -> None:
 def run_all(page, lab: Lab, notebook: str) -> None:
     page.goto(lab.open_url(notebook))
     page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").first.wait_for(timeout=60_000)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     wait_for_idle_kernel(lab, notebook)
-    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    started = (
+        "() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-InputPrompt')]"
+        ".some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))"
+    )
+    for attempt in range(3):  # a Run All that reaches a kernel still starting up runs nothing: try again
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        try:
+            page.wait_for_function(started, timeout=20_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
