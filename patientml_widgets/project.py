@@ -687,6 +687,11 @@ class Project:
             classes += [{"index": int(c["id"]), "name": str(c["name"])} for c in categories]
             spec = {"name": name or root.name, "problem_type": "segmentation", "classes": classes}
             layout = "coco"
+        if any(m.name.casefold() == spec["name"].casefold() for m in self.models()):
+            raise ValidationError(
+                f"this project already has a model named {spec['name']!r}; "
+                "import_dataset(folder, name=...) imports under another name"
+            )
         # plan before creating the model: an unreadable export leaves the project as it was
         plan = (
             imports.plan_folder(root, index="index.csv")

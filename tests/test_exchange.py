@@ -76,6 +76,9 @@ def test_folder_export_round_trips_exactly(seg_project, tmp_path):
     submitted = {k: v for k, v in labelled(project, seg).items() if v[0] == "submitted"}
     assert labelled(other, copy) == submitted
     assert other.add_class(copy, "new").classes[-1].index == 4  # the retired index 2 stays retired
+    with pytest.raises(ValidationError, match="already has a model named"):
+        other.import_dataset(out)  # the name is taken: say how to import it again
+    assert other.import_dataset(out, name="second copy").labels == len(rows)
 
 
 def test_drafts_on_request_and_coco_round_trip_checked_with_pycocotools(seg_project, tmp_path):
