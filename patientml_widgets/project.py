@@ -29,7 +29,7 @@ import numpy as np
 from . import imaging, imports
 from .errors import ImageError, NotFoundError, PatientMLError, ValidationError
 from .query import ExampleIndex
-from .records import Change, Example, Label, Model, Prediction, Run, Subject, status_of
+from .records import Change, Example, Label, Model, Prediction, Run, Subject
 from .store import Store, now
 
 if TYPE_CHECKING:
@@ -788,29 +788,6 @@ class Project:
             raise ValidationError(f"split must be one of {SPLITS}, not {split!r}")
         return self._index.select(model_id, statuses=wanted, subject=subject, split=split)
 
-    def _rows(self, model, *, status=None, subject=None, split=None) -> list[tuple[dict, dict | None]]:
-        model_id = self._model_record(model)["id"]
-        wanted = {status} if isinstance(status, str) else (set(status) if status is not None else None)
-        if wanted is not None and not wanted <= set(STATUSES):
-            raise ValidationError(f"status must be among {STATUSES}, not {sorted(wanted - set(STATUSES))}")
-        if split is not None and split not in SPLITS:
-            raise ValidationError(f"split must be one of {SPLITS}, not {split!r}")
-        store = self._store
-        labels = store.mapping("labels")
-        rows = []
-        for record in store.records("examples"):
-            if record["model_id"] != model_id:
-                continue
-            if subject is not None and record["subject_id"] != subject:
-                continue
-            if split is not None and record["split"] != split:
-                continue
-            label = labels.get(record["id"])
-            if wanted is not None and status_of(label) not in wanted:
-                continue
-            rows.append((record, label))
-        return rows
-
     def delete_example(self, example: ExampleRef) -> None:
         """Delete an example and its label (the audit trail keeps the history)."""
         with self._write():
@@ -978,8 +955,9 @@ class Project:
     def snapshot(self, model: ModelRef) -> dict[str, list[list[Any]]]:
         """The submitted labels training would use now: ``{split: [[example_id, version], ...]}``."""
         snap: dict[str, list[list[Any]]] = {s: [] for s in SPLITS}
-        for record, label in self._rows(model, status="labeled"):
-            snap[record["split"]].append([record["id"], label["version"]])
+        cols, rows = self._select(model, status="labeled")
+        for example_id, split in zip(cols["id"][rows].tolist(), cols["split"][rows].tolist(), strict=True):
+            snap[split].append([example_id, self._store.get("labels", example_id)["version"]])
         for items in snap.values():
             items.sort()
         return snap
