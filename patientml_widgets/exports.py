@@ -38,6 +38,7 @@ from .errors import NotFoundError, ValidationError
 from .imaging.rle import decode_rle, encode_rle, rle_area, rle_bbox
 from .records import Example, Model
 from .store import now
+from .store.files import inside
 
 if TYPE_CHECKING:
     from .project import Project
@@ -273,8 +274,8 @@ def _safe(name: str) -> str:
 
 
 def _put(root: Path, relative: str, data: bytes) -> None:
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root.resolve()):
+    path = inside(root, relative)
+    if path is None:
         raise ValidationError(f"refusing to write {relative!r} outside the export folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:

@@ -32,8 +32,9 @@ from typing import Any
 from .errors import ImageError, ValidationError
 from .imaging import IMAGE_SUFFIXES
 from .imaging.dicom import DicomHeader, is_dicom, read_dicom_header
+from .store.files import inside
 
-__all__ = ["SPLIT_FOLDERS", "Entry", "Plan", "extract_zip", "inside", "plan_coco", "plan_folder"]
+__all__ = ["SPLIT_FOLDERS", "Entry", "Plan", "extract_zip", "plan_coco", "plan_folder"]
 
 #: Zip archives: the most one archive may unpack to (and never more than the free disk space),
 #: and the most a member may be compressed: deflate cannot pass about 1032:1, so a higher ratio
@@ -118,9 +119,10 @@ def plan_folder(
 def extract_zip(archive: Path, target: Path) -> list[tuple[str, str]]:
     """Unpack ``archive`` into the empty folder ``target``; return the members skipped and why.
 
-    Member names never escape ``target``: absolute names, ``..``, drive letters and links are
-    skipped. Sizes are checked against the header before reading and again while reading (a
-    member that inflates past what it declared, or past MAX_COMPRESSION_RATIO, is refused).
+    Member names never escape ``target``: names that resolve outside it (absolute, ``..`` past
+    the top), drive letters and links are skipped. Sizes are checked against the header before
+    reading and again while reading (a member that inflates past what it declared, or past
+    MAX_COMPRESSION_RATIO, is refused).
     """
     skipped: list[tuple[str, str]] = []
     try:
@@ -137,18 +139,14 @@ def extract_zip(archive: Path, target: Path) -> list[tuple[str, str]]:
                 f"and {free / 1e9:.1f} GB are free"
             )
         for member in members:
-            name = member.filename.replace("\\", "/")
-            parts = [p for p in name.split("/") if p not in ("", ".")]
-            mode = member.external_attr >> 16
-            if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]) or not parts or stat.S_ISLNK(mode):
+            drive = ":" in member.filename.replace("\\", "/").split("/")[0]
+            link = stat.S_ISLNK(member.external_attr >> 16)
+            path = None if drive or link else inside(target, member.filename)
+            if path is None or path == target.resolve():
                 skipped.append((member.filename, "the name leaves the archive's folder, or is a link"))
                 continue
             if member.file_size > max(member.compress_size, 1) * MAX_COMPRESSION_RATIO:
                 skipped.append((member.filename, "refused as a possible zip bomb (compression ratio too high)"))
-                continue
-            path = target.joinpath(*parts)
-            if not path.resolve().is_relative_to(target.resolve()):
-                skipped.append((member.filename, "the name leaves the archive's folder"))
                 continue
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -203,17 +201,9 @@ def _uncell(value: str) -> str:
     return value[1:] if value[:1] == "'" and value[1:2] in ("=", "+", "-", "@", "'") else value
 
 
-def inside(root: Path, relative: str) -> Path | None:
-    """``root / relative`` if it stays inside ``root`` (links resolved), else None."""
-    if not relative or Path(relative).is_absolute() or relative.startswith(("/", "\\")):
-        return None
-    target = (root / relative).resolve()
-    return target if target.is_relative_to(root.resolve()) else None
-
-
 def _plan_row(base: Path, row: dict[str, str], subject_from, split_from, plan: Plan) -> Entry | None:
     rel = next((row[c] for c in IMAGE_COLUMNS if row.get(c)), "")
-    path = inside(base, rel.replace("\\", "/"))
+    path = inside(base, rel)
     if path is None:
         plan.skipped.append((rel or "(empty)", "the path leaves the import folder or is empty"))
         return None
@@ -299,7 +289,7 @@ def _label_spec(base: Path, rel: str, row: dict[str, str], plan: Plan) -> dict[s
     """The row's label: a mask file, or classes (``class_indices`` if given, else names); False to skip."""
     spec: dict[str, Any] = {}
     if row.get("mask"):
-        mask = inside(base, row["mask"].replace("\\", "/"))
+        mask = inside(base, row["mask"])
         if mask is None or not mask.is_file():
             plan.skipped.append((rel, f"its mask {row['mask']!r} is missing or outside the import folder"))
             return False
@@ -329,7 +319,7 @@ def plan_coco(root: Path, categories: list[dict[str, Any]], images: list[dict[st
     plan = Plan()
     for im in images:
         rel = str(im.get("file_name") or "")
-        path = inside(root, rel.replace("\\", "/"))
+        path = inside(root, rel)
         if path is None or not path.is_file():
             plan.skipped.append((rel or "(empty)", "the image is missing or outside the import folder"))
             continue

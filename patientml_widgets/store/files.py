@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["atomic_write", "fsync_dir"]
+__all__ = ["atomic_write", "fsync_dir", "inside"]
 
 
 def fsync_dir(folder: Path) -> None:
@@ -35,3 +35,15 @@ def atomic_write(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
     os.replace(tmp, path)
     if sync_dir:
         fsync_dir(path.parent)
+
+
+def inside(root: Path, relative: str) -> Path | None:
+    """``root / relative`` (backslashes read as ``/``) if it stays inside ``root`` with links resolved, else None.
+
+    The one check for every name that comes from outside: index CSVs, COCO files, archives, exports.
+    """
+    relative = relative.replace("\\", "/")
+    if not relative or relative.startswith("/") or Path(relative).is_absolute():
+        return None
+    target = (root / relative).resolve()
+    return target if target.is_relative_to(root.resolve()) else None
