@@ -31,6 +31,7 @@ from .errors import ImageError, NotFoundError, PatientMLError, ValidationError
 from .query import ExampleIndex
 from .records import Change, Example, Label, Model, Prediction, Run, Subject
 from .store import Store, now
+from .training.metrics import OBJECTIVE_CHOICES as _OBJECTIVES
 
 if TYPE_CHECKING:
     from .runs import RunHandle
@@ -1031,16 +1032,24 @@ class Project:
         min_margin: float | None = None,
         auto_deploy: bool | None = None,
         model_code: str | None = None,
+        budget: float | str | None = None,
     ) -> Model:
         """Set how runs of this model train and when they are promoted; unset arguments stay as they are.
 
-        ``hyperparameters`` override the built-in defaults (see ``training.spec.DEFAULTS``);
+        ``budget`` is the time the optimisation steps may take (``"3 min"``, ``"90 s"``, seconds;
+        0 or "" goes back to the machine's default: 3 min on a CPU, 10 min on a GPU); training
+        stops earlier when the validation objective stops improving.
+        ``hyperparameters`` override what the run's plan derives from the data and the machine
+        (resolution ``image_size``, ``batch_size``, ``steps``, ``lr``, ``base_channels``, ``depth``,
+        ``precision`` "auto" | "fp32" | "bf16" | "fp16", ``augment``, ``tta``, ``seed``; see
+        ``training.spec.TrainSpec``);
         ``search_space`` (with ``max_trials``) makes each run train several trials and keep
         the best on the validation split; ``objective``/``direction``/``min_margin`` is the
         promotion rule; ``auto_deploy`` deploys an approved run; ``model_code`` names code
         registered with :meth:`register_model_code` ("" for the built-in network).
         """
         from .training.search import validate_space
+        from .training.spec import parse_budget
 
         record = self._model_record(model)
         config = copy.deepcopy(record.get("training") or {})
@@ -1053,7 +1062,11 @@ class Project:
             "min_margin": min_margin,
             "auto_deploy": auto_deploy,
             "model_code": model_code,
+            "budget_s": None if budget is None else parse_budget(budget),
         }
+        if objective is not None and objective not in _OBJECTIVES.get(record["problem_type"], ()):
+            choices = ", ".join(_OBJECTIVES[record["problem_type"]])
+            raise ValidationError(f"objective {objective!r} is not a {record['problem_type']} metric ({choices})")
         if direction is not None and direction not in ("max", "min"):
             raise ValidationError("direction is 'max' (higher is better) or 'min'")
         if max_trials is not None and int(max_trials) < 1:
@@ -1130,11 +1143,16 @@ class Project:
         hyperparameters: dict[str, Any] | None = None,
         trigger: str = "manual",
         processes: int = 1,
+        nodes: int = 1,
+        rendezvous: str | None = None,
     ) -> RunHandle:
         """Start a run in a worker process and return at once; ``.wait()`` on the handle to block.
 
         ``processes > 1`` launches the same run under ``torchrun`` with DistributedDataParallel
         (gloo on CPU, NCCL on GPUs); the run record is the same, plus ``distributed``.
+        ``nodes > 1`` makes this machine node 0 of a multi-node run whose rendezvous is
+        ``rendezvous="address:port"`` on this machine; start the other nodes with
+        ``handle.node_command(k)`` on machines that see the same project folder.
         """
         from .runs import check_trainable, start_run
         from .training import require_torch
@@ -1147,7 +1165,7 @@ class Project:
             TrainSpec.build(record["problem_type"], hyperparameters, num_classes=len(record["classes"]))
         check_trainable(self.snapshot(record["id"]))
         run = self.create_run(record["id"], trigger=trigger, hyperparameters=hyperparameters)
-        return start_run(self, run, processes=int(processes))
+        return start_run(self, run, processes=int(processes), nodes=int(nodes), rendezvous=rendezvous)
 
     def cancel(self, run: RunRef) -> Run:
         """Stop a queued or running run (it ends as cancelled within about 2 s)."""

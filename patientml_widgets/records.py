@@ -177,6 +177,10 @@ class Run:
     test_examples: tuple[dict[str, Any], ...] = ()  #: per test example score, worst first
     approvals: tuple[dict[str, Any], ...] = ()
     distributed: dict[str, Any] = field(default_factory=dict)
+    fingerprint: dict[str, Any] = field(default_factory=dict)  #: summary of the training data
+    plan: dict[str, Any] = field(default_factory=dict)  #: settings derived from the fingerprint and machine
+    hardware: dict[str, Any] = field(default_factory=dict)  #: device, precision, threads and why
+    training: dict[str, Any] = field(default_factory=dict)  #: steps done, best step, why it stopped, seconds
     artifact_ref: str | None = None
     error: str | None = None
     traceback: str | None = None

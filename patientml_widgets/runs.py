@@ -75,6 +75,22 @@ class RunHandle:
         """Stop the run (within about 2 s); it ends as cancelled."""
         return cancel_run(self.project, self.id, self._process)
 
+    def node_command(self, node_rank: int, project_path: str | os.PathLike | None = None) -> list[str]:
+        """The command that starts node ``node_rank`` of a multi-node run on another machine.
+
+        ``project_path``: where that machine sees the project folder (default: the same path).
+        """
+        worker = self.project._run_record(self.id).get("worker") or {}
+        nodes = int(worker.get("nodes") or 1)
+        if nodes < 2:
+            raise ValidationError("this run was not started on several nodes (train(..., nodes=N, rendezvous=...))")
+        if not 1 <= node_rank < nodes:
+            raise ValidationError(f"node_rank is 1 to {nodes - 1}: node 0 is the machine that started the run")
+        path = project_path or self.project.path
+        return distributed_command(
+            path, self.id, int(worker["processes_per_node"]), nodes, node_rank, worker["rendezvous"]
+        )
+
     def _watch(self) -> None:
         assert self._process is not None
         code = self._process.wait()
@@ -90,17 +106,25 @@ class RunHandle:
         _finish(self.project, self.id, "failed", error=reason, traceback=_log_tail(self.project, self.id))
 
 
-def start_run(project: Project, run: Run, *, processes: int = 1) -> RunHandle:
-    """Start the worker for a queued run: one process, or ``processes`` under torchrun (DDP)."""
+def start_run(
+    project: Project, run: Run, *, processes: int = 1, nodes: int = 1, rendezvous: str | None = None
+) -> RunHandle:
+    """Start the worker for a queued run: one process, or ``processes`` per node under torchrun (DDP).
+
+    With ``nodes > 1`` this machine is node 0 and hosts the rendezvous at ``rendezvous``
+    ("address:port", reachable from the other nodes); start each other node with
+    :meth:`RunHandle.node_command` on a machine that sees the project folder.
+    """
+    if processes < 1 or nodes < 1:
+        raise ValidationError("processes and nodes must be at least 1")
+    if nodes > 1 and not rendezvous:
+        raise ValidationError('a run on several nodes needs rendezvous="address:port" (node 0, reachable by all)')
     log_path = log_file(project, run.id)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     command = [sys.executable, "-m", "patientml_widgets.runs", str(project.path), run.id]
-    if processes > 1:
-        threads = max(1, (os.cpu_count() or 1) // processes)
-        env["OMP_NUM_THREADS"] = str(threads)
-        command[1:3] = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-                        "-m", "patientml_widgets.runs"]  # fmt: skip
+    if processes > 1 or nodes > 1:
+        command = distributed_command(project.path, run.id, processes, nodes, 0, rendezvous)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             command,
@@ -110,8 +134,24 @@ def start_run(project: Project, run: Run, *, processes: int = 1) -> RunHandle:
             env=env,
             start_new_session=True,  # a Ctrl-C in the kernel does not reach the worker
         )
-    project._update_run(run.id, worker={"pid": process.pid, "host": socket.gethostname()})
+    layout = {"nodes": nodes, "processes_per_node": processes, "rendezvous": rendezvous} if nodes > 1 else {}
+    project._update_run(run.id, worker={"pid": process.pid, "host": socket.gethostname(), **layout})
     return RunHandle(project, run.id, process)
+
+
+def distributed_command(
+    project_path: str | os.PathLike, run_id: str, processes: int, nodes: int, node_rank: int, rendezvous: str | None
+) -> list[str]:
+    """The torchrun command line of one node of a run (static rendezvous at node 0's address)."""
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}"]
+    if nodes > 1:
+        host, _, port = str(rendezvous).rpartition(":")
+        if not host or not port.isdigit():
+            raise ValidationError(f'rendezvous is "address:port", not {rendezvous!r}')
+        command += [f"--nnodes={nodes}", f"--node-rank={node_rank}", f"--master-addr={host}", f"--master-port={port}"]
+    else:
+        command.append("--standalone")
+    return [*command, "-m", "patientml_widgets.runs", str(project_path), run_id]
 
 
 def cancel_run(project: Project, run_id: str, process: subprocess.Popen | None = None) -> Run:
@@ -268,8 +308,9 @@ def work(project: Project, run_id: str) -> None:
         raise trainer.Cancelled
 
     signal.signal(signal.SIGTERM, cancelled)
+    layout = {k: v for k, v in (project._run_record(run_id).get("worker") or {}).items() if k not in ("pid", "host")}
     project._update_run(
-        run_id, status="running", started=now(), worker={"pid": os.getpid(), "host": socket.gethostname()}
+        run_id, status="running", started=now(), worker={"pid": os.getpid(), "host": socket.gethostname(), **layout}
     )
     print(f"[{now()}] run {run_id} started in process {os.getpid()}", flush=True)
     try:
@@ -286,11 +327,14 @@ def work(project: Project, run_id: str) -> None:
 
 
 def train_and_evaluate(project: Project, run_id: str, worker: _Worker, *, record: bool = True) -> str:
-    """The body of a run: data, (search and) fit, test, champion, decision, artifact.
+    """The body of a run: data, fingerprint and plan, (search and) fit, test, champion, decision, artifact.
 
     With ``record=False`` (the other ranks of a distributed run) it only trains.
     """
-    from .training import trainer
+    import torch
+
+    from .training import hardware, trainer
+    from .training.plan import fingerprint
     from .training.search import sample_trials
     from .training.spec import TrainSpec
 
@@ -308,44 +352,71 @@ def train_and_evaluate(project: Project, run_id: str, worker: _Worker, *, record
         fixed["architecture"] = f"code:{code_meta['name']}"
     if config.get("objective"):
         fixed["objective"] = config["objective"]
-    base = TrainSpec.build(model.problem_type, config.get("hyperparameters"), run.get("hyperparameters"), **fixed)
+    layers = [{"budget_s": config.get("budget_s", 0)}, config.get("hyperparameters"), run.get("hyperparameters")]
+    base = TrainSpec.build(model.problem_type, *layers, **fixed)
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    hw = hardware.detect(base.precision, processes_here=local_processes)
+    torch.set_num_threads(hw.threads)
+    trainer.make_deterministic()
+    train = data["train"]
+    fp = fingerprint(
+        train.images,
+        train.targets,
+        problem_type=model.problem_type,
+        num_classes=len(model.classes),
+        modalities=train.modalities,
+    )
     space = config.get("search_space") or {}
     candidates = [base]
     if space:
         draws = sample_trials(space, int(config.get("max_trials") or 4), seed=base.seed)
         candidates = [TrainSpec.build(model.problem_type, base.to_dict(), draw, **fixed) for draw in draws]
+    if record:
+        project._update_run(run_id, fingerprint=fp, hardware=hw.to_dict())
+    print(f"[{now()}] {hw.device}, {hw.precision} ({hw.reason}), {hw.threads} threads", flush=True)
     direction = config.get("direction", "max")
     best = None
     trials = []
-    for number, spec in enumerate(candidates, start=1):
+    for number, candidate in enumerate(candidates, start=1):
         trial = number if len(candidates) > 1 else None
-        train_x, train_y = data["train"].tensors(spec)
-        val_x, val_y = data["val"].tensors(spec)
+        spec, plan = trainer.resolve(candidate, fp, hw)
+        if record:
+            project._update_run(run_id, plan=plan, progress={"phase": "training", "trial": trial, "steps": spec.steps})
+        print(f"[{now()}] plan: {plan}", flush=True)
         result = trainer.fit(
             spec,
-            train_x,
-            train_y,
-            val_x,
-            val_y,
+            data["train"].prepared(spec),
+            data["val"].prepared(spec),
+            device=hw.device,
             factory=factory,
             train_step=train_step,
             on_step=lambda p, t=trial: worker.on_step(p, t),
             on_epoch=lambda r, t=trial: worker.on_epoch(r, t),
             should_stop=worker.should_stop,
+            direction=direction,
         )
         score = result.val_metrics.get(spec.objective)
         if trial is not None:
             trials.append({"trial": trial, "hyperparameters": _hp(spec), "val": {spec.objective: score}})
-            project._update_run(run_id, trials=trials)
+            if record:
+                project._update_run(run_id, trials=trials)
         sign = 1 if direction == "max" else -1
         if best is None or (score is not None and (best[2] is None or sign * score > sign * best[2])):
-            best = (spec, result, score)
-    spec, result, _ = best
+            best = (spec, result, score, plan)
+    spec, result, _, plan = best
     if not record:
         return "trained (not recording: not rank 0)"
+    training = {
+        "steps": result.steps,
+        "best_step": result.best_step,
+        "stopped": result.stopped,
+        "seconds": round(result.seconds, 2),
+    }
     project._update_run(
         run_id,
         spec=spec.to_dict(),
+        plan=plan,
+        training=training,
         hyperparameters=_hp(spec),
         classes=model_record["classes"],
         progress={"phase": "evaluating"},
@@ -353,15 +424,16 @@ def train_and_evaluate(project: Project, run_id: str, worker: _Worker, *, record
 
     net = trainer.build_model(spec, factory)
     net.load_state_dict(result.state_dict)
-    test_x, test_y = data["test"].tensors(spec)
-    test_metrics, proba = trainer.evaluate(net, spec, test_x, test_y)
-    per_example = _per_example_scores(spec, proba, test_y, data["test"].example_ids)
+    net.to(hw.device)
+    test = data["test"]
+    test_metrics, proba = trainer.evaluate(net, spec, test.prepared(spec), device=hw.device, masks=test.targets)
+    per_example = _per_example_scores(spec, proba, test.targets, test.example_ids)
     artifact = project._store.blobs.put(trainer.save_state_dict(net), "pt")
 
     champion = {}
     champion_id = model.champion_run_id
     if champion_id and champion_id != run_id:
-        champion = evaluate_champion(project, model, champion_id, data["test"])
+        champion = evaluate_champion(project, model, champion_id, test)
     objective = spec.objective
     decision, reason = promotion_decision(
         objective,
@@ -377,7 +449,12 @@ def train_and_evaluate(project: Project, run_id: str, worker: _Worker, *, record
             run_id,
             status="succeeded",
             ended=now(),
-            metrics={"val": result.val_metrics, "test": test_metrics, "best_epoch": result.best_epoch},
+            metrics={
+                "val": result.val_metrics,
+                "test": test_metrics,
+                "best_epoch": result.best_epoch,
+                "best_step": result.best_step,
+            },
             test_examples=per_example,
             champion=champion,
             artifact_ref=artifact,
@@ -396,15 +473,21 @@ class SplitData:
         self.images: list[Any] = []
         self.targets: list[Any] = []
         self.example_ids: list[str] = []
-        self._cache: dict[tuple[int, int], tuple[Any, Any]] = {}
+        self.modalities: list[str] = []
+        self._cache: dict[str, Any] = {}
 
-    def tensors(self, spec) -> tuple[Any, Any]:
-        """(x, y) prepared for a spec's image size and channels (cached)."""
-        from .training import trainer
+    def prepared(self, spec) -> Any:
+        """The split on a resolved spec's canvas (cached per canvas, channels and normalisation)."""
+        import json
 
-        key = (spec.image_size, spec.in_channels)
+        from .training import data
+
+        key = json.dumps(
+            [spec.canvas, spec.fit, spec.in_channels, spec.normalization, spec.problem_type, spec.multi_label],
+            sort_keys=True,
+        )
         if key not in self._cache:
-            self._cache[key] = trainer.prepare_dataset(self.images, self.targets, spec)
+            self._cache[key] = data.prepare(self.images, self.targets, spec)
         return self._cache[key]
 
 
@@ -448,6 +531,7 @@ def load_split(project: Project, model: Model, items: list[list[Any]]) -> SplitD
         data.images.append(image)
         data.targets.append(target)
         data.example_ids.append(example_id)
+        data.modalities.append(str((project.example(example_id).source or {}).get("modality") or ""))
     return data
 
 
@@ -467,7 +551,17 @@ def load_model_code(project: Project, name: str | None) -> tuple[Any, Any, dict[
 
 
 def _hp(spec) -> dict[str, Any]:
-    skip = {"problem_type", "num_classes", "multi_label", "in_channels", "objective", "extra"}
+    skip = {
+        "problem_type",
+        "num_classes",
+        "multi_label",
+        "in_channels",
+        "objective",
+        "extra",
+        "normalization",
+        "class_weights",
+        "fit",
+    }
     return {k: v for k, v in spec.to_dict().items() if k not in skip} | dict(spec.extra)
 
 
@@ -475,7 +569,7 @@ def _approval(decision: str, actor: str, reason: str) -> dict[str, Any]:
     return {"decision": decision, "actor": actor, "reason": reason, "time": now()}
 
 
-def _per_example_scores(spec, proba, target, example_ids) -> list[dict[str, Any]]:
+def _per_example_scores(spec, proba, targets, example_ids) -> list[dict[str, Any]]:
     """A score per test example (Dice for segmentation, probability of the truth otherwise)."""
     import numpy as np
 
@@ -485,11 +579,11 @@ def _per_example_scores(spec, proba, target, example_ids) -> list[dict[str, Any]
     for i, example_id in enumerate(example_ids):
         if spec.problem_type == "segmentation":
             pred = proba[i].argmax(0).numpy()
-            score = segmentation_metrics(target[i].numpy()[None], pred[None], spec.num_classes)["dice_mean"]
+            score = segmentation_metrics(np.asarray(targets[i]), pred, spec.num_classes)["dice_mean"]
         elif spec.multi_label:
-            score = float(1 - np.abs(proba[i].numpy() - target[i].numpy()).mean())
+            score = float(1 - np.abs(proba[i].numpy() - np.asarray(targets[i])).mean())
         else:
-            score = float(proba[i, int(target[i])])
+            score = float(proba[i, int(targets[i])])
         out.append({"example_id": example_id, "score": round(float(score), 5)})
     return sorted(out, key=lambda e: e["score"])
 
@@ -504,8 +598,9 @@ def evaluate_champion(project: Project, model: Model, champion_id: str, test: Sp
         return {"run_id": champion_id, "error": f"the champion could not be loaded: {e}"}
     if predictor.class_indices != [c.index for c in model.classes]:
         return {"run_id": champion_id, "error": "the class vocabulary changed since the champion was trained"}
-    x, y = test.tensors(predictor.spec)
-    metrics, _ = trainer.evaluate(predictor.net, predictor.spec, x, y)
+    metrics, _ = trainer.evaluate(
+        predictor.net, predictor.spec, test.prepared(predictor.spec), precision=predictor.precision, masks=test.targets
+    )
     return {"run_id": champion_id, "metrics": {"test": metrics}}
 
 
@@ -534,7 +629,8 @@ def work_distributed(project: Project, run_id: str) -> None:
     rank, world, backend = trainer.init_distributed()
     try:
         if rank == 0:
-            project._update_run(run_id, distributed={"world_size": world, "backend": backend})
+            nodes = int(os.environ.get("GROUP_WORLD_SIZE", "1"))
+            project._update_run(run_id, distributed={"world_size": world, "backend": backend, "nodes": nodes})
             work(project, run_id)
         else:
             train_and_evaluate(project, run_id, _SilentWorker(project, run_id), record=False)

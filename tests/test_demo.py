@@ -58,4 +58,4 @@ def test_demo_default_location_follows_the_environment(tmp_path, monkeypatch):
     assert demo_module.default_demo_path() == tmp_path / "here"
     monkeypatch.delenv("PATIENTML_DEMO_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert demo_module.default_demo_path() == tmp_path / "cache" / "patientml-widgets" / "demo-v1"
+    assert demo_module.default_demo_path() == tmp_path / "cache" / "patientml-widgets" / "demo-v2"

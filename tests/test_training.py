@@ -11,8 +11,9 @@ import pytest
 import patientml_widgets as pml
 from patientml_widgets.runs import promotion_decision
 
-TINY = {"epochs": 1, "image_size": 32, "base_channels": 4, "batch_size": 16}
-GOOD = {"epochs": 6, "image_size": 64, "base_channels": 8, "lr": 5e-3, "batch_size": 16}
+TINY = {"steps": 4, "image_size": 32, "base_channels": 4, "batch_size": 16}
+GOOD = {"steps": 60, "image_size": 64, "base_channels": 8, "lr": 5e-3, "batch_size": 16}
+LONG = {**TINY, "steps": 100_000, "early_stopping": False, "budget_s": 3600}
 
 
 def _wait_until_running(handle, timeout=60):
@@ -43,7 +44,13 @@ def test_segmentation_run_records_everything_and_predicts(demo, seg):
     run = handle.wait(timeout=120)
     assert run.status == "succeeded", run.traceback
     assert run.snapshot == demo.snapshot(seg)
-    assert run.hyperparameters["epochs"] == 1 and run.hyperparameters["image_size"] == 32
+    assert run.hyperparameters["steps"] == 4 and run.hyperparameters["image_size"] == 32
+    # what the run derived from the data and the machine is recorded
+    assert run.fingerprint["n"] == len(run.snapshot["train"]) and run.fingerprint["shape_median"] == [128, 128]
+    assert run.plan["canvas"] == [32, 32] == run.spec["canvas"] and run.plan["steps"] == 4
+    assert run.hardware["device"] == "cpu" and run.hardware["precision"] in ("fp32", "bf16")
+    assert run.hardware["threads"] >= 1 and run.hardware["reason"]
+    assert run.training["steps"] == 4 and run.training["stopped"] == "planned steps"
     assert run.spec["architecture"] == "unet" and run.spec["num_classes"] == 3
     test = run.metrics["test"]
     assert set(test) >= {"loss", "dice", "dice_mean", "iou", "iou_mean", "pixel_accuracy"}
@@ -146,7 +153,7 @@ def test_worse_challenger_rejected_better_one_promoted_and_manual_decisions(demo
 
 @pytest.mark.slow
 def test_cancel_stops_a_run_and_the_next_one_succeeds(demo, seg):
-    handle = demo.train(seg, hyperparameters={**TINY, "epochs": 200})
+    handle = demo.train(seg, hyperparameters=LONG)
     _wait_until_running(handle)
     run = handle.cancel()
     assert run.status == "cancelled" and run.error == "cancelled by the user"
@@ -170,7 +177,7 @@ def test_a_failing_model_factory_fails_the_run_with_its_reason(demo, seg):
 
 @pytest.mark.slow
 def test_a_killed_worker_fails_the_run_and_the_project_survives(demo, seg):
-    handle = demo.train(seg, hyperparameters={**TINY, "epochs": 200})
+    handle = demo.train(seg, hyperparameters=LONG)
     _wait_until_running(handle)
     os.kill(demo._run_record(handle.id)["worker"]["pid"], signal.SIGKILL)
     run = handle.wait(timeout=30)
@@ -198,7 +205,7 @@ def test_registered_model_code_and_train_step_replace_the_network(demo, seg):
 
     demo.register_model_code("tiny-net", tiny_net, train_step=my_step)
     demo.configure_training(seg, model_code="tiny-net")
-    run = demo.train(seg, hyperparameters={"epochs": 1, "image_size": 32}).wait(timeout=120)
+    run = demo.train(seg, hyperparameters={"steps": 4, "image_size": 32}).wait(timeout=120)
     assert run.status == "succeeded", run.traceback
     assert run.spec["architecture"] == "code:tiny-net"
     assert "custom step" in demo.run_log(run)
@@ -251,8 +258,41 @@ def test_retrain_policy_starts_a_run_after_new_labels(demo, cls):
 def test_the_same_run_under_torchrun_with_ddp(demo, seg):
     run = demo.train(seg, hyperparameters=TINY, processes=2).wait(timeout=180)
     assert run.status == "succeeded", (run.error, demo.run_log(run)[-2000:])
-    assert run.distributed == {"world_size": 2, "backend": "gloo"}
+    assert run.distributed == {"world_size": 2, "backend": "gloo", "nodes": 1}
     assert run.metrics["test"]["n"] == len(run.snapshot["test"]) and run.artifact_ref
+
+
+@pytest.mark.slow
+def test_the_same_run_on_two_nodes_rendezvous_by_address(demo, seg):
+    import socket
+    import subprocess
+
+    with socket.socket() as s:  # a free port for node 0's rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    local = demo.train(seg, hyperparameters=TINY).wait(timeout=180)
+    handle = demo.train(seg, hyperparameters=TINY, nodes=2, rendezvous=f"127.0.0.1:{port}")
+    command = handle.node_command(1)
+    assert "--node-rank=1" in command and f"--master-port={port}" in command
+    other = subprocess.run(command, capture_output=True, text=True, timeout=180)  # node 1, as another machine would
+    run = handle.wait(timeout=180)
+    assert run.status == "succeeded", (run.error, demo.run_log(run)[-2000:], other.stdout[-2000:])
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert run.distributed == {"world_size": 2, "backend": "gloo", "nodes": 2}
+
+    # the record has the shape of a local run's
+    def shape(r):
+        record = demo._run_record(r.id)
+        return {k: sorted(v) if isinstance(v, dict) else type(v).__name__ for k, v in record.items()}
+
+    ignore = {"distributed", "worker", "champion", "trigger", "approvals"}
+    assert {k: v for k, v in shape(run).items() if k not in ignore} == {
+        k: v for k, v in shape(local).items() if k not in ignore
+    }
+    with pytest.raises(pml.ValidationError, match="rendezvous"):
+        demo.train(seg, hyperparameters=TINY, nodes=2)
+    with pytest.raises(pml.ValidationError, match="node_rank"):
+        handle.node_command(2)
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
@@ -293,8 +333,14 @@ def test_training_asks_for_torch_when_it_is_missing(demo, seg, monkeypatch):
 def test_bad_training_settings_are_refused(demo, seg):
     with pytest.raises(pml.ValidationError, match="unknown hyperparameters"):
         demo.train(seg, hyperparameters={"learning_rate": 0.1})
-    with pytest.raises(pml.ValidationError, match="at least 1"):
-        demo.configure_training(seg, hyperparameters={"epochs": 0})
+    with pytest.raises(pml.ValidationError, match="0 \\(auto\\) or more"):
+        demo.configure_training(seg, hyperparameters={"steps": -1})
+    with pytest.raises(pml.ValidationError, match="precision"):
+        demo.configure_training(seg, hyperparameters={"precision": "fp8"})
+    with pytest.raises(pml.ValidationError, match="budget"):
+        demo.configure_training(seg, budget="soon")
+    with pytest.raises(pml.ValidationError, match="not a segmentation metric"):
+        demo.configure_training(seg, objective="balanced_accuracy")
     with pytest.raises(pml.ValidationError, match="direction"):
         demo.configure_training(seg, direction="up")
     with pytest.raises(pml.ValidationError, match="deployed run"):
@@ -312,20 +358,30 @@ def test_training_is_deterministic_given_a_seed():
     import torch
 
     from patientml_widgets.demo import lesion_sample
-    from patientml_widgets.training import trainer
+    from patientml_widgets.training import data, trainer
     from patientml_widgets.training.spec import TrainSpec
 
     samples = [lesion_sample(i, size=32) for i in range(12)]
-    x = trainer.prepare_images([s[0] for s in samples], 32, 3)
-    y = trainer.prepare_masks([s[1] for s in samples], 32)
-    spec = TrainSpec.build("segmentation", TINY, num_classes=3, in_channels=3)
-    one = trainer.fit(spec, x[:8], y[:8], x[8:], y[8:])
-    two = trainer.fit(spec, x[:8], y[:8], x[8:], y[8:])
-    assert one.history == two.history
-    assert all(torch.equal(one.state_dict[k], two.state_dict[k]) for k in one.state_dict)
-    other = trainer.fit(
-        TrainSpec.build("segmentation", {**TINY, "seed": 1}, num_classes=3, in_channels=3), x[:8], y[:8], x[8:], y[8:]
+    spec = TrainSpec.build(
+        "segmentation",
+        TINY,
+        canvas=[32, 32],
+        patch=[32, 32],
+        num_classes=3,
+        in_channels=3,
+        normalization={"scheme": "zscore"},
+        eval_every=2,
+        depth=3,
+        lr=3e-3,
+        budget_s=600,
     )
+    train = data.prepare([s[0] for s in samples[:8]], [s[1] for s in samples[:8]], spec)
+    val = data.prepare([s[0] for s in samples[8:]], [s[1] for s in samples[8:]], spec)
+    one = trainer.fit(spec, train, val)
+    two = trainer.fit(spec, train, val)
+    assert one.history == two.history and one.steps == two.steps == 4
+    assert all(torch.equal(one.state_dict[k], two.state_dict[k]) for k in one.state_dict)
+    other = trainer.fit(TrainSpec.build("segmentation", {**spec.to_dict(), "seed": 1}, num_classes=3), train, val)
     assert any(not torch.equal(one.state_dict[k], other.state_dict[k]) for k in one.state_dict)
 
 
@@ -345,7 +401,7 @@ def test_multi_label_classification_run(demo):
     with demo.batch():
         for ex, classes in zip(examples, labels):
             demo.submit_label(ex, classes=classes)
-    run = demo.train(model, hyperparameters={**TINY, "epochs": 3}).wait(timeout=120)
+    run = demo.train(model, hyperparameters={**TINY, "steps": 30}).wait(timeout=120)
     assert run.status == "succeeded", run.traceback
     assert set(run.metrics["test"]) >= {"subset_accuracy", "f1_macro", "auroc", "precision", "recall"}
     prediction = demo.predict(model, examples[0])

@@ -13,10 +13,22 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["auroc", "classification_metrics", "multilabel_metrics", "segmentation_metrics", "OBJECTIVES"]
+__all__ = [
+    "OBJECTIVES",
+    "OBJECTIVE_CHOICES",
+    "auroc",
+    "classification_metrics",
+    "multilabel_metrics",
+    "segmentation_metrics",
+]
 
 #: default objective metric per problem type (all of them: higher is better)
 OBJECTIVES = {"classification": "balanced_accuracy", "segmentation": "dice_mean"}
+#: metrics a run can be judged on (promotion rule, early stopping, search), per problem type
+OBJECTIVE_CHOICES = {
+    "classification": ("balanced_accuracy", "auroc", "accuracy", "f1_macro", "subset_accuracy", "loss"),
+    "segmentation": ("dice_mean", "iou_mean", "pixel_accuracy", "loss"),
+}
 
 
 def auroc(y_true: np.ndarray, score: np.ndarray) -> float | None:
@@ -89,15 +101,19 @@ def multilabel_metrics(y_true: np.ndarray, proba: np.ndarray, loss: float | None
     out: dict[str, Any] = {
         "subset_accuracy": float((y_true == y_pred).all(axis=1).mean()) if len(y_true) else 0.0,
         "f1_macro": float(f1.mean()),
-        "balanced_accuracy": float(np.mean(
-            [(recall[c] + ((~y_true[:, c] & ~y_pred[:, c]).sum() / max(1, (~y_true[:, c]).sum()))) / 2
-             for c in range(proba.shape[1])]
-        )),
+        "balanced_accuracy": float(
+            np.mean(
+                [
+                    (recall[c] + ((~y_true[:, c] & ~y_pred[:, c]).sum() / max(1, (~y_true[:, c]).sum()))) / 2
+                    for c in range(proba.shape[1])
+                ]
+            )
+        ),
         "precision": precision.tolist(),
         "recall": recall.tolist(),
         "auroc": float(np.mean(valid)) if valid else None,
         "n": len(y_true),
-    }  # fmt: skip
+    }
     if loss is not None:
         out["loss"] = float(loss)
     return out

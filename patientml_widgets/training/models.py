@@ -1,4 +1,4 @@
-"""Built-in networks, sized for 2 CPU cores at 64-128 px: a small CNN classifier and a small U-Net."""
+"""Built-in networks, sized for 2 CPU cores: a small CNN classifier and a small U-Net."""
 
 from __future__ import annotations
 
@@ -8,21 +8,29 @@ from torch import nn
 __all__ = ["SmallCNN", "SmallUNet", "build_builtin"]
 
 
-def _block(c_in: int, c_out: int) -> nn.Sequential:
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "group":  # independent of the batch size (segmentation batches are small)
+        return nn.GroupNorm(max(1, min(8, channels // 2)), channels)
+    return nn.BatchNorm2d(channels)
+
+
+def _block(c_in: int, c_out: int, norm: str = "batch") -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
+        _norm(norm, c_out),
         nn.ReLU(inplace=True),
         nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
+        _norm(norm, c_out),
         nn.ReLU(inplace=True),
     )
 
 
 class SmallCNN(nn.Module):
-    """Four conv blocks with pooling, global average pooling, a linear head (logits)."""
+    """Four conv blocks with pooling, average pooling to ``pool`` x ``pool`` (2 keeps where in the
+    image a finding is - left or right, centre or edge; 1 is global pooling), a linear head (logits).
+    """
 
-    def __init__(self, in_channels: int, num_classes: int, base_channels: int = 16) -> None:
+    def __init__(self, in_channels: int, num_classes: int, base_channels: int = 16, pool: int = 2) -> None:
         super().__init__()
         widths = [base_channels * 2**i for i in range(4)]
         layers: list[nn.Module] = []
@@ -31,29 +39,33 @@ class SmallCNN(nn.Module):
             layers += [_block(c, w), nn.MaxPool2d(2)]
             c = w
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(c, num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(pool), nn.Flatten(), nn.Dropout(0.2), nn.Linear(c * pool * pool, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
 
 class SmallUNet(nn.Module):
-    """A three-level U-Net returning per-pixel class logits at the input size."""
+    """A U-Net of ``depth`` levels returning per-pixel class logits at the input size."""
 
-    def __init__(self, in_channels: int, num_classes: int, base_channels: int = 16, depth: int = 3) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, base_channels: int = 16, depth: int = 3, norm: str = "batch"
+    ) -> None:
         super().__init__()
-        widths = [base_channels * 2**i for i in range(depth + 1)]
+        widths = [base_channels * 2 ** min(i, 3) for i in range(depth + 1)]
         self.down = nn.ModuleList()
         c = in_channels
         for w in widths[:-1]:
-            self.down.append(_block(c, w))
+            self.down.append(_block(c, w, norm))
             c = w
-        self.bottom = _block(c, widths[-1])
+        self.bottom = _block(c, widths[-1], norm)
         self.up = nn.ModuleList()
         self.merge = nn.ModuleList()
         for w_skip, w_in in zip(reversed(widths[:-1]), reversed(widths[1:])):
             self.up.append(nn.ConvTranspose2d(w_in, w_skip, 2, stride=2))
-            self.merge.append(_block(2 * w_skip, w_skip))
+            self.merge.append(_block(2 * w_skip, w_skip, norm))
         self.out = nn.Conv2d(widths[0], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,9 +84,10 @@ class SmallUNet(nn.Module):
         return self.out(x)[..., : size[0], : size[1]]
 
 
-def build_builtin(architecture: str, in_channels: int, num_classes: int, base_channels: int) -> nn.Module:
-    if architecture == "unet":
-        return SmallUNet(in_channels, num_classes, base_channels)
-    if architecture == "cnn":
-        return SmallCNN(in_channels, num_classes, base_channels)
-    raise ValueError(f"unknown built-in architecture {architecture!r} (built in: 'cnn', 'unet')")
+def build_builtin(spec) -> nn.Module:
+    """The built-in network a (resolved) spec names."""
+    if spec.architecture == "unet":
+        return SmallUNet(spec.in_channels, spec.num_classes, spec.base_channels, spec.depth or 3, spec.norm)
+    if spec.architecture == "cnn":
+        return SmallCNN(spec.in_channels, spec.num_classes, spec.base_channels, pool=1 if spec.fit == "stretch" else 2)
+    raise ValueError(f"unknown built-in architecture {spec.architecture!r} (built in: 'cnn', 'unet')")

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.nn import functional as F
 
+from .hardware import choose_precision, cpu_flags
 from .spec import TrainSpec
-from .trainer import ModelFactory, build_model, load_state_dict, predict_proba, prepare_images
+from .trainer import ModelFactory, build_model, load_state_dict, predict_image
 
 __all__ = ["Predictor"]
 
@@ -34,22 +34,27 @@ class Predictor:
         self.net.load_state_dict(load_state_dict(weights))
         self.net.eval()
         self._weights = weights
+        # predictions run on the CPU, in bf16 only where this CPU runs it natively
+        self.precision = choose_precision("auto", "cpu", flags=cpu_flags())[0]
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        """Probabilities: (k,) for classification, (k, H, W) at the image's own size for segmentation."""
-        x = prepare_images([image], self.spec.image_size, self.spec.in_channels)
-        proba = predict_proba(self.net, self.spec, x)[0]
-        if self.spec.problem_type == "segmentation" and proba.shape[-2:] != image.shape[:2]:
-            proba = F.interpolate(proba[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0]
-        return proba.numpy()
+        """Probabilities: (k,) for classification, (k, H, W) at the image's own size for segmentation
+        (resampled from the working resolution; averaged over flips when the run used ``tta``).
+        """
+        return predict_image(self.net, self.spec, image, precision=self.precision).numpy()
 
     def export(self, folder: str | Path, *, model: dict[str, Any], run: dict[str, Any]) -> Path:
         """Write ``weights.pt`` (a plain state dict) and ``config.json`` into ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "weights.pt").write_bytes(self._weights)
-        config = {"export_version": EXPORT_VERSION, "spec": self.spec.to_dict(), "classes": self.classes,
-                  "model": model, "run": run}  # fmt: skip
+        config = {
+            "export_version": EXPORT_VERSION,
+            "spec": self.spec.to_dict(),
+            "classes": self.classes,
+            "model": model,
+            "run": run,
+        }
         (folder / "config.json").write_text(json.dumps(config, indent=2))
         return folder
 

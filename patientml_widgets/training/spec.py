@@ -6,36 +6,52 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..errors import ValidationError
+from .hardware import PRECISIONS
 from .metrics import OBJECTIVES
 
-__all__ = ["DEFAULTS", "TrainSpec"]
+__all__ = ["AUTO", "TrainSpec", "parse_budget"]
 
-#: default hyperparameters per problem type, chosen on the demo project (2 CPU cores):
-#: the U-Net reaches test Dice > 0.9 in about 20 s, the CNN balanced accuracy 1.0 in 3 s.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "segmentation": {"architecture": "unet", "image_size": 128, "epochs": 8, "batch_size": 8, "lr": 1e-2},
-    "classification": {"architecture": "cnn", "image_size": 64, "epochs": 10, "batch_size": 16, "lr": 5e-3},
-}
+#: settings that the plan fills in from the data and the machine when left at 0 / "" / []
+AUTO = ("image_size", "batch_size", "steps", "lr", "base_channels", "depth", "budget_s", "eval_every")
 
 
 @dataclass
 class TrainSpec:
-    """Everything a training run needs to know besides the data. Recorded on the run."""
+    """Everything a training run needs to know besides the data. Recorded on the run, resolved.
+
+    Zero means "from the plan": the working resolution (``image_size`` caps its longer side),
+    batch size, number of optimisation ``steps`` (or ``epochs`` passes over the training set),
+    learning rate, network width and depth, the time ``budget_s`` the steps must fit, and how
+    often the validation split is scored (``eval_every`` steps; training stops early when the
+    objective stops improving and keeps the best checkpoint).
+    """
 
     problem_type: str
     num_classes: int
     multi_label: bool = False
     architecture: str = ""
     in_channels: int = 3
-    image_size: int = 128
-    epochs: int = 8
-    batch_size: int = 16
-    lr: float = 3e-3
+    image_size: int = 0
+    canvas: list[int] = field(default_factory=list)  # working (height, width), from the plan
+    patch: list[int] = field(default_factory=list)  # training patch (segmentation), from the plan
+    fit: str = "pad"  # "pad": aspect ratio kept; "stretch": runs from before the plan (squashed square)
+    normalization: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 0
+    steps: int = 0
+    epochs: int = 0
+    budget_s: float = 0.0
+    eval_every: int = 0
+    early_stopping: bool = True
+    lr: float = 0.0
     weight_decay: float = 1e-4
-    base_channels: int = 16
+    base_channels: int = 0
+    depth: int = 0
+    norm: str = "batch"  # the U-Net's normalisation layers: batch (fastest on CPUs) or group
+    class_weights: list[float] | None = None
     seed: int = 0
     augment: bool = True
-    precision: str = "bf16"  # bf16 autocast (1.3x faster for the demo U-Net on these CPUs) or fp32
+    tta: bool = True  # predict also on the flipped image and average (segmentation)
+    precision: str = "auto"  # auto: bf16 only where the CPU or GPU runs it natively, else fp32 (see hardware)
     objective: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # hyperparameters for registered model code
 
@@ -48,28 +64,84 @@ class TrainSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainSpec:
         known = {f.name for f in fields(cls)} - {"extra"}
+        data = dict(data)
+        if "canvas" not in data and data.get("image_size") and data.get("problem_type"):
+            # a run recorded before the plan: a square of image_size, batch-norm networks, fixed epochs
+            size = int(data["image_size"])
+            data.update(
+                canvas=[size, size], fit="stretch", norm="batch", depth=3, normalization={"scheme": "zscore"}, tta=False
+            )
         extra = {**data.get("extra", {}), **{k: v for k, v in data.items() if k not in known and k != "extra"}}
         return cls(**{k: v for k, v in data.items() if k in known}, extra=extra)
 
     @classmethod
-    def build(cls, problem_type: str, *layers: dict[str, Any], **fixed: Any) -> TrainSpec:
-        """Defaults for the problem type, overridden by each layer in turn, then by ``fixed``."""
-        values: dict[str, Any] = dict(DEFAULTS[problem_type])
+    def build(cls, problem_type: str, *layers: dict[str, Any] | None, **fixed: Any) -> TrainSpec:
+        """Auto settings for the problem type, overridden by each layer in turn, then by ``fixed``."""
+        values: dict[str, Any] = {}
         for layer in layers:
             values.update(layer or {})
         values.update(fixed, problem_type=problem_type)
+        if "budget" in values:
+            values["budget_s"] = parse_budget(values.pop("budget"))
+        values.setdefault("canvas", [])  # a new run is always planned (never the legacy path)
         try:
             spec = cls.from_dict(values)
         except TypeError as e:
             raise ValidationError(f"bad hyperparameters: {e}") from None
-        for name in ("epochs", "batch_size", "image_size", "base_channels"):
-            if int(getattr(spec, name)) < 1:
-                raise ValidationError(f"hyperparameter {name} must be at least 1")
+        for name in ("epochs", "batch_size", "image_size", "base_channels", "steps", "depth", "eval_every"):
+            try:
+                value = int(getattr(spec, name))
+            except (TypeError, ValueError):
+                raise ValidationError(f"hyperparameter {name} must be a whole number") from None
+            if value < 0 or value != getattr(spec, name):
+                raise ValidationError(f"hyperparameter {name} must be a whole number, 0 (auto) or more")
+        if spec.image_size and spec.image_size < 16:
+            raise ValidationError("hyperparameter image_size must be at least 16 (or 0: from the data)")
+        if spec.depth and not 2 <= spec.depth <= 5:
+            raise ValidationError("hyperparameter depth must be 2-5 (or 0: from the data)")
+        if not (isinstance(spec.lr, (int, float)) and spec.lr >= 0) or float(spec.budget_s) < 0:
+            raise ValidationError("lr and budget_s must be 0 (auto) or positive")
         if spec.extra and spec.architecture in ("unet", "cnn"):
             raise ValidationError(f"unknown hyperparameters for the built-in {spec.architecture}: {sorted(spec.extra)}")
-        if spec.precision not in ("bf16", "fp32"):
-            raise ValidationError("precision is bf16 or fp32")
+        if spec.precision not in PRECISIONS:
+            raise ValidationError(f"precision is one of {', '.join(PRECISIONS)}")
+        if spec.norm not in ("group", "batch"):
+            raise ValidationError("norm is 'group' or 'batch'")
         return spec
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def parse_budget(value: Any) -> float:
+    """Seconds from ``90``, ``"90 s"``, ``"3 min"``, ``"1.5 h"`` (0 / None: the machine's default)."""
+    if value is None or value == "":
+        return 0.0
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        units = {
+            "s": 1,
+            "sec": 1,
+            "secs": 1,
+            "second": 1,
+            "seconds": 1,
+            "m": 60,
+            "min": 60,
+            "mins": 60,
+            "minute": 60,
+            "minutes": 60,
+            "h": 3600,
+            "hour": 3600,
+            "hours": 3600,
+        }
+        number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(number) :] or "s"
+        try:
+            seconds = float(number) * units[unit]
+        except (ValueError, KeyError):
+            raise ValidationError(f"a budget is seconds or a text like '90 s', '3 min', '1 h', not {value!r}") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValidationError(f"a budget must be a positive time, not {value!r}")
+    return seconds

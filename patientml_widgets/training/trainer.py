@@ -1,8 +1,14 @@
 """The training loop, evaluation and prediction, on arrays (no store access here).
 
-The run orchestration (``patientml_widgets.runs``) loads a snapshot into arrays,
-calls :func:`fit`, then :func:`evaluate` for the run and for the champion, and
-writes everything back through the project.
+The run orchestration (``patientml_widgets.runs``) loads a snapshot into arrays, takes
+the fingerprint, resolves the spec with :func:`resolve` (plan + hardware), calls
+:func:`fit`, then :func:`evaluate` for the run and for the champion, and writes
+everything back through the project.
+
+Training length is counted in optimisation steps: warm-up, a constant learning rate,
+then a linear cool-down to zero that starts when the validation objective has stopped
+improving (early stopping), when the time budget would otherwise be exceeded, or at the
+last planned steps. The checkpoint with the best validation objective is kept.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,8 +26,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .data import IGNORE, Prepared, augment, crop, prepare, restore_proba, to_canvas
+from .hardware import Hardware
 from .metrics import classification_metrics, multilabel_metrics, segmentation_metrics
 from .models import build_builtin
+from .plan import make_plan
 from .spec import TrainSpec
 
 __all__ = [
@@ -31,18 +40,20 @@ __all__ = [
     "build_model",
     "evaluate",
     "fit",
-    "load_state_dict",
-    "predict_proba",
     "init_distributed",
-    "prepare_dataset",
-    "prepare_images",
-    "prepare_masks",
+    "load_state_dict",
+    "predict_image",
+    "prepare",
+    "resolve",
     "save_state_dict",
     "shutdown_distributed",
 ]
 
 ModelFactory = Callable[[int, int], nn.Module]
 TrainStep = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.optim.Optimizer], float]
+MIN_DELTA = 1e-3  # an improvement of the validation objective smaller than this is no improvement
+PATIENCE = 5  # evaluations without improvement before the cool-down starts
+COOLDOWN = 0.2  # the cool-down's length, as a share of the steps done before it
 
 
 class Cancelled(Exception):
@@ -53,51 +64,25 @@ class Cancelled(Exception):
 class FitResult:
     state_dict: dict[str, torch.Tensor]
     history: list[dict[str, Any]]
-    best_epoch: int
+    best_epoch: int  # the evaluation round of the best checkpoint (1-based)
+    best_step: int
+    steps: int
+    stopped: str  # why training ended: early stopping, time budget, planned steps
     val_metrics: dict[str, Any]
     seconds: float
 
 
-# -- data ----------------------------------------------------------------------------
+# -- plan -----------------------------------------------------------------------------
 
 
-def prepare_images(images: list[np.ndarray], size: int, channels: int) -> torch.Tensor:
-    """Stack images as (N, C, size, size) float32, each channel normalized to zero mean, unit variance."""
-    out = torch.empty((len(images), channels, size, size), dtype=torch.float32)
-    for i, arr in enumerate(images):
-        x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-        x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
-        if x.shape[0] != channels:
-            x = x.mean(0, keepdim=True).expand(channels, -1, -1) if channels != 1 else x.mean(0, keepdim=True)
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
-        mean = x.mean(dim=(1, 2), keepdim=True)
-        std = x.std(dim=(1, 2), keepdim=True).clamp_min(1e-6)
-        out[i] = (x - mean) / std
-    return out
-
-
-def prepare_masks(masks: list[np.ndarray], size: int) -> torch.Tensor:
-    """Stack masks of class positions as (N, size, size) int64 (nearest-neighbour resize)."""
-    out = torch.empty((len(masks), size, size), dtype=torch.int64)
-    for i, m in enumerate(masks):
-        t = torch.from_numpy(np.ascontiguousarray(m, dtype=np.int64))
-        if t.shape != (size, size):
-            t = F.interpolate(t[None, None].float(), size=(size, size), mode="nearest")[0, 0].long()
-        out[i] = t
-    return out
-
-
-def prepare_dataset(images: list[np.ndarray], targets: list[Any], spec: TrainSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images and targets (masks of class positions, a position, or a multi-hot vector) as tensors."""
-    x = prepare_images(images, spec.image_size, spec.in_channels)
-    if spec.problem_type == "segmentation":
-        y = prepare_masks(targets, spec.image_size)
-    elif spec.multi_label:
-        y = torch.tensor(np.array(targets, dtype=np.float32).reshape(-1, spec.num_classes))
-    else:
-        y = torch.tensor(targets, dtype=torch.int64)
-    return x, y
+def resolve(spec: TrainSpec, fp: dict[str, Any], hardware: Hardware) -> tuple[TrainSpec, dict[str, Any]]:
+    """The spec with every auto setting filled in from the fingerprint and the hardware, and the plan."""
+    plan = make_plan(fp, spec.to_dict(), device=hardware.device)
+    fields = {k: v for k, v in plan.items() if hasattr(spec, k)}
+    resolved = replace(spec, **fields, precision=hardware.precision)
+    if spec.class_weights is not None:
+        resolved.class_weights = spec.class_weights
+    return resolved, plan
 
 
 def init_distributed() -> tuple[int, int, str]:
@@ -115,6 +100,20 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
+def _distributed() -> tuple[bool, int, int]:
+    on = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return (True, torch.distributed.get_rank(), torch.distributed.get_world_size()) if on else (False, 0, 1)
+
+
+def _agree(value: float, distributed: bool) -> float:
+    """Rank 0's value, on every rank (so all ranks stop, cool down and evaluate together)."""
+    if not distributed:
+        return value
+    t = torch.tensor([float(value)], dtype=torch.float64)
+    torch.distributed.broadcast(t, src=0)
+    return float(t.item())
+
+
 # -- model ---------------------------------------------------------------------------
 
 
@@ -124,7 +123,7 @@ def build_model(spec: TrainSpec, factory: ModelFactory | None = None) -> nn.Modu
         if not isinstance(model, nn.Module):
             raise TypeError(f"the model factory returned {type(model).__name__}, not a torch.nn.Module")
         return model
-    return build_builtin(spec.architecture, spec.in_channels, spec.num_classes, spec.base_channels)
+    return build_builtin(spec)
 
 
 def save_state_dict(model: nn.Module) -> bytes:
@@ -148,51 +147,53 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _autocast(device: torch.device, precision: str):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
-def _autocast(spec: TrainSpec, device: torch.device):
-    enabled = spec.precision == "bf16"
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+def _layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cpu" else x
 
 
 # -- loss ----------------------------------------------------------------------------
 
 
 def loss_fn(spec: TrainSpec, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Segmentation: cross-entropy + soft Dice of the foreground classes over the batch (padding ignored).
+    Classification: cross-entropy with the plan's class weights (multi-label: BCE with positive weights).
+    """
     logits = logits.float()
+    weights = torch.tensor(spec.class_weights, device=logits.device) if spec.class_weights else None
     if spec.problem_type == "segmentation":
-        ce = F.cross_entropy(logits, target)
-        probs = logits.softmax(1)
-        onehot = F.one_hot(target, spec.num_classes).permute(0, 3, 1, 2).float()
+        ce = F.cross_entropy(logits, target, ignore_index=IGNORE)
+        if spec.num_classes < 2:
+            return ce
+        valid = (target != IGNORE).unsqueeze(1).float()
+        probs = logits.softmax(1) * valid
+        onehot = F.one_hot(target.clamp_min(0), spec.num_classes).permute(0, 3, 1, 2).float() * valid
         inter = (probs * onehot).sum((0, 2, 3))
         denom = probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
-        dice = (2 * inter + 1) / (denom + 1)
-        return ce + (1 - dice[1:].mean() if spec.num_classes > 1 else 0)
+        dice = (2 * inter + 1e-5) / (denom + 1e-5)
+        return ce + (1 - dice[1:].mean())
     if spec.multi_label:
-        return F.binary_cross_entropy_with_logits(logits, target.float())
-    return F.cross_entropy(logits, target)
+        return F.binary_cross_entropy_with_logits(logits, target.float(), pos_weight=weights)
+    return F.cross_entropy(logits, target, weight=weights)
 
 
-def _augment(x: torch.Tensor, y: torch.Tensor, spec: TrainSpec, gen: torch.Generator):
-    if torch.rand((), generator=gen) < 0.5:
-        x = x.flip(-1)
-        y = y.flip(-1) if spec.problem_type == "segmentation" else y
-    if torch.rand((), generator=gen) < 0.5:
-        x = x.flip(-2)
-        y = y.flip(-2) if spec.problem_type == "segmentation" else y
-    return x, y
-
-
-def _default_step(spec: TrainSpec, device: torch.device) -> TrainStep:
+def _default_step(spec: TrainSpec, device: torch.device, scaler: Any) -> TrainStep:
     def step(model, images, targets, optimizer):
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(spec, device):
+        with _autocast(device, spec.precision):
             logits = model(images)
         loss = loss_fn(spec, logits, targets)
-        loss.backward()
-        optimizer.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         return float(loss.detach())
 
     return step
@@ -208,81 +209,148 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def make_deterministic() -> None:
+    """Ask torch for deterministic algorithms (warning, not failing, where an op has none)."""
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if torch.backends.cudnn.is_available():
+        torch.backends.cudnn.benchmark = False
+
+
+class _Schedule:
+    """Linear warm-up, a constant rate, then a linear cool-down to zero once it is started."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.warmup = max(1, min(100, total // 10))
+        self.cooldown: tuple[int, int] | None = None  # (first step, length)
+
+    def start_cooldown(self, step: int) -> None:
+        if self.cooldown is None:
+            length = max(1, min(self.total - step, max(20, round(COOLDOWN * step))))
+            self.cooldown = (step, length)
+            self.total = step + length
+
+    def factor(self, step: int) -> float:
+        if self.cooldown is None and step >= self.total - max(1, round(COOLDOWN * self.total / (1 + COOLDOWN))):
+            self.start_cooldown(step)
+        warm = min(1.0, (step + 1) / self.warmup)
+        if self.cooldown is None:
+            return warm
+        first, length = self.cooldown
+        return warm * max(0.0, 1 - (step - first) / length)
+
+
 def fit(
     spec: TrainSpec,
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    val_x: torch.Tensor,
-    val_y: torch.Tensor,
+    train: Prepared,
+    val: Prepared,
     *,
+    device: str = "cpu",
     factory: ModelFactory | None = None,
     train_step: TrainStep | None = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    direction: str = "max",
 ) -> FitResult:
-    """Train; keep the weights of the epoch with the best validation objective.
+    """Train a resolved spec; keep the weights with the best validation objective.
 
     Under ``torch.distributed`` (torchrun), each process trains on its share of every
-    epoch's batches and gradients are averaged (DistributedDataParallel).
+    step's batch, gradients are averaged (DistributedDataParallel) and rank 0's decisions
+    (cancel, cool-down, stop) are broadcast so that all ranks agree.
     """
     t0 = time.perf_counter()
     gen = seed_everything(spec.seed)
-    device = _device()
-    model = build_model(spec, factory).to(device)
-    if device.type == "cpu" and spec.problem_type == "segmentation":
+    dev = torch.device(device)
+    model = build_model(spec, factory).to(dev)
+    if dev.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+    distributed, rank, world = _distributed()
     if distributed:
         model = nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    steps_per_epoch = max(1, math.ceil(len(train_x) / (spec.batch_size * world)))
-    total = steps_per_epoch * spec.epochs
-    warmup = max(1, total // 5)  # linear warm-up, then cosine decay (works for any number of steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, total) / total))
-    )
-    step_fn = train_step or _default_step(spec, device)
+    scaler = torch.amp.GradScaler("cuda") if spec.precision == "fp16" and dev.type == "cuda" else None
+    step_fn = train_step or _default_step(spec, dev, scaler)
+    schedule = _Schedule(spec.steps)
+    sign = 1.0 if direction == "max" else -1.0
     history: list[dict[str, Any]] = []
-    best: tuple[float, int, dict[str, torch.Tensor], dict[str, Any]] | None = None
-    done = 0
-    for epoch in range(1, spec.epochs + 1):
+    best: dict[str, Any] | None = None
+    stale, losses, stopped = 0, [], "planned steps"
+    step_time = eval_time = 0.0
+    n, batch = len(train), spec.batch_size
+    segmentation = spec.problem_type == "segmentation"
+    step = 0
+    while step < schedule.total:
+        if _agree(bool(should_stop is not None and should_stop()), distributed):
+            raise Cancelled
+        for group in optimizer.param_groups:
+            group["lr"] = spec.lr * schedule.factor(step)
+        idx = torch.randint(n, (batch * world,), generator=gen)[rank * batch : (rank + 1) * batch]
+        if segmentation and spec.patch and list(spec.patch) != list(spec.canvas):
+            x, y = crop(train, idx, spec.patch, gen)
+        else:
+            x, y = train.x[idx], train.y[idx]
+        if spec.augment:
+            x, y = augment(x, y, segmentation, gen)
+        started = time.perf_counter()
         model.train()
-        order = torch.randperm(len(train_x), generator=gen)
-        per_rank = steps_per_epoch * spec.batch_size
-        order = order.repeat(math.ceil(per_rank * world / max(1, len(order))))[: per_rank * world]
-        mine = order[rank * per_rank : (rank + 1) * per_rank]
+        losses.append(step_fn(model, _layout(x.to(dev), dev), y.to(dev), optimizer))
+        step += 1
+        step_time = (
+            (time.perf_counter() - started) if step <= 2 else 0.9 * step_time + 0.1 * (time.perf_counter() - started)
+        )
+        elapsed = time.perf_counter() - t0
+        per_step = step_time + eval_time / max(1, spec.eval_every)
+        if schedule.cooldown is None and _agree(
+            elapsed + per_step * max(20, COOLDOWN * step) >= spec.budget_s, distributed
+        ):
+            schedule.start_cooldown(step)
+            stopped = "time budget"
+        if on_step is not None:
+            eta = per_step * (schedule.total - step)
+            if schedule.cooldown is None:
+                eta = min(eta, max(0.0, spec.budget_s - elapsed))
+            on_step(
+                {
+                    "step": step,
+                    "steps": schedule.total,
+                    "epoch": round(step * batch * world / n, 2),
+                    "loss": losses[-1],
+                    "eta_s": eta,
+                    "lr": spec.lr * schedule.factor(step),
+                }
+            )
+        if step % spec.eval_every and step < schedule.total:
+            continue
+        started = time.perf_counter()
+        metrics = evaluate(_unwrap(model), spec, val, device=dev, full=False)[0] if len(val) else {}
+        eval_time = time.perf_counter() - started
+        record = {
+            "epoch": len(history) + 1,
+            "step": step,
+            "train": {"loss": float(np.mean(losses))},
+            "val": _scalars(metrics),
+            "lr": spec.lr * schedule.factor(step - 1),
+        }
         losses = []
-        for s in range(steps_per_epoch):
-            if should_stop is not None and should_stop():
-                raise Cancelled
-            idx = mine[s * spec.batch_size : (s + 1) * spec.batch_size]
-            x, y = train_x[idx], train_y[idx]
-            if spec.augment:
-                x, y = _augment(x, y, spec, gen)
-            x, y = x.to(device), y.to(device)
-            if device.type == "cpu" and spec.problem_type == "segmentation":
-                x = x.contiguous(memory_format=torch.channels_last)
-            losses.append(step_fn(model, x, y, optimizer))
-            scheduler.step()
-            done += 1
-            if on_step is not None:
-                elapsed = time.perf_counter() - t0
-                on_step({"epoch": epoch, "epochs": spec.epochs, "step": done, "steps": total,
-                         "loss": losses[-1], "eta_s": elapsed / done * (total - done)})  # fmt: skip
-        val = evaluate(_unwrap(model), spec, val_x, val_y)[0] if len(val_x) else {}
-        record = {"epoch": epoch, "train": {"loss": float(np.mean(losses))}, "val": _scalars(val)}
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
-        score = val.get(spec.objective)
-        score = -math.inf if score is None else float(score)
-        if best is None or score > best[0]:
+        score = metrics.get(spec.objective)
+        score = -math.inf if score is None else sign * float(score)
+        if best is None or score > best["score"] + (MIN_DELTA if best["score"] > -math.inf else 0):
             state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
-            best = (score, epoch, state, val)
+            best = {"score": score, "epoch": record["epoch"], "step": step, "state": state, "val": metrics}
+            stale = 0
+        else:
+            stale += 1
+        if spec.early_stopping and schedule.cooldown is None and _agree(stale >= PATIENCE, distributed):
+            schedule.start_cooldown(step)
+            stopped = "early stopping (validation objective stopped improving)"
     assert best is not None
-    return FitResult(best[2], history, best[1], best[3], time.perf_counter() - t0)
+    return FitResult(
+        best["state"], history, best["epoch"], best["step"], step, stopped, best["val"], time.perf_counter() - t0
+    )
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -293,32 +361,87 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, spec: TrainSpec, x: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-    """Class probabilities: (N, k) for classification, (N, k, H, W) for segmentation."""
-    device = next(model.parameters()).device
+def predict_proba(
+    model: nn.Module,
+    spec: TrainSpec,
+    x: torch.Tensor,
+    *,
+    device: torch.device | str = "cpu",
+    precision: str | None = None,
+    batch_size: int = 16,
+    tta: bool | None = None,
+) -> torch.Tensor:
+    """Class probabilities on the canvas: (N, k) for classification, (N, k, H, W) for segmentation.
+
+    Segmentation averages the probabilities of the image and its flips when ``spec.tta``.
+    """
+    dev = torch.device(device)
     model.eval()
+    precision = spec.precision if precision is None else precision
+    tta = spec.tta if tta is None else tta
+    flips = [(), (-1,), (-2,)] if tta and spec.problem_type == "segmentation" else [()]
     outs = []
     for start in range(0, len(x), batch_size):
-        with _autocast(spec, device):
-            logits = model(x[start : start + batch_size].to(device)).float()
-        outs.append(logits.sigmoid() if spec.multi_label else logits.softmax(1))
+        xb = _layout(x[start : start + batch_size].to(dev), dev)
+        total = None
+        for dims in flips:
+            with _autocast(dev, precision):
+                logits = model(xb.flip(dims) if dims else xb).float()
+            p = logits.sigmoid() if spec.multi_label else logits.softmax(1)
+            p = p.flip(dims) if dims else p
+            total = p if total is None else total + p
+        outs.append((total / len(flips)).cpu())
     if not outs:
         return torch.empty(0)
-    return torch.cat(outs).cpu()
+    return torch.cat(outs)
+
+
+def predict_image(model: nn.Module, spec: TrainSpec, image: np.ndarray, **kwargs: Any) -> torch.Tensor:
+    """Probabilities for one image as stored: (k,), or (k, h, w) at the image's own size."""
+    x, size = to_canvas(image, spec)
+    proba = predict_proba(model, spec, x[None], **kwargs)[0]
+    if spec.problem_type == "segmentation":
+        return restore_proba(proba, size, image.shape[:2])
+    return proba
 
 
 def evaluate(
-    model: nn.Module, spec: TrainSpec, x: torch.Tensor, y: torch.Tensor
-) -> tuple[dict[str, Any], torch.Tensor]:
-    """Metrics of ``model`` on (x, y), and its probabilities."""
-    proba = predict_proba(model, spec, x)
-    if len(x) == 0:
+    model: nn.Module,
+    spec: TrainSpec,
+    data: Prepared,
+    *,
+    device: torch.device | str = "cpu",
+    precision: str | None = None,
+    full: bool = True,
+    masks: list[np.ndarray] | None = None,
+) -> tuple[dict[str, Any], list[torch.Tensor] | torch.Tensor]:
+    """Metrics of ``model`` on a prepared split, and its probabilities.
+
+    Segmentation with ``full`` (and the original ``masks``) is scored at each image's original
+    resolution, the probabilities resampled back; otherwise on the canvas, padding ignored.
+    """
+    tta = None if full else False
+    proba = predict_proba(model, spec, data.x, device=device, precision=precision, tta=tta)
+    if len(data) == 0:
         return {}, proba
     if spec.problem_type == "segmentation":
-        loss = F.nll_loss(proba.clamp_min(1e-7).log(), y).item()
-        return segmentation_metrics(y.numpy(), proba.argmax(1).numpy(), spec.num_classes, loss), proba
+        if full and masks is not None:
+            restored = [restore_proba(p, s, shape) for p, s, shape in zip(proba, data.sizes, data.shapes)]
+            truth = np.concatenate([np.asarray(m, dtype=np.int64).ravel() for m in masks])
+            pred = np.concatenate([p.argmax(0).numpy().ravel() for p in restored])
+            logp = np.concatenate([p.clamp_min(1e-7).log().reshape(spec.num_classes, -1).numpy() for p in restored], 1)
+            loss = float(-logp[truth, np.arange(truth.size)].mean())
+            metrics = segmentation_metrics(truth, pred, spec.num_classes, loss)
+            metrics["n"] = len(masks)
+            return metrics, restored
+        valid = data.y != IGNORE
+        truth, pred = data.y[valid].numpy(), proba.argmax(1)[valid].numpy()
+        loss = F.nll_loss(proba.clamp_min(1e-7).log(), data.y, ignore_index=IGNORE).item()
+        metrics = segmentation_metrics(truth, pred, spec.num_classes, loss)
+        metrics["n"] = len(data)
+        return metrics, proba
     if spec.multi_label:
-        loss = F.binary_cross_entropy(proba.clamp(1e-7, 1 - 1e-7), y.float()).item()
-        return multilabel_metrics(y.numpy(), proba.numpy(), loss), proba
-    loss = F.nll_loss(proba.clamp_min(1e-7).log(), y).item()
-    return classification_metrics(y.numpy(), proba.numpy(), loss), proba
+        loss = F.binary_cross_entropy(proba.clamp(1e-7, 1 - 1e-7), data.y.float()).item()
+        return multilabel_metrics(data.y.numpy(), proba.numpy(), loss), proba
+    loss = F.nll_loss(proba.clamp_min(1e-7).log(), data.y).item()
+    return classification_metrics(data.y.numpy(), proba.numpy(), loss), proba

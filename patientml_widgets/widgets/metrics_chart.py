@@ -52,8 +52,8 @@ class MetricsChart(View, w.VBox):
         self.curve_metric.observe(lambda _: self.redraw_curves(), names="value")
         self.curve_x, self.curve_y = bq.LinearScale(), bq.LinearScale()
         self.curves = bq.Figure(
-            marks=[], title="Learning curves (best epoch marked)", legend_location="top-left",
-            axes=[bq.Axis(scale=self.curve_x, label="epoch"), bq.Axis(scale=self.curve_y, side="left")],
+            marks=[], title="Learning curves (best checkpoint marked)", legend_location="top-left",
+            axes=[bq.Axis(scale=self.curve_x, label="step"), bq.Axis(scale=self.curve_y, side="left")],
             layout=w.Layout(width="100%", height="320px"),
         )  # fmt: skip
         self.details = w.VBox()

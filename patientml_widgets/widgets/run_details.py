@@ -26,6 +26,50 @@ def worst_examples(run: Run, n: int = WORST) -> list[dict[str, Any]]:
     return sorted(run.test_examples, key=lambda e: (e["score"], e["example_id"]))[:n]
 
 
+def _machine_lines(run) -> list[str]:
+    """Where and how the run trained, what the plan derived from the data, and why training ended."""
+    lines = []
+    hw = run.hardware
+    if hw:
+        lines.append(
+            escape(
+                f"trained on: {hw.get('device')} ({hw.get('name', '')}), {hw.get('precision')}, "
+                f"{hw.get('threads')} threads - {hw.get('reason', '')}"
+            )
+        )
+    plan, fp = run.plan, run.fingerprint
+    if plan:
+        norm = (plan.get("normalization") or {}).get("scheme", "")
+        canvas, patch = plan.get("canvas") or [], plan.get("patch") or []
+        size = "x".join(map(str, canvas)) + (
+            f" (patches {'x'.join(map(str, patch))})" if patch and patch != canvas else ""
+        )
+        lines.append(
+            escape(
+                f"plan: {size}, normalisation {norm}, batch {plan.get('batch_size')}, "
+                f"up to {plan.get('steps')} steps within {plan.get('budget_s', 0):.0f} s, "
+                f"lr {plan.get('lr')}, width {plan.get('base_channels')}"
+            )
+        )
+    if fp:
+        modality = f"{fp['modality']} " if fp.get("modality") else ""
+        lines.append(
+            escape(
+                f"data: {fp.get('n')} {modality}training images, median "
+                f"{'x'.join(map(str, fp.get('shape_median', [])))}, channels {fp.get('channels')}"
+            )
+        )
+    t = run.training
+    if t:
+        lines.append(
+            escape(
+                f"training: {t.get('steps')} steps in {t.get('seconds')} s, best at step "
+                f"{t.get('best_step')}; ended by {t.get('stopped')}"
+            )
+        )
+    return lines
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
@@ -105,11 +149,14 @@ class RunDetails(View, w.VBox):
             f"ended {escape((run.ended or '-')[:19])}{duration}",
             f"snapshot: {escape(counts)} submitted labels",
             "hyperparameters: " + escape(", ".join(f"{k}={v}" for k, v in sorted(run.hyperparameters.items()))),
+            *_machine_lines(run),
         ]
         if run.status == "running" and run.progress.get("steps"):
             p = run.progress
-            lines.append(f"progress: epoch {p.get('epoch')}/{p.get('epochs')}, step {p['step']}/{p['steps']}, "
-                         f"loss {p.get('loss', 0):.4f}, about {p.get('eta_s', 0):.0f} s left")  # fmt: skip
+            lines.append(
+                f"progress: step {p.get('step', 0)}/{p['steps']} (epoch {p.get('epoch', 0)}), "
+                f"loss {p.get('loss', 0):.4f}, at most about {p.get('eta_s', 0):.0f} s left"
+            )
         if run.error:
             lines.append(f"<span style='color:#c5221f'>{escape(run.error)}</span>")
         if run.traceback:

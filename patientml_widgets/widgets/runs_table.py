@@ -38,7 +38,8 @@ def _row(run: Run, champion: str | None) -> dict[str, Any]:
     progress = run.progress or {}
     status: dict[str, Any] = {"name": run.status}
     if run.status == "running" and progress.get("steps"):
-        status["text"] = f"{100 * progress['step'] // progress['steps']}% (epoch {progress.get('epoch', '?')})"
+        step = progress.get("step", 0)
+        status["text"] = f"{100 * step // progress['steps']}% (step {step}/{progress['steps']})"
     elif run.status in ("failed", "cancelled"):
         status["text"] = run.status
     name, value = run.objective

@@ -77,7 +77,7 @@ def metric_series(runs: list[Run], metrics: list[str], splits: list[str]) -> dic
 
 
 def learning_curve(run: Run, metric: str, split: str = "val", *, direction: str = "max") -> LearningCurve:
-    """Per-epoch values of a run (the last trial's, for a search), with the best epoch marked."""
+    """Validation values of a run by step (the last trial's, for a search), with the best marked."""
     curve = LearningCurve(run.id, run.slug)
     history = list(run.history)
     trials = [r.get("trial") for r in history if r.get("trial") is not None]
@@ -86,7 +86,7 @@ def learning_curve(run: Run, metric: str, split: str = "val", *, direction: str 
     for record in history:
         value = record.get(split, {}).get(metric)
         if _scalar(value):
-            curve.epochs.append(int(record["epoch"]))
+            curve.epochs.append(int(record.get("step", record["epoch"])))
             curve.values.append(float(value))
     if curve.values:
         pick = max if (direction == "max" and metric != "loss") else min

@@ -1,0 +1,176 @@
+"""Images and labels in and out of the network's working resolution, and the augmentation.
+
+Every image is scaled (never up, aspect ratio kept) to fit the plan's canvas, normalised
+(:func:`normalize`) and padded to the canvas; masks follow with nearest-neighbour scaling
+and the padding marked ``IGNORE`` so the loss never sees it. Predictions go the other way:
+the probabilities (not the labels) are cropped and resampled to the original size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+__all__ = ["IGNORE", "Prepared", "augment", "crop", "normalize", "prepare", "restore_proba", "to_canvas"]
+
+IGNORE = -100  # target value of padding (cross-entropy's ignore_index)
+
+
+def normalize(image: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
+    """(C, H, W) float32: CT clipped and z-scored with the data set's statistics, else z-score per channel."""
+    x = np.asarray(image, dtype=np.float32)
+    x = x[None] if x.ndim == 2 else np.moveaxis(x, -1, 0)
+    if norm.get("scheme") == "ct":
+        lo, hi = norm["clip"]
+        return ((np.clip(x, lo, hi) - norm["mean"]) / norm["std"]).astype(np.float32)
+    if norm.get("scheme") == "dataset" and len(norm["mean"]) == x.shape[0]:
+        clip = np.asarray(norm["clip"], dtype=np.float32)
+        mean, std = (np.asarray(norm[k], dtype=np.float32)[:, None, None] for k in ("mean", "std"))
+        return ((np.clip(x, clip[:, :1, None], clip[:, 1:, None]) - mean) / std).astype(np.float32)
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    std = x.std(axis=(1, 2), keepdims=True)
+    return ((x - mean) / np.maximum(std, 1e-6)).astype(np.float32)
+
+
+def _channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    if x.shape[0] == channels:
+        return x
+    if x.shape[0] > channels:  # colour into a grey network, or RGBA: the mean of the colour channels
+        return x[:3].mean(0, keepdim=True).expand(channels, -1, -1)
+    return x[:1].expand(channels, -1, -1)
+
+
+def fit_size(shape: tuple[int, int], canvas: list[int] | tuple[int, int]) -> tuple[int, int]:
+    """The size an image of ``shape`` takes inside the canvas: scaled down to fit, aspect ratio kept."""
+    h, w = shape
+    scale = min(1.0, canvas[0] / h, canvas[1] / w)
+    return max(1, min(canvas[0], round(h * scale))), max(1, min(canvas[1], round(w * scale)))
+
+
+def to_canvas(image: np.ndarray, spec: Any) -> tuple[torch.Tensor, tuple[int, int]]:
+    """One image as a (C, H, W) tensor of the canvas, and the size it occupies inside it (top left)."""
+    x = torch.from_numpy(normalize(image, spec.normalization))
+    x = _channels(x, spec.in_channels)
+    canvas = spec.canvas
+    if spec.fit == "stretch":  # runs trained before the plan existed: squashed to the square
+        return F.interpolate(x[None], size=tuple(canvas), mode="bilinear", align_corners=False, antialias=True)[
+            0
+        ], tuple(canvas)
+    size = fit_size(x.shape[-2:], canvas)
+    if size != tuple(x.shape[-2:]):
+        x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    out = torch.zeros((spec.in_channels, canvas[0], canvas[1]), dtype=torch.float32)
+    out[:, : size[0], : size[1]] = x
+    return out, size
+
+
+def mask_to_canvas(mask: np.ndarray, spec: Any) -> torch.Tensor:
+    """A mask of class positions on the canvas (nearest-neighbour), padding = ``IGNORE``."""
+    t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64))
+    canvas = spec.canvas
+    size = tuple(canvas) if spec.fit == "stretch" else fit_size(t.shape, canvas)
+    if size != tuple(t.shape):
+        t = F.interpolate(t[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
+    out = torch.full(tuple(canvas), IGNORE, dtype=torch.int64)
+    out[: size[0], : size[1]] = t
+    return out
+
+
+def restore_proba(proba: torch.Tensor, size: tuple[int, int], shape: tuple[int, int]) -> torch.Tensor:
+    """(k, H, W) probabilities on the canvas -> (k, h, w) at the original image size."""
+    p = proba[:, : size[0], : size[1]]
+    if tuple(p.shape[-2:]) != tuple(shape):
+        p = F.interpolate(p[None], size=tuple(shape), mode="bilinear", align_corners=False)[0]
+        p = p / p.sum(0, keepdim=True).clamp_min(1e-8)
+    return p
+
+
+@dataclass
+class Prepared:
+    """A split on the canvas: images (N, C, H, W), targets, and each image's size inside the canvas."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    sizes: list[tuple[int, int]]
+    shapes: list[tuple[int, int]]
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+def prepare(images: list[np.ndarray], targets: list[Any], spec: Any) -> Prepared:
+    """Images and targets (masks of class positions, a position, or a multi-hot vector) on the canvas."""
+    n, canvas = len(images), spec.canvas
+    x = torch.zeros((n, spec.in_channels, canvas[0], canvas[1]), dtype=torch.float32)
+    sizes, shapes = [], []
+    for i, image in enumerate(images):
+        x[i], size = to_canvas(image, spec)
+        sizes.append(size)
+        shapes.append(tuple(image.shape[:2]))
+    if spec.problem_type == "segmentation":
+        y = (
+            torch.stack([mask_to_canvas(m, spec) for m in targets])
+            if n
+            else torch.empty((0, *canvas), dtype=torch.long)
+        )
+    elif spec.multi_label:
+        y = torch.tensor(np.array(targets, dtype=np.float32).reshape(-1, spec.num_classes))
+    else:
+        y = torch.tensor(np.asarray(targets, dtype=np.int64).reshape(-1))
+    return Prepared(x, y, sizes, shapes)
+
+
+def crop(
+    data: Prepared, idx: torch.Tensor, patch: list[int], gen: torch.Generator, foreground: float = 1 / 3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random patches of the chosen samples, inside each image's area; a third centred on a
+    labelled (foreground) pixel, so that small structures are seen often enough.
+    """
+    ph, pw = patch
+    xs, ys = [], []
+    for i in idx.tolist():
+        h, w = data.sizes[i]
+        y = data.y[i]
+        cy = cx = None
+        if torch.rand((), generator=gen) < foreground:
+            fg = torch.nonzero(y[:h, :w] > 0)
+            if len(fg):
+                cy, cx = fg[int(torch.randint(len(fg), (), generator=gen))].tolist()
+        if cy is None:
+            cy = int(torch.randint(max(1, h), (), generator=gen))
+            cx = int(torch.randint(max(1, w), (), generator=gen))
+        top = min(max(0, cy - ph // 2), max(0, data.x.shape[-2] - ph))
+        left = min(max(0, cx - pw // 2), max(0, data.x.shape[-1] - pw))
+        xs.append(data.x[i, :, top : top + ph, left : left + pw])
+        ys.append(y[top : top + ph, left : left + pw])
+    return torch.stack(xs), torch.stack(ys)
+
+
+def augment(x: torch.Tensor, y: torch.Tensor, segmentation: bool, gen: torch.Generator):
+    """Flips, a small rotation and scaling, and intensity jitter, drawn per sample from ``gen``."""
+    n = x.shape[0]
+    u = torch.rand((n, 8), generator=gen)
+    flip_x, flip_y = u[:, 0] < 0.5, u[:, 1] < 0.5
+    angle = (u[:, 2] - 0.5) * (2 * np.pi / 12)  # +-15 degrees
+    scale = 0.85 + 0.3 * u[:, 3]
+    spatial = u[:, 4] < 0.7
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.zeros((n, 2, 3))
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
+    theta[~spatial] = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
+    theta[:, 0] *= torch.where(flip_x, -1.0, 1.0)[:, None]
+    theta[:, 1] *= torch.where(flip_y, -1.0, 1.0)[:, None]
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if segmentation:  # sample target + 1 so that outside (0) becomes IGNORE
+        shifted = torch.where(y == IGNORE, 0, y + 1).float()[:, None]
+        y = F.grid_sample(shifted, grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0].long() - 1
+        y = torch.where(y < 0, IGNORE, y)
+    gain = (0.85 + 0.3 * u[:, 5]).view(n, 1, 1, 1)
+    shift = ((u[:, 6] - 0.5) * 0.3).view(n, 1, 1, 1)
+    x = x * gain + shift
+    return x, y

@@ -1,0 +1,209 @@
+"""Self-configuring defaults: a fingerprint of the training data, and the plan derived from it.
+
+The idea is nnU-Net's: the same recipe fits very different data sets when its settings
+are derived from the data and the machine instead of fixed. The fingerprint summarises
+the snapshot (sizes, channels, modality, intensities, class frequencies); the plan turns it,
+with the hardware, into the working resolution (native up to a cap, aspect ratio kept,
+padded - never squashed to a square), the intensity normalisation per modality, network
+width and depth, batch size, the training length in optimisation steps, the learning rate
+and the loss's class weights. Both are recorded on the run. No torch here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+__all__ = ["fingerprint", "make_plan", "normalization_for"]
+
+#: longest side of the working resolution, per problem type and device kind
+RESOLUTION_CAP = {
+    ("segmentation", "cpu"): 256,
+    ("segmentation", "gpu"): 512,
+    ("classification", "cpu"): 128,
+    ("classification", "gpu"): 256,
+}
+#: pixels per optimisation step (batch x height x width) that keep a step short on 2 CPU cores
+PIXELS_PER_STEP = {"cpu": 8 * 128 * 128, "gpu": 16 * 256 * 256}
+#: the default time budget for the optimisation steps, per device kind (seconds)
+DEFAULT_BUDGET_S = {"cpu": 180.0, "gpu": 600.0}
+#: steps: at least MIN_STEPS, about PASSES passes over the training pixels, at most MAX_STEPS;
+#: training stops earlier when the validation objective stops improving
+MIN_STEPS, PASSES, MAX_STEPS = 150, 20, 4000
+MIN_BATCH = 8  # batch normalisation needs at least this many samples per step; below it, group norm
+SAMPLE_PIXELS = 200_000  # pixels per image looked at for intensity statistics
+
+
+def fingerprint(
+    images: list[np.ndarray],
+    targets: list[Any],
+    *,
+    problem_type: str,
+    num_classes: int,
+    modalities: list[str] | None = None,
+) -> dict[str, Any]:
+    """Summary statistics of the training images and labels (JSON-ready)."""
+    shapes = np.array([img.shape[:2] for img in images], dtype=np.int64).reshape(-1, 2)
+    channels = sorted({1 if img.ndim == 2 else int(img.shape[2]) for img in images})
+    modality = Counter(m for m in (modalities or []) if m).most_common(1)
+    out: dict[str, Any] = {
+        "n": len(images),
+        "shape_median": [int(v) for v in np.median(shapes, axis=0)] if len(shapes) else [0, 0],
+        "shape_min": [int(v) for v in shapes.min(axis=0)] if len(shapes) else [0, 0],
+        "shape_max": [int(v) for v in shapes.max(axis=0)] if len(shapes) else [0, 0],
+        "channels": channels,
+        "dtypes": sorted({str(img.dtype) for img in images}),
+        "modality": modality[0][0] if modality else "",
+    }
+    rng = np.random.default_rng(0)
+    values, foreground, per_channel = [], [], []
+    for img, target in zip(images, targets):
+        pixels = img.reshape(-1, 1 if img.ndim == 2 else img.shape[2]).astype(np.float64)
+        flat = pixels.mean(axis=1)
+        pick = rng.choice(flat.size, min(flat.size, SAMPLE_PIXELS // max(1, len(images)) + 1), replace=False)
+        values.append(flat[pick])
+        if pixels.shape[1] == max(channels):
+            per_channel.append(pixels[pick])
+        if problem_type == "segmentation":
+            fg = flat[np.asarray(target).reshape(-1) > 0]
+            if fg.size:
+                foreground.append(fg[rng.choice(fg.size, min(fg.size, pick.size), replace=False)])
+    if values:
+        out["intensity"] = _stats(np.concatenate(values))
+        out["channel_intensity"] = [_stats(c) for c in np.concatenate(per_channel).T]
+    if foreground:
+        out["foreground_intensity"] = _stats(np.concatenate(foreground))
+    if problem_type == "segmentation":
+        counts = np.zeros(num_classes, dtype=np.float64)
+        for target in targets:
+            counts += np.bincount(np.asarray(target).reshape(-1), minlength=num_classes)[:num_classes]
+        out["class_fraction"] = [round(float(c), 6) for c in counts / max(1.0, counts.sum())]
+    else:
+        counts = np.zeros(num_classes, dtype=np.float64)
+        for target in targets:
+            counts += np.asarray(target, dtype=np.float64) if np.ndim(target) else np.eye(num_classes)[int(target)]
+        out["class_counts"] = [int(c) for c in counts]
+    return out
+
+
+def _stats(v: np.ndarray) -> dict[str, float]:
+    p = np.percentile(v, [0.5, 50, 99.5])
+    return {
+        "p0_5": float(p[0]),
+        "median": float(p[1]),
+        "p99_5": float(p[2]),
+        "mean": float(v.mean()),
+        "std": float(v.std()),
+    }
+
+
+def normalization_for(fp: dict[str, Any], problem_type: str) -> dict[str, Any]:
+    """The intensity normalisation for the data.
+
+    - CT (Hounsfield units) is clipped to the foreground's 0.5-99.5 percentiles and z-scored
+      with the foreground's statistics, the same for every image (nnU-Net's CT scheme).
+    - Segmentation of anything else (MR, X-ray, microscopy, RGB): z-score per image and channel,
+      which makes it robust to scanner and stain scaling.
+    - Classification of anything else: clipped to the data set's 0.5-99.5 percentiles and z-scored
+      with the data set's statistics, per channel (ImageNet-style), because a class can be a
+      matter of brightness, which a per-image z-score would erase.
+    """
+    if fp.get("modality") == "CT" and fp.get("channels") == [1]:
+        stats = fp.get("foreground_intensity") or fp.get("intensity") or {}
+        if stats:
+            lo, hi = stats["p0_5"], stats["p99_5"]
+            return {"scheme": "ct", "clip": [lo, hi], "mean": stats["mean"], "std": max(stats["std"], 1e-3)}
+    if problem_type == "classification" and fp.get("channel_intensity"):
+        stats = fp["channel_intensity"]
+        return {
+            "scheme": "dataset",
+            "clip": [[c["p0_5"], c["p99_5"]] for c in stats],
+            "mean": [c["mean"] for c in stats],
+            "std": [max(c["std"], 1e-3) for c in stats],
+        }
+    return {"scheme": "zscore"}
+
+
+def make_plan(fp: dict[str, Any], spec: dict[str, Any], *, device: str) -> dict[str, Any]:
+    """Resolve every setting the user left on auto (0, "" or missing) from the fingerprint."""
+    kind = "cpu" if device == "cpu" else "gpu"
+    problem = spec["problem_type"]
+    plan: dict[str, Any] = {}
+    cap = int(spec.get("image_size") or RESOLUTION_CAP[problem, kind])
+    h, w = (max(1, int(v)) for v in fp["shape_median"])
+    scale = min(1.0, cap / max(h, w))
+    depth = int(spec.get("depth") or 0)
+    if not depth:
+        depth = 4 if min(h, w) * scale >= 160 else 3
+    multiple = 2**depth if problem == "segmentation" else 16
+    plan["depth"] = depth
+    plan["canvas"] = [_round_up(max(8, round(h * scale)), multiple), _round_up(max(8, round(w * scale)), multiple)]
+    plan["normalization"] = spec.get("normalization") or normalization_for(fp, problem)
+    plan["base_channels"] = int(spec.get("base_channels") or (16 if kind == "cpu" else 32))
+    canvas_area = plan["canvas"][0] * plan["canvas"][1]
+    per_step = PIXELS_PER_STEP[kind]
+    # segmentation trains on random patches when a batch of whole canvases would make a step slow
+    patch = list(plan["canvas"])
+    if problem == "segmentation" and not spec.get("patch") and MIN_BATCH * canvas_area > per_step:
+        side = math.sqrt(per_step / MIN_BATCH)
+        ratio = plan["canvas"][0] / plan["canvas"][1]
+        patch = [
+            min(plan["canvas"][0], _round_up(round(side * math.sqrt(ratio)), multiple)),
+            min(plan["canvas"][1], _round_up(round(side / math.sqrt(ratio)), multiple)),
+        ]
+    plan["patch"] = [int(v) for v in (spec.get("patch") or patch)]
+    area = plan["patch"][0] * plan["patch"][1]
+    batch = int(spec.get("batch_size") or 0)
+    if not batch:
+        batch = max(
+            2,
+            min(
+                32 if problem == "classification" else 16,
+                (per_step * (2 if problem == "classification" else 1)) // area,
+            ),
+        )
+    plan["batch_size"] = max(1, min(batch, max(1, fp["n"])))
+    plan["norm"] = spec.get("norm") or ("batch" if plan["batch_size"] >= MIN_BATCH else "group")
+    plan["lr"] = float(spec.get("lr") or (3e-3 if problem == "segmentation" else 2e-3))
+    # one pass = as many pixels as the training set has at the working resolution
+    steps_per_pass = max(1, math.ceil(fp["n"] * canvas_area / (plan["batch_size"] * area)))
+    # at least the compute of MIN_STEPS full steps: cheap steps (small images) get more of them
+    min_steps = round(MIN_STEPS * per_step / max(1, plan["batch_size"] * area))
+    if int(spec.get("steps") or 0):
+        plan["steps"] = int(spec["steps"])
+    elif int(spec.get("epochs") or 0):
+        plan["steps"] = int(spec["epochs"]) * steps_per_pass
+    else:
+        plan["steps"] = int(min(MAX_STEPS, max(MIN_STEPS, min_steps, PASSES * steps_per_pass)))
+    plan["steps_per_epoch"] = steps_per_pass
+    plan["budget_s"] = float(spec.get("budget_s") or DEFAULT_BUDGET_S[kind])
+    plan["eval_every"] = int(spec.get("eval_every") or max(10, min(100, plan["steps"] // 15)))
+    plan["class_weights"] = _class_weights(fp, problem, bool(spec.get("multi_label")))
+    return plan
+
+
+def _class_weights(fp: dict[str, Any], problem: str, multi_label: bool) -> list[float] | None:
+    """Cross-entropy weights for imbalanced classification (inverse square-root frequency, mean 1).
+
+    Segmentation leaves the cross-entropy unweighted: the Dice term already gives every class
+    the same weight, however few pixels it has.
+    """
+    if problem != "classification":
+        return None
+    counts = np.asarray(fp.get("class_counts") or [], dtype=np.float64)
+    if counts.size == 0 or counts.sum() == 0:
+        return None
+    if multi_label:  # positive weight per class: negatives / positives, within [1, 10]
+        pos = np.maximum(counts, 1.0)
+        return [round(float(v), 4) for v in np.clip((fp["n"] - counts) / pos, 1.0, 10.0)]
+    weights = 1.0 / np.sqrt(np.maximum(counts, 1.0))
+    weights = weights / weights[counts > 0].mean()
+    weights[counts == 0] = 0.0
+    return [round(float(v), 4) for v in weights]
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return int(math.ceil(value / multiple) * multiple)
