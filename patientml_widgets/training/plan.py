@@ -151,8 +151,8 @@ def make_plan(fp: dict[str, Any], spec: dict[str, Any], *, device: str) -> dict[
         side = math.sqrt(per_step / MIN_BATCH)
         ratio = plan["canvas"][0] / plan["canvas"][1]
         patch = [
-            min(plan["canvas"][0], _round_up(round(side * math.sqrt(ratio)), multiple)),
-            min(plan["canvas"][1], _round_up(round(side / math.sqrt(ratio)), multiple)),
+            min(plan["canvas"][0], _round_down(side * math.sqrt(ratio), multiple)),
+            min(plan["canvas"][1], _round_down(side / math.sqrt(ratio), multiple)),
         ]
     plan["patch"] = [int(v) for v in (spec.get("patch") or patch)]
     area = plan["patch"][0] * plan["patch"][1]
@@ -203,6 +203,10 @@ def _class_weights(fp: dict[str, Any], problem: str, multi_label: bool) -> list[
     weights = weights / weights[counts > 0].mean()
     weights[counts == 0] = 0.0
     return [round(float(v), 4) for v in weights]
+
+
+def _round_down(value: float, multiple: int) -> int:
+    return max(multiple, int(value // multiple) * multiple)
 
 
 def _round_up(value: int, multiple: int) -> int:
