@@ -159,8 +159,13 @@ def test_run_details_decisions_and_per_class_tables(demo):
 @pytest.mark.slow
 def test_run_details_show_the_worst_examples_with_the_prediction(demo):
     seg = demo.model("Skin lesion segmentation")
-    trained = demo.train(seg, hyperparameters={"epochs": 1, "image_size": 32, "base_channels": 4}).wait(timeout=120)
+    trained = demo.train(seg, hyperparameters={"steps": 3, "image_size": 32, "base_channels": 4}).wait(timeout=120)
     details = RunDetails(demo, trained.id)
+    # where and how it trained, and the plan derived from the data, are shown
+    summary = details.summary.value
+    assert "trained on: cpu" in summary and f", {trained.hardware['precision']}, " in summary
+    assert f"{trained.hardware['threads']} threads" in summary and "plan: 32x32" in summary
+    assert "training images, median 128x128" in summary and "3 steps in" in summary
     cards = details.worst.children[1].children
     assert len(cards) == min(8, len(trained.snapshot["test"]))
     image, caption, button = cards[0].children

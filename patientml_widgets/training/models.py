@@ -87,7 +87,7 @@ class SmallUNet(nn.Module):
 def build_builtin(spec) -> nn.Module:
     """The built-in network a (resolved) spec names."""
     if spec.architecture == "unet":
-        return SmallUNet(spec.in_channels, spec.num_classes, spec.base_channels, spec.depth or 3, spec.norm)
+        return SmallUNet(spec.in_channels, spec.num_classes, spec.base_channels, spec.depth or 3, spec.norm or "batch")
     if spec.architecture == "cnn":
         return SmallCNN(spec.in_channels, spec.num_classes, spec.base_channels, pool=1 if spec.fit == "stretch" else 2)
     raise ValueError(f"unknown built-in architecture {spec.architecture!r} (built in: 'cnn', 'unet')")

@@ -9,10 +9,7 @@ from ..errors import ValidationError
 from .hardware import PRECISIONS
 from .metrics import OBJECTIVES
 
-__all__ = ["AUTO", "TrainSpec", "parse_budget"]
-
-#: settings that the plan fills in from the data and the machine when left at 0 / "" / []
-AUTO = ("image_size", "batch_size", "steps", "lr", "base_channels", "depth", "budget_s", "eval_every")
+__all__ = ["TrainSpec", "parse_budget"]
 
 
 @dataclass
@@ -46,7 +43,7 @@ class TrainSpec:
     weight_decay: float = 1e-4
     base_channels: int = 0
     depth: int = 0
-    norm: str = "batch"  # the U-Net's normalisation layers: batch (fastest on CPUs) or group
+    norm: str = ""  # the U-Net's normalisation: batch (fastest on CPUs) or group (small batches); "": the plan
     class_weights: list[float] | None = None
     seed: int = 0
     augment: bool = True
@@ -105,8 +102,8 @@ class TrainSpec:
             raise ValidationError(f"unknown hyperparameters for the built-in {spec.architecture}: {sorted(spec.extra)}")
         if spec.precision not in PRECISIONS:
             raise ValidationError(f"precision is one of {', '.join(PRECISIONS)}")
-        if spec.norm not in ("group", "batch"):
-            raise ValidationError("norm is 'group' or 'batch'")
+        if spec.norm not in ("", "group", "batch"):
+            raise ValidationError("norm is 'group' or 'batch' (or '': from the batch size)")
         return spec
 
     def to_dict(self) -> dict[str, Any]:
