@@ -49,7 +49,8 @@ class RunHandle:
 
     def __repr__(self) -> str:
         run = self.run
-        return f"<RunHandle {run.slug} {run.status} {run.progress.get('epoch', '')}>"
+        step = f" step {run.progress['step']}/{run.progress['steps']}" if run.progress.get("step") else ""
+        return f"<RunHandle {run.slug} {run.status}{step}>"
 
     @property
     def run(self) -> Run:

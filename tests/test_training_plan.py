@@ -313,3 +313,20 @@ def test_legacy_run_specs_still_load():
     assert any("running_mean" in k for k in net.state_dict())
     x, size = data.to_canvas(np.zeros((50, 70, 3), np.uint8), spec)
     assert x.shape == (3, 128, 128) and size == (128, 128)
+
+
+def test_the_resolution_is_lowered_when_the_data_would_not_fit_in_memory(tmp_path):
+    images = [np.zeros((512, 512), np.int16)] * 1000
+    fp = fingerprint(images[:5], images[:5], problem_type="segmentation", num_classes=2)
+    fp["n"] = 1000
+    roomy = make_plan(fp, {"problem_type": "segmentation"}, device="cpu", memory_bytes=64 * 2**30)
+    tight = make_plan(fp, {"problem_type": "segmentation"}, device="cpu", memory_bytes=1 * 2**30)
+    assert roomy["canvas"] == [256, 256] and "memory_note" not in roomy
+    assert tight["canvas"][0] < 256 and "free memory" in tight["memory_note"]
+    assert tight["canvas"][0] == tight["canvas"][1]  # still the aspect ratio
+    (tmp_path / "memory.max").write_text("1073741824\n")
+    (tmp_path / "memory.current").write_text("73741824\n")
+    meminfo = "MemTotal: 32000000 kB\nMemAvailable: 16000000 kB\n"
+    assert hardware.available_memory(meminfo, tmp_path) == 1_000_000_000
+    (tmp_path / "memory.max").write_text("max\n")
+    assert hardware.available_memory(meminfo, tmp_path) == 16_000_000 * 1024

@@ -19,7 +19,16 @@ import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["PRECISIONS", "Hardware", "choose_device", "choose_precision", "cpu_flags", "detect", "usable_cores"]
+__all__ = [
+    "PRECISIONS",
+    "Hardware",
+    "available_memory",
+    "choose_device",
+    "choose_precision",
+    "cpu_flags",
+    "detect",
+    "usable_cores",
+]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: CPU flags (Linux /proc/cpuinfo) that mean bf16 matrix math runs natively, not emulated
@@ -35,6 +44,7 @@ class Hardware:
     threads: int
     reason: str
     name: str = ""
+    memory_bytes: int = 0  # memory this process may still use (0: unknown)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -99,6 +109,28 @@ def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
         return None
 
 
+def available_memory(meminfo: str | None = None, root: Path = Path("/sys/fs/cgroup")) -> int:
+    """Bytes this process may still allocate: the system's available memory, capped by the
+    cgroup's limit (a container's), 0 where unknown.
+    """
+    sizes = []
+    try:
+        text = meminfo if meminfo is not None else Path("/proc/meminfo").read_text()
+        for line in text.splitlines():
+            if line.startswith("MemAvailable:"):
+                sizes.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = (root / "memory.max").read_text().strip()
+        if limit != "max":
+            used = int((root / "memory.current").read_text())
+            sizes.append(max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return min(sizes) if sizes else 0
+
+
 def choose_device(requested: str = "auto", *, cuda: bool, mps: bool) -> str:
     """``cuda`` when present, else ``mps`` (Apple GPUs), else ``cpu`` - unless one is asked for."""
     if requested not in ("auto", "cpu", "cuda", "mps"):
@@ -153,4 +185,4 @@ def detect(precision: str = "auto", device: str = "auto", *, processes_here: int
     picked, why = choose_precision(precision, chosen, flags=flags, cuda_bf16=cuda_bf16)
     threads = max(1, usable_cores() // max(1, processes_here))
     name = torch.cuda.get_device_name() if chosen == "cuda" else cpu_name()
-    return Hardware(chosen, picked, threads, why, name)
+    return Hardware(chosen, picked, threads, why, name, available_memory())

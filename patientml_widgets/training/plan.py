@@ -34,6 +34,7 @@ DEFAULT_BUDGET_S = {"cpu": 180.0, "gpu": 600.0}
 #: training stops earlier when the validation objective stops improving
 MIN_STEPS, PASSES, MAX_STEPS = 150, 20, 4000
 MIN_BATCH = 8  # batch normalisation needs at least this many samples per step; below it, group norm
+MEMORY_SHARE, MEMORY_SPLITS = 0.25, 2.0  # the splits held in memory (train + val + test ~ 2x train)
 SAMPLE_PIXELS = 200_000  # pixels per image looked at for intensity statistics
 
 
@@ -127,14 +128,22 @@ def normalization_for(fp: dict[str, Any], problem_type: str) -> dict[str, Any]:
     return {"scheme": "zscore"}
 
 
-def make_plan(fp: dict[str, Any], spec: dict[str, Any], *, device: str) -> dict[str, Any]:
-    """Resolve every setting the user left on auto (0, "" or missing) from the fingerprint."""
+def make_plan(fp: dict[str, Any], spec: dict[str, Any], *, device: str, memory_bytes: int = 0) -> dict[str, Any]:
+    """Resolve every setting the user left on auto (0, "" or missing) from the fingerprint.
+
+    ``memory_bytes`` (what the process may still allocate) lowers the resolution cap when the
+    splits, held in memory at the working resolution, would take more than a quarter of it.
+    """
     kind = "cpu" if device == "cpu" else "gpu"
     problem = spec["problem_type"]
     plan: dict[str, Any] = {}
     cap = int(spec.get("image_size") or RESOLUTION_CAP[problem, kind])
     h, w = (max(1, int(v)) for v in fp["shape_median"])
     scale = min(1.0, cap / max(h, w))
+    held = MEMORY_SPLITS * fp["n"] * max(fp.get("channels") or [1]) * 4 * (h * scale) * (w * scale)
+    if memory_bytes and not spec.get("image_size") and held > MEMORY_SHARE * memory_bytes:
+        scale *= math.sqrt(MEMORY_SHARE * memory_bytes / held)
+        plan["memory_note"] = f"resolution lowered to fit {memory_bytes / 2**30:.1f} GB of free memory"
     depth = int(spec.get("depth") or 0)
     if not depth:
         depth = 4 if min(h, w) * scale >= 160 else 3

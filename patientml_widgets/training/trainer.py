@@ -77,7 +77,7 @@ class FitResult:
 
 def resolve(spec: TrainSpec, fp: dict[str, Any], hardware: Hardware) -> tuple[TrainSpec, dict[str, Any]]:
     """The spec with every auto setting filled in from the fingerprint and the hardware, and the plan."""
-    plan = make_plan(fp, spec.to_dict(), device=hardware.device)
+    plan = make_plan(fp, spec.to_dict(), device=hardware.device, memory_bytes=hardware.memory_bytes)
     fields = {k: v for k, v in plan.items() if hasattr(spec, k)}
     resolved = replace(spec, **fields, precision=hardware.precision)
     if spec.class_weights is not None:

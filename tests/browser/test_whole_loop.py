@@ -34,8 +34,8 @@ def _paint(page, canvas, x0, y0, x1, y1):
 def test_label_train_deploy_predict_and_chart_from_the_tour(lab, page):
     demo = pml.Project.open(lab.env["PATIENTML_DEMO_DIR"], create=False)
     seg = demo.model("Skin lesion segmentation")
-    # a short run so CI stays fast; deploying is left to the person
-    demo.configure_training(seg, hyperparameters={"epochs": 2, "image_size": 64}, auto_deploy=False)
+    # the demo's default run (its plan from the data and this machine); deploying is left to the person
+    demo.configure_training(seg, auto_deploy=False)
     shutil.copy(NOTEBOOKS / "01_tour.ipynb", lab.root / "tour.ipynb")
     run_all(page, lab, "tour.ipynb")
     panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
@@ -91,7 +91,12 @@ def test_label_train_deploy_predict_and_chart_from_the_tour(lab, page):
         }""",
         timeout=30_000,
     )
-    _shot(canvas, "labeling_with_prediction.png")
+    _shot(canvas, "labeling_with_prediction.png")  # docs/labeling.png, the README's screenshot
+    # the prediction looks right: the margin is a thin band around the lesion, not the whole skin
+    for example in demo.examples(seg, status="unlabeled", limit=5):
+        predicted = demo.predict(seg, example).mask
+        margin, lesion, skin = (predicted == 2).mean(), (predicted == 1).mean(), (predicted == 0).mean()
+        assert skin > 0.4 and lesion > margin > 0 and margin < 0.15, (example.id, skin, lesion, margin)
     app.locator("button.widget-button", has_text="Back").first.click()
 
     # the metrics chart shows the run
