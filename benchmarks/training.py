@@ -1,99 +1,402 @@
-"""Training: the default demo segmentation run (time, test Dice, worker peak memory), and the
-trainer's overhead over a plain PyTorch loop on the same model and data."""
+"""Training: the planned default run on real and synthetic data, against classical baselines and the old defaults.
+
+python benchmarks/training.py                       # demo, nuclei, mri_tissue, mri_patches; 3 repeats; old defaults
+python benchmarks/training.py --quick               # demo and nuclei, one default run each, no old defaults
+python benchmarks/training.py --sets nuclei,mri_patches --repeat 2 --old 70dcaee
+
+Per data set: the default run (no hyperparameters) - test objective, wall time of ``train().wait()``, fit seconds,
+steps and why training stopped, precision and threads chosen, the worker's peak memory; the classical baseline and
+the margin over it; the same run with precision forced to fp32 and to bf16; the spread of repeated default runs;
+and the defaults before the training redesign (git revision ``--old``, imported from a temporary worktree).
+
+Every run is started from its own subprocess of this script (``--_run``; the old code: ``--_old``), whose only
+child is the run's worker, so ``RUSAGE_CHILDREN``'s peak RSS read there is that worker's peak memory.
+The real data sets need ``pip install nilearn nibabel scikit-image scikit-learn tifffile`` and
+``pip install --no-deps stardist`` (see ``real_images.py``).
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import platform
 import resource
-import shutil
-import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-import torch
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import real_images
 from _util import table
 
-import patientml_widgets as pml
-from patientml_widgets.runs import _Worker, load_split
-from patientml_widgets.training import trainer
-from patientml_widgets.training.spec import TrainSpec
+HERE = Path(__file__).resolve()
+REPO = HERE.parents[1]
+SETS = ("demo", "nuclei", "mri_tissue", "mri_patches")
+QUICK_SETS = ("demo", "nuclei")
+DEMO_MODEL = "Skin lesion segmentation"
+RUN_TIMEOUT_S = 900.0
+PLAN_KEYS = ("canvas", "patch", "batch_size", "steps", "lr", "budget_s", "depth", "base_channels", "norm")
+MARGIN_TARGET, FIT_TARGET_S, SPREAD_TARGET = 0.03, 180.0, 0.01
+DEMO_DICE_TARGET, DEMO_WALL_TARGET_S = 0.90, 30.0
 
 
-def default_run(workdir: Path) -> list[list[object]]:
-    project = pml.Project.demo(workdir / "demo", fresh=True)
-    rows = []
-    for name in ("Skin lesion segmentation", "Lesion type"):
-        model = project.model(name)
-        t0 = time.perf_counter()
-        run = project.train(model).wait()
-        seconds = time.perf_counter() - t0
-        assert run.status == "succeeded", run.traceback
-        objective, value = run.objective
-        extra = (
-            f"dice per class {[round(d, 3) for d in run.metrics['test']['dice']]}"
-            if "dice" in run.metrics["test"]
-            else ""
-        )
-        rows.append([name, seconds, run.progress.get("seconds", 0.0), f"{objective} {value:.3f}", extra])
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    rows.append(["worker peak memory (max over runs)", f"{peak_mb:.0f} MB", "", "", ""])
-    return rows
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
-def plain_loop(spec: TrainSpec, x, y, vx, vy) -> float:
-    """The same model, optimizer, batches, precision and per-epoch validation, written plainly."""
-    torch.manual_seed(spec.seed)
-    model = trainer.build_model(spec).to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+# -- inside a subprocess: one run --------------------------------------------------------------------------------
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
+
+
+def _summary(run: Any, wall: float) -> dict[str, Any]:
+    """What the tables need from a finished run (works with the old package's Run too)."""
+    test = run.metrics.get("test", {})
+    name, value = run.objective
+    spec = run.spec or {}
+    return {
+        "status": run.status,
+        "error": run.error,
+        "objective": name,
+        "value": value,
+        "per_class": test.get("dice", test.get("recall")),
+        "wall_s": wall,
+        "fit_s": run.progress.get("seconds"),
+        "training": getattr(run, "training", None) or {},
+        "hardware": getattr(run, "hardware", None) or {},
+        "plan": {k: (getattr(run, "plan", None) or {}).get(k) for k in PLAN_KEYS},
+        "normalization": ((getattr(run, "plan", None) or {}).get("normalization") or {}).get("scheme"),
+        "spec": {k: spec.get(k) for k in ("image_size", "epochs", "batch_size", "lr", "precision", "canvas")},
+        "peak_mb": _peak_mb(),
+    }
+
+
+def _timed_run(project: Any, model: str, hyperparameters: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
     t0 = time.perf_counter()
-    for _ in range(spec.epochs):
-        model.train()
-        order = torch.randperm(len(x))
-        for s in range(0, len(x), spec.batch_size):
-            idx = order[s : s + spec.batch_size]
-            xb = x[idx].contiguous(memory_format=torch.channels_last)
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits = model(xb)
-            loss = trainer.loss_fn(spec, logits, y[idx])
-            loss.backward()
-            opt.step()
-        trainer.evaluate(model, spec, vx, vy)
-    return time.perf_counter() - t0
-
-
-def overhead(workdir: Path, repeat: int = 3) -> list[list[object]]:
-    project = pml.Project.demo(workdir / "demo")
-    model = project.model("Skin lesion segmentation")
-    run = project.create_run(model)
-    snap = project.run(run.id).snapshot
-    train, val = load_split(project, model, snap["train"]), load_split(project, model, snap["val"])
-    spec = TrainSpec.build("segmentation", {"epochs": 2, "augment": False}, num_classes=3, in_channels=3)
-    x, y = train.tensors(spec)
-    vx, vy = val.tensors(spec)
-    worker = _Worker(project, run.id)  # progress and epochs written to the store, as in a run
-    ours, plain = [], []
-    for _ in range(repeat):
-        plain.append(plain_loop(spec, x, y, vx, vy))
-        ours.append(trainer.fit(spec, x, y, vx, vy, on_step=worker.on_step, on_epoch=worker.on_epoch).seconds)
-    p, o = statistics.median(plain), statistics.median(ours)
-    return [["plain PyTorch loop", p, ""], ["trainer.fit (+ store progress)", o, f"{(o / p - 1) * 100:+.1f} %"]]
-
-
-def main() -> str:
-    workdir = Path(tempfile.mkdtemp(prefix="pml-bench-"))
+    handle = project.train(model, hyperparameters=hyperparameters)
     try:
-        out = table(
-            "Default demo runs (2 CPU cores)", ["model", "wall s", "fit s", "test objective", ""], default_run(workdir)
-        )
-        out += "\n" + table(
-            "Trainer overhead (U-Net, 2 epochs, median of 3)", ["loop", "s", "overhead"], overhead(workdir)
-        )
+        run = handle.wait(timeout=timeout)
+    except TimeoutError:
+        handle.cancel()
+        return {"status": "timeout", "error": f"still training after {timeout:.0f} s", "peak_mb": _peak_mb()}
+    return _summary(run, time.perf_counter() - t0)
+
+
+def child_run(path: str, model: str, hyperparameters: str) -> dict[str, Any]:
+    """Train one run of ``model`` in the project at ``path`` (current package)."""
+    import torch  # noqa: F401 - imported before the clock starts, as in a kernel that has trained before
+
+    import patientml_widgets as pml
+
+    project = pml.Project.open(path, create=False)
+    return _timed_run(project, model, json.loads(hyperparameters), RUN_TIMEOUT_S)
+
+
+def child_old(name: str, folder: str, timeout: str) -> dict[str, Any]:
+    """Load ``name`` into a new project with whatever package is importable (the old one) and train its default."""
+    import torch  # noqa: F401
+
+    import patientml_widgets as pml
+
+    if name == "demo":
+        project = pml.Project.demo(folder, fresh=True)
+        model = project.model(DEMO_MODEL).id
+    else:
+        project = pml.Project.open(folder)
+        model = real_images.load_into(project, real_images.DATASETS[name]()).id
+    out = _timed_run(project, model, None, float(timeout))
+    out["package"] = pml.__file__
+    out["worker_old"] = not (out.get("spec") or {}).get("canvas")  # the planned trainer records a canvas
+    return out
+
+
+# -- in the main process -----------------------------------------------------------------------------------------
+
+
+def _child(args: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, str(HERE), *args], capture_output=True, text=True, env=env, cwd=cwd, check=False
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode or not lines:
+        return {"status": "failed", "error": (proc.stderr or proc.stdout).strip()[-1500:] or f"exit {proc.returncode}"}
+    return json.loads(lines[-1])
+
+
+def demo_baseline(project: Any, model: Any) -> dict[str, Any]:
+    """Multi-Otsu on grey (mean of RGB) per image, 3 bins mapped to the classes by mean intensity on train."""
+    images, targets, splits = [], [], []
+    for split in ("train", "test"):
+        for ex in project.examples(model, split=split, status="labeled"):
+            img = project.image(ex).astype(np.float64)
+            images.append(img.mean(axis=2) if img.ndim == 3 else img)
+            targets.append(project.mask(ex))
+            splits.append(split)
+    classes = [c.name for c in model.classes]
+    ds = real_images.Dataset("demo", "segmentation", classes, "", images, targets, splits, [""] * len(images))
+    return real_images.baseline(ds)
+
+
+def measure(name: str, repeat: int, workdir: Path) -> dict[str, Any]:
+    """The default run (``repeat`` times), precision forced to fp32 and bf16, and the baseline, for one set."""
+    import patientml_widgets as pml
+
+    t0 = time.perf_counter()
+    if name == "demo":
+        project = pml.Project.demo(workdir / name, fresh=True)
+        model = project.model(DEMO_MODEL)
+        base = demo_baseline(project, model)
+    else:
+        ds = real_images.DATASETS[name]()
+        project = pml.Project.open(workdir / name)
+        model = real_images.load_into(project, ds)
+        base = real_images.baseline(ds)
+    project.configure_training(model, auto_deploy=False)  # no champion: every run is trained and judged alike
+    log(f"{name}: loaded in {time.perf_counter() - t0:.1f} s; baseline {base['metric']} {base['value']:.4f}")
+
+    def train(label: str, hyperparameters: dict[str, Any] | None) -> dict[str, Any]:
+        result = _child(["--_run", str(project.path), model.id, json.dumps(hyperparameters)])
+        log(f"{name}: {label}: {_brief(result)}")
+        return result
+
+    defaults = [train("default 1", None)]
+    forced = {p: train(f"precision {p}", {"precision": p}) for p in ("fp32", "bf16")}
+    defaults += [train(f"default {i}", None) for i in range(2, repeat + 1)]
+    classes = [c.name for c in model.classes]
+    return {"name": name, "classes": classes, "baseline": base, "defaults": defaults, "forced": forced}
+
+
+def measure_old(names: list[str], rev: str, workdir: Path, timeout: float) -> dict[str, dict[str, Any]]:
+    """The default run of each set with the package at ``rev``, imported from a temporary git worktree."""
+    tree = workdir / "old-tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=REPO, check=True, capture_output=True)
+    try:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))}
+        out = {}
+        for name in names:
+            folder = workdir / f"old-{name}"
+            out[name] = _child(["--_old", name, str(folder), str(timeout)], env=env, cwd=str(workdir))
+            log(f"{name}: old defaults ({rev}, {out[name].get('package', '?')}): {_brief(out[name])}")
+            if out[name].get("package") and not out[name]["package"].startswith(str(tree)):
+                out[name] = {"status": "failed", "error": f"imported {out[name]['package']}, not the worktree's"}
         return out
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=False, capture_output=True)
+
+
+# -- report ------------------------------------------------------------------------------------------------------
+
+
+def _ok(r: dict[str, Any] | None) -> bool:
+    return bool(r) and r.get("status") == "succeeded" and r.get("value") is not None
+
+
+def _brief(r: dict[str, Any]) -> str:
+    if not _ok(r):
+        return f"{r.get('status')}: {str(r.get('error'))[-300:]}"
+    precision = (r.get("hardware") or {}).get("precision") or (r.get("spec") or {}).get("precision")
+    fit = "-" if r.get("fit_s") is None else f"{r['fit_s']:.1f}"
+    return (
+        f"{r['objective']} {r['value']:.4f}, wall {r['wall_s']:.1f} s, fit {fit} s, {precision}, "
+        f"steps {_stopped(r)}, peak {r['peak_mb']:.0f} MB"
+    )
+
+
+def _v(r: dict[str, Any] | None, key: str = "value", digits: int = 4) -> str:
+    value = r.get(key) if r and (_ok(r) or key != "value") else None
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _per_class(classes: list[str], values: list[float] | None) -> str:
+    return " / ".join(f"{c} {v:.3f}" for c, v in zip(classes, values)) if values else "-"
+
+
+def _stopped(r: dict[str, Any]) -> str:
+    if r.get("status") != "succeeded":
+        return f"{r.get('status')}: {str(r.get('error'))[-60:]}"
+    t = r.get("training") or {}
+    return f"{t.get('steps', '-')} (best {t.get('best_step', '-')}), {str(t.get('stopped', '-')).split(' (')[0]}"
+
+
+def machine() -> str:
+    import torch
+
+    from patientml_widgets.training import hardware
+
+    native = sorted(hardware.cpu_flags() & hardware.NATIVE_BF16_FLAGS)
+    lines = [
+        f"CPU: {hardware.cpu_name()} ({platform.machine()}), native bf16: "
+        + (f"yes ({', '.join(native)})" if native else "no (bf16 is emulated)"),
+        f"usable cores: {hardware.usable_cores()} (os.cpu_count {os.cpu_count()}), torch {torch.__version__}, "
+        f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}",
+        "peak memory: ru_maxrss of RUSAGE_CHILDREN in a subprocess per run whose only child is the run's worker",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def report(results: list[dict[str, Any]], old: dict[str, dict[str, Any]], rev: str) -> str:
+    rows, plans, vs, prec, spread = [], [], [], [], []
+    for res in results:
+        name, classes, base = res["name"], res["classes"], res["baseline"]
+        d = res["defaults"][0]
+        hw = d.get("hardware") or {}
+        rows.append(
+            [
+                name,
+                d.get("objective") or base["metric"],
+                _v(d),
+                _per_class(classes, d.get("per_class")),
+                _v(d, "wall_s", 1),
+                _v(d, "fit_s", 1),
+                _stopped(d),
+                hw.get("precision", "-"),
+                hw.get("threads", "-"),
+                _v(d, "peak_mb", 0),
+            ]
+        )
+        p = d.get("plan") or {}
+        plans.append([name, *(p.get(k, "-") for k in PLAN_KEYS), d.get("normalization") or "-"])
+        margin = d["value"] - base["value"] if _ok(d) else None
+        if name == "demo":
+            fp32 = res["forced"]["fp32"]
+            checks = [
+                _ok(d) and d["value"] >= DEMO_DICE_TARGET,
+                _ok(d) and d["wall_s"] <= DEMO_WALL_TARGET_S,
+                _ok(fp32) and fp32["wall_s"] <= DEMO_WALL_TARGET_S,
+            ]
+            target = f"Dice >= {DEMO_DICE_TARGET}, wall <= {DEMO_WALL_TARGET_S:.0f} s"
+            target += f" (fp32 run: {_v(fp32, 'wall_s', 1)} s)"
+        else:
+            checks = [margin is not None and margin >= MARGIN_TARGET, _ok(d) and d["fit_s"] <= FIT_TARGET_S]
+            target = f"margin >= {MARGIN_TARGET}, fit <= {FIT_TARGET_S:.0f} s"
+        met = "yes" if all(checks) else "NO"
+        shown = "-" if margin is None else f"{margin:+.4f}"
+        vs.append([name, base["method"], f"{base['value']:.4f}", _v(d), shown, target, met])
+        for label, r in [(f"auto -> {hw.get('precision', '?')}", d), *res["forced"].items()]:
+            ratio = r["wall_s"] / d["wall_s"] if _ok(r) and _ok(d) else None
+            prec.append(
+                [
+                    name,
+                    label,
+                    _v(r),
+                    _v(r, "wall_s", 1),
+                    _v(r, "fit_s", 1),
+                    _stopped(r),
+                    _v(r, "peak_mb", 0),
+                    "-" if ratio is None else f"{ratio:.2f}x",
+                ]
+            )
+        values = [r["value"] for r in res["defaults"] if _ok(r)]
+        walls = [r["wall_s"] for r in res["defaults"] if _ok(r)]
+        if len(values) > 1:
+            width = max(values) - min(values)
+            spread.append(
+                [
+                    name,
+                    len(values),
+                    ", ".join(f"{v:.4f}" for v in values),
+                    f"{width:.4f}",
+                    f"{min(walls):.1f}..{max(walls):.1f}",
+                    "yes" if width <= SPREAD_TARGET and len(values) == len(res["defaults"]) else "NO",
+                ]
+            )
+    out = table(
+        "Default run (no hyperparameters): test split",
+        ["set", "objective", "value", "per class", "wall s", "fit s", "steps, stopped", "prec", "threads", "peak MB"],
+        rows,
+    )
+    out += "\n" + table("Plan of the default run", ["set", *PLAN_KEYS, "normalization"], plans)
+    out += "\n" + table(
+        "Against the classical baseline (margin = default - baseline)",
+        ["set", "baseline", "baseline", "default", "margin", "target", "met"],
+        vs,
+    )
+    out += "\n" + table(
+        "Precision: auto, and forced to fp32 / bf16 (same spec otherwise)",
+        ["set", "precision", "value", "wall s", "fit s", "steps", "peak MB", "wall / auto"],
+        prec,
+    )
+    if spread:
+        out += "\n" + table(
+            f"Run-to-run spread of the default run (target: max - min <= {SPREAD_TARGET})",
+            ["set", "runs", "values", "max - min", "wall s", "met"],
+            spread,
+        )
+    if old:
+        rows = []
+        new = {res["name"]: res["defaults"][0] for res in results}
+        for name, o in old.items():
+            s = o.get("spec") or {}
+            what = f"{s.get('image_size')} px, {s.get('epochs')} epochs, batch {s.get('batch_size')}"
+            what += f", {s.get('precision')}"
+            n = new.get(name)
+            delta = n["value"] - o["value"] if _ok(n) and _ok(o) else None
+            rows.append(
+                [
+                    name,
+                    what if _ok(o) else f"{o.get('status')}: {str(o.get('error'))[-80:]}",
+                    _v(o),
+                    _v(o, "wall_s", 1),
+                    _v(o, "fit_s", 1),
+                    _v(o, "peak_mb", 0),
+                    _v(n),
+                    _v(n, "wall_s", 1),
+                    "-" if delta is None else f"{delta:+.4f}",
+                ]
+            )
+        package = next((o["package"] for o in old.values() if o.get("package")), "?")
+        workers = all(o.get("worker_old") for o in old.values() if _ok(o))
+        out += "\n" + table(
+            f"Old defaults (rev {rev}, {package}; workers ran the old trainer: {'yes' if workers else 'NO'})",
+            ["set", "old spec", "old value", "wall s", "fit s", "peak MB", "new value", "new wall s", "new - old"],
+            rows,
+        )
+        out += "(the old code scores segmentation on masks resampled to its square canvas, the new one at full size)\n"
+    return out
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="demo and nuclei, one run each, no old defaults")
+    parser.add_argument("--repeat", type=int, default=None, help="default runs per set (default 3; --quick: 1)")
+    parser.add_argument("--sets", default=None, help=f"comma-separated, of {', '.join(SETS)}")
+    parser.add_argument("--old", default="70dcaee", help="git revision of the old defaults (default 70dcaee)")
+    parser.add_argument("--old-timeout", type=float, default=900.0, help="seconds an old default run may take")
+    parser.add_argument("--json", help="also write the measurements to this file")
+    parser.add_argument("--report", help="print the tables of measurements written by --json; train nothing")
+    args = parser.parse_args(argv)
+    if args.report:
+        saved = json.loads(Path(args.report).read_text())
+        return saved["header"] + "\n" + report(saved["results"], saved["old"], saved["rev"])
+    names = args.sets.split(",") if args.sets else list(QUICK_SETS if args.quick else SETS)
+    unknown = sorted(set(names) - set(SETS))
+    if unknown:
+        parser.error(f"unknown sets {unknown}; choose from {', '.join(SETS)}")
+    repeat = max(1, args.repeat or (1 if args.quick else 3))
+    started = time.perf_counter()
+    header = machine()
+    log(header)
+    with tempfile.TemporaryDirectory(prefix="pml-bench-train-") as tmp:
+        workdir = Path(tmp)
+        results = [measure(name, repeat, workdir) for name in names]
+        old = {} if args.quick else measure_old(names, args.old, workdir, args.old_timeout)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"header": header, "results": results, "old": old, "rev": args.old}))
+    out = header + "\n" + report(results, old, args.old)
+    return out + f"\n(benchmark took {time.perf_counter() - started:.0f} s)\n"
 
 
 if __name__ == "__main__":
-    sys.exit(print(main()))
+    if len(sys.argv) > 1 and sys.argv[1] in ("--_run", "--_old"):
+        print(json.dumps((child_run if sys.argv[1] == "--_run" else child_old)(*sys.argv[2:])))
+    else:
+        print(main())
