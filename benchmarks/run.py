@@ -29,7 +29,7 @@ def main() -> None:
         import training  # needs torch
 
         print(label_canvas.main())
-        print(training.main())
+        print(training.main(["--quick"]))  # the whole suite: python benchmarks/training.py
 
 
 if __name__ == "__main__":

@@ -58,6 +58,11 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
 
 
+def _worker_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _summary(run: Any, wall: float) -> dict[str, Any]:
     """What the tables need from a finished run (works with the old package's Run too)."""
     test = run.metrics.get("test", {})
@@ -77,6 +82,8 @@ def _summary(run: Any, wall: float) -> dict[str, Any]:
         "normalization": ((getattr(run, "plan", None) or {}).get("normalization") or {}).get("scheme"),
         "spec": {k: spec.get(k) for k in ("image_size", "epochs", "batch_size", "lr", "precision", "canvas")},
         "peak_mb": _peak_mb(),
+        "cpu_s": _worker_cpu_s(),  # the worker's CPU time: well below threads x wall when the cores are shared
+        "load": os.getloadavg()[0],
     }
 
 
@@ -172,7 +179,15 @@ def measure(name: str, repeat: int, workdir: Path) -> dict[str, Any]:
     forced = {p: train(f"precision {p}", {"precision": p}) for p in ("fp32", "bf16")}
     defaults += [train(f"default {i}", None) for i in range(2, repeat + 1)]
     classes = [c.name for c in model.classes]
-    return {"name": name, "classes": classes, "baseline": base, "defaults": defaults, "forced": forced}
+    configured = project.model(model.id).training.get("hyperparameters") or {}
+    return {
+        "name": name,
+        "classes": classes,
+        "baseline": base,
+        "configured": configured,
+        "defaults": defaults,
+        "forced": forced,
+    }
 
 
 def measure_old(names: list[str], rev: str, workdir: Path, timeout: float) -> dict[str, dict[str, Any]]:
@@ -207,7 +222,7 @@ def _brief(r: dict[str, Any]) -> str:
     fit = "-" if r.get("fit_s") is None else f"{r['fit_s']:.1f}"
     return (
         f"{r['objective']} {r['value']:.4f}, wall {r['wall_s']:.1f} s, fit {fit} s, {precision}, "
-        f"steps {_stopped(r)}, peak {r['peak_mb']:.0f} MB"
+        f"steps {_stopped(r)}, peak {r['peak_mb']:.0f} MB, worker CPU {r['cpu_s']:.0f} s, load {r['load']:.1f}"
     )
 
 
@@ -224,6 +239,8 @@ def _stopped(r: dict[str, Any]) -> str:
     if r.get("status") != "succeeded":
         return f"{r.get('status')}: {str(r.get('error'))[-60:]}"
     t = r.get("training") or {}
+    if not t and (r.get("spec") or {}).get("epochs"):
+        return f"{r['spec']['epochs']} epochs (fixed)"  # the old trainer
     return f"{t.get('steps', '-')} (best {t.get('best_step', '-')}), {str(t.get('stopped', '-')).split(' (')[0]}"
 
 
@@ -243,18 +260,16 @@ def machine() -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(results: list[dict[str, Any]], old: dict[str, dict[str, Any]], rev: str) -> str:
-    rows, plans, vs, prec, spread = [], [], [], [], []
+def _default_table(results: list[dict[str, Any]]) -> str:
+    rows = []
     for res in results:
-        name, classes, base = res["name"], res["classes"], res["baseline"]
-        d = res["defaults"][0]
-        hw = d.get("hardware") or {}
+        d, hw = res["defaults"][0], res["defaults"][0].get("hardware") or {}
         rows.append(
             [
-                name,
-                d.get("objective") or base["metric"],
+                res["name"],
+                d.get("objective") or res["baseline"]["metric"],
                 _v(d),
-                _per_class(classes, d.get("per_class")),
+                _per_class(res["classes"], d.get("per_class")),
                 _v(d, "wall_s", 1),
                 _v(d, "fit_s", 1),
                 _stopped(d),
@@ -263,29 +278,64 @@ def report(results: list[dict[str, Any]], old: dict[str, dict[str, Any]], rev: s
                 _v(d, "peak_mb", 0),
             ]
         )
-        p = d.get("plan") or {}
-        plans.append([name, *(p.get(k, "-") for k in PLAN_KEYS), d.get("normalization") or "-"])
+    header = ["set", "objective", "value", "per class", "wall s", "fit s", "steps", "prec", "threads", "peak MB"]
+    return table("Default run (no hyperparameters): test split", header, rows)
+
+
+def _plan_table(results: list[dict[str, Any]]) -> str:
+    keys = [k for k in PLAN_KEYS if k not in ("lr", "budget_s")]
+    rows = []
+    for res in results:
+        d = res["defaults"][0]
+        p = {k: v for k, v in (d.get("plan") or {}).items() if v is not None}
+        rows.append(
+            [
+                res["name"],
+                *(p.get(k, "-") for k in keys),
+                f"{p['lr']:g}" if "lr" in p else "-",
+                f"{p['budget_s']:.0f}" if "budget_s" in p else "-",
+                d.get("normalization") or "-",
+                json.dumps(res.get("configured") or {}),
+            ]
+        )
+    header = ["set", *keys, "lr", "budget s", "normalization", "configured"]
+    return table("Plan of the default run (configured: the model's own hyperparameters)", header, rows)
+
+
+def _baseline_table(results: list[dict[str, Any]]) -> str:
+    rows = []
+    for res in results:
+        d, base = res["defaults"][0], res["baseline"]
         margin = d["value"] - base["value"] if _ok(d) else None
-        if name == "demo":
+        if res["name"] == "demo":
             fp32 = res["forced"]["fp32"]
             checks = [
                 _ok(d) and d["value"] >= DEMO_DICE_TARGET,
                 _ok(d) and d["wall_s"] <= DEMO_WALL_TARGET_S,
                 _ok(fp32) and fp32["wall_s"] <= DEMO_WALL_TARGET_S,
             ]
-            target = f"Dice >= {DEMO_DICE_TARGET}, wall <= {DEMO_WALL_TARGET_S:.0f} s"
-            target += f" (fp32 run: {_v(fp32, 'wall_s', 1)} s)"
+            fp32_wall = _v(fp32, "wall_s", 1)
+            target = f"Dice >= {DEMO_DICE_TARGET}, wall <= {DEMO_WALL_TARGET_S:.0f} s, fp32 too ({fp32_wall} s)"
         else:
             checks = [margin is not None and margin >= MARGIN_TARGET, _ok(d) and d["fit_s"] <= FIT_TARGET_S]
             target = f"margin >= {MARGIN_TARGET}, fit <= {FIT_TARGET_S:.0f} s"
-        met = "yes" if all(checks) else "NO"
         shown = "-" if margin is None else f"{margin:+.4f}"
-        vs.append([name, base["method"], f"{base['value']:.4f}", _v(d), shown, target, met])
-        for label, r in [(f"auto -> {hw.get('precision', '?')}", d), *res["forced"].items()]:
+        met = "yes" if all(checks) else "NO"
+        rows.append([res["name"], base["method"], f"{base['value']:.4f}", _v(d), shown, target, met])
+    header = ["set", "baseline", "baseline", "default", "margin", "target", "met"]
+    return table("Against the classical baseline (margin = default - baseline)", header, rows)
+
+
+def _precision_table(results: list[dict[str, Any]]) -> str:
+    rows = []
+    for res in results:
+        d = res["defaults"][0]
+        auto = f"auto -> {(d.get('hardware') or {}).get('precision', '?')}"
+        for label, r in [(auto, d), *res["forced"].items()]:
             ratio = r["wall_s"] / d["wall_s"] if _ok(r) and _ok(d) else None
-            prec.append(
+            rows.append(
                 [
-                    name,
+                    res["name"],
                     label,
                     _v(r),
                     _v(r, "wall_s", 1),
@@ -293,75 +343,73 @@ def report(results: list[dict[str, Any]], old: dict[str, dict[str, Any]], rev: s
                     _stopped(r),
                     _v(r, "peak_mb", 0),
                     "-" if ratio is None else f"{ratio:.2f}x",
+                    _v(r, "cpu_s", 0),
+                    _v(r, "load", 1),
                 ]
             )
-        values = [r["value"] for r in res["defaults"] if _ok(r)]
-        walls = [r["wall_s"] for r in res["defaults"] if _ok(r)]
-        if len(values) > 1:
-            width = max(values) - min(values)
-            spread.append(
-                [
-                    name,
-                    len(values),
-                    ", ".join(f"{v:.4f}" for v in values),
-                    f"{width:.4f}",
-                    f"{min(walls):.1f}..{max(walls):.1f}",
-                    "yes" if width <= SPREAD_TARGET and len(values) == len(res["defaults"]) else "NO",
-                ]
-            )
-    out = table(
-        "Default run (no hyperparameters): test split",
-        ["set", "objective", "value", "per class", "wall s", "fit s", "steps, stopped", "prec", "threads", "peak MB"],
-        rows,
-    )
-    out += "\n" + table("Plan of the default run", ["set", *PLAN_KEYS, "normalization"], plans)
-    out += "\n" + table(
-        "Against the classical baseline (margin = default - baseline)",
-        ["set", "baseline", "baseline", "default", "margin", "target", "met"],
-        vs,
-    )
-    out += "\n" + table(
-        "Precision: auto, and forced to fp32 / bf16 (same spec otherwise)",
-        ["set", "precision", "value", "wall s", "fit s", "steps", "peak MB", "wall / auto"],
-        prec,
-    )
-    if spread:
-        out += "\n" + table(
-            f"Run-to-run spread of the default run (target: max - min <= {SPREAD_TARGET})",
-            ["set", "runs", "values", "max - min", "wall s", "met"],
-            spread,
+    header = ["set", "precision", "value", "wall s", "fit s", "steps", "peak MB", "wall / auto", "worker CPU s", "load"]
+    return table("Precision: auto, and forced to fp32 / bf16 (same spec otherwise)", header, rows)
+
+
+def _spread_table(results: list[dict[str, Any]]) -> str:
+    rows = []
+    for res in results:
+        done = [r for r in res["defaults"] if _ok(r)]
+        if len(res["defaults"]) < 2:
+            continue
+        values, walls = [r["value"] for r in done], [r["wall_s"] for r in done]
+        width = max(values) - min(values) if values else None
+        met = width is not None and width <= SPREAD_TARGET and len(done) == len(res["defaults"])
+        rows.append(
+            [
+                res["name"],
+                f"{len(done)} of {len(res['defaults'])}",
+                ", ".join(f"{v:.4f}" for v in values),
+                "-" if width is None else f"{width:.4f}",
+                f"{min(walls):.1f}..{max(walls):.1f}" if walls else "-",
+                "yes" if met else "NO",
+            ]
         )
-    if old:
-        rows = []
-        new = {res["name"]: res["defaults"][0] for res in results}
-        for name, o in old.items():
-            s = o.get("spec") or {}
-            what = f"{s.get('image_size')} px, {s.get('epochs')} epochs, batch {s.get('batch_size')}"
-            what += f", {s.get('precision')}"
-            n = new.get(name)
-            delta = n["value"] - o["value"] if _ok(n) and _ok(o) else None
-            rows.append(
-                [
-                    name,
-                    what if _ok(o) else f"{o.get('status')}: {str(o.get('error'))[-80:]}",
-                    _v(o),
-                    _v(o, "wall_s", 1),
-                    _v(o, "fit_s", 1),
-                    _v(o, "peak_mb", 0),
-                    _v(n),
-                    _v(n, "wall_s", 1),
-                    "-" if delta is None else f"{delta:+.4f}",
-                ]
-            )
-        package = next((o["package"] for o in old.values() if o.get("package")), "?")
-        workers = all(o.get("worker_old") for o in old.values() if _ok(o))
-        out += "\n" + table(
-            f"Old defaults (rev {rev}, {package}; workers ran the old trainer: {'yes' if workers else 'NO'})",
-            ["set", "old spec", "old value", "wall s", "fit s", "peak MB", "new value", "new wall s", "new - old"],
-            rows,
+    if not rows:
+        return ""
+    title = f"Run-to-run spread of the default run (target: max - min <= {SPREAD_TARGET})"
+    note = "(one project: the same example ids, so the same data order; new ids in a new project reorder the data)\n"
+    return table(title, ["set", "runs", "values", "max - min", "wall s", "met"], rows) + note
+
+
+def _old_table(results: list[dict[str, Any]], old: dict[str, dict[str, Any]], rev: str) -> str:
+    new = {res["name"]: res["defaults"][0] for res in results}
+    rows = []
+    for name, o in old.items():
+        s, n = o.get("spec") or {}, new.get(name)
+        what = f"{s.get('image_size')} px, {s.get('epochs')} epochs, batch {s.get('batch_size')}, {s.get('precision')}"
+        delta = n["value"] - o["value"] if _ok(n) and _ok(o) else None
+        rows.append(
+            [
+                name,
+                what if _ok(o) else f"{o.get('status')}: {str(o.get('error'))[-80:]}",
+                _v(o),
+                _v(o, "wall_s", 1),
+                _v(o, "fit_s", 1),
+                _v(o, "peak_mb", 0),
+                _v(n),
+                _v(n, "wall_s", 1),
+                "-" if delta is None else f"{delta:+.4f}",
+            ]
         )
-        out += "(the old code scores segmentation on masks resampled to its square canvas, the new one at full size)\n"
-    return out
+    package = next((o["package"] for o in old.values() if o.get("package")), "?")
+    workers = "yes" if all(o.get("worker_old") for o in old.values() if _ok(o)) else "NO"
+    title = f"Old defaults (rev {rev}, {package}; workers ran the old trainer: {workers})"
+    header = ["set", "old spec", "old value", "wall s", "fit s", "peak MB", "new value", "new wall s", "new - old"]
+    note = "(the old code scores segmentation on masks resampled to its square canvas, the new one at full size)\n"
+    segmentation = any(o.get("objective") == "dice_mean" for o in old.values())
+    return table(title, header, rows) + (note if segmentation else "")
+
+
+def report(results: list[dict[str, Any]], old: dict[str, dict[str, Any]], rev: str) -> str:
+    parts = [_default_table, _plan_table, _baseline_table, _precision_table, _spread_table]
+    out = "\n".join(filter(None, (part(results) for part in parts)))
+    return out + ("\n" + _old_table(results, old, rev) if old else "")
 
 
 def main(argv: list[str] | None = None) -> str:

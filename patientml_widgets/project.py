@@ -1164,6 +1164,7 @@ class Project:
 
             TrainSpec.build(record["problem_type"], hyperparameters, num_classes=len(record["classes"]))
         check_trainable(self.snapshot(record["id"]))
+        _check_precision(record, hyperparameters)
         run = self.create_run(record["id"], trigger=trigger, hyperparameters=hyperparameters)
         return start_run(self, run, processes=int(processes), nodes=int(nodes), rendezvous=rendezvous)
 
@@ -1313,6 +1314,23 @@ class Project:
                 self.train(model_id, trigger=f"retrain policy: {len(fresh)} new labels")
             except PatientMLError as e:  # the label is saved; say why no run started, do not fail the submit
                 warnings.warn(f"the retrain policy of {record['name']!r} could not start a run: {e}", stacklevel=3)
+
+
+def _check_precision(model: dict[str, Any], hyperparameters: dict[str, Any] | None) -> None:
+    """Refuse, before a run is recorded, a precision this machine cannot train in (fp16 without CUDA)."""
+    import torch
+
+    from .training import hardware
+
+    precision = {**((model.get("training") or {}).get("hyperparameters") or {}), **(hyperparameters or {})}.get(
+        "precision", "auto"
+    )
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    device = hardware.choose_device(cuda=torch.cuda.is_available(), mps=mps)
+    try:
+        hardware.choose_precision(str(precision), device)
+    except ValueError as e:
+        raise ValidationError(str(e)) from None
 
 
 def _default_user() -> str:

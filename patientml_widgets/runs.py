@@ -503,7 +503,15 @@ def load_split(project: Project, model: Model, items: list[list[Any]]) -> SplitD
     for index, position in positions.items():
         lut[index] = position
     data = SplitData()
-    for example_id, version in items:
+    # in the order of the images' content, not of their (random) ids: the same data trains the same
+    # way in any project
+    refs = {}
+    for example_id, _ in items:
+        try:
+            refs[example_id] = project._example_record(example_id)["image_ref"]
+        except NotFoundError:
+            refs[example_id] = ""
+    for example_id, version in sorted(items, key=lambda item: (refs[item[0]], item[0])):
         event = project._label_at(example_id, version)
         try:
             image = project.image(example_id)

@@ -339,6 +339,8 @@ def test_bad_training_settings_are_refused(demo, seg):
         demo.configure_training(seg, hyperparameters={"precision": "fp8"})
     with pytest.raises(pml.ValidationError, match="budget"):
         demo.configure_training(seg, budget="soon")
+    with pytest.raises(pml.ValidationError, match="fp16 is for CUDA"):
+        demo.train(seg, hyperparameters={"precision": "fp16"})  # refused before a run is recorded
     with pytest.raises(pml.ValidationError, match="not a segmentation metric"):
         demo.configure_training(seg, objective="balanced_accuracy")
     with pytest.raises(pml.ValidationError, match="direction"):
