@@ -1064,9 +1064,11 @@ class Project:
             "model_code": model_code,
             "budget_s": None if budget is None else parse_budget(budget),
         }
-        if objective is not None and objective not in _OBJECTIVES.get(record["problem_type"], ()):
-            choices = ", ".join(_OBJECTIVES[record["problem_type"]])
-            raise ValidationError(f"objective {objective!r} is not a {record['problem_type']} metric ({choices})")
+        kind = "multi-label classification" if record.get("multi_label") else record["problem_type"]
+        if objective is not None and objective not in _OBJECTIVES[kind]:
+            raise ValidationError(f"objective {objective!r} is not a {kind} metric ({', '.join(_OBJECTIVES[kind])})")
+        if objective is not None and direction is None:
+            updates["direction"] = "min" if objective == "loss" else "max"  # lower loss is better
         if direction is not None and direction not in ("max", "min"):
             raise ValidationError("direction is 'max' (higher is better) or 'min'")
         if max_trials is not None and int(max_trials) < 1:

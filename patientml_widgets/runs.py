@@ -123,6 +123,7 @@ def start_run(
     log_path = log_file(project, run.id)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
+    env.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (see trainer.make_deterministic)
     command = [sys.executable, "-m", "patientml_widgets.runs", str(project.path), run.id]
     if processes > 1 or nodes > 1:
         command = distributed_command(project.path, run.id, processes, nodes, 0, rendezvous)
@@ -381,6 +382,8 @@ def train_and_evaluate(project: Project, run_id: str, worker: _Worker, *, record
     for number, candidate in enumerate(candidates, start=1):
         trial = number if len(candidates) > 1 else None
         spec, plan = trainer.resolve(candidate, fp, hw)
+        if len(candidates) > 1 and spec.budget_s:  # a search shares the budget between its trials
+            spec.budget_s = plan["budget_s"] = round(spec.budget_s / len(candidates), 1)
         if record:
             project._update_run(run_id, plan=plan, progress={"phase": "training", "trial": trial, "steps": spec.steps})
         print(f"[{now()}] plan: {plan}", flush=True)
@@ -578,8 +581,11 @@ def _approval(decision: str, actor: str, reason: str) -> dict[str, Any]:
     return {"decision": decision, "actor": actor, "reason": reason, "time": now()}
 
 
-def _per_example_scores(spec, proba, targets, example_ids) -> list[dict[str, Any]]:
-    """A score per test example (Dice for segmentation, probability of the truth otherwise)."""
+def _per_example_scores(spec, outputs, targets, example_ids) -> list[dict[str, Any]]:
+    """A score per test example (Dice for segmentation, probability of the truth otherwise).
+
+    ``outputs``: predicted label maps (segmentation) or probabilities (classification).
+    """
     import numpy as np
 
     from .training.metrics import segmentation_metrics
@@ -587,12 +593,11 @@ def _per_example_scores(spec, proba, targets, example_ids) -> list[dict[str, Any
     out = []
     for i, example_id in enumerate(example_ids):
         if spec.problem_type == "segmentation":
-            pred = proba[i].argmax(0).numpy()
-            score = segmentation_metrics(np.asarray(targets[i]), pred, spec.num_classes)["dice_mean"]
+            score = segmentation_metrics(np.asarray(targets[i]), outputs[i], spec.num_classes)["dice_mean"]
         elif spec.multi_label:
-            score = float(1 - np.abs(proba[i].numpy() - np.asarray(targets[i])).mean())
+            score = float(1 - np.abs(outputs[i].numpy() - np.asarray(targets[i])).mean())
         else:
-            score = float(proba[i, int(targets[i])])
+            score = float(outputs[i, int(targets[i])])
         out.append({"example_id": example_id, "score": round(float(score), 5)})
     return sorted(out, key=lambda e: e["score"])
 
@@ -642,7 +647,8 @@ def work_distributed(project: Project, run_id: str) -> None:
             project._update_run(run_id, distributed={"world_size": world, "backend": backend, "nodes": nodes})
             work(project, run_id)
         else:
-            train_and_evaluate(project, run_id, _SilentWorker(project, run_id), record=False)
+            with contextlib.suppress(trainer.Cancelled):  # rank 0 records the cancellation; exit cleanly
+                train_and_evaluate(project, run_id, _SilentWorker(project, run_id), record=False)
     finally:
         trainer.shutdown_distributed()
 

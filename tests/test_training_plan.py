@@ -103,9 +103,15 @@ def test_native_resolution_keeps_the_aspect_ratio_up_to_a_cap():
     # a big image is scaled down to the cap, aspect ratio kept; the batch trains on patches
     big = [np.zeros((512, 1024), np.int16)] * 10
     _, plan = _seg_plan(big, [np.zeros((512, 1024), np.uint8)] * 10)
-    assert plan["canvas"] == [128, 256]
+    assert plan["canvas"] == [192, 368]  # about 256 x 256 pixels, the aspect ratio kept
     _, plan = _seg_plan(big, [np.zeros((512, 1024), np.uint8)] * 10, image_size=512)
-    assert plan["canvas"] == [256, 512] and plan["patch"][0] * plan["patch"][1] < 256 * 512
+    assert plan["canvas"] == [368, 736] and plan["patch"][0] * plan["patch"][1] < 368 * 736
+    # thin images keep their resolution; portrait and landscape images share a square
+    _, plan = _seg_plan([np.zeros((2000, 20), np.uint8)] * 4, [np.zeros((2000, 20), np.uint8)] * 4)
+    assert plan["canvas"] == [1024, 16]
+    mixed = [np.zeros((512, 256), np.uint8)] * 6 + [np.zeros((256, 512), np.uint8)] * 4
+    fp, plan = _seg_plan(mixed, mixed)
+    assert fp["mixed_orientation"] and plan["canvas"] == [256, 256]
     assert plan["batch_size"] >= 8 and plan["norm"] == "batch"
     # what the user sets wins
     _, plan = _seg_plan(images, masks, steps=7, batch_size=3, lr=0.01, base_channels=4)
@@ -330,3 +336,85 @@ def test_the_resolution_is_lowered_when_the_data_would_not_fit_in_memory(tmp_pat
     assert hardware.available_memory(meminfo, tmp_path) == 1_000_000_000
     (tmp_path / "memory.max").write_text("max\n")
     assert hardware.available_memory(meminfo, tmp_path) == 16_000_000 * 1024
+
+
+def test_group_norm_fits_any_width_and_rotations_do_not_shear():
+    spec = TrainSpec.build("segmentation", canvas=[32, 32], depth=2, base_channels=10, norm="group", num_classes=2)
+    net = trainer.build_model(spec)
+    assert net(torch.zeros(1, 3, 32, 32)).shape == (1, 2, 32, 32)
+    # a disk on a wide canvas stays a disk (same extent along both axes) under any rotation
+    yy, xx = np.mgrid[0:32, 0:128]
+    disk = torch.from_numpy(((yy - 16) ** 2 + (xx - 64) ** 2 < 100).astype(np.float32))[None, None]
+    for seed in range(6):
+        out, _ = data.augment(
+            disk.clone(), torch.zeros(1, 32, 128, dtype=torch.long), True, torch.Generator().manual_seed(seed)
+        )
+        ys, xs = np.nonzero(out[0, 0].numpy() > 0.5)
+        assert 0.7 < np.ptp(ys) / np.ptp(xs) < 1.4, seed
+
+
+def test_without_a_validation_objective_the_latest_checkpoint_is_kept():
+    images, masks = _tiny_data()
+    spec = TrainSpec.build(
+        "segmentation",
+        {
+            "canvas": [16, 16],
+            "patch": [16, 16],
+            "depth": 2,
+            "base_channels": 2,
+            "batch_size": 4,
+            "lr": 1e-2,
+            "steps": 10,
+            "eval_every": 2,
+            "normalization": {"scheme": "zscore"},
+        },
+        num_classes=2,
+        in_channels=1,
+    )
+    empty = data.prepare([], [], spec)
+    result = trainer.fit(spec, data.prepare(images, masks, spec), empty)
+    assert result.best_step == 10 and result.stopped == "planned steps"
+
+
+def test_a_fixed_length_is_not_cut_by_the_default_budget():
+    images = [np.zeros((64, 64), np.uint8)] * 10
+    fp = fingerprint(images, images, problem_type="segmentation", num_classes=2)
+    assert make_plan(fp, {"problem_type": "segmentation", "steps": 5000}, device="cpu")["budget_s"] == 0
+    assert make_plan(fp, {"problem_type": "segmentation", "steps": 50, "budget_s": 30}, device="cpu")["budget_s"] == 30
+    assert make_plan(fp, {"problem_type": "segmentation"}, device="cpu")["budget_s"] == 180
+
+
+def test_grey_images_in_a_colour_classification_set_keep_their_brightness():
+    dark, bright = np.full((8, 8, 3), 40, np.uint8), np.full((8, 8, 3), 210, np.uint8)
+    fp = fingerprint([dark, bright] * 4, [0, 1] * 4, problem_type="classification", num_classes=2)
+    spec = TrainSpec.build(
+        "classification",
+        canvas=[16, 16],
+        num_classes=2,
+        in_channels=3,
+        normalization=normalization_for(fp, "classification"),
+    )
+    grey_dark, grey_bright = (data.to_canvas(img[..., 0], spec)[0] for img in (dark, bright))
+    assert grey_dark.shape == (3, 16, 16)
+    assert grey_dark[:, :8, :8].mean() < -0.5 < 0.5 < grey_bright[:, :8, :8].mean()
+    rgba = np.dstack([bright, np.full((8, 8), 255, np.uint8)])
+    np.testing.assert_allclose(data.to_canvas(rgba, spec)[0], data.to_canvas(bright, spec)[0])  # alpha dropped
+
+
+def test_settings_are_checked_before_a_run(project):
+    with pytest.raises(pml.ValidationError, match="budget"):
+        TrainSpec.build("segmentation", {"budget_s": "soon"}, num_classes=2)
+    assert TrainSpec.build("segmentation", {"budget_s": "3 min"}, num_classes=2).budget_s == 180
+    for bad in (64, [0, 0], [64], ["a", "b"]):
+        with pytest.raises(pml.ValidationError, match="patch"):
+            TrainSpec.build("segmentation", {"patch": bad}, num_classes=2)
+    multi = project.create_model("tags", problem_type="classification", classes=["a", "b"], multi_label=True)
+    single = project.create_model("kind", problem_type="classification", classes=["a", "b"])
+    with pytest.raises(pml.ValidationError, match="multi-label classification metric"):
+        project.configure_training(multi, objective="accuracy")
+    with pytest.raises(pml.ValidationError, match="not a classification metric"):
+        project.configure_training(single, objective="subset_accuracy")
+    assert project.configure_training(single, objective="loss").training["direction"] == "min"
+    assert project.configure_training(single, objective="auroc").training["direction"] == "max"
+    with pytest.raises(ValueError, match="Apple GPU"):
+        hardware.choose_precision("fp16", "mps")

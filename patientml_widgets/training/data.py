@@ -21,15 +21,23 @@ IGNORE = -100  # target value of padding (cross-entropy's ignore_index)
 
 
 def normalize(image: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
-    """(C, H, W) float32: CT clipped and z-scored with the data set's statistics, else z-score per channel."""
+    """(C, H, W) float32 of an image as stored (H, W) or (H, W, C): CT clipped and z-scored with the
+    data set's statistics, ``dataset`` clipped and z-scored per channel with the data set's
+    statistics, ``zscore`` per image and channel.
+    """
     x = np.asarray(image, dtype=np.float32)
-    x = x[None] if x.ndim == 2 else np.moveaxis(x, -1, 0)
+    return _normalize(x[None] if x.ndim == 2 else np.moveaxis(x, -1, 0), norm)
+
+
+def _normalize(x: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
     if norm.get("scheme") == "ct":
         lo, hi = norm["clip"]
         return ((np.clip(x, lo, hi) - norm["mean"]) / norm["std"]).astype(np.float32)
-    if norm.get("scheme") == "dataset" and len(norm["mean"]) == x.shape[0]:
-        clip = np.asarray(norm["clip"], dtype=np.float32)
-        mean, std = (np.asarray(norm[k], dtype=np.float32)[:, None, None] for k in ("mean", "std"))
+    if norm.get("scheme") == "dataset":
+        c = x.shape[0]
+        clip = np.resize(np.asarray(norm["clip"], dtype=np.float32), (c, 2))  # grey statistics serve every channel
+        mean = np.resize(np.asarray(norm["mean"], dtype=np.float32), c)[:, None, None]
+        std = np.resize(np.asarray(norm["std"], dtype=np.float32), c)[:, None, None]
         return ((np.clip(x, clip[:, :1, None], clip[:, 1:, None]) - mean) / std).astype(np.float32)
     mean = x.mean(axis=(1, 2), keepdims=True)
     std = x.std(axis=(1, 2), keepdims=True)
@@ -37,10 +45,13 @@ def normalize(image: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
 
 
 def _channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Match an image's channels to the network's: colour averaged into grey, grey repeated, alpha dropped."""
     if x.shape[0] == channels:
         return x
-    if x.shape[0] > channels:  # colour into a grey network, or RGBA: the mean of the colour channels
-        return x[:3].mean(0, keepdim=True).expand(channels, -1, -1)
+    if channels == 1:
+        return x[:3].mean(0, keepdim=True)
+    if x.shape[0] >= channels:
+        return x[:channels]
     return x[:1].expand(channels, -1, -1)
 
 
@@ -52,14 +63,18 @@ def fit_size(shape: tuple[int, int], canvas: list[int] | tuple[int, int]) -> tup
 
 
 def to_canvas(image: np.ndarray, spec: Any) -> tuple[torch.Tensor, tuple[int, int]]:
-    """One image as a (C, H, W) tensor of the canvas, and the size it occupies inside it (top left)."""
-    x = torch.from_numpy(normalize(image, spec.normalization))
-    x = _channels(x, spec.in_channels)
+    """One image as a (C, H, W) tensor of the canvas, and the size it occupies inside it (top left).
+
+    Channels are matched to the network first (grey repeated, colour averaged), then normalised.
+    """
+    raw = np.asarray(image, dtype=np.float32)
+    x = _channels(torch.from_numpy(raw[None] if raw.ndim == 2 else np.moveaxis(raw, -1, 0)), spec.in_channels)
     canvas = spec.canvas
-    if spec.fit == "stretch":  # runs trained before the plan existed: squashed to the square
-        return F.interpolate(x[None], size=tuple(canvas), mode="bilinear", align_corners=False, antialias=True)[
-            0
-        ], tuple(canvas)
+    if spec.fit == "stretch":  # runs trained before the plan existed: squashed to the square, then z-scored
+        x = F.interpolate(x[None], size=tuple(canvas), mode="bilinear", align_corners=False, antialias=True)[0]
+        mean, std = x.mean(dim=(1, 2), keepdim=True), x.std(dim=(1, 2), keepdim=True).clamp_min(1e-6)
+        return (x - mean) / std, tuple(canvas)
+    x = torch.from_numpy(_normalize(np.ascontiguousarray(x.numpy()), spec.normalization))
     size = fit_size(x.shape[-2:], canvas)
     if size != tuple(x.shape[-2:]):
         x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
@@ -164,6 +179,9 @@ def augment(x: torch.Tensor, y: torch.Tensor, segmentation: bool, gen: torch.Gen
     theta[~spatial] = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
     theta[:, 0] *= torch.where(flip_x, -1.0, 1.0)[:, None]
     theta[:, 1] *= torch.where(flip_y, -1.0, 1.0)[:, None]
+    h, w = x.shape[-2:]
+    theta[:, 0, 1] *= h / w  # a rotation in pixels, not in normalised coordinates (no shear)
+    theta[:, 1, 0] *= w / h
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if segmentation:  # sample target + 1 so that outside (0) becomes IGNORE

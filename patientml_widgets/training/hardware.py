@@ -159,6 +159,8 @@ def choose_precision(
             )
         return requested, f"{requested} as asked"
     if device == "mps":
+        if requested == "fp16":
+            raise ValueError("fp16 training needs a gradient scaler, which is CUDA only; on an Apple GPU use fp32")
         if requested in ("auto", "fp32"):
             return "fp32", "Apple GPU: fp32 (autocast on MPS is not used)"
         return requested, f"{requested} as asked"
@@ -174,13 +176,21 @@ def choose_precision(
     return requested, f"{requested} as asked"
 
 
+def _native_cuda_bf16(torch) -> bool:
+    """bf16 in the GPU's hardware (Ampere and newer), not emulated (as on a T4 or V100)."""
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch before 2.3 has no emulation to exclude
+        return bool(torch.cuda.is_bf16_supported())
+
+
 def detect(precision: str = "auto", device: str = "auto", *, processes_here: int = 1) -> Hardware:
     """The device, precision and threads for a run started now, in this process (imports torch)."""
     import torch
 
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
     chosen = choose_device(device, cuda=torch.cuda.is_available(), mps=mps)
-    cuda_bf16 = chosen == "cuda" and torch.cuda.is_bf16_supported()
+    cuda_bf16 = chosen == "cuda" and _native_cuda_bf16(torch)
     flags = cpu_flags() if chosen == "cpu" else frozenset()
     picked, why = choose_precision(precision, chosen, flags=flags, cuda_bf16=cuda_bf16)
     threads = max(1, usable_cores() // max(1, processes_here))

@@ -20,13 +20,15 @@ __all__ = [
     "classification_metrics",
     "multilabel_metrics",
     "segmentation_metrics",
+    "segmentation_metrics_from_counts",
 ]
 
 #: default objective metric per problem type (all of them: higher is better)
 OBJECTIVES = {"classification": "balanced_accuracy", "segmentation": "dice_mean"}
 #: metrics a run can be judged on (promotion rule, early stopping, search), per problem type
 OBJECTIVE_CHOICES = {
-    "classification": ("balanced_accuracy", "auroc", "accuracy", "f1_macro", "subset_accuracy", "loss"),
+    "classification": ("balanced_accuracy", "auroc", "accuracy", "f1_macro", "loss"),
+    "multi-label classification": ("balanced_accuracy", "auroc", "subset_accuracy", "f1_macro", "loss"),
     "segmentation": ("dice_mean", "iou_mean", "pixel_accuracy", "loss"),
 }
 
@@ -127,7 +129,16 @@ def segmentation_metrics(y_true: np.ndarray, y_pred: np.ndarray, k: int, loss: f
     """
     t = np.asarray(y_true, dtype=np.int64).ravel()
     p = np.asarray(y_pred, dtype=np.int64).ravel()
-    cm = np.bincount(t * k + p, minlength=k * k).reshape(k, k).astype(np.float64)
+    cm = np.bincount(t * k + p, minlength=k * k).reshape(k, k)
+    out = segmentation_metrics_from_counts(cm, loss)
+    out["n"] = int(np.asarray(y_true).shape[0]) if np.asarray(y_true).ndim == 3 else 1
+    return out
+
+
+def segmentation_metrics_from_counts(cm: np.ndarray, loss: float | None = None) -> dict[str, Any]:
+    """The same metrics from a (k, k) confusion matrix of pixel counts (rows: truth)."""
+    cm = np.asarray(cm, dtype=np.float64)
+    k = cm.shape[0]
     tp = np.diag(cm)
     fp, fn = cm.sum(axis=0) - tp, cm.sum(axis=1) - tp
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -140,7 +151,6 @@ def segmentation_metrics(y_true: np.ndarray, y_pred: np.ndarray, k: int, loss: f
         "iou": iou.tolist(),
         "dice_mean": float(dice[fg].mean()),
         "iou_mean": float(iou[fg].mean()),
-        "n": int(np.asarray(y_true).shape[0]) if np.asarray(y_true).ndim == 3 else 1,
     }
     if loss is not None:
         out["loss"] = float(loss)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -10,7 +12,7 @@ __all__ = ["SmallCNN", "SmallUNet", "build_builtin"]
 
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "group":  # independent of the batch size (segmentation batches are small)
-        return nn.GroupNorm(max(1, min(8, channels // 2)), channels)
+        return nn.GroupNorm(math.gcd(channels, 8), channels)
     return nn.BatchNorm2d(channels)
 
 

@@ -55,6 +55,9 @@ def fingerprint(
         "shape_median": [int(v) for v in np.median(shapes, axis=0)] if len(shapes) else [0, 0],
         "shape_min": [int(v) for v in shapes.min(axis=0)] if len(shapes) else [0, 0],
         "shape_max": [int(v) for v in shapes.max(axis=0)] if len(shapes) else [0, 0],
+        "mixed_orientation": bool(
+            len(shapes) and min((shapes[:, 0] > shapes[:, 1]).mean(), (shapes[:, 0] < shapes[:, 1]).mean()) >= 0.2
+        ),
         "channels": channels,
         "dtypes": sorted({str(img.dtype) for img in images}),
         "modality": modality[0][0] if modality else "",
@@ -139,7 +142,11 @@ def make_plan(fp: dict[str, Any], spec: dict[str, Any], *, device: str, memory_b
     plan: dict[str, Any] = {}
     cap = int(spec.get("image_size") or RESOLUTION_CAP[problem, kind])
     h, w = (max(1, int(v)) for v in fp["shape_median"])
-    scale = min(1.0, cap / max(h, w))
+    if fp.get("mixed_orientation"):  # portrait and landscape images: a square that holds both
+        h = w = max(h, w)
+    # the cap is on the area (a cap x cap square's pixels), and on the longer side at 4x the cap,
+    # so that thin images keep their resolution
+    scale = min(1.0, cap / math.sqrt(h * w), 4 * cap / max(h, w))
     held = MEMORY_SPLITS * fp["n"] * max(fp.get("channels") or [1]) * 4 * (h * scale) * (w * scale)
     if memory_bytes and not spec.get("image_size") and held > MEMORY_SHARE * memory_bytes:
         scale *= math.sqrt(MEMORY_SHARE * memory_bytes / held)
@@ -148,7 +155,8 @@ def make_plan(fp: dict[str, Any], spec: dict[str, Any], *, device: str, memory_b
     if not depth:
         depth = 4 if min(h, w) * scale >= 160 else 3
     multiple = 2**depth if problem == "segmentation" else 16
-    plan["depth"] = depth
+    if problem == "segmentation":
+        plan["depth"] = depth
     plan["canvas"] = [_round_up(max(8, round(h * scale)), multiple), _round_up(max(8, round(w * scale)), multiple)]
     plan["normalization"] = spec.get("normalization") or normalization_for(fp, problem)
     plan["base_channels"] = int(spec.get("base_channels") or (16 if kind == "cpu" else 32))
@@ -174,8 +182,10 @@ def make_plan(fp: dict[str, Any], spec: dict[str, Any], *, device: str, memory_b
                 (per_step * (2 if problem == "classification" else 1)) // area,
             ),
         )
-    plan["batch_size"] = max(1, min(batch, max(1, fp["n"])))
-    plan["norm"] = spec.get("norm") or ("batch" if plan["batch_size"] >= MIN_BATCH else "group")
+    patches = plan["patch"] != plan["canvas"]  # patches are drawn anew each step: a batch may exceed n
+    plan["batch_size"] = batch if patches or spec.get("batch_size") else max(1, min(batch, max(1, fp["n"])))
+    if problem == "segmentation":
+        plan["norm"] = spec.get("norm") or ("batch" if plan["batch_size"] >= MIN_BATCH else "group")
     plan["lr"] = float(spec.get("lr") or (3e-3 if problem == "segmentation" else 2e-3))
     # one pass = as many pixels as the training set has at the working resolution
     steps_per_pass = max(1, math.ceil(fp["n"] * canvas_area / (plan["batch_size"] * area)))
@@ -188,7 +198,9 @@ def make_plan(fp: dict[str, Any], spec: dict[str, Any], *, device: str, memory_b
     else:
         plan["steps"] = int(min(MAX_STEPS, max(MIN_STEPS, min_steps, PASSES * steps_per_pass)))
     plan["steps_per_epoch"] = steps_per_pass
-    plan["budget_s"] = float(spec.get("budget_s") or DEFAULT_BUDGET_S[kind])
+    # a length the user fixed (steps or epochs) is not cut by the default budget, only by one they set
+    fixed = bool(int(spec.get("steps") or 0) or int(spec.get("epochs") or 0))
+    plan["budget_s"] = float(spec.get("budget_s") or (0.0 if fixed else DEFAULT_BUDGET_S[kind]))
     plan["eval_every"] = int(spec.get("eval_every") or max(10, min(100, plan["steps"] // 15)))
     plan["class_weights"] = _class_weights(fp, problem, bool(spec.get("multi_label")))
     return plan

@@ -34,8 +34,9 @@ class Predictor:
         self.net.load_state_dict(load_state_dict(weights))
         self.net.eval()
         self._weights = weights
-        # predictions run on the CPU, in bf16 only where this CPU runs it natively
-        self.precision = choose_precision("auto", "cpu", flags=cpu_flags())[0]
+        # predictions run on the CPU: in fp32 when the run was trained in fp32, else in bf16 only where
+        # this CPU runs it natively
+        self.precision = "fp32" if spec.precision == "fp32" else choose_precision("auto", "cpu", flags=cpu_flags())[0]
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """Probabilities: (k,) for classification, (k, H, W) at the image's own size for segmentation

@@ -79,7 +79,14 @@ class TrainSpec:
             values.update(layer or {})
         values.update(fixed, problem_type=problem_type)
         if "budget" in values:
-            values["budget_s"] = parse_budget(values.pop("budget"))
+            values["budget_s"] = values.pop("budget")
+        if "budget_s" in values:
+            values["budget_s"] = parse_budget(values["budget_s"])
+        patch = values.get("patch") or []
+        if not (isinstance(patch, (list, tuple)) and len(patch) in (0, 2)) or not all(
+            isinstance(v, int) and v >= 8 for v in patch
+        ):
+            raise ValidationError("patch is [height, width] in pixels (at least 8 each), or [] for the plan's")
         values.setdefault("canvas", [])  # a new run is always planned (never the legacy path)
         try:
             spec = cls.from_dict(values)

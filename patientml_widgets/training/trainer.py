@@ -13,6 +13,7 @@ last planned steps. The checkpoint with the best validation objective is kept.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import random
@@ -28,7 +29,12 @@ from torch.nn import functional as F
 
 from .data import IGNORE, Prepared, augment, crop, prepare, restore_proba, to_canvas
 from .hardware import Hardware
-from .metrics import classification_metrics, multilabel_metrics, segmentation_metrics
+from .metrics import (
+    classification_metrics,
+    multilabel_metrics,
+    segmentation_metrics,
+    segmentation_metrics_from_counts,
+)
 from .models import build_builtin
 from .plan import make_plan
 from .spec import TrainSpec
@@ -76,8 +82,17 @@ class FitResult:
 
 
 def resolve(spec: TrainSpec, fp: dict[str, Any], hardware: Hardware) -> tuple[TrainSpec, dict[str, Any]]:
-    """The spec with every auto setting filled in from the fingerprint and the hardware, and the plan."""
+    """The spec with every auto setting filled in from the fingerprint and the hardware, and the plan.
+
+    Under torch.distributed every rank takes rank 0's plan, so that all train the same network
+    for the same number of steps whatever each one measured of its own machine.
+    """
     plan = make_plan(fp, spec.to_dict(), device=hardware.device, memory_bytes=hardware.memory_bytes)
+    distributed, _, _ = _distributed()
+    if distributed:
+        shared = [plan]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        plan = shared[0]
     fields = {k: v for k, v in plan.items() if hasattr(spec, k)}
     resolved = replace(spec, **fields, precision=hardware.precision)
     if spec.class_weights is not None:
@@ -87,9 +102,15 @@ def resolve(spec: TrainSpec, fp: dict[str, Any], hardware: Hardware) -> tuple[Tr
 
 def init_distributed() -> tuple[int, int, str]:
     """Join the process group torchrun set up: (rank, world size, backend)."""
+    import os
+
     import torch.distributed as dist
 
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if torch.cuda.is_available():  # one GPU per process on each node; CPU tensors (decisions) over gloo
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+        dist.init_process_group("cuda:nccl,cpu:gloo")
+    else:
+        dist.init_process_group("gloo")
     return dist.get_rank(), dist.get_world_size(), dist.get_backend()
 
 
@@ -149,7 +170,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 def _autocast(device: torch.device, precision: str):
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def _layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -259,15 +280,19 @@ def fit(
     step's batch, gradients are averaged (DistributedDataParallel) and rank 0's decisions
     (cancel, cool-down, stop) are broadcast so that all ranks agree.
     """
+    if spec.steps < 1 or not spec.canvas or not spec.batch_size or not spec.lr:
+        raise ValueError("fit needs a resolved spec (steps, canvas, batch size, lr): see resolve()")
     t0 = time.perf_counter()
-    gen = seed_everything(spec.seed)
+    budget = spec.budget_s if spec.budget_s > 0 else math.inf
+    order = seed_everything(spec.seed)  # which samples each step takes: the same on every rank
     dev = torch.device(device)
     model = build_model(spec, factory).to(dev)
     if dev.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     distributed, rank, world = _distributed()
     if distributed:
-        model = nn.parallel.DistributedDataParallel(model)
+        ids = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if spec.precision == "fp16" and dev.type == "cuda" else None
     step_fn = train_step or _default_step(spec, dev, scaler)
@@ -277,22 +302,24 @@ def fit(
     best: dict[str, Any] | None = None
     stale, losses, stopped = 0, [], "planned steps"
     step_time = eval_time = 0.0
-    n, batch = len(train), spec.batch_size
+    n = len(train)
+    batch = max(1, spec.batch_size // world)  # each rank's share of the step's batch
+    gen = torch.Generator().manual_seed(spec.seed * 1009 + rank)  # patches and augmentation
     segmentation = spec.problem_type == "segmentation"
     step = 0
     while step < schedule.total:
         if _agree(bool(should_stop is not None and should_stop()), distributed):
             raise Cancelled
+        started = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = spec.lr * schedule.factor(step)
-        idx = torch.randint(n, (batch * world,), generator=gen)[rank * batch : (rank + 1) * batch]
+        idx = torch.randint(n, (batch * world,), generator=order)[rank * batch : (rank + 1) * batch]
         if segmentation and spec.patch and list(spec.patch) != list(spec.canvas):
             x, y = crop(train, idx, spec.patch, gen)
         else:
             x, y = train.x[idx], train.y[idx]
         if spec.augment:
             x, y = augment(x, y, segmentation, gen)
-        started = time.perf_counter()
         model.train()
         losses.append(step_fn(model, _layout(x.to(dev), dev), y.to(dev), optimizer))
         step += 1
@@ -301,15 +328,13 @@ def fit(
         )
         elapsed = time.perf_counter() - t0
         per_step = step_time + eval_time / max(1, spec.eval_every)
-        if schedule.cooldown is None and _agree(
-            elapsed + per_step * max(20, COOLDOWN * step) >= spec.budget_s, distributed
-        ):
+        if schedule.cooldown is None and _agree(elapsed + per_step * max(20, COOLDOWN * step) >= budget, distributed):
             schedule.start_cooldown(step)
             stopped = "time budget"
         if on_step is not None:
             eta = per_step * (schedule.total - step)
             if schedule.cooldown is None:
-                eta = min(eta, max(0.0, spec.budget_s - elapsed))
+                eta = min(eta, max(0.0, budget - elapsed))
             on_step(
                 {
                     "step": step,
@@ -336,13 +361,16 @@ def fit(
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
-        score = metrics.get(spec.objective)
-        score = -math.inf if score is None else sign * float(score)
-        if best is None or score > best["score"] + (MIN_DELTA if best["score"] > -math.inf else 0):
+        value = metrics.get(spec.objective)
+        score = None if value is None else sign * float(value)
+        # without a validation objective (an empty split, the AUROC of one class) the latest
+        # checkpoint is kept until there is one, and it never counts towards early stopping
+        unscored = best is None or best["score"] is None
+        if unscored or (score is not None and score > best["score"] + MIN_DELTA):
             state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
             best = {"score": score, "epoch": record["epoch"], "step": step, "state": state, "val": metrics}
             stale = 0
-        else:
+        elif score is not None:
             stale += 1
         if spec.early_stopping and schedule.cooldown is None and _agree(stale >= PATIENCE, distributed):
             schedule.start_cooldown(step)
@@ -418,22 +446,29 @@ def evaluate(
     """Metrics of ``model`` on a prepared split, and its probabilities.
 
     Segmentation with ``full`` (and the original ``masks``) is scored at each image's original
-    resolution, the probabilities resampled back; otherwise on the canvas, padding ignored.
+    resolution, the probabilities resampled back, and returns the predicted label maps (uint8 class
+    positions at each image's size) instead of probabilities; otherwise on the canvas, padding ignored.
     """
     tta = None if full else False
     proba = predict_proba(model, spec, data.x, device=device, precision=precision, tta=tta)
     if len(data) == 0:
         return {}, proba
     if spec.problem_type == "segmentation":
-        if full and masks is not None:
-            restored = [restore_proba(p, s, shape) for p, s, shape in zip(proba, data.sizes, data.shapes)]
-            truth = np.concatenate([np.asarray(m, dtype=np.int64).ravel() for m in masks])
-            pred = np.concatenate([p.argmax(0).numpy().ravel() for p in restored])
-            logp = np.concatenate([p.clamp_min(1e-7).log().reshape(spec.num_classes, -1).numpy() for p in restored], 1)
-            loss = float(-logp[truth, np.arange(truth.size)].mean())
-            metrics = segmentation_metrics(truth, pred, spec.num_classes, loss)
+        if full and masks is not None:  # one image at a time: a few full-size maps in memory, not all
+            k = spec.num_classes
+            counts = np.zeros(k * k, dtype=np.int64)
+            loss_sum, pixels, predicted = 0.0, 0, []
+            for p, size, shape, mask in zip(proba, data.sizes, data.shapes, masks):
+                restored = restore_proba(p, size, shape)
+                truth = torch.from_numpy(np.asarray(mask, dtype=np.int64))
+                pred = restored.argmax(0)
+                counts += np.bincount((truth * k + pred).numpy().ravel(), minlength=k * k)
+                loss_sum += float(F.nll_loss(restored.clamp_min(1e-7).log()[None], truth[None], reduction="sum"))
+                pixels += truth.numel()
+                predicted.append(pred.numpy().astype(np.uint8))
+            metrics = segmentation_metrics_from_counts(counts.reshape(k, k), loss_sum / max(1, pixels))
             metrics["n"] = len(masks)
-            return metrics, restored
+            return metrics, predicted
         valid = data.y != IGNORE
         truth, pred = data.y[valid].numpy(), proba.argmax(1)[valid].numpy()
         loss = F.nll_loss(proba.clamp_min(1e-7).log(), data.y, ignore_index=IGNORE).item()
