@@ -373,7 +373,7 @@ def _spread_table(results: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
     title = f"Run-to-run spread of the default run (target: max - min <= {SPREAD_TARGET})"
-    note = "(one project: the same example ids, so the same data order; new ids in a new project reorder the data)\n"
+    note = "(repeats on one project; a run orders its data by the images' content, not by the random example ids)\n"
     return table(title, ["set", "runs", "values", "max - min", "wall s", "met"], rows) + note
 
 

@@ -166,6 +166,7 @@ def test_run_details_show_the_worst_examples_with_the_prediction(demo):
     assert "trained on: cpu" in summary and f", {trained.hardware['precision']}, " in summary
     assert f"{trained.hardware['threads']} threads" in summary and "plan: 32x32" in summary
     assert "training images, median 128x128" in summary and "3 steps in" in summary
+    assert "up to 3 steps (no time budget)" in summary  # a fixed length: only a budget one sets cuts it
     cards = details.worst.children[1].children
     assert len(cards) == min(8, len(trained.snapshot["test"]))
     image, caption, button = cards[0].children

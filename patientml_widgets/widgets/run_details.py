@@ -40,6 +40,7 @@ def _machine_lines(run) -> list[str]:
     plan, fp = run.plan, run.fingerprint
     if plan:
         norm = (plan.get("normalization") or {}).get("scheme", "")
+        budget = f"within {plan['budget_s']:.0f} s" if plan.get("budget_s") else "(no time budget)"
         canvas, patch = plan.get("canvas") or [], plan.get("patch") or []
         size = "x".join(map(str, canvas)) + (
             f" (patches {'x'.join(map(str, patch))})" if patch and patch != canvas else ""
@@ -47,7 +48,7 @@ def _machine_lines(run) -> list[str]:
         lines.append(
             escape(
                 f"plan: {size}, normalisation {norm}, batch {plan.get('batch_size')}, "
-                f"up to {plan.get('steps')} steps within {plan.get('budget_s', 0):.0f} s, "
+                f"up to {plan.get('steps')} steps {budget}, "
                 f"lr {plan.get('lr')}, width {plan.get('base_channels')}"
             )
         )
