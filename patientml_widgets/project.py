@@ -1320,17 +1320,13 @@ class Project:
 
 def _check_precision(model: dict[str, Any], hyperparameters: dict[str, Any] | None) -> None:
     """Refuse, before a run is recorded, a precision this machine cannot train in (fp16 without CUDA)."""
-    import torch
-
     from .training import hardware
 
     precision = {**((model.get("training") or {}).get("hyperparameters") or {}), **(hyperparameters or {})}.get(
         "precision", "auto"
     )
-    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    device = hardware.choose_device(cuda=torch.cuda.is_available(), mps=mps)
     try:
-        hardware.choose_precision(str(precision), device)
+        hardware.detect(str(precision))
     except ValueError as e:
         raise ValidationError(str(e)) from None
 

@@ -508,13 +508,12 @@ def load_split(project: Project, model: Model, items: list[list[Any]]) -> SplitD
     data = SplitData()
     # in the order of the images' content, not of their (random) ids: the same data trains the same
     # way in any project
-    refs = {}
+    records = {}
     for example_id, _ in items:
-        try:
-            refs[example_id] = project._example_record(example_id)["image_ref"]
-        except NotFoundError:
-            refs[example_id] = ""
-    for example_id, version in sorted(items, key=lambda item: (refs[item[0]], item[0])):
+        with contextlib.suppress(NotFoundError):  # deleted since the snapshot: skipped below
+            records[example_id] = project._example_record(example_id)
+    order = sorted(items, key=lambda item: (records.get(item[0], {}).get("image_ref", ""), item[0]))
+    for example_id, version in order:
         event = project._label_at(example_id, version)
         try:
             image = project.image(example_id)
@@ -543,7 +542,7 @@ def load_split(project: Project, model: Model, items: list[list[Any]]) -> SplitD
         data.images.append(image)
         data.targets.append(target)
         data.example_ids.append(example_id)
-        data.modalities.append(str((project.example(example_id).source or {}).get("modality") or ""))
+        data.modalities.append(str((records[example_id].get("source") or {}).get("modality") or ""))
     return data
 
 

@@ -202,7 +202,7 @@ def make_plan(fp: dict[str, Any], spec: dict[str, Any], *, device: str, memory_b
     fixed = bool(int(spec.get("steps") or 0) or int(spec.get("epochs") or 0))
     plan["budget_s"] = float(spec.get("budget_s") or (0.0 if fixed else DEFAULT_BUDGET_S[kind]))
     plan["eval_every"] = int(spec.get("eval_every") or max(10, min(100, plan["steps"] // 15)))
-    plan["class_weights"] = _class_weights(fp, problem, bool(spec.get("multi_label")))
+    plan["class_weights"] = spec.get("class_weights") or _class_weights(fp, problem, bool(spec.get("multi_label")))
     return plan
 
 

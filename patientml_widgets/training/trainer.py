@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .data import IGNORE, Prepared, augment, crop, prepare, restore_proba, to_canvas
+from .data import IGNORE, Prepared, augment, crop, restore_proba, to_canvas
 from .hardware import Hardware
 from .metrics import (
     classification_metrics,
@@ -49,7 +49,6 @@ __all__ = [
     "init_distributed",
     "load_state_dict",
     "predict_image",
-    "prepare",
     "resolve",
     "save_state_dict",
     "shutdown_distributed",
@@ -94,10 +93,7 @@ def resolve(spec: TrainSpec, fp: dict[str, Any], hardware: Hardware) -> tuple[Tr
         torch.distributed.broadcast_object_list(shared, src=0)
         plan = shared[0]
     fields = {k: v for k, v in plan.items() if hasattr(spec, k)}
-    resolved = replace(spec, **fields, precision=hardware.precision)
-    if spec.class_weights is not None:
-        resolved.class_weights = spec.class_weights
-    return resolved, plan
+    return replace(spec, **fields, precision=hardware.precision), plan
 
 
 def init_distributed() -> tuple[int, int, str]:
