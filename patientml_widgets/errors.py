@@ -9,6 +9,7 @@ __all__ = [
     "SchemaError",
     "StoreError",
     "ValidationError",
+    "repair_hint",
 ]
 
 
@@ -37,3 +38,11 @@ class StoreError(PatientMLError):
 
 class SchemaError(StoreError):
     """The project was written by a schema this version cannot read."""
+
+
+def repair_hint(root: object) -> str:
+    """What to do about a damaged project folder."""
+    return (
+        f"Run `python -m patientml_widgets check {root}` to see every problem, and add --repair to "
+        "rebuild what the audit trail proves (it says what it could not)"
+    )

@@ -25,8 +25,6 @@ import io
 import json
 import os
 import re
-import secrets
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +36,7 @@ from .errors import NotFoundError, ValidationError
 from .imaging.rle import decode_rle, encode_rle, rle_area, rle_bbox
 from .records import Example, Model
 from .store import now
-from .store.files import inside
+from .store.files import inside, publish, remove_abandoned, scratch_folder
 
 if TYPE_CHECKING:
     from .project import Project
@@ -48,6 +46,8 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "export_labels", "export_snapshot", "read
 FORMAT = "patientml-dataset"
 FORMAT_VERSION = 1
 LAYOUTS = ("folder", "coco")
+#: the scratch folder of an export in progress: .<target>.partial-<random>, next to the target
+PARTIAL = ".partial-"
 INDEX_COLUMNS = (
     "image", "mask", "classes", "class_indices", "subject", "split",
     "status", "version", "author", "updated", "example_id",
@@ -135,9 +135,8 @@ def _write(
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ValidationError(f"{target} exists and is not an empty folder; export into a new folder")
     target.parent.mkdir(parents=True, exist_ok=True)
-    work = target.parent / f".{target.name}.partial-{secrets.token_hex(4)}"
-    work.mkdir()
-    try:
+    remove_abandoned(target.parent, ".", PARTIAL)  # partials of exports here that were killed
+    with scratch_folder(target.parent, f".{target.name}{PARTIAL}") as work:
         names = {c.index: c.name for c in model.classes}
         index, coco_images, annotations = [], [], []
         for number, (ex, label) in enumerate(rows, start=1):
@@ -208,10 +207,7 @@ def _write(
         _fsync_tree(work)
         if target.exists():
             target.rmdir()  # empty (checked above)
-        os.replace(work, target)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+        publish(work, target)
     return target
 
 

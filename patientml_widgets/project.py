@@ -14,9 +14,7 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,12 +23,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from . import imaging, imports
 from .errors import ImageError, NotFoundError, PatientMLError, ValidationError
 from .query import ExampleIndex
 from .records import Change, Example, Label, Model, Prediction, Run, Subject
-from .store import Store, now
+from .store import Store, VacuumReport, blob_ref, now
+from .store.files import scratch_folder
+from .store.store import IMPORT_PREFIX
 from .training.metrics import OBJECTIVE_CHOICES as _OBJECTIVES
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ PROBLEM_TYPES = ("classification", "segmentation")
 SPLITS = ("train", "val", "test")
 #: fractions of subjects that go to train and val; the rest go to test.
 SPLIT_FRACTIONS = (0.7, 0.15)
+#: an import commits early when its pending images reach this many encoded bytes (memory stays bounded)
+IMPORT_CHUNK_BYTES = 256 * 2**20
 SORT_KEYS = ("created", "updated", "label_updated", "status", "subject_id", "split", "id", "source")
 STATUSES = ("unlabeled", "draft", "labeled")
 PALETTE = (
@@ -441,7 +444,7 @@ class Project:
         return self._insert_examples(model_record, items)
 
     def _prepare_image(self, image: Any, name: str | None, source: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Read, check and store an image's blobs (outside the lock: blobs are idempotent)."""
+        """Read, check and encode an image (outside the lock); its blobs are written when the examples commit."""
         arr = imaging.read_image(image, max_pixels=self.max_image_pixels, name=name)
         data, ext = imaging.encode_image(arr)
         source = source or {}
@@ -451,8 +454,9 @@ class Project:
             "height": int(arr.shape[0]),
             "channels": 1 if arr.ndim == 2 else int(arr.shape[2]),
             "dtype": str(arr.dtype),
-            "image_ref": self._store.blobs.put(data, ext),
-            "thumbnail_ref": self._store.blobs.put(thumbnail, "jpg"),
+            "image_ref": blob_ref(data, ext),
+            "thumbnail_ref": blob_ref(thumbnail, "jpg"),
+            "_blobs": ((data, ext), (thumbnail, "jpg")),
         }
 
     def _dicom_items(
@@ -486,6 +490,8 @@ class Project:
         """Commit prepared items (fields, source, subject, split, and optionally subject_info, label)."""
         records = []
         stamp = now()
+        for item in items:  # checked before anything is written
+            item["source"] = _json_clean(item.get("source") or {}, "source")
         with self._write():
             self._model_record(model_record["id"])  # still there?
             for seq, item in enumerate(items):
@@ -493,13 +499,16 @@ class Project:
                 subject = item.get("subject")
                 if subject is not None:
                     self._ensure_subject(subject, item.get("subject_info") or {}, stamp)
+                fields = dict(item["fields"])
+                for data, ext in fields.pop("_blobs"):
+                    self._store.put_blob(data, ext)
                 record = {
                     "id": example_id,
                     "model_id": model_record["id"],
                     "subject_id": subject,
                     "split": item.get("split") or split_for(subject or example_id),
-                    **item["fields"],
-                    "source": dict(item.get("source") or {}),
+                    **fields,
+                    "source": item["source"],
                     "created": stamp,
                     "updated": stamp,
                     "seq": seq,
@@ -571,20 +580,15 @@ class Project:
     def _import_zip(
         self, model_record, archive: Path, index, subject_from, split_from, chunk, progress
     ) -> ImportReport:
-        """Unpack into a scratch folder inside the project (patient data goes nowhere else), import, remove it."""
-        for stale in self.path.glob(".import-*"):  # left by an import that was killed a day or more ago
-            if time.time() - stale.stat().st_mtime > 86400:
-                shutil.rmtree(stale, ignore_errors=True)
-        scratch = self.path / f".import-{secrets.token_hex(4)}"
-        scratch.mkdir()
-        try:
+        """Unpack into a scratch folder inside the project (patient data goes nowhere else), import, remove it.
+
+        A killed import leaves the folder unlocked; the project's next open or write removes it.
+        """
+        with scratch_folder(self.path, IMPORT_PREFIX) as scratch:
             skipped = imports.extract_zip(archive, scratch)
             plan = imports.plan_folder(scratch, index=index, subject_from=subject_from, split_from=split_from)
             plan.skipped[:0] = skipped
-            report = self._import_plan(model_record, plan, chunk, progress)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        return report
+            return self._import_plan(model_record, plan, chunk, progress)
 
     def _import_plan(
         self, model_record: dict[str, Any], plan: imports.Plan, chunk: int = 64, progress=None
@@ -611,7 +615,7 @@ class Project:
                 else:
                     known.add(key)
                     pending.append(item)
-            if len(pending) >= chunk:
+            if len(pending) >= chunk or _blob_bytes(pending) >= IMPORT_CHUNK_BYTES:
                 self._commit_import(model_record, pending, report)
                 pending = []
             if progress is not None:
@@ -900,6 +904,15 @@ class Project:
         events = self._store.audit.events()
         return copy.deepcopy([e for e in events if model_id is None or e.get("model_id") == model_id])
 
+    def vacuum(self) -> VacuumReport:
+        """Remove the stored files nothing refers to any more, and say how many bytes that freed.
+
+        Images and thumbnails of deleted examples and models, and whatever a killed call
+        wrote, go; every mask the audit trail refers to stays, so each label version can
+        still be restored.
+        """
+        return self._store.vacuum()
+
     def _write_label(self, example, status, mask, classes, author, time_spent, source) -> Label:
         with self._write():
             record = self._example_record(example)
@@ -916,7 +929,7 @@ class Project:
                 else:
                     valid = [c.index for c in model.classes]
                     mask = imaging.validate_mask(mask, (record["height"], record["width"]), valid)
-                    mask_ref = self._store.blobs.put(imaging.encode_mask_png(mask), "png")
+                    mask_ref = self._store.put_blob(imaging.encode_mask_png(mask), "png")
                     present = imaging.present_classes(mask)
             else:
                 if mask is not None:
@@ -1130,8 +1143,8 @@ class Project:
             raise ValidationError(f"the model code does not compile: {e}") from None
         if f"def {factory}(" not in source:
             raise ValidationError(f"the model code defines no function {factory!r}; pass factory=")
-        ref = self._store.blobs.put(source.encode(), "py")
         with self._write():
+            ref = self._store.put_blob(source.encode(), "py")
             self._store.put(
                 "code",
                 name,
@@ -1277,9 +1290,10 @@ class Project:
             entry["probabilities"] = [float(v) for v in p]
         if example_id is not None:
             stored = {k: v for k, v in entry.items() if k != "_mask"}
-            if "_mask" in entry:
-                stored["mask_ref"] = self._store.blobs.put(imaging.encode_mask_png(entry["_mask"]), "png")
+            png = imaging.encode_mask_png(entry["_mask"]) if "_mask" in entry else None
             with self._write():
+                if png is not None:
+                    stored["mask_ref"] = self._store.put_blob(png, "png")
                 self._store.put("predictions", f"{run_id}:{example_id}", stored)
         return self._prediction(record, entry)
 
@@ -1418,7 +1432,22 @@ def _label_event(action: str, new: dict[str, Any], old: dict[str, Any] | None) -
         "classes": new["classes"],
         "mask_ref": new["mask_ref"],
         "source": new["source"],
+        "kind": new["kind"],
+        "time_spent": new.get("time_spent"),
+        "created": new["created"],
     }
+
+
+def _blob_bytes(items: list[dict[str, Any]]) -> int:
+    return sum(len(data) for item in items for data, _ in item["fields"]["_blobs"])
+
+
+def _json_clean(value: Any, what: str) -> Any:
+    """A JSON copy of ``value`` (numpy numbers become numbers), or a ValidationError before anything is written."""
+    try:
+        return orjson.loads(orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY))
+    except TypeError as e:
+        raise ValidationError(f"{what} must hold JSON values (text, numbers, lists, dicts): {e}") from None
 
 
 def _import_key(image_ref: str, source: dict[str, Any]) -> tuple[Any, ...]:

@@ -432,7 +432,7 @@ def train_and_evaluate(project: Project, run_id: str, worker: _Worker, *, record
     test = data["test"]
     test_metrics, proba = trainer.evaluate(net, spec, test.prepared(spec), device=hw.device, masks=test.targets)
     per_example = _per_example_scores(spec, proba, test.targets, test.example_ids)
-    artifact = project._store.blobs.put(trainer.save_state_dict(net), "pt")
+    weights = trainer.save_state_dict(net)
 
     champion = {}
     champion_id = model.champion_run_id
@@ -447,6 +447,7 @@ def train_and_evaluate(project: Project, run_id: str, worker: _Worker, *, record
         (champion.get("metrics") or {}).get("test", {}).get(objective) if champion else None,
     )
     with project._write():
+        artifact = project._store.put_blob(weights, "pt")
         record = project._run_record(run_id)
         approvals = [*record.get("approvals", []), _approval(decision, "system", reason)]
         project._update_run(

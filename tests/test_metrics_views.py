@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from helpers import update_run_with_weights
 
 from patientml_widgets.records import Run
 from patientml_widgets.widgets import MetricsChart, RunDetails
@@ -85,13 +86,14 @@ def _fake_runs(project, model, values):
         r = project.create_run(model)
         metrics = {"test": {"dice_mean": value, "loss": 1 - value}, "val": {"dice_mean": value}, "best_epoch": 1}
         history = [{"epoch": 1, "train": {"loss": 1 - value}, "val": {"dice_mean": value}}]
-        project._update_run(
+        update_run_with_weights(
+            project,
             r.id,
+            b"w",
             status="succeeded",
             started=r.created,
             ended=r.created,
             spec={"objective": "dice_mean"},
-            artifact_ref=project._store.blobs.put(b"w", "pt"),
             metrics=metrics,
             history=history,
         )

@@ -1,18 +1,37 @@
+import os
 import threading
 
 import orjson
 import pytest
+from helpers import tree_digest
 
 import patientml_widgets as pml
 from patientml_widgets.store import SCHEMA_VERSION, Store
-from patientml_widgets.store.audit import AuditLog
-from patientml_widgets.store.files import atomic_write
+from patientml_widgets.store.files import atomic_write, remove_abandoned, scratch_folder
 
 
-def test_a_new_project_records_its_schema(tmp_path):
-    Store(tmp_path / "p")
-    meta = orjson.loads((tmp_path / "p" / "patientml.json").read_bytes())
-    assert meta["schema_version"] == SCHEMA_VERSION
+def run(run_id, **fields):
+    return {"id": run_id, "model_id": "m", "status": "queued", **fields}
+
+
+def manifest(path):
+    return orjson.loads((path / "patientml.json").read_bytes())
+
+
+def shard_file(path, name):
+    return path / "tables" / manifest(path)["files"][name]
+
+
+def test_a_new_project_records_its_schema_and_commit_counter(tmp_path):
+    store = Store(tmp_path / "p")
+    meta = manifest(tmp_path / "p")
+    assert meta["schema_version"] == SCHEMA_VERSION and meta["commit"] == 0 and meta["files"] == {}
+    with store.transaction():
+        store.put("runs", "r", run("r"))
+    assert manifest(tmp_path / "p")["commit"] == 1 == store.commit
+    with store.transaction():  # a transaction that changes nothing commits nothing
+        store.get("runs", "r")
+    assert manifest(tmp_path / "p")["commit"] == 1
 
 
 def test_a_store_written_by_a_newer_schema_is_refused(tmp_path):
@@ -23,16 +42,16 @@ def test_a_store_written_by_a_newer_schema_is_refused(tmp_path):
 
 
 def test_damaged_files_give_clear_errors(tmp_path):
-    store = Store(tmp_path / "p")
+    Store(tmp_path / "p")
     (tmp_path / "p" / "patientml.json").write_bytes(b"{not json")
-    with pytest.raises(pml.StoreError, match="damaged"):
+    with pytest.raises(pml.StoreError, match=r"damaged.*check"):
         Store(tmp_path / "p")
     store = Store(tmp_path / "q")
     with store.transaction():
-        store.put("models", "m1", {"id": "m1"})
-    (tmp_path / "q" / "tables" / "models.json").write_bytes(b'{"models": {"m1": ')
-    with pytest.raises(pml.StoreError, match=r"models\.json is not valid JSON"):
-        Store(tmp_path / "q").get("models", "m1")
+        store.put("runs", "r1", run("r1"))
+    shard_file(tmp_path / "q", "runs").write_bytes(b'{"runs": {"r1": ')
+    with pytest.raises(pml.StoreError, match=r"runs\.1\.json is not valid JSON.*--repair"):
+        Store(tmp_path / "q").get("runs", "r1")
 
 
 def test_opening_refuses_folders_that_are_not_projects(tmp_path):
@@ -49,34 +68,63 @@ def test_opening_refuses_folders_that_are_not_projects(tmp_path):
 def test_a_failed_transaction_leaves_memory_and_disk_as_they_were(tmp_path):
     store = Store(tmp_path / "p")
     with store.transaction():
-        store.put("labels", "a", {"v": 1})
+        store.put("runs", "a", run("a", v=1))
+    before = tree_digest(tmp_path / "p")
     with pytest.raises(RuntimeError), store.transaction():
-        store.put("labels", "a", {"v": 2})
-        store.put("labels", "b", {"v": 1})
+        store.put("runs", "a", run("a", v=2))
+        store.put("labels", "b", {"example_id": "b", "model_id": "m", "status": "draft", "version": 1})
+        store.put_blob(b"new bytes", "bin")
         store.log({"action": "never"})
         raise RuntimeError
-    assert store.get("labels", "a") == {"v": 1} and store.get("labels", "b") is None
-    assert Store(tmp_path / "p").get("labels", "a") == {"v": 1}
-    assert list(store.audit.events()) == []
+    assert store.get("runs", "a")["v"] == 1 and store.get("labels", "b") is None
+    assert Store(tmp_path / "p").get("runs", "a")["v"] == 1
+    assert store.audit.events() == []
+    assert tree_digest(tmp_path / "p") == before  # every byte as it was: the new blob went too
+
+
+def test_a_value_that_is_not_json_is_refused_before_anything_is_written(tmp_path):
+    import numpy as np
+
+    store = Store(tmp_path / "p")
+    with pytest.raises(pml.ValidationError, match="JSON"), store.transaction():
+        store.put("runs", "a", run("a"))
+        store.put("runs", "b", run("b", n=np.int64(3)))
+    assert store.get("runs", "a") is None and manifest(tmp_path / "p")["commit"] == 0
 
 
 def test_writes_outside_a_transaction_are_refused(tmp_path):
     store = Store(tmp_path / "p")
     with pytest.raises(pml.StoreError, match="transaction"):
         store.put("models", "x", {})
+    with pytest.raises(pml.StoreError, match="transaction"):
+        store.put_blob(b"x", "bin")
 
 
 def test_nested_transactions_commit_once(tmp_path):
     store = Store(tmp_path / "p")
     other = Store(tmp_path / "p")
     with store.transaction():
-        store.put("runs", "r", {"n": 1})
+        store.put("runs", "r", run("r", n=1))
         with store.transaction():
-            store.put("runs", "r", {"n": 2})
+            store.put("runs", "r", run("r", n=2))
         assert other.get("runs", "r") is None  # not yet committed
-    assert other.get("runs", "r") is None  # other's cache was empty: loads lazily...
-    other.refresh()
-    assert other.get("runs", "r") == {"n": 2}
+    assert store.commit == 1
+    assert other.get("runs", "r") is None  # other reads the commit it last saw...
+    assert other.refresh() and other.external_changes == 1  # ...until it looks at the counter
+    assert other.get("runs", "r")["n"] == 2
+
+
+def test_a_failed_nested_call_that_wrote_dooms_the_batch(tmp_path):
+    store = Store(tmp_path / "p")
+    with pytest.raises(pml.StoreError, match="none of the batch"), store.transaction():
+        store.put("runs", "a", run("a"))
+        try:
+            with store.transaction():
+                store.put("runs", "b", run("b"))
+                raise ValueError("half-way")
+        except ValueError:
+            pass
+    assert store.get("runs", "a") is None and store.commit == 0
 
 
 def test_shard_files_are_tinydb_documents(tmp_path):
@@ -85,13 +133,17 @@ def test_shard_files_are_tinydb_documents(tmp_path):
     from patientml_widgets.store.storage import open_tinydb
 
     store = Store(tmp_path / "p")
+    record = {"id": "m1", "name": "x", "problem_type": "segmentation", "classes": []}
     with store.transaction():
-        store.put("models", "m1", {"id": "m1", "name": "x"})
-    with TinyDB(tmp_path / "p" / "tables" / "models.json") as db:  # stock TinyDB reads them
+        store.put("models", "m1", record)
+    path = shard_file(tmp_path / "p", "models")
+    with TinyDB(path) as db:  # stock TinyDB reads them
         assert db.tables() == {"models"}
-        assert db.storage.read() == {"models": {"m1": {"id": "m1", "name": "x"}}}
-    db = open_tinydb(tmp_path / "p" / "tables" / "models.json")  # and can query them
-    assert db.table("models").search(Query().name == "x") == [{"id": "m1", "name": "x"}]
+        assert db.storage.read() == {"models": {"m1": record}}
+    db = open_tinydb(path)  # and can query them
+    assert db.table("models").search(Query().name == "x") == [record]
+    with pytest.raises(pml.StoreError, match="through Project"):
+        db.storage.write({})
 
 
 def test_threads_writing_at_once_lose_nothing(tmp_path):
@@ -100,48 +152,71 @@ def test_threads_writing_at_once_lose_nothing(tmp_path):
     def work(k):
         for _i in range(25):
             with store.transaction():
-                rec = store.get("runs", "counter") or {"n": 0}
-                store.put("runs", "counter", {"n": rec["n"] + 1})
+                rec = store.get("runs", "counter") or run("counter", n=0)
+                store.put("runs", "counter", {**rec, "n": rec["n"] + 1})
 
     threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert Store(tmp_path / "p").get("runs", "counter") == {"n": 100}
+    assert Store(tmp_path / "p").get("runs", "counter")["n"] == 100
 
 
-def test_a_torn_audit_line_is_skipped_and_does_not_swallow_the_next(tmp_path):
-    log = AuditLog(tmp_path / "audit.jsonl")
-    log.append([{"n": 1}])
-    with open(tmp_path / "audit.jsonl", "ab") as f:
-        f.write(b'{"n": 2, "trunc')  # a kill mid-append
-    assert [e["n"] for e in log.events()] == [1]  # the torn line is not read...
-    log.append([{"n": 3}])
-    assert [e["n"] for e in log.events()] == [1, 3]  # ...and never glued to the next one
-    assert [e["n"] for e in AuditLog(tmp_path / "audit.jsonl").events()] == [1, 3]
+def test_uncommitted_audit_bytes_are_never_read_and_the_next_writer_cuts_them(tmp_path):
+    store = Store(tmp_path / "p")
+    with store.transaction():
+        store.log({"n": 1})
+    with open(tmp_path / "p" / "audit.jsonl", "ab") as f:
+        f.write(b'{"n": 2}\n{"n": 3, "trunc')  # a process killed after appending, before its manifest
+    assert [e["n"] for e in Store(tmp_path / "p").audit.events()] == [1]
+    with store.transaction():
+        store.log({"n": 4})
+    assert (tmp_path / "p" / "audit.jsonl").read_bytes() == b'{"n":1}\n{"n":4}\n'
+    assert [e["n"] for e in Store(tmp_path / "p").audit.events()] == [1, 4]
 
 
-def test_the_audit_log_reads_only_what_was_appended(tmp_path):
-    writer, reader = AuditLog(tmp_path / "a.jsonl"), AuditLog(tmp_path / "a.jsonl")
-    assert reader.events() == []
-    writer.append([{"example_id": "e1", "v": 1}, {"example_id": "e2", "v": 1}])
-    assert [e["v"] for e in reader.for_example("e1")] == [1]
-    writer.append([{"example_id": "e1", "v": 2}])
-    assert [e["v"] for e in reader.for_example("e1")] == [1, 2]
-    assert len(reader.events()) == 3
+def test_a_damaged_committed_audit_line_is_an_error_not_a_shorter_history(tmp_path):
+    store = Store(tmp_path / "p")
+    with store.transaction():
+        store.log({"example_id": "e1", "version": 1})
+        store.log({"example_id": "e1", "version": 2})
+    raw = (tmp_path / "p" / "audit.jsonl").read_bytes()
+    (tmp_path / "p" / "audit.jsonl").write_bytes(raw.replace(b'"version":1', b'"version"!1'))  # same length
+    with pytest.raises(pml.StoreError, match=r"line 1 of .*audit\.jsonl is damaged.*--repair"):
+        Store(tmp_path / "p").audit.events()
+    (tmp_path / "p" / "audit.jsonl").write_bytes(raw[:10])
+    with pytest.raises(pml.StoreError, match="shorter than the project's commits say"):
+        Store(tmp_path / "p").audit.for_example("e1")
 
 
-def test_an_uncommitted_audit_event_is_not_history(project, seg):
-    import numpy as np
+def test_the_audit_log_reads_only_what_was_committed_since(tmp_path):
+    writer, reader = Store(tmp_path / "p"), Store(tmp_path / "p")
+    assert reader.audit.events() == []
+    with writer.transaction():
+        writer.log({"example_id": "e1", "v": 1})
+        writer.log({"example_id": "e2", "v": 1})
+    reader.refresh()
+    assert [e["v"] for e in reader.audit.for_example("e1")] == [1]
+    with writer.transaction():
+        writer.log({"example_id": "e1", "v": 2})
+    reader.refresh()
+    assert [e["v"] for e in reader.audit.for_example("e1")] == [1, 2]
+    assert len(reader.audit.events()) == 3
 
-    ex = project.add_example(seg, np.zeros((4, 4), np.uint8))
-    project.submit_label(ex, mask=np.zeros((4, 4), np.uint8))
-    # as if a process died after appending its audit line but before committing the label
-    project._store.audit.append([{"example_id": ex.id, "version": 2, "action": "submit", "actor": "ghost"}])
-    assert [e["version"] for e in project.history(ex)] == [1]
-    project.submit_label(ex, mask=np.ones((4, 4), np.uint8), author="real")
-    assert [(e["version"], e["actor"]) for e in project.history(ex)] == [(1, "tester"), (2, "real")]
+
+def test_a_replaced_shard_file_stays_readable_for_a_reader_that_lags(tmp_path):
+    writer, reader = Store(tmp_path / "p"), Store(tmp_path / "p")
+    with writer.transaction():
+        writer.put("runs", "r", run("r", n=1))
+    reader.refresh()
+    old_file = shard_file(tmp_path / "p", "runs")
+    with writer.transaction():
+        writer.put("runs", "r", run("r", n=2))
+    assert old_file.exists()  # retired, not deleted: the reader's commit still names it
+    assert reader.get("runs", "r")["n"] == 1  # a whole old commit...
+    reader.refresh()
+    assert reader.get("runs", "r")["n"] == 2  # ...or a whole new one
 
 
 def test_atomic_write_replaces_whole_files(tmp_path):
@@ -152,11 +227,32 @@ def test_atomic_write_replaces_whole_files(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
 
 
-def test_blob_refs_are_checked(tmp_path):
+def test_blob_refs_are_checked_and_a_missing_blob_is_damage(tmp_path):
     store = Store(tmp_path / "p")
-    ref = store.blobs.put(b"hello", "bin")
-    assert store.blobs.get(ref) == b"hello" and store.blobs.put(b"hello", "bin") == ref
+    with store.transaction():
+        ref = store.put_blob(b"hello", "bin")
+        assert store.put_blob(b"hello", "bin") == ref
+        store.put("runs", "r", run("r", artifact_ref=ref))
+    assert store.blobs.get(ref) == b"hello"
+    with store.transaction():
+        orphan = store.put_blob(b"nothing refers to me", "bin")
+    assert not store.blobs.exists(orphan)  # a commit keeps no blob it does not refer to
     with pytest.raises(pml.StoreError, match="not a blob reference"):
         store.blobs.get("../../etc/passwd")
-    with pytest.raises(pml.NotFoundError):
+    with pytest.raises(pml.StoreError, match=r"is missing.*check"):
         store.blobs.get("0" * 64 + ".png")
+
+
+def test_scratch_folders_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
+    with scratch_folder(tmp_path, ".import-") as live:
+        (live / "patient.png").write_bytes(b"x")
+        dead = tmp_path / ".import-dead"
+        dead.mkdir()
+        (dead / ".in-use").write_bytes(b"")  # its process held the lock, then was killed
+        young = tmp_path / ".import-starting"
+        young.mkdir()  # no lock yet: being set up right now
+        assert remove_abandoned(tmp_path, ".import-") == 1
+        assert live.exists() and young.exists() and not dead.exists()
+        os.utime(young, (0, 0))
+        assert remove_abandoned(tmp_path, ".import-") == 1 and not young.exists()
+    assert not live.exists()

@@ -6,6 +6,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from helpers import update_run_with_weights
 
 from patientml_widgets import imaging
 from patientml_widgets.widgets import DataTable, ExampleBrowser, ModelTable, PatientMLApp, RunsTable, SubjectViewer
@@ -155,9 +156,8 @@ def test_runs_table_shows_runs_and_the_deployed_badge(demo):
     runs = RunsTable(demo, seg)
     assert runs.table.total == 0 and "No runs yet" in runs.table.empty_message
     run = demo.create_run(seg)
-    demo._update_run(run.id, status="succeeded", started=run.created, ended=run.created,
-                     artifact_ref=demo._store.blobs.put(b"weights", "pt"), spec={"objective": "dice_mean"},
-                     metrics={"test": {"dice_mean": 0.875}})  # fmt: skip
+    update_run_with_weights(demo, run.id, b"weights", status="succeeded", started=run.created, ended=run.created,
+                            spec={"objective": "dice_mean"}, metrics={"test": {"dice_mean": 0.875}})  # fmt: skip
     row = runs.table.rows[0]
     assert row["status"]["name"] == "succeeded" and row["objective"] == 0.875 and row["deployed"] is None
     assert row["examples"] == " / ".join(str(len(run.snapshot[s])) for s in ("train", "val", "test"))

@@ -1,14 +1,25 @@
-"""Durable file writes: temp file, fsync, ``os.replace``, fsync of the folder.
+"""Durable file writes, and scratch folders that a later process can tell are abandoned.
 
-A kill at any instant leaves either the old file or the new one, never a torn one.
+``atomic_write``: temp file, fsync, ``os.replace``, fsync of the folder - a kill at any
+instant leaves either the old file or the new one, never a torn one.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
-__all__ = ["atomic_write", "fsync_dir", "inside"]
+from filelock import FileLock, Timeout
+
+__all__ = ["atomic_write", "fsync_dir", "inside", "publish", "remove_abandoned", "scratch_folder", "write_new"]
+
+#: a scratch folder this young without its lock file may be one being set up right now
+_SETUP_GRACE_S = 60.0
 
 
 def fsync_dir(folder: Path) -> None:
@@ -25,14 +36,28 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
-    """Replace ``path`` with ``data`` so that readers see all of it or none of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+def write_new(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and fsync it (for files nothing refers to until a later commit)."""
+    with open(path, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+
+def atomic_write(path: Path, data: bytes, *, sync_dir: bool = True, tmp_dir: Path | None = None) -> None:
+    """Replace ``path`` with ``data`` so that readers see all of it or none of it.
+
+    ``tmp_dir`` (on the same file system) holds the temp file, so that one folder holds
+    every leftover of a killed write.
+    """
+    tmp = (tmp_dir or path.parent) / f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp"
+    try:
+        write_new(tmp, data)
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
     if sync_dir:
         fsync_dir(path.parent)
 
@@ -47,3 +72,64 @@ def inside(root: Path, relative: str) -> Path | None:
         return None
     target = (root / relative).resolve()
     return target if target.is_relative_to(root.resolve()) else None
+
+
+_LOCK_NAME = ".in-use"
+
+
+@contextmanager
+def scratch_folder(parent: Path, prefix: str) -> Iterator[Path]:
+    """A new folder ``parent/<prefix><random>``, locked while in use and removed afterwards.
+
+    A process killed while using it leaves the folder behind, unlocked: the next
+    :func:`remove_abandoned` of the same ``parent`` and ``prefix`` removes it.
+    """
+    folder = parent / f"{prefix}{secrets.token_hex(4)}"
+    folder.mkdir()
+    lock = FileLock(folder / _LOCK_NAME)
+    try:
+        lock.acquire()
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        lock.release()
+
+
+def publish(folder: Path, target: Path) -> None:
+    """Rename a finished scratch folder to ``target`` (without its lock file)."""
+    with suppress(FileNotFoundError):
+        os.unlink(folder / _LOCK_NAME)
+    os.replace(folder, target)
+    fsync_dir(target.parent)
+
+
+def remove_abandoned(parent: Path, prefix: str, contains: str = "") -> int:
+    """Remove the scratch folders ``parent/<prefix>...<contains>...`` whose process is gone; how many."""
+    removed = 0
+    try:
+        candidates = [
+            p
+            for p in parent.iterdir()
+            if p.name.startswith(prefix) and contains in p.name[len(prefix) :] and p.is_dir()
+        ]
+    except OSError:
+        return 0
+    for folder in candidates:
+        marker = folder / _LOCK_NAME
+        try:
+            if not marker.exists():  # killed before it took its lock, or being set up right now
+                if time.time() - folder.stat().st_mtime < _SETUP_GRACE_S:
+                    continue
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+                continue
+            lock = FileLock(marker, timeout=0)
+            lock.acquire()
+        except (Timeout, OSError):
+            continue  # in use by a live process (or not ours to touch)
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+        finally:
+            lock.release()
+    return removed

@@ -1,10 +1,8 @@
-"""A TinyDB storage that reads its file once and writes through atomically.
+"""Shard files: TinyDB documents (``{table: {id: record}}``), read and checked loudly.
 
-TinyDB's stock ``JSONStorage`` rewrites its file in place (a kill can leave it
-unparseable) and its ``CachingMiddleware`` loses acknowledged writes. This storage
-keeps the document in memory, notices when another process replaced the file, and
-commits with temp file + fsync + ``os.replace``. Writes are deferred until the
-owning :class:`~patientml_widgets.store.store.Store` commits its transaction.
+Each commit writes the shards it changed as new, immutable files, so a file is
+never changed once written. :func:`open_tinydb` opens one of them with TinyDB for
+querying (read only: changes go through :class:`~patientml_widgets.Project`).
 """
 
 from __future__ import annotations
@@ -19,68 +17,49 @@ from tinydb.storages import Storage
 from tinydb.table import Table
 
 from ..errors import StoreError
-from .files import atomic_write
 
-__all__ = ["AtomicJSONStorage", "StrIdTable", "open_tinydb"]
+__all__ = ["REQUIRED", "StrIdTable", "decode_shard", "open_tinydb"]
 
-Stamp = tuple[int, int, int]
+#: the fields every record of a table has (a record without them is damage, not data)
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "models": ("id", "name", "problem_type", "classes"),
+    "subjects": ("id",),
+    "runs": ("id", "model_id", "status"),
+    "code": ("name", "source_ref"),
+    "examples": ("id", "model_id", "image_ref", "width", "height", "split"),
+    "labels": ("example_id", "model_id", "status", "version"),
+    "predictions": ("run_id", "model_id"),
+}
 
 
-def _stamp(path: Path) -> Stamp | None:
+def decode_shard(raw: bytes, table: str, where: Path | str) -> dict[str, dict[str, Any]]:
+    """The ``{id: record}`` of one shard file's bytes, or a StoreError saying what is wrong with it."""
+    if not raw:
+        raise StoreError(f"{where} is empty")
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise StoreError(f"{where} is not valid JSON ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get(table, {}), dict):
+        raise StoreError(f"{where} does not hold a TinyDB document of {table} records")
+    records = data.get(table, {})
+    required = REQUIRED.get(table, ())
+    for key, record in records.items():
+        if not isinstance(record, dict) or any(k not in record for k in required):
+            raise StoreError(f"{where}: record {key!r} is not a {table} record (it lacks {', '.join(required)})")
+    return records
 
 
-class AtomicJSONStorage(Storage):
-    """One JSON file, cached in memory, replaced atomically on :meth:`flush`."""
-
+class _ReadOnlyStorage(Storage):
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self._data: dict[str, dict[str, Any]] | None = None
-        self._stamp: Stamp | None = _stamp(self.path)  # the version of the file we last saw
-        self.dirty = False
 
     def read(self) -> dict[str, dict[str, Any]]:
-        if self._data is None:
-            self._load()
-        return self._data  # type: ignore[return-value]
+        raw = self.path.read_bytes()
+        return orjson.loads(raw) if raw else {}
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
-        self._data = data
-        self.dirty = True
-
-    def _load(self) -> None:
-        stamp = _stamp(self.path)
-        if stamp is None:
-            self._data, self._stamp = {}, None
-            return
-        raw = self.path.read_bytes()
-        try:
-            data = orjson.loads(raw) if raw else {}
-        except orjson.JSONDecodeError as e:
-            raise StoreError(f"{self.path} is not valid JSON ({e}); restore it from a backup") from None
-        if not isinstance(data, dict):
-            raise StoreError(f"{self.path} does not hold a TinyDB document")
-        self._data, self._stamp = data, stamp
-
-    def changed_on_disk(self) -> bool:
-        """True when another writer replaced the file since we last saw it."""
-        return _stamp(self.path) != self._stamp
-
-    def invalidate(self) -> None:
-        """Forget the cached document (and any uncommitted change); reload on next read."""
-        self._data, self.dirty = None, False
-        self._stamp = _stamp(self.path)
-
-    def flush(self) -> None:
-        if not self.dirty:
-            return
-        atomic_write(self.path, orjson.dumps(self._data))
-        self._stamp = _stamp(self.path)
-        self.dirty = False
+        raise StoreError("project files are changed through Project, not TinyDB (each commit writes new files)")
 
 
 class StrIdTable(Table):
@@ -94,5 +73,5 @@ class _TinyDB(TinyDB):
 
 
 def open_tinydb(path: Path) -> TinyDB:
-    """A TinyDB over one project file, backed by :class:`AtomicJSONStorage`."""
-    return _TinyDB(path, storage=AtomicJSONStorage)
+    """A TinyDB over one shard file, for queries (read only)."""
+    return _TinyDB(path, storage=_ReadOnlyStorage)

@@ -1,32 +1,43 @@
-"""The project store: TinyDB documents split into shard files, blobs, audit trail.
+"""The project store: one atomic commit per transaction, however many files it touches.
 
 Layout of a project folder::
 
-    patientml.json            schema version and creation time (written once)
-    tables/models.json        one TinyDB document per table, or per shard of a big table
-    tables/labels-07.json     (examples and labels are split in shards so a write stays small)
-    audit.jsonl               append-only audit trail
-    blobs/ab/ab12....png      content-addressed files
-    .lock                     inter-process write lock
+    patientml.json                the manifest: schema version, commit counter, the file of
+                                  each table shard, and how many bytes of the audit are committed
+    tables/labels-07.42.json      shard files: TinyDB documents, written once, never changed
+    audit.jsonl                   append-only audit trail
+    blobs/ab/ab12....png          content-addressed files
+    .tmp/                         temp files of writes in progress
+    .lock                         inter-process write lock
 
-Every change happens in :meth:`Store.transaction`: it takes the inter-process lock,
-reloads whatever another process changed, applies the change in memory and commits
-each touched file atomically. Readers never need the lock: files are only ever
-replaced whole.
+A transaction takes the inter-process lock, picks up other processes' commits,
+applies its changes in memory, then commits the way git or Delta Lake do: it writes
+each changed shard as a *new* file, appends its audit events, and replaces the
+manifest (temp file, fsync, rename). The rename is the commit: a kill before it
+leaves the previous commit intact (and leftovers the next writer removes), a kill
+after it leaves the whole new one. A transaction that raises removes what it wrote.
 
-The files are TinyDB documents (``{table: {id: record}}``) read and written through
-:class:`~.storage.AtomicJSONStorage`, so TinyDB opens them as they are. Records are
-written straight into the storage's document rather than through TinyDB's ``Table``,
-whose every write rebuilds the whole table (O(n): 23 ms per write at 100k records).
+Readers need no lock: they read the manifest, then the files it names, which never
+change. A file a commit replaced is kept for a while (``RETIRED_GRACE_S``), so a
+reader between the two never finds it gone. Another process's commits are noticed by
+the manifest's commit counter.
+
+The files are TinyDB documents (``{table: {id: record}}``), so TinyDB opens them as
+they are (:func:`~.storage.open_tinydb`). Records are kept in plain dicts rather than
+TinyDB ``Table`` objects, whose every write rebuilds the whole table (23 ms per write
+at 100k records).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
+import time
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,16 +45,22 @@ from typing import Any
 import orjson
 from filelock import FileLock, Timeout
 
-from ..errors import SchemaError, StoreError
-from .audit import AuditLog
-from .blobs import BlobStore
-from .files import atomic_write
-from .storage import AtomicJSONStorage, open_tinydb
+from ..errors import SchemaError, StoreError, ValidationError, repair_hint
+from .audit import AuditLog, encode_events
+from .blobs import BlobStore, is_blob_ref
+from .files import atomic_write, fsync_dir, remove_abandoned, write_new
+from .storage import decode_shard
 
-__all__ = ["SCHEMA_VERSION", "TABLES", "Store", "now"]
+__all__ = ["SCHEMA_VERSION", "TABLES", "Store", "VacuumReport", "now", "shard_name"]
 
-SCHEMA_VERSION = 1
-META_FILE = "patientml.json"
+SCHEMA_VERSION = 2
+MANIFEST = "patientml.json"
+TMP = ".tmp"
+#: scratch folders of zip imports (inside the project: patient data goes nowhere else)
+IMPORT_PREFIX = ".import-"
+#: how long a shard file a commit replaced stays readable, and how many such files are kept at most
+RETIRED_GRACE_S = 30.0
+RETIRED_MAX = 256
 
 #: table name -> number of shard files. Big tables are split so that one write
 #: rewrites about 1/N of the table (see benchmarks/store.py for where the curve bends).
@@ -57,13 +74,110 @@ TABLES: dict[str, int] = {
     "predictions": 32,
 }
 
-#: schema version -> function that upgrades a store folder from it to the next one.
-MIGRATIONS: dict[int, Any] = {}
+_COMMIT_FILE = re.compile(r"^(?P<shard>[a-z]+(?:-\d\d)?)\.(?P<commit>\d+)\.json$")
 
 
 def now() -> str:
     """UTC time as an ISO 8601 string with milliseconds (sorts as text)."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def shard_name(table: str, shard: int) -> str:
+    return table if TABLES[table] == 1 else f"{table}-{shard:02d}"
+
+
+def shard_of(table: str, record_id: str) -> int:
+    shards = TABLES[table]
+    return 0 if shards == 1 else zlib.crc32(record_id.encode()) % shards
+
+
+def new_manifest(created: str) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created": created,
+        "commit": 0,
+        "audit_bytes": 0,
+        "files": {},
+        "retired": [],
+    }
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    """The project's manifest, checked; a StoreError (SchemaError) naming the file when it is not one."""
+    path = root / MANIFEST
+    try:
+        manifest = orjson.loads(path.read_bytes())
+        version = int(manifest["schema_version"])
+    except FileNotFoundError:
+        raise StoreError(f"{path} is missing: the project's manifest is gone. {repair_hint(root)}") from None
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise StoreError(
+            f"{path} is damaged: it does not say which schema the project uses. {repair_hint(root)}"
+        ) from None
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"{root} was written by a newer patientml-widgets (schema {version}; this "
+            f"version reads up to {SCHEMA_VERSION}). Upgrade: pip install -U patientml-widgets"
+        )
+    if version == SCHEMA_VERSION and not _valid_manifest(manifest):
+        raise StoreError(f"{path} is damaged: it does not list the project's files. {repair_hint(root)}")
+    return manifest
+
+
+def _valid_manifest(m: dict[str, Any]) -> bool:
+    return (
+        isinstance(m.get("commit"), int)
+        and isinstance(m.get("audit_bytes"), int)
+        and m["audit_bytes"] >= 0
+        and isinstance(m.get("files"), dict)
+        and all(isinstance(k, str) and isinstance(v, str) and _COMMIT_FILE.match(v) for k, v in m["files"].items())
+        and isinstance(m.get("retired"), list)
+        and all(isinstance(r, list) and len(r) == 2 and isinstance(r[0], str) for r in m["retired"])
+    )
+
+
+def blob_refs(value: Any, into: set[str]) -> set[str]:
+    """Every blob reference inside a record or event (any field, any depth)."""
+    if isinstance(value, str):
+        if is_blob_ref(value):
+            into.add(value)
+    elif isinstance(value, dict):
+        for v in value.values():
+            blob_refs(v, into)
+    elif isinstance(value, list):
+        for v in value:
+            blob_refs(v, into)
+    return into
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    if target.exists():
+        return
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links
+        write_new(target, source.read_bytes())
+
+
+@dataclass
+class VacuumReport:
+    """What :meth:`Project.vacuum` removed."""
+
+    files: int
+    bytes: int
+
+    def __str__(self) -> str:
+        return f"vacuum: removed {self.files} unreferenced blob files, {self.bytes / 1e6:.1f} MB freed"
+
+
+class _Shard:
+    __slots__ = ("data", "dirty", "file", "name", "table")
+
+    def __init__(self, table: str, name: str) -> None:
+        self.table, self.name = table, name
+        self.file: str | None = None  # the file the last seen commit names (None: empty, no file yet)
+        self.data: dict[str, dict[str, Any]] | None = None  # loaded on first use
+        self.dirty = False
 
 
 class Store:
@@ -73,81 +187,126 @@ class Store:
         self.root = Path(root)
         self._lock = FileLock(self.root / ".lock", timeout=lock_timeout)
         self._mutex = threading.RLock()
-        meta_path = self.root / META_FILE
-        if not meta_path.exists():
-            self._create(meta_path, create)
-        self.meta = self._read_meta(meta_path)
-        self.blobs = BlobStore(self.root / "blobs")
+        self._tables = self.root / "tables"
+        self._tmp = self.root / TMP
+        if not (self.root / MANIFEST).exists():
+            self._create(create)
+        self.blobs = BlobStore(self.root / "blobs", self._tmp)
         self.audit = AuditLog(self.root / "audit.jsonl")
-        self._dbs = {}
-        for table, shards in TABLES.items():
-            for shard in range(shards):
-                name = table if shards == 1 else f"{table}-{shard:02d}"
-                self._dbs[table, shard] = open_tinydb(self.root / "tables" / f"{name}.json")
-        self._generation = dict.fromkeys(self._dbs, 0)  # bumped whenever a shard's content may change
+        self._shards = {(t, s): _Shard(t, shard_name(t, s)) for t, n in TABLES.items() for s in range(n)}
+        self._generation = dict.fromkeys(self._shards, 0)  # bumped whenever a shard's content may change
+        self._manifest: dict[str, Any] = {"commit": None}
+        manifest = read_manifest(self.root)
+        if manifest["schema_version"] < SCHEMA_VERSION:
+            manifest = self._migrate()
+        self._apply(manifest)
         self._depth = 0
         self._writes = 0  # puts, deletes and audit events so far (to tell a clean failure from a half-done one)
         self._doomed = False
         self._pending_audit: list[dict[str, Any]] = []
+        self._new_blobs: list[str] = []  # blobs this transaction created (removed if it fails)
+        self._written: list[Path] = []  # shard files this commit wrote (removed if it fails)
         self.external_changes = 0  #: bumped each time another process's commit is picked up
+        self._tidy_if_free()
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "created": self._manifest.get("created")}
+
+    @property
+    def commit(self) -> int:
+        """The number of the last commit this store has seen."""
+        return int(self._manifest["commit"])
 
     # -- opening ---------------------------------------------------------------------
 
-    def _create(self, meta_path: Path, create: bool) -> None:
-        if not create:
-            raise StoreError(f"{self.root} is not a patientml project (no {META_FILE})")
+    def _create(self, create: bool) -> None:
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"{self.root} is a file, not a project folder")
+        if (self.root / "tables").is_dir() or (self.root / "audit.jsonl").exists():
+            raise StoreError(
+                f"{self.root / MANIFEST} is missing: the project's manifest is gone. {repair_hint(self.root)}"
+            )
+        if not create:
+            raise StoreError(f"{self.root} is not a patientml project (no {MANIFEST})")
         if self.root.exists() and any(p.name != ".lock" for p in self.root.iterdir()):
             raise StoreError(
                 f"{self.root} is not empty and is not a patientml project; "
                 "choose an empty or new folder (your files are left as they are)"
             )
-        (self.root / "tables").mkdir(parents=True, exist_ok=True)
+        self._tables.mkdir(parents=True, exist_ok=True)
+        self._tmp.mkdir(exist_ok=True)
         with self._lock:
-            if not meta_path.exists():
-                meta = {"schema_version": SCHEMA_VERSION, "created": now()}
-                atomic_write(meta_path, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+            if not (self.root / MANIFEST).exists():
+                atomic_write(self.root / MANIFEST, orjson.dumps(new_manifest(now())), tmp_dir=self._tmp)
 
-    def _read_meta(self, meta_path: Path) -> dict[str, Any]:
-        try:
-            meta = orjson.loads(meta_path.read_bytes())
-            version = int(meta["schema_version"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise StoreError(f"{meta_path} is damaged: it does not say which schema the project uses") from None
-        if version > SCHEMA_VERSION:
-            raise SchemaError(
-                f"{self.root} was written by a newer patientml-widgets (schema {version}; this "
-                f"version reads up to {SCHEMA_VERSION}). Upgrade: pip install -U patientml-widgets"
-            )
-        while version < SCHEMA_VERSION:  # pragma: no cover - no older schema exists yet
-            if version not in MIGRATIONS:
-                raise SchemaError(f"{self.root} uses schema {version}, which cannot be migrated")
-            with self._lock:
-                MIGRATIONS[version](self.root)
-                version += 1
-                meta["schema_version"] = version
-                atomic_write(meta_path, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
-        return meta
+    def _migrate(self) -> dict[str, Any]:
+        """Schema 1 (shard files replaced in place, audit appended before the records) to 2."""
+        with self._lock:
+            old = read_manifest(self.root)
+            if old["schema_version"] == SCHEMA_VERSION:
+                return old
+            self._tmp.mkdir(exist_ok=True)
+            files = {}
+            for (table, shard), _ in self._shards.items():
+                name = shard_name(table, shard)
+                if (self._tables / f"{name}.json").exists():
+                    new = f"{name}.0.json"  # a second name: a kill mid-migration leaves schema 1 whole
+                    _link_or_copy(self._tables / f"{name}.json", self._tables / new)
+                    files[name] = new
+            audit = self.root / "audit.jsonl"
+            raw = audit.read_bytes() if audit.exists() else b""
+            lines = []  # a kill under schema 1 could leave a torn line; it was never an event
+            for line in raw.splitlines():
+                with suppress(orjson.JSONDecodeError):
+                    if isinstance(orjson.loads(line), dict):
+                        lines.append(line + b"\n")
+            clean = b"".join(lines)
+            if clean != raw:
+                atomic_write(audit, clean, tmp_dir=self._tmp)
+            for leftover in [
+                *self.root.glob(".*.tmp"),
+                *self._tables.glob(".*.tmp"),
+                *self.root.glob("blobs/*/.*.tmp"),
+            ]:
+                with suppress(OSError):
+                    leftover.unlink()
+            manifest = new_manifest(str(old.get("created") or now()))
+            manifest.update(files=files, audit_bytes=len(clean), retired=[[f"{n}.json", 0.0] for n in files])
+            atomic_write(self.root / MANIFEST, orjson.dumps(manifest), tmp_dir=self._tmp)
+            return manifest
+
+    def _apply(self, manifest: dict[str, Any]) -> None:
+        """Make ``manifest`` the commit this store reads (shards whose file changed reload on use)."""
+        files = manifest["files"]
+        for key, shard in self._shards.items():
+            file = files.get(shard.name)
+            if file != shard.file or shard.dirty:
+                shard.file, shard.data, shard.dirty = file, None, False
+                self._generation[key] += 1
+        self.audit.committed = manifest["audit_bytes"]
+        self._manifest = manifest
 
     # -- transactions ----------------------------------------------------------------
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Group writes: all or (on an exception) none of them reach the disk.
+        """Group writes: all or (on an exception) none of them reach the disk, as one commit.
 
-        Nested calls join the outer transaction. Audit events are appended before the
-        records are committed; each touched file is replaced atomically.
+        Nested calls join the outer transaction; a nested call that fails after changing
+        records dooms the outer one (it cannot commit half of itself).
         """
         with self._mutex:
             if self._depth:
                 self._depth += 1
-                writes = self._writes
+                writes, blobs = self._writes, len(self._new_blobs)
                 try:
                     yield
                 except BaseException:
-                    if self._writes != writes:  # it changed things before failing: the outer
-                        self._doomed = True  # transaction cannot commit a half-done change
+                    if self._writes != writes:
+                        self._doomed = True
+                    else:  # it changed no record: only its own new blobs to take back
+                        self._drop_blobs(blobs)
                     raise
                 finally:
                     self._depth -= 1
@@ -156,23 +315,19 @@ class Store:
                 self._lock.acquire()
             except Timeout:
                 raise StoreError(f"{self.root} is locked by another process that does not let go") from None
-            self._depth = 1
             try:
                 self.refresh()
+                self._tidy()
+                self._depth = 1
                 yield
                 if self._doomed:
                     raise StoreError("an operation inside this batch failed half-way; none of the batch was saved")
-                self.audit.append(self._pending_audit)
-                for db in self._dbs.values():
-                    db.storage.flush()
+                self._commit()
             except BaseException:
-                for key, db in self._dbs.items():
-                    if db.storage.dirty:
-                        db.storage.invalidate()
-                        self._generation[key] += 1
+                self._rollback()
                 raise
             finally:
-                self._pending_audit = []
+                self._pending_audit, self._new_blobs, self._written = [], [], []
                 self._depth = 0
                 self._doomed = False
                 self._lock.release()
@@ -181,27 +336,137 @@ class Store:
         if not self._depth:
             raise StoreError("writes must happen inside Store.transaction()")
 
+    def _commit(self) -> None:
+        dirty = [shard for shard in self._shards.values() if shard.dirty]
+        if not dirty and not self._pending_audit:
+            self._drop_blobs(0)  # blobs no record refers to
+            return
+        old = self._manifest
+        number = old["commit"] + 1
+        try:  # everything is encoded before anything is written
+            payloads = [(shard, orjson.dumps({shard.table: shard.data})) for shard in dirty]
+            audit = encode_events(self._pending_audit)
+        except TypeError as e:  # orjson.JSONEncodeError
+            raise ValidationError(f"a value cannot be stored (only JSON values can: {e}); nothing was saved") from None
+        files, retired, stamp = dict(old["files"]), list(old["retired"]), time.time()
+        for shard, data in payloads:
+            name = f"{shard.name}.{number}.json"
+            self._written.append(self._tables / name)
+            write_new(self._tables / name, data)
+            if shard.file is not None:
+                retired.append([shard.file, stamp])
+            files[shard.name] = name
+        if payloads:
+            fsync_dir(self._tables)
+        audit_bytes = self.audit.append(audit, at=old["audit_bytes"]) if audit else old["audit_bytes"]
+        keep = [r for r in retired if stamp - float(r[1]) < RETIRED_GRACE_S][-RETIRED_MAX:]
+        expired = [r[0] for r in retired if r not in keep]
+        manifest = {**old, "commit": number, "files": files, "audit_bytes": audit_bytes, "retired": keep}
+        atomic_write(self.root / MANIFEST, orjson.dumps(manifest), tmp_dir=self._tmp)
+        # committed: from here on nothing is taken back
+        self._written, self._new_blobs = [], []
+        for shard, _ in payloads:
+            shard.file, shard.dirty = files[shard.name], False
+        self._manifest = manifest
+        self.audit.committed = audit_bytes
+        for name in expired:
+            with suppress(OSError):
+                os.unlink(self._tables / name)
+
+    def _rollback(self) -> None:
+        """Undo a transaction that did not commit: memory and disk as they were."""
+        with suppress(StoreError):
+            disk = read_manifest(self.root)
+            if disk.get("commit") != self._manifest["commit"]:  # the rename happened after all: it did commit
+                self._written, self._new_blobs = [], []
+                self._apply(disk)
+        for path in self._written:
+            with suppress(OSError):
+                os.unlink(path)
+        with suppress(OSError):
+            if os.stat(self.audit.path).st_size > self.audit.committed:
+                os.truncate(self.audit.path, self.audit.committed)
+        self._drop_blobs(0)
+        for key, shard in self._shards.items():
+            if shard.dirty:
+                shard.data, shard.dirty = None, False
+                self._generation[key] += 1
+
+    def _drop_blobs(self, start: int) -> None:
+        for ref in self._new_blobs[start:]:
+            self.blobs.remove(ref)
+        del self._new_blobs[start:]
+
+    def _tidy(self) -> None:
+        """Remove what killed writers left (under the lock, so nothing is in progress)."""
+        with suppress(FileNotFoundError):
+            if os.stat(self.audit.path).st_size > self.audit.committed:  # events of a commit that never happened
+                os.truncate(self.audit.path, self.audit.committed)
+        referenced = set(self._manifest["files"].values()) | {r[0] for r in self._manifest["retired"]}
+        for folder, keep in ((self._tables, referenced), (self._tmp, set())):
+            try:
+                entries = list(os.scandir(folder))
+            except FileNotFoundError:
+                folder.mkdir(parents=True, exist_ok=True)
+                continue
+            for entry in entries:
+                if entry.name not in keep and entry.is_file():
+                    with suppress(OSError):
+                        os.unlink(entry.path)
+        remove_abandoned(self.root, IMPORT_PREFIX)
+
+    def _tidy_if_free(self) -> None:
+        """Tidy at open when no other process is writing (a read-only folder is left as it is)."""
+        lock = FileLock(self.root / ".lock", timeout=0)
+        try:
+            lock.acquire()
+        except (Timeout, OSError):
+            return
+        try:
+            with self._mutex:
+                self.refresh()
+                self._tidy()
+        except OSError:
+            pass
+        finally:
+            lock.release()
+
     def refresh(self) -> bool:
-        """Reload the files another process has replaced; True when there were any."""
+        """Pick up the latest commit; True when another process (or store object) made one."""
         with self._mutex:
-            changed = False
-            for key, db in self._dbs.items():
-                if db.storage.changed_on_disk():
-                    db.storage.invalidate()
-                    self._generation[key] += 1
-                    changed = True
-            if changed:
-                self.external_changes += 1
-            return changed
+            if self._depth:  # we hold the lock: no one else commits
+                return False
+            manifest = read_manifest(self.root)
+            if manifest["commit"] == self._manifest["commit"]:
+                return False
+            self._apply(manifest)
+            self.external_changes += 1
+            return True
 
     # -- records ---------------------------------------------------------------------
 
-    def _shard(self, table: str, record_id: str) -> tuple[str, int]:
-        shards = TABLES[table]
-        return table, 0 if shards == 1 else zlib.crc32(record_id.encode()) % shards
+    def _records(self, key: tuple[str, int]) -> dict[str, dict[str, Any]]:
+        shard = self._shards[key]
+        if shard.data is None:
+            shard.data = self._load(shard)
+        return shard.data
 
-    def _db(self, table: str, record_id: str):
-        return self._dbs[self._shard(table, record_id)]
+    def _load(self, shard: _Shard) -> dict[str, dict[str, Any]]:
+        if shard.file is None:
+            return {}
+        path = self._tables / shard.file
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            if self.refresh() and shard.file != path.name:  # a newer commit replaced it: read that one
+                return self._load(shard)
+            raise StoreError(
+                f"{path} is missing: commit {self.commit} of the project refers to it. {repair_hint(self.root)}"
+            ) from None
+        try:
+            return decode_shard(raw, shard.table, path)
+        except StoreError as e:
+            raise StoreError(f"{e}. {repair_hint(self.root)}") from None
 
     def shards(self, table: str) -> int:
         """How many shard files a table has (examples and labels: the same, shard by example id)."""
@@ -210,19 +475,20 @@ class Store:
     def shard(self, table: str, shard: int) -> tuple[int, dict[str, dict[str, Any]]]:
         """``(generation, {id: record})`` of one shard; the generation changes whenever its content may have."""
         with self._mutex:
-            return self._generation[table, shard], self._dbs[table, shard].storage.read().get(table, {})
+            records = self._records((table, shard))
+            return self._generation[table, shard], records
 
     def get(self, table: str, record_id: str) -> dict[str, Any] | None:
         """The record, or None. The dict is the store's own: do not change it."""
         with self._mutex:
-            return self._db(table, record_id).storage.read().get(table, {}).get(record_id)
+            return self._records((table, shard_of(table, record_id))).get(record_id)
 
     def mapping(self, table: str) -> dict[str, dict[str, Any]]:
         """``{id: record}`` for a whole table (the store's own record dicts: do not change them)."""
         with self._mutex:
             out: dict[str, dict[str, Any]] = {}
             for shard in range(TABLES[table]):
-                out.update(self._dbs[table, shard].storage.read().get(table, {}))
+                out.update(self._records((table, shard)))
             return out
 
     def records(self, table: str) -> list[dict[str, Any]]:
@@ -231,25 +497,53 @@ class Store:
 
     def put(self, table: str, record_id: str, record: dict[str, Any]) -> None:
         """Insert or replace a record (committed when the transaction ends)."""
-        storage = self._storage_for(table, record_id)
-        storage.read().setdefault(table, {})[record_id] = record
-        storage.dirty = True
-        self._writes += 1
-        self._generation[self._shard(table, record_id)] += 1
+        self._require_transaction()
+        key = (table, shard_of(table, record_id))
+        self._records(key)[record_id] = record
+        self._touch(key)
 
     def delete(self, table: str, record_id: str) -> None:
-        storage = self._storage_for(table, record_id)
-        if storage.read().get(table, {}).pop(record_id, None) is not None:
-            storage.dirty = True
-            self._writes += 1
-            self._generation[self._shard(table, record_id)] += 1
-
-    def _storage_for(self, table: str, record_id: str) -> AtomicJSONStorage:
         self._require_transaction()
-        return self._db(table, record_id).storage
+        key = (table, shard_of(table, record_id))
+        if self._records(key).pop(record_id, None) is not None:
+            self._touch(key)
+
+    def _touch(self, key: tuple[str, int]) -> None:
+        self._shards[key].dirty = True
+        self._writes += 1
+        self._generation[key] += 1
 
     def log(self, event: dict[str, Any]) -> None:
-        """Queue an audit event; it is written when the transaction commits."""
+        """Queue an audit event; it is written as part of the transaction's commit."""
         self._require_transaction()
         self._pending_audit.append(event)
         self._writes += 1
+
+    def put_blob(self, data: bytes, ext: str) -> str:
+        """Store ``data`` as a blob (inside a transaction) and return its reference."""
+        self._require_transaction()
+        ref, created = self.blobs.write(data, ext)
+        if created:
+            self._new_blobs.append(ref)
+        return ref
+
+    # -- upkeep ----------------------------------------------------------------------
+
+    def vacuum(self) -> VacuumReport:
+        """Remove the blobs no record and no audit event refers to (every label version stays restorable)."""
+        with self.transaction():  # the lock: no blob is being written meanwhile
+            keep: set[str] = set()
+            for key in self._shards:
+                blob_refs(list(self._records(key).values()), keep)
+            blob_refs(self.audit.events(), keep)
+            files = freed = 0
+            for ref, path in list(self.blobs.stored()):
+                if ref not in keep:
+                    with suppress(OSError):
+                        size = path.stat().st_size
+                        path.unlink()
+                        files, freed = files + 1, freed + size
+            for leftover in self.blobs.root.glob("*/.*.tmp"):  # from versions that wrote temp files there
+                with suppress(OSError):
+                    leftover.unlink()
+        return VacuumReport(files, freed)

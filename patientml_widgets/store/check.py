@@ -1,0 +1,447 @@
+"""``python -m patientml_widgets check PATH [--repair]``: find every problem of a project folder.
+
+:func:`check` reads everything without trusting anything: the manifest, every shard
+file it names, every committed audit line, every record's references (its model, its
+example, its blobs). :func:`repair` then rebuilds what the audit trail proves - labels
+(each version's event holds its classes and mask), the manifest (from the newest
+readable shard files), an audit trail without its unreadable lines - removes what
+points nowhere (labels of examples that are gone, stale cached predictions), and says
+plainly what it could not restore. A copy of every file it replaces goes to
+``damaged/<time>/`` first. Run it with no other kernel using the project.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from filelock import FileLock
+
+from ..errors import StoreError
+from .audit import encode_events
+from .blobs import BlobStore
+from .files import atomic_write, fsync_dir, write_new
+from .storage import decode_shard
+from .store import (
+    _COMMIT_FILE,
+    MANIFEST,
+    SCHEMA_VERSION,
+    TABLES,
+    TMP,
+    blob_refs,
+    now,
+    read_manifest,
+    shard_name,
+    shard_of,
+)
+
+__all__ = ["CheckReport", "check", "repair"]
+
+LABEL_ACTIONS = ("submit", "save", "delete", "repair")
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check` found (and :func:`repair` did)."""
+
+    root: Path
+    problems: list[str] = field(default_factory=list)  #: damage: the project does not read as it should
+    notes: list[str] = field(default_factory=list)  #: leftovers and upkeep; nothing is lost
+    repaired: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)  #: what repair could not restore
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.lost
+
+    def __str__(self) -> str:
+        lines = [f"{self.root}: " + ("no problems" if not self.problems else f"{len(self.problems)} problem(s)")]
+        for title, items in (("problem", self.problems), ("repaired", self.repaired), ("NOT restored", self.lost)):
+            lines += [f"  {title}: {item}" for item in items]
+        lines += [f"  note: {item}" for item in self.notes]
+        return "\n".join(lines)
+
+
+@dataclass
+class _State:
+    """The project as far as it can be read."""
+
+    manifest: dict[str, Any] | None
+    shards: dict[str, dict[str, dict[str, Any]]]  # shard name -> records (damaged ones absent)
+    damaged: dict[str, str]  # shard name -> what is wrong
+    events: list[dict[str, Any]]
+    audit_lines: list[bytes]  # committed, readable lines
+    audit_bad: list[int]  # committed line numbers that do not parse
+    audit_cut: bool
+    unrepairable: list[str] = field(default_factory=list)  # problems whose data is stored nowhere else
+
+    def table(self, table: str) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for shard in range(TABLES[table]):
+            out.update(self.shards.get(shard_name(table, shard), {}))
+        return out
+
+
+def _names() -> list[tuple[str, str]]:
+    return [(table, shard_name(table, s)) for table, n in TABLES.items() for s in range(n)]
+
+
+def _read(root: Path, report: CheckReport) -> _State:
+    try:
+        manifest: dict[str, Any] | None = read_manifest(root)
+        if manifest["schema_version"] < SCHEMA_VERSION:
+            raise StoreError(
+                f"{root} uses schema {manifest['schema_version']}: open it once (that migrates it), then check"
+            )
+    except StoreError as e:
+        if "newer" in str(e):
+            raise
+        report.problems.append(str(e).split(". Run")[0])
+        manifest = None
+    files = manifest["files"] if manifest else _newest_files(root)
+    shards, damaged = {}, {}
+    for table, name in _names():
+        file = files.get(name)
+        if file is None:
+            continue
+        path = root / "tables" / file
+        try:
+            shards[name] = decode_shard(path.read_bytes(), table, path)
+        except FileNotFoundError:
+            damaged[name] = f"{path} is missing"
+        except StoreError as e:
+            damaged[name] = str(e)
+    for what in damaged.values():
+        report.problems.append(what)
+    raw = (root / "audit.jsonl").read_bytes() if (root / "audit.jsonl").exists() else b""
+    committed = manifest["audit_bytes"] if manifest else raw.rfind(b"\n") + 1
+    cut = len(raw) < committed or (committed and not raw[:committed].endswith(b"\n"))
+    if cut:
+        report.problems.append(
+            f"{root / 'audit.jsonl'} is shorter than the commits say ({len(raw)} of {committed} bytes)"
+        )
+    elif len(raw) > committed:
+        report.notes.append(
+            f"audit.jsonl holds {len(raw) - committed} bytes a killed commit wrote (the next write cuts them)"
+        )
+    body = raw[:committed]
+    body = body[: body.rfind(b"\n") + 1]
+    events, lines, bad = [], [], []
+    for number, line in enumerate(body.splitlines(), start=1):
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            event = None
+        if isinstance(event, dict):
+            events.append(event)
+            lines.append(line + b"\n")
+        else:
+            bad.append(number)
+    if bad:
+        report.problems.append(f"{root / 'audit.jsonl'}: line(s) {_few(bad)} are damaged (not JSON events)")
+    return _State(manifest, shards, damaged, events, lines, bad, bool(cut))
+
+
+def _newest_files(root: Path) -> dict[str, str]:
+    """For a lost manifest: the newest readable file of each shard."""
+    best: dict[str, tuple[int, str]] = {}
+    table_of = {name: table for table, name in _names()}
+    for path in (root / "tables").glob("*.json"):
+        m = _COMMIT_FILE.match(path.name)
+        if not m or m["shard"] not in table_of:
+            continue
+        try:
+            decode_shard(path.read_bytes(), table_of[m["shard"]], path)
+        except (OSError, StoreError):
+            continue
+        if int(m["commit"]) >= best.get(m["shard"], (-1, ""))[0]:
+            best[m["shard"]] = (int(m["commit"]), path.name)
+    return {name: file for name, (_, file) in best.items()}
+
+
+def _few(items: list[Any], n: int = 8) -> str:
+    shown = ", ".join(str(i) for i in items[:n])
+    return shown + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+def _label_history(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Label events by example, by version (a retried version replaces an uncommitted one)."""
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for e in events:
+        if (
+            e.get("action") in LABEL_ACTIONS
+            and isinstance(e.get("example_id"), str)
+            and isinstance(e.get("version"), int)
+        ):
+            out.setdefault(e["example_id"], {})[e["version"]] = e
+        elif e.get("action") == "delete_example" and isinstance(e.get("example_id"), str):
+            out.pop(e["example_id"], None)
+    return {k: [v[n] for n in sorted(v)] for k, v in out.items()}
+
+
+def label_from_event(event: dict[str, Any], history: list[dict[str, Any]], problem_type: str | None) -> dict[str, Any]:
+    """The label record an audit event wrote."""
+    created = event.get("created")
+    if created is None:  # events before 0.3 do not carry it: the first event since the last deletion
+        created = event["time"]
+        for e in history:
+            if e["version"] > event["version"]:
+                break
+            created = e["time"] if e.get("status") == "deleted" or created is None else created
+    kind = event.get("kind") or ("mask" if event.get("mask_ref") or problem_type == "segmentation" else "classes")
+    return {
+        "example_id": event["example_id"],
+        "model_id": event["model_id"],
+        "kind": kind,
+        "status": event["status"],
+        "classes": list(event.get("classes") or []),
+        "mask_ref": event.get("mask_ref"),
+        "author": event.get("actor"),
+        "time_spent": event.get("time_spent"),
+        "source": event.get("source", "human"),
+        "version": event["version"],
+        "created": created,
+        "updated": event["time"],
+    }
+
+
+def check(root: str | os.PathLike) -> CheckReport:
+    """Every problem of the project in ``root`` (it changes nothing)."""
+    report = CheckReport(Path(root))
+    state = _read(report.root, report)
+    _check_references(report.root, state, report)
+    _check_leftovers(report.root, state, report)
+    return report
+
+
+def _check_references(root: Path, state: _State, report: CheckReport) -> None:
+    blobs = BlobStore(root / "blobs", root / TMP)
+
+    def lost(problem: str) -> None:
+        report.problems.append(problem)
+        state.unrepairable.append(problem)
+
+    models, examples, labels = state.table("models"), state.table("examples"), state.table("labels")
+    runs = state.table("runs")
+    for table, name in _names():
+        for key in state.shards.get(name, {}):
+            if shard_name(table, shard_of(table, key)) != name:
+                report.problems.append(f"{table} record {key!r} is in the wrong shard file ({name})")
+    for ex in examples.values():
+        if ex["model_id"] not in models and "models" not in state.damaged:
+            lost(f"example {ex['id']} belongs to model {ex['model_id']}, which is gone")
+        for ref in (ex.get("image_ref"), ex.get("thumbnail_ref")):
+            if ref and not blobs.exists(ref):
+                lost(f"example {ex['id']}: its file {blobs.path(ref)} is missing")
+    for key, label in labels.items():
+        if key not in examples and shard_name("examples", shard_of("examples", key)) not in state.damaged:
+            report.problems.append(f"the label of example {key} has no example (it was deleted)")
+        if label.get("mask_ref") and not blobs.exists(label["mask_ref"]):
+            report.problems.append(f"the mask of example {key} (v{label['version']}) is missing")
+    for run in runs.values():
+        if run["model_id"] not in models and "models" not in state.damaged:
+            lost(f"run {run['id']} belongs to model {run['model_id']}, which is gone")
+        if run.get("artifact_ref") and not blobs.exists(run["artifact_ref"]):
+            lost(f"run {run['id']}: its weights {blobs.path(run['artifact_ref'])} are missing (train it again)")
+    for model in models.values():
+        if model.get("champion_run_id") and model["champion_run_id"] not in runs and "runs" not in state.damaged:
+            lost(f"model {model['name']!r} is deployed with run {model['champion_run_id']}, which is gone")
+    for code in state.table("code").values():
+        if not blobs.exists(code["source_ref"]):
+            lost(f"model code {code['name']!r}: its source {blobs.path(code['source_ref'])} is missing")
+    stale = [
+        k
+        for k, p in state.table("predictions").items()
+        if p["run_id"] not in runs or p.get("example_id") not in examples
+    ]
+    if stale:
+        report.notes.append(
+            f"{len(stale)} cached predictions refer to runs or examples that are gone (repair removes them)"
+        )
+
+
+def _check_leftovers(root: Path, state: _State, report: CheckReport) -> None:
+    if state.manifest is not None:
+        named = set(state.manifest["files"].values()) | {r[0] for r in state.manifest["retired"]}
+        unnamed = [p.name for p in (root / "tables").glob("*") if p.name not in named]
+        if unnamed:
+            report.notes.append(f"{len(unnamed)} file(s) in tables/ no commit refers to (the next write removes them)")
+    scratch = [p.name for p in root.glob(".import-*")] + [p.name for p in (root / TMP).glob("*")]
+    if scratch:
+        report.notes.append(f"{len(scratch)} temp file(s) or scratch folder(s) (the next open or write removes them)")
+    keep: set[str] = set()
+    for records in state.shards.values():
+        blob_refs(list(records.values()), keep)
+    blob_refs(state.events, keep)
+    spare = [p for ref, p in BlobStore(root / "blobs", root / TMP).stored() if ref not in keep]
+    if spare and not state.damaged:
+        size = sum(p.stat().st_size for p in spare)
+        report.notes.append(
+            f"{len(spare)} blob file(s) nothing refers to ({size / 1e6:.1f} MB): Project.vacuum() removes them"
+        )
+
+
+def repair(root: str | os.PathLike) -> CheckReport:
+    """Rebuild what the audit trail proves and commit it; the report says what could not be restored."""
+    root = Path(root)
+    with FileLock(root / ".lock", timeout=60):
+        report = CheckReport(root)
+        state = _read(root, report)
+        _check_references(root, state, report)
+        if not report.problems:
+            return report
+        backup = root / "damaged" / time.strftime("%Y%m%d-%H%M%S")
+        _repair(root, state, report, backup)
+        after = check(root)
+        report.problems = [f"(still) {p}" for p in after.problems]
+        return report
+
+
+def _repair(root: Path, state: _State, report: CheckReport, backup: Path) -> None:
+    blobs = BlobStore(root / "blobs", root / TMP)
+    backup.mkdir(parents=True, exist_ok=True)
+    for name in ("audit.jsonl", MANIFEST):
+        if (root / name).exists():
+            shutil.copy2(root / name, backup / name)
+    for name in state.damaged:
+        file = (state.manifest["files"] if state.manifest else {}).get(name)
+        if file and (root / "tables" / file).exists():
+            shutil.copy2(root / "tables" / file, backup / file)
+    shards = {name: dict(records) for name, records in state.shards.items()}
+    changed: set[str] = set()
+    events = list(state.events)
+    new_events: list[dict[str, Any]] = []
+    history = _label_history(events)
+    models = state.table("models")
+    problem_type = {m["id"]: m["problem_type"] for m in models.values()}
+
+    if state.manifest is None:
+        report.repaired.append(f"{MANIFEST} rebuilt from the newest readable shard files")
+    if state.audit_bad or state.audit_cut:
+        report.lost.append(
+            f"audit.jsonl: {len(state.audit_bad)} unreadable line(s) removed"
+            + (", and the end of the trail was cut" if state.audit_cut else "")
+            + f" (the old file is in {backup})"
+        )
+
+    # damaged shards: labels come back from the audit trail; the rest cannot
+    examples_lost = [n for n in state.damaged if n.startswith("examples")]
+    for name in state.damaged:
+        shards[name] = {}
+        changed.add(name)
+        if not name.startswith("labels"):
+            table = name.split("-")[0]
+            known = [k for k in history if name == shard_name("examples", shard_of("examples", k))]
+            extra = f"; at least {len(known)} examples with labels were in it" if table == "examples" and known else ""
+            report.lost.append(
+                f"tables/{name}: its {table} records cannot be rebuilt (the audit trail does not hold them){extra}; "
+                f"restore the file from a backup (a copy is in {backup})"
+            )
+    examples = {k: v for name, recs in shards.items() if name.startswith("examples") for k, v in recs.items()}
+    for name in [n for n in state.damaged if n.startswith("labels")]:
+        restored = orphaned = 0
+        for example_id, trail in history.items():
+            if shard_name("labels", shard_of("labels", example_id)) != name or not trail:
+                continue
+            if example_id not in examples:
+                orphaned += 1
+                continue
+            last = trail[-1]
+            shards[name][example_id] = label_from_event(last, trail, problem_type.get(last["model_id"]))
+            restored += 1
+        report.repaired.append(f"tables/{name}: {restored} label(s) rebuilt from the audit trail, masks included")
+        if orphaned and examples_lost:
+            report.lost.append(
+                f"tables/{name}: {orphaned} label(s) of examples whose records were lost are not restored"
+            )
+
+    # records in the wrong shard, labels without examples, stale predictions
+    for table, name in _names():
+        for key in list(shards.get(name, {})):
+            right = shard_name(table, shard_of(table, key))
+            if right != name:
+                shards.setdefault(right, {})[key] = shards[name].pop(key)
+                changed |= {name, right}
+                report.repaired.append(f"{table} record {key!r} moved to its shard file")
+    runs = {k: v for name, recs in shards.items() if name == "runs" for k, v in recs.items()}
+    for name in [n for n in shards if n.startswith("labels")]:
+        for key in [k for k in shards[name] if k not in examples]:
+            if shard_name("examples", shard_of("examples", key)) in state.damaged:
+                continue
+            del shards[name][key]
+            changed.add(name)
+            report.repaired.append(f"the label of deleted example {key} removed (its history stays in the audit trail)")
+    for name in [n for n in shards if n.startswith("predictions")]:
+        stale = [k for k, p in shards[name].items() if p["run_id"] not in runs or p.get("example_id") not in examples]
+        for key in stale:
+            del shards[name][key]
+        if stale:
+            changed.add(name)
+            report.repaired.append(f"{len(stale)} stale cached prediction(s) removed from tables/{name}")
+
+    # labels whose mask file is gone: the newest version whose mask is there, as a new version
+    for name in [n for n in shards if n.startswith("labels")]:
+        for key, label in list(shards[name].items()):
+            if not label.get("mask_ref") or blobs.exists(label["mask_ref"]):
+                continue
+            trail = history.get(key, [])
+            older = [
+                e
+                for e in trail
+                if e["version"] < label["version"] and e.get("mask_ref") and blobs.exists(e["mask_ref"])
+            ]
+            if not older:
+                report.lost.append(
+                    f"example {key}: the mask of label v{label['version']} is missing and no older version has one"
+                )
+                continue
+            source = older[-1]
+            event = {
+                **source,
+                "action": "repair",
+                "version": label["version"] + 1,
+                "previous_version": label["version"],
+            }
+            event.update(time=now(), actor="check --repair", created=label["created"])
+            new_events.append(event)
+            shards[name][key] = label_from_event(event, trail, None)
+            changed.add(name)
+            report.repaired.append(
+                f"example {key}: the mask of v{label['version']} is missing; "
+                f"v{source['version']}'s restored as v{event['version']}"
+            )
+    report.lost += [f"{p} (not stored anywhere else: restore it from a backup)" for p in state.unrepairable]
+
+    _commit(root, state, shards, changed, new_events)
+
+
+def _commit(root: Path, state: _State, shards, changed: set[str], new_events: list[dict[str, Any]]) -> None:
+    """Write the repaired shards and audit trail, then a new manifest (the commit)."""
+    (root / TMP).mkdir(exist_ok=True)
+    (root / "tables").mkdir(exist_ok=True)
+    old = state.manifest
+    files = dict(old["files"]) if old else _newest_files(root)
+    commits = [int(m["commit"]) for p in (root / "tables").glob("*.json") if (m := _COMMIT_FILE.match(p.name))]
+    number = max([old["commit"] if old else 0, *commits]) + 1
+    table_of = {name: table for table, name in _names()}
+    for name in sorted(changed):
+        file = f"{name}.{number}.json"
+        write_new(root / "tables" / file, orjson.dumps({table_of[name]: shards.get(name, {})}))
+        files[name] = file
+    fsync_dir(root / "tables")
+    audit = b"".join(state.audit_lines) + encode_events(new_events)
+    atomic_write(root / "audit.jsonl", audit, tmp_dir=root / TMP)
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "created": (old or {}).get("created") or now(),
+        "commit": number,
+        "audit_bytes": len(audit),
+        "files": files,
+        "retired": [],
+    }
+    atomic_write(root / MANIFEST, orjson.dumps(manifest), tmp_dir=root / TMP)
