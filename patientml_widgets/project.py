@@ -591,7 +591,7 @@ class Project:
             return self._import_plan(model_record, plan, chunk, progress)
 
     def _import_plan(
-        self, model_record: dict[str, Any], plan: imports.Plan, chunk: int = 64, progress=None
+        self, model_record: dict[str, Any], plan: imports.Plan, chunk: int = 64, progress=None, retrain: bool = True
     ) -> ImportReport:
         model_view = Model.from_record(model_record)
         report = ImportReport(skipped=list(plan.skipped), warnings=list(plan.warnings))
@@ -622,7 +622,7 @@ class Project:
                 progress(done, len(plan.entries))
         if pending:
             self._commit_import(model_record, pending, report)
-        if report.labels:
+        if report.labels and retrain:
             self._maybe_retrain(model_record["id"])
         return report
 
@@ -667,7 +667,8 @@ class Project:
         subjects, splits, and each label's status and author. A plain COCO folder
         (``annotations.json`` with RLE or polygon annotations) becomes a segmentation model
         named after the folder, category ids as class indices and 0 as the background.
-        The report's ``model`` is the new model.
+        The report's ``model`` is the new model. The import is one commit: a bad file, a full disk
+        or a kill leaves no part of it (other processes' writes wait until it is done).
         """
         from . import exports
 
@@ -703,8 +704,9 @@ class Project:
             if layout == "folder"
             else imports.plan_coco(root, *exports.read_coco(root))
         )
-        model = self.create_model(**spec)
-        report = self._import_plan(self._model_record(model.id), plan)
+        with self._write():  # one commit: the model with all its examples and labels, or nothing
+            model = self.create_model(**spec)
+            report = self._import_plan(self._model_record(model.id), plan, retrain=False)
         report.model = self.model(model.id)
         return report
 

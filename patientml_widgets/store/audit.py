@@ -77,17 +77,19 @@ class AuditLog:
                 f"{self.path} is shorter than the project's commits say ({self._offset + len(chunk)} of "
                 f"{self.committed} bytes): the audit trail was cut. {repair_hint(self.path.parent)}"
             )
-        for line in chunk.splitlines():
-            self._line += 1
+        events = []
+        for number, line in enumerate(chunk.splitlines(), start=self._line + 1):
             try:
                 event = orjson.loads(line)
             except orjson.JSONDecodeError:
                 event = None
             if not isinstance(event, dict):
-                raise StoreError(
-                    f"line {self._line} of {self.path} is damaged (not a JSON event). {repair_hint(self.path.parent)}"
-                )
+                hint = repair_hint(self.path.parent)
+                raise StoreError(f"line {number} of {self.path} is damaged (not a JSON event). {hint}")
+            events.append(event)
+        for event in events:
             self._events.append(event)
             if isinstance(event.get("example_id"), str):
                 self._by_example.setdefault(event["example_id"], []).append(event)
+        self._line += len(events)
         self._offset = self.committed
