@@ -8,11 +8,17 @@ page sorted by creation time never pays for the other sort keys.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .store import Store
+from .store.store import CACHE
 
 __all__ = ["STATUS_CODES", "ExampleIndex", "source_order"]
 
@@ -32,25 +38,84 @@ def source_order(record: dict[str, Any]) -> str:
     return f"{subject}\x1f{source.get('file', '')}"
 
 
+#: columns that come from the example records alone, and those that need the labels too
+_EXAMPLE_COLUMNS = ("model_id", "split", "subject_id", "created", "updated", "source")
+_LABEL_COLUMNS = ("status", "label_updated")
+
+
+class ColumnCache:
+    """Columns derived from shard files, kept in ``.cache/`` next to them.
+
+    Shard files never change once written, so the columns of a file never go stale: a
+    project opened again loads them instead of parsing every record. Best effort: a
+    read-only folder or a damaged cache file only means the columns are computed.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, name: str, ex_file: str, lab_file: str | None) -> Path:
+        label_part = (lab_file or "-") if name in _LABEL_COLUMNS else "x"
+        return self.folder / ex_file / f"{label_part}.{name}.npy"
+
+    def load(self, name: str, ex_file: str, lab_file: str | None, rows: int | None) -> np.ndarray | None:
+        try:
+            column = np.load(self._path(name, ex_file, lab_file), allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return None
+        if column.ndim != 1 or column.dtype.kind not in "iuU" or (rows is not None and len(column) != rows):
+            return None
+        return column
+
+    def save(self, name: str, ex_file: str, lab_file: str | None, column: np.ndarray) -> None:
+        path = self._path(name, ex_file, lab_file)
+        buf = io.BytesIO()
+        np.save(buf, column, allow_pickle=False)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with contextlib.suppress(OSError):  # not fsynced: derived data, and a torn file is refused by load
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(buf.getvalue())
+            os.replace(tmp, path)
+
+
 class _Block:
     """One shard's examples with their labels, and the columns derived from them so far."""
 
-    def __init__(self, key: tuple[int, int], examples: dict[str, Any], labels: dict[str, Any]) -> None:
+    def __init__(self, key: tuple, examples, labels, files: tuple[str | None, str | None], cache) -> None:
         self.key = key
-        self.records = list(examples.values())
-        self.labels = [labels.get(r["id"]) for r in self.records]
+        self._examples, self._labels = examples, labels
+        self._files, self._cache = files, cache
         self.columns: dict[str, np.ndarray] = {}
 
     def column(self, name: str) -> np.ndarray:
         if name not in self.columns:
-            records, labels = self.records, self.labels
+            ex_file, lab_file = self._files
+            cacheable = ex_file is not None  # the examples are those of a file, not changed in a transaction
+            if name in _LABEL_COLUMNS and lab_file is None and len(self._labels):
+                cacheable = False  # the labels changed in a transaction
+            column = None
+            if cacheable:
+                rows = None if name == "id" else len(self.column("id"))
+                column = self._cache.load(name, ex_file, lab_file, rows)
+            if column is None:
+                column = self._compute(name)
+                if cacheable:
+                    self._cache.save(name, ex_file, lab_file, column)
+            self.columns[name] = column
+        return self.columns[name]
+
+    def _compute(self, name: str) -> np.ndarray:
+        ids = list(self._examples)
+        if name == "id":
+            values = ids
+        elif name in _LABEL_COLUMNS:
+            labels = [self._labels.get(i) for i in ids]
             if name == "status":
-                codes = [0 if lab is None else _STATUS_OF_LABEL[lab["status"]] for lab in labels]
-                self.columns[name] = np.array(codes, dtype=np.int8)
-                return self.columns[name]
-            if name == "label_updated":
-                values = ["" if lab is None or lab["status"] == "deleted" else lab["updated"] for lab in labels]
-            elif name == "subject_id":
+                return np.array([0 if lab is None else _STATUS_OF_LABEL[lab["status"]] for lab in labels], np.int8)
+            values = ["" if lab is None or lab["status"] == "deleted" else lab["updated"] for lab in labels]
+        else:
+            records = [self._examples[i] for i in ids]
+            if name == "subject_id":
                 values = [r["subject_id"] or "" for r in records]
             elif name == "source":
                 values = [source_order(r) for r in records]
@@ -58,8 +123,7 @@ class _Block:
                 values = [f"{r['created']}{r.get('seq', 0):07d}" for r in records]
             else:
                 values = [r[name] for r in records]
-            self.columns[name] = np.array(values, dtype=str) if values else np.array([], dtype="U1")
-        return self.columns[name]
+        return np.array(values, dtype=str) if values else np.array([], dtype="U1")
 
 
 class ExampleIndex:
@@ -67,17 +131,20 @@ class ExampleIndex:
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._cache = ColumnCache(store.root / CACHE)
         self._blocks: dict[int, _Block] = {}
         self._merged: dict[str, tuple[tuple, np.ndarray]] = {}
 
     def _current_blocks(self) -> list[_Block]:
         blocks = []
-        for shard in range(self._store.shards("examples")):
-            ex_gen, examples = self._store.shard("examples", shard)
-            lab_gen, labels = self._store.shard("labels", shard)
+        store = self._store
+        for shard in range(store.shards("examples")):
+            ex_gen, examples = store.shard("examples", shard)
+            lab_gen, labels = store.shard("labels", shard)
             block = self._blocks.get(shard)
             if block is None or block.key != (ex_gen, lab_gen):
-                block = self._blocks[shard] = _Block((ex_gen, lab_gen), examples, labels)
+                files = (store.shard_file("examples", shard), store.shard_file("labels", shard))
+                block = self._blocks[shard] = _Block((ex_gen, lab_gen), examples, labels, files, self._cache)
             blocks.append(block)
         return blocks
 

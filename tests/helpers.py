@@ -5,11 +5,14 @@ import numpy as np
 
 
 def tree_digest(path: Path) -> dict[str, str]:
-    """Every file of a project folder and a hash of its bytes (to prove nothing changed)."""
+    """Every file of a project folder and a hash of its bytes (to prove nothing changed).
+
+    ``.cache/`` is left out: it holds query columns derived from the shard files, which any read may add.
+    """
     return {
         str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(Path(path).rglob("*"))
-        if p.is_file() and p.name != ".lock"
+        if p.is_file() and p.name != ".lock" and ".cache" not in p.relative_to(path).parts
     }
 
 

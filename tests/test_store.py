@@ -256,3 +256,84 @@ def test_scratch_folders_of_dead_processes_are_removed_and_live_ones_kept(tmp_pa
         os.utime(young, (0, 0))
         assert remove_abandoned(tmp_path, ".import-") == 1 and not young.exists()
     assert not live.exists()
+
+
+def test_a_schema_1_project_is_migrated_with_everything_it_committed(tmp_path):
+    import numpy as np
+
+    project = pml.Project.open(tmp_path / "old", user="tester")
+    seg = project.create_model("Seg", problem_type="segmentation", classes=["bg", "fg"])
+    exs = project.add_examples(seg, [np.full((4, 4), i, np.uint8) for i in range(5)])
+    for ex in exs:
+        project.submit_label(ex, mask=np.eye(4, dtype=np.uint8))
+    before = {ex.id: (project.label(ex), project.history(ex)) for ex in exs}
+    root = project.path
+    meta = manifest(root)
+    for name, file in meta["files"].items():  # the schema-1 layout: tables/<shard>.json, single-line documents
+        table = name.split("-")[0]
+        (root / "tables" / f"{name}.json").write_bytes(
+            orjson.dumps({table: orjson.loads((root / "tables" / file).read_bytes())[table]})
+        )
+    for path in (root / "tables").glob("*.*.json"):
+        path.unlink()
+    (root / "patientml.json").write_bytes(orjson.dumps({"schema_version": 1, "created": meta["created"]}))
+    audit = (root / "audit.jsonl").read_bytes().splitlines(keepends=True)
+    (root / "audit.jsonl").write_bytes(b"".join([audit[0], b'{"torn": \n', *audit[1:]]))  # a schema-1 kill
+    (root / "tables" / ".labels-03.json.77.tmp").write_bytes(b"{")
+    migrated = pml.Project.open(root)
+    assert manifest(root)["schema_version"] == SCHEMA_VERSION
+    assert {ex.id: (migrated.label(ex), migrated.history(ex)) for ex in exs} == before
+    assert len(migrated.audit()) == len(audit)
+    assert not (root / "tables" / ".labels-03.json.77.tmp").exists()
+    migrated.submit_label(exs[0], mask=np.zeros((4, 4), np.uint8))  # the first commit retires the old names
+    assert pml.Project.open(root).label(exs[0]).version == 2
+
+
+def test_records_are_read_one_line_at_a_time_whatever_their_ids(tmp_path):
+    from patientml_widgets.store.storage import Records, encode_shard, load_shard
+
+    records = {
+        "plain": {"id": "plain", "note": "a,\nb"},
+        'qu"ote': {"id": 'qu"ote'},
+        "back\\slash": {"id": "back\\slash"},
+        "ünï": {"id": "ünï"},
+    }
+    raw = encode_shard("subjects", Records.of(records, "subjects"))
+    assert orjson.loads(raw) == {"subjects": records}  # a plain JSON (TinyDB) document
+    lazy = load_shard(raw, "subjects", "x")
+    assert lazy["back\\slash"] == records["back\\slash"] and 'qu"ote' in lazy and "nope" not in lazy
+    assert dict(lazy) == records and list(lazy) == list(records)
+    assert encode_shard("subjects", lazy) == raw  # unchanged lines are written as they were read
+    del lazy["plain"]
+    assert orjson.loads(encode_shard("subjects", lazy))["subjects"] == {
+        k: v for k, v in records.items() if k != "plain"
+    }
+    empty = encode_shard("subjects", Records("subjects", "x"))
+    assert orjson.loads(empty) == {"subjects": {}} and len(load_shard(empty, "subjects", "x")) == 0
+
+
+def test_query_columns_cached_next_to_the_shards_give_the_same_answers(project, seg):
+    import numpy as np
+
+    exs = project.add_examples(seg, [np.full((4, 4), i, np.uint8) for i in range(40)], subjects=["b", "a"] * 20)
+    for ex in exs[::3]:
+        project.submit_label(ex, mask=np.zeros((4, 4), np.uint8))
+
+    def answers(p):
+        return (
+            [e.id for e in p.examples(seg, sort="subject_id")],
+            [e.id for e in p.examples(seg, status="labeled", sort="label_updated", descending=True)],
+            p.status_counts(seg),
+        )
+
+    expected = answers(project)
+    cache = project.path / ".cache"
+    assert any(cache.rglob("*.npy"))
+    assert answers(pml.Project.open(project.path)) == expected  # from the cache
+    for path in list(cache.rglob("*.npy"))[::2]:
+        path.write_bytes(path.read_bytes()[:40])  # torn or damaged: computed again
+    assert answers(pml.Project.open(project.path)) == expected
+    import shutil
+
+    shutil.rmtree(cache)
+    assert answers(pml.Project.open(project.path)) == expected

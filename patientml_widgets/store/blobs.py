@@ -51,7 +51,7 @@ class BlobStore:
         if path.exists():
             return ref, False
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, data, tmp_dir=self._tmp)
+        atomic_write(path, data, tmp_dir=self._tmp, sync_dir=False)  # the commit syncs the folder once
         return ref, True
 
     def get(self, ref: str) -> bytes:

@@ -26,7 +26,7 @@ from ..errors import StoreError
 from .audit import encode_events
 from .blobs import BlobStore
 from .files import atomic_write, fsync_dir, write_new
-from .storage import decode_shard
+from .storage import Records, decode_shard, encode_shard
 from .store import (
     _COMMIT_FILE,
     MANIFEST,
@@ -115,7 +115,7 @@ def _read(root: Path, report: CheckReport) -> _State:
         except FileNotFoundError:
             damaged[name] = f"{path} is missing"
         except StoreError as e:
-            damaged[name] = str(e)
+            damaged[name] = str(e).split(". Run `python -m")[0]
     for what in damaged.values():
         report.problems.append(what)
     raw = (root / "audit.jsonl").read_bytes() if (root / "audit.jsonl").exists() else b""
@@ -431,7 +431,9 @@ def _commit(root: Path, state: _State, shards, changed: set[str], new_events: li
     table_of = {name: table for table, name in _names()}
     for name in sorted(changed):
         file = f"{name}.{number}.json"
-        write_new(root / "tables" / file, orjson.dumps({table_of[name]: shards.get(name, {})}))
+        write_new(
+            root / "tables" / file, encode_shard(table_of[name], Records.of(shards.get(name, {}), table_of[name]))
+        )
         files[name] = file
     fsync_dir(root / "tables")
     audit = b"".join(state.audit_lines) + encode_events(new_events)

@@ -1,13 +1,18 @@
 """Shard files: TinyDB documents (``{table: {id: record}}``), read and checked loudly.
 
 Each commit writes the shards it changed as new, immutable files, so a file is
-never changed once written. :func:`open_tinydb` opens one of them with TinyDB for
-querying (read only: changes go through :class:`~patientml_widgets.Project`).
+never changed once written. A file holds one record per line: a reader splits it
+into lines and parses a record when it is first used (a page of 50 examples at 100k
+parses 50 records, not 100k), and a commit writes unchanged records as they were read.
+:func:`open_tinydb` opens one of them with TinyDB for querying (read only: changes go
+through :class:`~patientml_widgets.Project`).
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +21,9 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Table
 
-from ..errors import StoreError
+from ..errors import StoreError, repair_hint
 
-__all__ = ["REQUIRED", "StrIdTable", "decode_shard", "open_tinydb"]
+__all__ = ["REQUIRED", "Records", "StrIdTable", "decode_shard", "encode_shard", "load_shard", "open_tinydb"]
 
 #: the fields every record of a table has (a record without them is damage, not data)
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -32,22 +37,161 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 }
 
 
+def _hint(where: Path | str) -> str:
+    return f". {repair_hint(where.parent.parent)}" if isinstance(where, Path) else ""
+
+
+def _check_record(table: str, key: str, record: Any, where: Path | str) -> dict[str, Any]:
+    required = REQUIRED.get(table, ())
+    if not isinstance(record, dict) or any(k not in record for k in required):
+        raise StoreError(
+            f"{where}: record {key!r} is not a {table} record (it lacks {', '.join(required)}){_hint(where)}"
+        )
+    return record
+
+
 def decode_shard(raw: bytes, table: str, where: Path | str) -> dict[str, dict[str, Any]]:
-    """The ``{id: record}`` of one shard file's bytes, or a StoreError saying what is wrong with it."""
+    """The ``{id: record}`` of one shard file's bytes, every record checked, or a StoreError saying what is wrong."""
     if not raw:
-        raise StoreError(f"{where} is empty")
+        raise StoreError(f"{where} is empty{_hint(where)}")
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
-        raise StoreError(f"{where} is not valid JSON ({e})") from None
+        raise StoreError(f"{where} is not valid JSON ({e}){_hint(where)}") from None
     if not isinstance(data, dict) or not isinstance(data.get(table, {}), dict):
-        raise StoreError(f"{where} does not hold a TinyDB document of {table} records")
+        raise StoreError(f"{where} does not hold a TinyDB document of {table} records{_hint(where)}")
     records = data.get(table, {})
-    required = REQUIRED.get(table, ())
     for key, record in records.items():
-        if not isinstance(record, dict) or any(k not in record for k in required):
-            raise StoreError(f"{where}: record {key!r} is not a {table} record (it lacks {', '.join(required)})")
+        _check_record(table, key, record, where)
     return records
+
+
+def encode_shard(table: str, records: Records) -> bytes:
+    """A TinyDB document with one record per line (so that a reader can parse just the records it needs)."""
+    lines = b",\n".join(records.lines())
+    return b"{" + orjson.dumps(table) + (b":{\n" + lines + b"\n}}" if lines else b":{}}")
+
+
+def load_shard(raw: bytes, table: str, where: Path | str) -> Records:
+    """The records of a shard file, parsed one by one as they are used (any TinyDB document is read)."""
+    head = b"{" + orjson.dumps(table) + b":{\n"
+    if raw.startswith(head) and raw.endswith(b"\n}}"):
+        body = raw[len(head) - 1 : -2]
+        return Records(table, where, body) if body.strip(b"\n") else Records(table, where)
+    if raw == head[:-1] + b"}}":
+        return Records(table, where)
+    return Records.of(decode_shard(raw, table, where), table, where)
+
+
+_KEYS = re.compile(rb'\n"([^"\\\n]*)":')
+
+
+def _key_of(line: bytes, table: str, where: Path | str) -> str:
+    end = line.find(b'":')
+    key = line[1:end]
+    if line[:1] != b'"' or end < 0 or b"\\" in key or b'"' in key:
+        return _parse_line(line, table, where)[0]  # an escaped key: parse the line to read it
+    return key.decode()
+
+
+def _parse_line(line: bytes, table: str, where: Path | str) -> tuple[str, dict[str, Any]]:
+    try:
+        item = orjson.loads(b"{" + line + b"}")
+    except orjson.JSONDecodeError as e:
+        raise StoreError(f"{where}: a {table} record is damaged ({e}){_hint(where)}") from None
+    if len(item) != 1:
+        raise StoreError(f"{where}: a line holds {len(item)} {table} records, not one{_hint(where)}")
+    ((key, record),) = item.items()
+    return key, _check_record(table, key, record, where)
+
+
+class Records(MutableMapping):
+    """``{id: record}`` of one shard; each record is parsed from its line the first time it is used.
+
+    Until something needs every id (iteration, a change), a lookup finds its line in the
+    file's bytes (each line starts with its quoted id; no record holds a raw newline).
+    """
+
+    __slots__ = ("_body", "_lines", "_parsed", "_table", "_where")
+
+    def __init__(self, table: str, where: Path | str, body: bytes | None = None) -> None:
+        self._table, self._where = table, where
+        self._body = body  # "\n" + the record lines joined by ",\n" + "\n", as in the file
+        self._lines: dict[str, bytes | None] | None = None if body else {}  # id -> its line (None: changed)
+        self._parsed: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def of(cls, records: dict[str, dict[str, Any]], table: str, where: Path | str = "") -> Records:
+        out = cls(table, where)
+        out._lines = dict.fromkeys(records)
+        out._parsed = dict(records)
+        return out
+
+    def _index(self) -> dict[str, bytes | None]:
+        if self._lines is None:
+            lines = self._body[1:-1].split(b",\n")  # type: ignore[index]
+            keys = _KEYS.findall(self._body)  # type: ignore[arg-type]
+            if len(keys) == len(lines):  # every id plain (no escapes): read in one pass
+                self._lines = dict(zip((k.decode() for k in keys), lines, strict=True))
+            else:
+                self._lines = {_key_of(line, self._table, self._where): line for line in lines}
+            self._body = None
+        return self._lines
+
+    def _line(self, key: str) -> bytes | None:
+        if self._lines is not None:
+            return self._lines.get(key)
+        body = self._body
+        needle = b"\n" + orjson.dumps(key) + b":"
+        start = body.find(needle)  # type: ignore[union-attr]
+        if start < 0:
+            return None
+        end = body.find(b",\n", start + len(needle))  # type: ignore[union-attr]
+        return body[start + 1 : end if end >= 0 else len(body) - 1]  # type: ignore[index]
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        record = self._parsed.get(key)
+        if record is None:
+            line = self._line(key)
+            if line is None:
+                raise KeyError(key)
+            parsed_key, record = _parse_line(line, self._table, self._where)
+            if parsed_key != key:
+                raise StoreError(
+                    f"{self._where}: record {key!r} is damaged (it reads as {parsed_key!r}){_hint(self._where)}"
+                )
+            self._parsed[key] = record
+        return record
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __setitem__(self, key: str, record: dict[str, Any]) -> None:
+        self._index()[key] = None
+        self._parsed[key] = record
+
+    def __delitem__(self, key: str) -> None:
+        del self._index()[key]
+        self._parsed.pop(key, None)
+
+    def __iter__(self):
+        return iter(self._index())
+
+    def __len__(self) -> int:
+        return len(self._index())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and (key in self._parsed or self._line(key) is not None)
+
+    def lines(self) -> list[bytes]:
+        """Each record as a line of the shard file (unchanged records as they were read)."""
+        return [
+            line if line is not None else orjson.dumps(key) + b":" + orjson.dumps(self._parsed[key])
+            for key, line in self._index().items()
+        ]
 
 
 class _ReadOnlyStorage(Storage):

@@ -30,8 +30,10 @@ at 100k records).
 
 from __future__ import annotations
 
+import glob
 import os
 import re
+import shutil
 import threading
 import time
 import zlib
@@ -49,13 +51,15 @@ from ..errors import SchemaError, StoreError, ValidationError, repair_hint
 from .audit import AuditLog, encode_events
 from .blobs import BlobStore, is_blob_ref
 from .files import atomic_write, fsync_dir, remove_abandoned, write_new
-from .storage import decode_shard
+from .storage import Records, encode_shard, load_shard
 
 __all__ = ["SCHEMA_VERSION", "TABLES", "Store", "VacuumReport", "now", "shard_name"]
 
 SCHEMA_VERSION = 2
 MANIFEST = "patientml.json"
 TMP = ".tmp"
+#: derived data kept next to the shard files it comes from (query columns); safe to delete
+CACHE = ".cache"
 #: scratch folders of zip imports (inside the project: patient data goes nowhere else)
 IMPORT_PREFIX = ".import-"
 #: how long a shard file a commit replaced stays readable, and how many such files are kept at most
@@ -176,7 +180,7 @@ class _Shard:
     def __init__(self, table: str, name: str) -> None:
         self.table, self.name = table, name
         self.file: str | None = None  # the file the last seen commit names (None: empty, no file yet)
-        self.data: dict[str, dict[str, Any]] | None = None  # loaded on first use
+        self.data: Records | None = None  # loaded on first use
         self.dirty = False
 
 
@@ -344,10 +348,12 @@ class Store:
         old = self._manifest
         number = old["commit"] + 1
         try:  # everything is encoded before anything is written
-            payloads = [(shard, orjson.dumps({shard.table: shard.data})) for shard in dirty]
+            payloads = [(shard, encode_shard(shard.table, shard.data)) for shard in dirty]
             audit = encode_events(self._pending_audit)
         except TypeError as e:  # orjson.JSONEncodeError
             raise ValidationError(f"a value cannot be stored (only JSON values can: {e}); nothing was saved") from None
+        for folder in {self.blobs.path(ref).parent for ref in self._new_blobs}:  # new blobs' names, durable
+            fsync_dir(folder)
         files, retired, stamp = dict(old["files"]), list(old["retired"]), time.time()
         for shard, data in payloads:
             name = f"{shard.name}.{number}.json"
@@ -372,6 +378,17 @@ class Store:
         for name in expired:
             with suppress(OSError):
                 os.unlink(self._tables / name)
+            self._drop_cache(name)
+
+    def _drop_cache(self, file: str) -> None:
+        """Remove what the cache derived from a shard file that is gone."""
+        cache = self.root / CACHE
+        if file.startswith("examples"):
+            shutil.rmtree(cache / file, ignore_errors=True)
+        elif file.startswith("labels"):
+            for path in cache.glob(f"*/{glob.escape(file)}.*"):
+                with suppress(OSError):
+                    path.unlink()
 
     def _rollback(self) -> None:
         """Undo a transaction that did not commit: memory and disk as they were."""
@@ -426,10 +443,23 @@ class Store:
             with self._mutex:
                 self.refresh()
                 self._tidy()
+                self._tidy_cache()
         except OSError:
             pass
         finally:
             lock.release()
+
+    def _tidy_cache(self) -> None:
+        cache = self.root / CACHE
+        named = set(self._manifest["files"].values()) | {r[0] for r in self._manifest["retired"]}
+        for folder in cache.iterdir() if cache.is_dir() else ():
+            if folder.name not in named:
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            for path in folder.iterdir():
+                if path.name.split(".npy")[0].rsplit(".", 1)[0] not in named | {"-", "x"}:
+                    with suppress(OSError):
+                        path.unlink()
 
     def refresh(self) -> bool:
         """Pick up the latest commit; True when another process (or store object) made one."""
@@ -445,15 +475,15 @@ class Store:
 
     # -- records ---------------------------------------------------------------------
 
-    def _records(self, key: tuple[str, int]) -> dict[str, dict[str, Any]]:
+    def _records(self, key: tuple[str, int]) -> Records:
         shard = self._shards[key]
         if shard.data is None:
             shard.data = self._load(shard)
         return shard.data
 
-    def _load(self, shard: _Shard) -> dict[str, dict[str, Any]]:
+    def _load(self, shard: _Shard) -> Records:
         if shard.file is None:
-            return {}
+            return Records(shard.table, shard.name)
         path = self._tables / shard.file
         try:
             raw = path.read_bytes()
@@ -463,20 +493,22 @@ class Store:
             raise StoreError(
                 f"{path} is missing: commit {self.commit} of the project refers to it. {repair_hint(self.root)}"
             ) from None
-        try:
-            return decode_shard(raw, shard.table, path)
-        except StoreError as e:
-            raise StoreError(f"{e}. {repair_hint(self.root)}") from None
+        return load_shard(raw, shard.table, path)
 
     def shards(self, table: str) -> int:
         """How many shard files a table has (examples and labels: the same, shard by example id)."""
         return TABLES[table]
 
-    def shard(self, table: str, shard: int) -> tuple[int, dict[str, dict[str, Any]]]:
+    def shard(self, table: str, shard: int) -> tuple[int, Records]:
         """``(generation, {id: record})`` of one shard; the generation changes whenever its content may have."""
         with self._mutex:
             records = self._records((table, shard))
             return self._generation[table, shard], records
+
+    def shard_file(self, table: str, shard: int) -> str | None:
+        """The file whose content the shard holds now: None while it is empty or changed in a transaction."""
+        shard_ = self._shards[table, shard]
+        return None if shard_.dirty else shard_.file
 
     def get(self, table: str, record_id: str) -> dict[str, Any] | None:
         """The record, or None. The dict is the store's own: do not change it."""
