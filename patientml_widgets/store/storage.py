@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,7 @@ def load_shard(raw: bytes, table: str, where: Path | str) -> Records:
     return Records.of(decode_shard(raw, table, where), table, where)
 
 
+_INDEXING = threading.Lock()
 _KEYS = re.compile(rb'\n"([^"\\\n]*)":')
 
 
@@ -129,19 +131,22 @@ class Records(MutableMapping):
 
     def _index(self) -> dict[str, bytes | None]:
         if self._lines is None:
-            lines = self._body[1:-1].split(b",\n")  # type: ignore[index]
-            keys = _KEYS.findall(self._body)  # type: ignore[arg-type]
-            if len(keys) == len(lines):  # every id plain (no escapes): read in one pass
-                self._lines = dict(zip((k.decode() for k in keys), lines, strict=True))
-            else:
-                self._lines = {_key_of(line, self._table, self._where): line for line in lines}
-            self._body = None
+            with _INDEXING:  # one thread builds it; the others then use it
+                if self._lines is None:
+                    body = self._body
+                    lines = body[1:-1].split(b",\n")  # type: ignore[index]
+                    keys = _KEYS.findall(body)  # type: ignore[arg-type]
+                    if len(keys) == len(lines):  # every id plain (no escapes): read in one pass
+                        self._lines = dict(zip((k.decode() for k in keys), lines, strict=True))
+                    else:
+                        self._lines = {_key_of(line, self._table, self._where): line for line in lines}
+                    self._body = None
         return self._lines
 
     def _line(self, key: str) -> bytes | None:
-        if self._lines is not None:
-            return self._lines.get(key)
-        body = self._body
+        body = self._body  # read once: another thread may index it meanwhile (then this is None)
+        if body is None:
+            return self._lines.get(key)  # type: ignore[union-attr]
         needle = b"\n" + orjson.dumps(key) + b":"
         start = body.find(needle)  # type: ignore[union-attr]
         if start < 0:
