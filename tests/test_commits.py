@@ -372,6 +372,20 @@ def test_lost_tables_files_manifest_and_blobs_are_errors_not_an_empty_project(pr
         pml.Project.open(root)
 
 
+def test_a_lost_manifest_is_rebuilt_by_repair(project, seg):
+    exs = _labeled(project, seg, n=4)
+    project.delete_example(exs[0])
+    labels = {ex.id: project.label(ex) for ex in exs[1:]}
+    os.unlink(project.path / "patientml.json")
+    with pytest.raises(pml.StoreError, match="manifest is gone"):
+        pml.Project.open(project.path)
+    report = repair(project.path)
+    assert report.ok and "repaired" in str(report)
+    fixed = pml.Project.open(project.path)
+    assert {ex.id: fixed.label(ex) for ex in exs[1:]} == labels and len(fixed.examples(seg)) == 3
+    assert fixed.submit_label(exs[1], mask=np.zeros((8, 8), np.uint8)).version == labels[exs[1].id].version + 1
+
+
 def test_a_missing_blob_is_an_error_and_check_names_it(project, seg):
     (ex, *_) = _labeled(project, seg, n=2)
     project._store.blobs.path(project.label(ex).mask_ref).unlink()

@@ -60,7 +60,10 @@ class CheckReport:
         return not self.problems and not self.lost
 
     def __str__(self) -> str:
-        lines = [f"{self.root}: " + ("no problems" if not self.problems else f"{len(self.problems)} problem(s)")]
+        state = f"{len(self.problems)} problem(s)" if self.problems else "no problems"
+        if self.repaired or self.lost:
+            state = "repaired" + (f"; {len(self.problems)} problem(s) remain" if self.problems else "")
+        lines = [f"{self.root}: {state}"]
         for title, items in (("problem", self.problems), ("repaired", self.repaired), ("NOT restored", self.lost)):
             lines += [f"  {title}: {item}" for item in items]
         lines += [f"  note: {item}" for item in self.notes]
