@@ -310,6 +310,9 @@ class Project:
                 self._store.delete("labels", ex["id"])
             for run in [r for r in self._store.records("runs") if r["model_id"] == record["id"]]:
                 self._store.delete("runs", run["id"])
+            for key, cached in list(self._store.mapping("predictions").items()):
+                if cached["model_id"] == record["id"]:
+                    self._store.delete("predictions", key)
             self._store.delete("models", record["id"])
             self._store.log(
                 {
@@ -812,6 +815,9 @@ class Project:
             )
             self._store.delete("examples", record["id"])
             self._store.delete("labels", record["id"])
+            for run in self._store.records("runs"):
+                if run["model_id"] == record["model_id"]:
+                    self._store.delete("predictions", f"{run['id']}:{record['id']}")
             self._emit(Change("example_deleted", model_id=record["model_id"], example_ids=(record["id"],)))
 
     def image(self, example: ExampleRef) -> np.ndarray:

@@ -660,3 +660,19 @@ def test_random_sigkills_over_mixed_calls_lose_nothing_acknowledged_and_tear_not
             if model_id in models:
                 assert "b" not in [c["name"] for c in models[model_id]["classes"]]
     assert sum(len(v) for v in acked.values()) > trials  # the kills landed in streams of writes
+
+
+def test_deleting_an_example_or_a_model_takes_its_cached_predictions(project, seg):
+    exs = _labeled(project, seg, n=3)
+    run = project.create_run(seg)
+    store = project._store
+    with store.transaction():  # as predict() caches them
+        for ex in exs:
+            store.put("predictions", f"{run.id}:{ex.id}", {"run_id": run.id, "example_id": ex.id, "model_id": seg.id})
+    project.delete_example(exs[0])
+    assert store.get("predictions", f"{run.id}:{exs[0].id}") is None
+    assert store.get("predictions", f"{run.id}:{exs[1].id}") is not None
+    _assert_sound(project.path)
+    project.delete_model(seg)
+    assert store.mapping("predictions") == {}
+    _assert_sound(project.path)

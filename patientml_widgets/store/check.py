@@ -263,9 +263,7 @@ def _check_references(root: Path, state: _State, report: CheckReport) -> None:
         if p["run_id"] not in runs or p.get("example_id") not in examples
     ]
     if stale:
-        report.notes.append(
-            f"{len(stale)} cached predictions refer to runs or examples that are gone (repair removes them)"
-        )
+        report.problems.append(f"{len(stale)} cached prediction(s) refer to runs or examples that are gone")
 
 
 def _check_leftovers(root: Path, state: _State, report: CheckReport) -> None:
