@@ -670,8 +670,9 @@ class Project:
         subjects, splits, and each label's status and author. A plain COCO folder
         (``annotations.json`` with RLE or polygon annotations) becomes a segmentation model
         named after the folder, category ids as class indices and 0 as the background.
-        The report's ``model`` is the new model. The import is one commit: a bad file, a full disk
-        or a kill leaves no part of it (other processes' writes wait until it is done).
+        The report's ``model`` is the new model. Unreadable files are skipped and reported, as in
+        :meth:`add_folder`; the rest is one commit: a full disk or a kill leaves no part of it
+        (other processes' writes wait until it is done).
         """
         from . import exports
 
@@ -1072,36 +1073,38 @@ class Project:
         from .training.search import validate_space
         from .training.spec import parse_budget
 
-        record = self._model_record(model)
-        config = copy.deepcopy(record.get("training") or {})
-        updates = {
-            "hyperparameters": hyperparameters,
-            "search_space": validate_space(search_space) if search_space is not None else None,
-            "max_trials": max_trials,
-            "objective": objective,
-            "direction": direction,
-            "min_margin": min_margin,
-            "auto_deploy": auto_deploy,
-            "model_code": model_code,
-            "budget_s": None if budget is None else parse_budget(budget),
-        }
-        kind = "multi-label classification" if record.get("multi_label") else record["problem_type"]
-        if objective is not None and objective not in _OBJECTIVES[kind]:
-            raise ValidationError(f"objective {objective!r} is not a {kind} metric ({', '.join(_OBJECTIVES[kind])})")
-        if objective is not None and direction is None:
-            updates["direction"] = "min" if objective == "loss" else "max"  # lower loss is better
-        if direction is not None and direction not in ("max", "min"):
-            raise ValidationError("direction is 'max' (higher is better) or 'min'")
-        if max_trials is not None and int(max_trials) < 1:
-            raise ValidationError("max_trials must be at least 1")
-        if model_code and self._read().get("code", model_code) is None:
-            raise NotFoundError(f"no registered model code {model_code!r}; register_model_code() it first")
-        config.update({k: v for k, v in updates.items() if v is not None})
-        if hyperparameters is not None and not config.get("model_code"):
-            from .training.spec import TrainSpec
+        with self._write():  # read and change in one commit: two kernels configuring lose nothing
+            record = self._model_record(model)
+            config = copy.deepcopy(record.get("training") or {})
+            updates = {
+                "hyperparameters": hyperparameters,
+                "search_space": validate_space(search_space) if search_space is not None else None,
+                "max_trials": max_trials,
+                "objective": objective,
+                "direction": direction,
+                "min_margin": min_margin,
+                "auto_deploy": auto_deploy,
+                "model_code": model_code,
+                "budget_s": None if budget is None else parse_budget(budget),
+            }
+            kind = "multi-label classification" if record.get("multi_label") else record["problem_type"]
+            if objective is not None and objective not in _OBJECTIVES[kind]:
+                metrics = ", ".join(_OBJECTIVES[kind])
+                raise ValidationError(f"objective {objective!r} is not a {kind} metric ({metrics})")
+            if objective is not None and direction is None:
+                updates["direction"] = "min" if objective == "loss" else "max"  # lower loss is better
+            if direction is not None and direction not in ("max", "min"):
+                raise ValidationError("direction is 'max' (higher is better) or 'min'")
+            if max_trials is not None and int(max_trials) < 1:
+                raise ValidationError("max_trials must be at least 1")
+            if model_code and self._read().get("code", model_code) is None:
+                raise NotFoundError(f"no registered model code {model_code!r}; register_model_code() it first")
+            config.update({k: v for k, v in updates.items() if v is not None})
+            if hyperparameters is not None and not config.get("model_code"):
+                from .training.spec import TrainSpec
 
-            TrainSpec.build(record["problem_type"], hyperparameters, num_classes=len(record["classes"]))
-        return self._update_model(record, training=config)
+                TrainSpec.build(record["problem_type"], hyperparameters, num_classes=len(record["classes"]))
+            return self._update_model(record, training=config)
 
     def set_retrain_policy(self, model: ModelRef, *, after_labels: int | None) -> Model:
         """Start a run by itself once ``after_labels`` new labels were submitted since the last run.

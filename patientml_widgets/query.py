@@ -47,16 +47,22 @@ class ColumnCache:
     """Columns derived from shard files, kept in ``.cache/`` next to them.
 
     Shard files never change once written, so the columns of a file never go stale: a
-    project opened again loads them instead of parsing every record. Best effort: a
-    read-only folder or a damaged cache file only means the columns are computed.
+    project opened again loads them instead of parsing every record. Entries are named
+    by the file and its size and modification time (``labels-07.42.json@1234-<ns>``), so
+    a file damaged after it was written is read again (and its damage reported). Best
+    effort: a read-only folder or a damaged cache file only means the columns are computed.
     """
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, tables: Path) -> None:
+        self.folder, self._tables = folder, tables
+
+    def _stamped(self, file: str) -> str:
+        st = os.stat(self._tables / file)
+        return f"{file}@{st.st_size}-{st.st_mtime_ns}"
 
     def _path(self, name: str, ex_file: str, lab_file: str | None) -> Path:
-        label_part = (lab_file or "-") if name in _LABEL_COLUMNS else "x"
-        return self.folder / ex_file / f"{label_part}.{name}.npy"
+        label_part = (self._stamped(lab_file) if lab_file else "-") if name in _LABEL_COLUMNS else "x"
+        return self.folder / self._stamped(ex_file) / f"{label_part}.{name}.npy"
 
     def load(self, name: str, ex_file: str, lab_file: str | None, rows: int | None) -> np.ndarray | None:
         try:
@@ -68,7 +74,10 @@ class ColumnCache:
         return column
 
     def save(self, name: str, ex_file: str, lab_file: str | None, column: np.ndarray) -> None:
-        path = self._path(name, ex_file, lab_file)
+        try:
+            path = self._path(name, ex_file, lab_file)
+        except OSError:
+            return
         buf = io.BytesIO()
         np.save(buf, column, allow_pickle=False)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -131,7 +140,7 @@ class ExampleIndex:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._cache = ColumnCache(store.root / CACHE)
+        self._cache = ColumnCache(store.root / CACHE, store.root / "tables")
         self._blocks: dict[int, _Block] = {}
         self._merged: dict[str, tuple[tuple, np.ndarray]] = {}
 

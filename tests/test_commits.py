@@ -19,6 +19,7 @@ import time
 import traceback
 
 import numpy as np
+import orjson
 import pytest
 from helpers import image, tree_digest
 from PIL import Image
@@ -432,6 +433,7 @@ def test_orphans_from_older_versions_are_found_and_removed(project, seg):
     exs = _labeled(project, seg, n=3)
     store = project._store
     with store.transaction():  # as a torn delete_example of schema 1 left it: the label without its example
+        store.log({"time": "t", "actor": "x", "action": "delete_example", "example_id": exs[0].id, "model_id": seg.id})
         store.delete("examples", exs[0].id)
     report = check(project.path)
     assert any("has no example" in p for p in report.problems)
@@ -676,3 +678,129 @@ def test_deleting_an_example_or_a_model_takes_its_cached_predictions(project, se
     project.delete_model(seg)
     assert store.mapping("predictions") == {}
     _assert_sound(project.path)
+
+
+# -- found by an adversarial pass ------------------------------------------------------------
+
+
+def test_a_refused_write_on_a_stale_view_never_cuts_another_kernels_audit(project, seg):
+    exs = _labeled(project, seg, n=2)
+    stale = pml.Project.open(project.path)
+    stale.models()
+    other = pml.Project.open(project.path)
+    other.submit_label(exs[0], mask=np.zeros((8, 8), np.uint8))
+    size = os.path.getsize(project.path / "audit.jsonl")
+    manifest = (project.path / "patientml.json").read_bytes()
+    (project.path / "patientml.json").write_bytes(b'{"schema_ver')
+    with pytest.raises(pml.StoreError):
+        stale.create_model("Other", problem_type="classification", classes=["x", "y"])
+    assert os.path.getsize(project.path / "audit.jsonl") == size
+    (project.path / "patientml.json").write_bytes(manifest)
+    assert pml.Project.open(project.path).label(exs[0]).version == 2
+
+
+def test_vacuum_inside_a_batch_is_refused(project, seg):
+    ex = project.add_example(seg, image(8, 8))
+    with pytest.raises(pml.StoreError, match="inside a batch"), project.batch():
+        project.delete_example(ex)
+        project.vacuum()
+    assert project.image(ex).shape == (8, 8)
+
+
+def test_two_kernels_configuring_training_lose_nothing(project, seg):
+    a, b = pml.Project.open(project.path), pml.Project.open(project.path)
+    a.models(), b.models()
+    a.configure_training(seg, max_trials=3)
+    b.configure_training(seg, min_margin=0.01)
+    training = pml.Project.open(project.path).model(seg).training
+    assert training["max_trials"] == 3 and training["min_margin"] == 0.01
+
+
+def test_readers_in_other_threads_never_see_a_batch_that_is_rolled_back(project, seg):
+    import threading
+
+    project.add_examples(seg, [image(8, 8, seed=i) for i in range(4)])
+    seen, errors, stop = set(), [], threading.Event()
+
+    def read():
+        while not stop.is_set():
+            try:
+                seen.add(len(project.examples(seg)))
+            except Exception as e:
+                errors.append(e)
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for t in readers:
+        t.start()
+    for i in range(30):
+        with pytest.raises(RuntimeError), project.batch():
+            project.add_examples(seg, [image(8, 8, seed=100 + i)])
+            time.sleep(0.002)
+            raise RuntimeError
+    stop.set()
+    for t in readers:
+        t.join()
+    assert seen == {4} and not errors
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda r: {**r, "status": 5},
+        lambda r: {k: v for k, v in r.items() if k != "updated"},
+        lambda r: {**r, "version": "1"},
+        lambda r: {**r, "mask_ref": "garbage"},
+        lambda r: {**r, "example_id": "someone-else"},
+    ],
+)
+def test_a_label_record_of_the_wrong_shape_is_damage_named_by_check(project, seg, edit):
+    (ex, *_) = _labeled(project, seg, n=2)
+    path = _file_of(project, "labels", ex.id)
+    doc = orjson.loads(path.read_bytes())
+    doc["labels"][ex.id] = edit(doc["labels"][ex.id])
+    path.write_bytes(orjson.dumps(doc))
+    with pytest.raises(pml.StoreError, match=path.name):
+        pml.Project.open(project.path).status_counts(seg)
+    assert any(path.name in p for p in check(project.path).problems)
+    assert repair(project.path).ok
+    assert pml.Project.open(project.path).label(ex).status == "submitted"
+
+
+def test_labels_missing_from_a_readable_shard_are_found_and_restored(project, seg):
+    exs = _labeled(project, seg, n=3)
+    path = _file_of(project, "labels", exs[0].id)
+    doc = orjson.loads(path.read_bytes())
+    del doc["labels"][exs[0].id]
+    path.write_bytes(orjson.dumps(doc))
+    assert any("missing from tables/" in p for p in check(project.path).problems)
+    assert repair(project.path).ok
+    assert pml.Project.open(project.path).label(exs[0]).version == project.label(exs[0]).version
+
+
+def test_a_hand_edited_shard_that_is_still_valid_json_reads(project, seg):
+    import json
+
+    (ex, _other) = project.add_examples(seg, [image(8, 8, seed=1), image(8, 8, seed=2)])
+    path = _file_of(project, "examples", ex.id)
+    doc = orjson.loads(path.read_bytes())
+    path.write_text(json.dumps(doc, indent=2))  # pretty-printed, as a person would
+    fresh = pml.Project.open(project.path)
+    assert fresh.example(ex.id).id == ex.id and len(fresh.examples(seg)) == 2
+    assert check(project.path).problems == []
+
+
+def test_a_project_migrated_under_an_old_kernel_refuses_that_kernels_writes(tmp_path):
+    import orjson as _orjson
+
+    p = pml.Project.open(tmp_path / "p")
+    p.create_model("Seg", problem_type="segmentation", classes=["bg", "fg"])
+    root = p.path
+    files = _orjson.loads((root / "patientml.json").read_bytes())["files"]
+    for name, file in files.items():
+        os.replace(root / "tables" / file, root / "tables" / f"{name}.json")
+    (root / "patientml.json").write_bytes(b'{"schema_version": 1}')
+    pml.Project.open(root)
+    legacy = root / "tables" / "labels-00.json"
+    assert legacy.is_dir() and "Upgrade" in (legacy / "UPGRADED").read_text()
+    with pytest.raises(IsADirectoryError):  # what the old version's os.replace(tmp, legacy) then meets
+        os.replace(root / "patientml.json", legacy)

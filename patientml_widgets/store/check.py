@@ -24,11 +24,13 @@ from filelock import FileLock
 
 from ..errors import StoreError
 from .audit import encode_events
-from .blobs import BlobStore
+from .blobs import BlobStore, is_blob_ref
 from .files import atomic_write, fsync_dir, write_new
 from .storage import Records, decode_shard, encode_shard
 from .store import (
+    _AUDIT_FILE,
     _COMMIT_FILE,
+    AUDIT,
     MANIFEST,
     SCHEMA_VERSION,
     TABLES,
@@ -121,7 +123,8 @@ def _read(root: Path, report: CheckReport) -> _State:
             damaged[name] = str(e).split(". Run `python -m")[0]
     for what in damaged.values():
         report.problems.append(what)
-    raw = (root / "audit.jsonl").read_bytes() if (root / "audit.jsonl").exists() else b""
+    audit_path = root / (manifest.get("audit", AUDIT) if manifest else _newest_audit(root))
+    raw = audit_path.read_bytes() if audit_path.exists() else b""
     committed = manifest["audit_bytes"] if manifest else raw.rfind(b"\n") + 1
     cut = len(raw) < committed or (committed and not raw[:committed].endswith(b"\n"))
     if cut:
@@ -146,8 +149,14 @@ def _read(root: Path, report: CheckReport) -> _State:
         else:
             bad.append(number)
     if bad:
-        report.problems.append(f"{root / 'audit.jsonl'}: line(s) {_few(bad)} are damaged (not JSON events)")
+        report.problems.append(f"{audit_path}: line(s) {_few(bad)} are damaged (not JSON events)")
     return _State(manifest, shards, damaged, events, lines, bad, bool(cut))
+
+
+def _newest_audit(root: Path) -> str:
+    """For a lost manifest: the audit trail the last repair wrote, else audit.jsonl."""
+    names = [p.name for p in root.glob("audit*.jsonl") if _AUDIT_FILE.match(p.name)]
+    return max(names, key=lambda n: int(n.split(".")[1]) if n.count(".") == 2 else -1, default=AUDIT)
 
 
 def _newest_files(root: Path) -> dict[str, str]:
@@ -172,19 +181,45 @@ def _few(items: list[Any], n: int = 8) -> str:
     return shown + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
-def _label_history(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+_LABEL_EVENT = {
+    "example_id": lambda v: isinstance(v, str),
+    "model_id": lambda v: isinstance(v, str),
+    "version": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+    "status": lambda v: v in ("draft", "submitted", "deleted"),
+    "time": lambda v: isinstance(v, str),
+}
+
+
+@dataclass
+class _Trail:
+    """What the audit trail proves about labels and deletions."""
+
+    labels: dict[str, list[dict[str, Any]]]  # example id -> label events by version
+    deleted_examples: set[str]
+    deleted_models: set[str]
+    unusable: int  # label events that lack what a label needs
+
+
+def _label_history(events: list[dict[str, Any]]) -> _Trail:
     """Label events by example, by version (a retried version replaces an uncommitted one)."""
     out: dict[str, dict[int, dict[str, Any]]] = {}
+    deleted_examples: set[str] = set()
+    deleted_models: set[str] = set()
+    unusable = 0
     for e in events:
-        if (
-            e.get("action") in LABEL_ACTIONS
-            and isinstance(e.get("example_id"), str)
-            and isinstance(e.get("version"), int)
-        ):
-            out.setdefault(e["example_id"], {})[e["version"]] = e
-        elif e.get("action") == "delete_example" and isinstance(e.get("example_id"), str):
+        action = e.get("action")
+        if action in LABEL_ACTIONS:
+            if all(k in e and ok(e[k]) for k, ok in _LABEL_EVENT.items()):
+                out.setdefault(e["example_id"], {})[e["version"]] = e
+            else:
+                unusable += 1
+        elif action == "delete_example" and isinstance(e.get("example_id"), str):
             out.pop(e["example_id"], None)
-    return {k: [v[n] for n in sorted(v)] for k, v in out.items()}
+            deleted_examples.add(e["example_id"])
+        elif action == "delete_model" and isinstance(e.get("model_id"), str):
+            deleted_models.add(e["model_id"])
+    labels = {k: [v[n] for n in sorted(v)] for k, v in out.items()}
+    return _Trail(labels, deleted_examples, deleted_models, unusable)
 
 
 def label_from_event(event: dict[str, Any], history: list[dict[str, Any]], problem_type: str | None) -> dict[str, Any]:
@@ -202,11 +237,11 @@ def label_from_event(event: dict[str, Any], history: list[dict[str, Any]], probl
         "model_id": event["model_id"],
         "kind": kind,
         "status": event["status"],
-        "classes": list(event.get("classes") or []),
-        "mask_ref": event.get("mask_ref"),
+        "classes": [c for c in event.get("classes") or [] if isinstance(c, int)],
+        "mask_ref": event.get("mask_ref") if is_blob_ref(event.get("mask_ref")) else None,
         "author": event.get("actor"),
         "time_spent": event.get("time_spent"),
-        "source": event.get("source", "human"),
+        "source": str(event.get("source", "human")),
         "version": event["version"],
         "created": created,
         "updated": event["time"],
@@ -243,9 +278,17 @@ def _check_references(root: Path, state: _State, report: CheckReport) -> None:
                 lost(f"example {ex['id']}: its file {blobs.path(ref)} is missing")
     for key, label in labels.items():
         if key not in examples and shard_name("examples", shard_of("examples", key)) not in state.damaged:
-            report.problems.append(f"the label of example {key} has no example (it was deleted)")
+            report.problems.append(f"the label of example {key} has no example record")
         if label.get("mask_ref") and not blobs.exists(label["mask_ref"]):
             report.problems.append(f"the mask of example {key} (v{label['version']}) is missing")
+    trail = _label_history(state.events)
+    for example_id, events in trail.labels.items():
+        name = shard_name("labels", shard_of("labels", example_id))
+        if example_id in examples and name not in state.damaged and example_id not in labels:
+            report.problems.append(
+                f"the label of example {example_id} (v{events[-1]['version']} in the audit trail) is missing "
+                f"from tables/{name}"
+            )
     for run in runs.values():
         if run["model_id"] not in models and "models" not in state.damaged:
             lost(f"run {run['id']} belongs to model {run['model_id']}, which is gone")
@@ -306,9 +349,9 @@ def repair(root: str | os.PathLike) -> CheckReport:
 def _repair(root: Path, state: _State, report: CheckReport, backup: Path) -> None:
     blobs = BlobStore(root / "blobs", root / TMP)
     backup.mkdir(parents=True, exist_ok=True)
-    for name in ("audit.jsonl", MANIFEST):
-        if (root / name).exists():
-            shutil.copy2(root / name, backup / name)
+    for path in [*root.glob("audit*.jsonl"), root / MANIFEST]:
+        if path.exists():
+            shutil.copy2(path, backup / path.name)
     for name in state.damaged:
         file = (state.manifest["files"] if state.manifest else {}).get(name)
         if file and (root / "tables" / file).exists():
@@ -317,7 +360,8 @@ def _repair(root: Path, state: _State, report: CheckReport, backup: Path) -> Non
     changed: set[str] = set()
     events = list(state.events)
     new_events: list[dict[str, Any]] = []
-    history = _label_history(events)
+    trail_ = _label_history(events)
+    history = trail_.labels
     models = state.table("models")
     problem_type = {m["id"]: m["problem_type"] for m in models.values()}
 
@@ -325,7 +369,7 @@ def _repair(root: Path, state: _State, report: CheckReport, backup: Path) -> Non
         report.repaired.append(f"{MANIFEST} rebuilt from the newest readable shard files")
     if state.audit_bad or state.audit_cut:
         report.lost.append(
-            f"audit.jsonl: {len(state.audit_bad)} unreadable line(s) removed"
+            f"the audit trail: {len(state.audit_bad)} unreadable line(s) removed"
             + (", and the end of the trail was cut" if state.audit_cut else "")
             + f" (the old file is in {backup})"
         )
@@ -343,6 +387,8 @@ def _repair(root: Path, state: _State, report: CheckReport, backup: Path) -> Non
                 f"tables/{name}: its {table} records cannot be rebuilt (the audit trail does not hold them){extra}; "
                 f"restore the file from a backup (a copy is in {backup})"
             )
+    if trail_.unusable:
+        report.lost.append(f"{trail_.unusable} label event(s) in the audit trail lack what a label needs; not used")
     examples = {k: v for name, recs in shards.items() if name.startswith("examples") for k, v in recs.items()}
     for name in [n for n in state.damaged if n.startswith("labels")]:
         restored = orphaned = 0
@@ -360,6 +406,16 @@ def _repair(root: Path, state: _State, report: CheckReport, backup: Path) -> Non
             report.lost.append(
                 f"tables/{name}: {orphaned} label(s) of examples whose records were lost are not restored"
             )
+    # labels missing from a shard that reads well, while the audit trail holds them
+    for example_id, trail in history.items():
+        name = shard_name("labels", shard_of("labels", example_id))
+        if example_id in examples and name not in state.damaged and example_id not in shards.get(name, {}):
+            last = trail[-1]
+            shards.setdefault(name, {})[example_id] = label_from_event(last, trail, problem_type.get(last["model_id"]))
+            changed.add(name)
+            report.repaired.append(
+                f"the label of example {example_id} (v{last['version']}) restored from the audit trail"
+            )
 
     # records in the wrong shard, labels without examples, stale predictions
     for table, name in _names():
@@ -374,9 +430,14 @@ def _repair(root: Path, state: _State, report: CheckReport, backup: Path) -> Non
         for key in [k for k in shards[name] if k not in examples]:
             if shard_name("examples", shard_of("examples", key)) in state.damaged:
                 continue
-            del shards[name][key]
-            changed.add(name)
-            report.repaired.append(f"the label of deleted example {key} removed (its history stays in the audit trail)")
+            if key in trail_.deleted_examples or shards[name][key]["model_id"] in trail_.deleted_models:
+                del shards[name][key]
+                changed.add(name)
+                report.repaired.append(
+                    f"the label of deleted example {key} removed (its history stays in the audit trail)"
+                )
+            else:  # its example was lost, not deleted: keep the label for when the record comes back
+                report.lost.append(f"example {key} is gone without a deletion in the audit trail (its record was lost)")
     for name in [n for n in shards if n.startswith("predictions")]:
         stale = [k for k, p in shards[name].items() if p["run_id"] not in runs or p.get("example_id") not in examples]
         for key in stale:
@@ -438,11 +499,14 @@ def _commit(root: Path, state: _State, shards, changed: set[str], new_events: li
         files[name] = file
     fsync_dir(root / "tables")
     audit = b"".join(state.audit_lines) + encode_events(new_events)
-    atomic_write(root / "audit.jsonl", audit, tmp_dir=root / TMP)
+    audit_name = f"audit.{number}.jsonl"  # a new file: a kill before the manifest leaves the old trail in use
+    write_new(root / audit_name, audit)
+    fsync_dir(root)
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "created": (old or {}).get("created") or now(),
         "commit": number,
+        "audit": audit_name,
         "audit_bytes": len(audit),
         "files": files,
         "retired": [],

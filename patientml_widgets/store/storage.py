@@ -23,19 +23,67 @@ from tinydb.storages import Storage
 from tinydb.table import Table
 
 from ..errors import StoreError, repair_hint
+from .blobs import is_blob_ref
 
-__all__ = ["REQUIRED", "Records", "StrIdTable", "decode_shard", "encode_shard", "load_shard", "open_tinydb"]
+__all__ = ["SCHEMA", "Records", "StrIdTable", "decode_shard", "encode_shard", "load_shard", "open_tinydb"]
 
-#: the fields every record of a table has (a record without them is damage, not data)
-REQUIRED: dict[str, tuple[str, ...]] = {
-    "models": ("id", "name", "problem_type", "classes"),
-    "subjects": ("id",),
-    "runs": ("id", "model_id", "status"),
-    "code": ("name", "source_ref"),
-    "examples": ("id", "model_id", "image_ref", "width", "height", "split"),
-    "labels": ("example_id", "model_id", "status", "version"),
-    "predictions": ("run_id", "model_id"),
-}
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _text_or_none(v: Any) -> bool:
+    return v is None or isinstance(v, str)
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _ref(v: Any) -> bool:
+    return is_blob_ref(v)
+
+
+def _ref_or_none(v: Any) -> bool:
+    return v is None or is_blob_ref(v)
+
+
+def _indices(v: Any) -> bool:
+    return isinstance(v, list) and all(_count(c) for c in v)
+
+
+def _classes(v: Any) -> bool:
+    return isinstance(v, list) and all(
+        isinstance(c, dict) and _count(c.get("index")) and _text(c.get("name")) for c in v
+    )
+
+
+def _one_of(*values: str):
+    return lambda v: v in values
+
+
+#: what every record of a table holds (a record without it is damage, not data): field -> check
+SCHEMA: dict[str, dict[str, Any]] = {
+    "models": {
+        "id": _text, "name": _text, "problem_type": _one_of("classification", "segmentation"),
+        "classes": _classes, "created": _text,
+    },
+    "subjects": {"id": _text},
+    "runs": {"id": _text, "model_id": _text, "status": _text},
+    "code": {"name": _text, "source_ref": _ref},
+    "examples": {
+        "id": _text, "model_id": _text, "subject_id": _text_or_none, "split": _one_of("train", "val", "test"),
+        "width": _count, "height": _count, "image_ref": _ref, "thumbnail_ref": _ref,
+        "source": lambda v: isinstance(v, dict), "created": _text,
+    },
+    "labels": {
+        "example_id": _text, "model_id": _text, "status": _one_of("draft", "submitted", "deleted"),
+        "version": _count, "classes": _indices, "mask_ref": _ref_or_none, "updated": _text,
+    },
+    "predictions": {"run_id": _text, "model_id": _text},
+}  # fmt: skip
+#: the field that repeats a record's id
+KEY_FIELD = {"models": "id", "subjects": "id", "runs": "id", "code": "name", "examples": "id", "labels": "example_id"}
 
 
 def _hint(where: Path | str) -> str:
@@ -43,11 +91,15 @@ def _hint(where: Path | str) -> str:
 
 
 def _check_record(table: str, key: str, record: Any, where: Path | str) -> dict[str, Any]:
-    required = REQUIRED.get(table, ())
-    if not isinstance(record, dict) or any(k not in record for k in required):
-        raise StoreError(
-            f"{where}: record {key!r} is not a {table} record (it lacks {', '.join(required)}){_hint(where)}"
-        )
+    if not isinstance(record, dict):
+        raise StoreError(f"{where}: record {key!r} is not a {table} record{_hint(where)}")
+    for name, valid in SCHEMA.get(table, {}).items():
+        if name not in record or not valid(record[name]):
+            what = "lacks" if name not in record else f"has a bad {name!r} ({record[name]!r:.40}) - it lacks"
+            raise StoreError(f"{where}: {table} record {key!r} {what} a valid {name!r}{_hint(where)}")
+    field = KEY_FIELD.get(table)
+    if field is not None and record[field] != key:
+        raise StoreError(f"{where}: {table} record {key!r} says its id is {record[field]!r}{_hint(where)}")
     return record
 
 
@@ -59,9 +111,9 @@ def decode_shard(raw: bytes, table: str, where: Path | str) -> dict[str, dict[st
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         raise StoreError(f"{where} is not valid JSON ({e}){_hint(where)}") from None
-    if not isinstance(data, dict) or not isinstance(data.get(table, {}), dict):
+    if not isinstance(data, dict) or list(data) != [table] or not isinstance(data[table], dict):
         raise StoreError(f"{where} does not hold a TinyDB document of {table} records{_hint(where)}")
-    records = data.get(table, {})
+    records = data[table]
     for key, record in records.items():
         _check_record(table, key, record, where)
     return records
@@ -129,6 +181,13 @@ class Records(MutableMapping):
         out._parsed = dict(records)
         return out
 
+    def copy(self) -> Records:
+        """A copy to change (a transaction changes a copy, so that readers keep the committed records)."""
+        out = Records(self._table, self._where, self._body)
+        out._lines = None if self._lines is None else dict(self._lines)
+        out._parsed = dict(self._parsed)
+        return out
+
     def _index(self) -> dict[str, bytes | None]:
         if self._lines is None:
             with _INDEXING:  # one thread builds it; the others then use it
@@ -136,10 +195,15 @@ class Records(MutableMapping):
                     body = self._body
                     lines = body[1:-1].split(b",\n")  # type: ignore[index]
                     keys = _KEYS.findall(body)  # type: ignore[arg-type]
-                    if len(keys) == len(lines):  # every id plain (no escapes): read in one pass
-                        self._lines = dict(zip((k.decode() for k in keys), lines, strict=True))
-                    else:
-                        self._lines = {_key_of(line, self._table, self._where): line for line in lines}
+                    try:
+                        if len(keys) == len(lines):  # every id plain (no escapes): read in one pass
+                            self._lines = dict(zip((k.decode() for k in keys), lines, strict=True))
+                        else:
+                            self._lines = {_key_of(line, self._table, self._where): line for line in lines}
+                    except StoreError:  # not one record per line (edited by hand): read it as a document
+                        raw = b"{" + orjson.dumps(self._table) + b":{" + body + b"}}"  # type: ignore[operator]
+                        self._parsed = decode_shard(raw, self._table, self._where)
+                        self._lines = dict.fromkeys(self._parsed)
                     self._body = None
         return self._lines
 
@@ -149,8 +213,8 @@ class Records(MutableMapping):
             return self._lines.get(key)  # type: ignore[union-attr]
         needle = b"\n" + orjson.dumps(key) + b":"
         start = body.find(needle)  # type: ignore[union-attr]
-        if start < 0:
-            return None
+        if start < 0:  # not there, or on a line edited by hand: the index knows
+            return self._index().get(key)
         end = body.find(b",\n", start + len(needle))  # type: ignore[union-attr]
         return body[start + 1 : end if end >= 0 else len(body) - 1]  # type: ignore[index]
 
@@ -158,9 +222,18 @@ class Records(MutableMapping):
         record = self._parsed.get(key)
         if record is None:
             line = self._line(key)
+            record = self._parsed.get(key)  # the index may have read the whole document
+            if record is not None:
+                return record
             if line is None:
                 raise KeyError(key)
-            parsed_key, record = _parse_line(line, self._table, self._where)
+            try:
+                parsed_key, record = _parse_line(line, self._table, self._where)
+            except StoreError:
+                if self._body is None:
+                    raise
+                self._index()  # not one record per line after all (edited by hand): read the whole document
+                return self[key]
             if parsed_key != key:
                 raise StoreError(
                     f"{self._where}: record {key!r} is damaged (it reads as {parsed_key!r}){_hint(self._where)}"

@@ -58,6 +58,7 @@ __all__ = ["SCHEMA_VERSION", "TABLES", "Store", "VacuumReport", "now", "shard_na
 SCHEMA_VERSION = 2
 MANIFEST = "patientml.json"
 TMP = ".tmp"
+AUDIT = "audit.jsonl"
 #: derived data kept next to the shard files it comes from (query columns); safe to delete
 CACHE = ".cache"
 #: scratch folders of zip imports (inside the project: patient data goes nowhere else)
@@ -78,6 +79,11 @@ TABLES: dict[str, int] = {
     "predictions": 32,
 }
 
+_UPGRADED = (
+    "This project was upgraded to schema 2 by a newer patientml-widgets; a kernel running an older\n"
+    "version cannot write it. Upgrade it: pip install -U patientml-widgets\n"
+)
+_AUDIT_FILE = re.compile(r"^audit(\.\d+)?\.jsonl$")
 _COMMIT_FILE = re.compile(r"^(?P<shard>[a-z]+(?:-\d\d)?)\.(?P<commit>\d+)\.json$")
 
 
@@ -111,7 +117,9 @@ def read_manifest(root: Path) -> dict[str, Any]:
     path = root / MANIFEST
     try:
         manifest = orjson.loads(path.read_bytes())
-        version = int(manifest["schema_version"])
+        version = manifest["schema_version"]
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise TypeError
     except FileNotFoundError:
         raise StoreError(f"{path} is missing: the project's manifest is gone. {repair_hint(root)}") from None
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
@@ -132,6 +140,7 @@ def _valid_manifest(m: dict[str, Any]) -> bool:
     return (
         isinstance(m.get("commit"), int)
         and isinstance(m.get("audit_bytes"), int)
+        and _AUDIT_FILE.match(m.get("audit", AUDIT)) is not None
         and m["audit_bytes"] >= 0
         and isinstance(m.get("files"), dict)
         and all(isinstance(k, str) and isinstance(v, str) and _COMMIT_FILE.match(v) for k, v in m["files"].items())
@@ -175,13 +184,14 @@ class VacuumReport:
 
 
 class _Shard:
-    __slots__ = ("data", "dirty", "file", "name", "table")
+    __slots__ = ("committed", "data", "dirty", "file", "name", "table")
 
     def __init__(self, table: str, name: str) -> None:
         self.table, self.name = table, name
         self.file: str | None = None  # the file the last seen commit names (None: empty, no file yet)
         self.data: Records | None = None  # loaded on first use
         self.dirty = False
+        self.committed: Records | None = None  # while dirty: the records as committed (readers may hold them)
 
 
 class Store:
@@ -196,7 +206,7 @@ class Store:
         if not (self.root / MANIFEST).exists():
             self._create(create)
         self.blobs = BlobStore(self.root / "blobs", self._tmp)
-        self.audit = AuditLog(self.root / "audit.jsonl")
+        self.audit = AuditLog(self.root / AUDIT)
         self._shards = {(t, s): _Shard(t, shard_name(t, s)) for t, n in TABLES.items() for s in range(n)}
         self._generation = dict.fromkeys(self._shards, 0)  # bumped whenever a shard's content may change
         self._manifest: dict[str, Any] = {"commit": None}
@@ -210,6 +220,7 @@ class Store:
         self._pending_audit: list[dict[str, Any]] = []
         self._new_blobs: list[str] = []  # blobs this transaction created (removed if it fails)
         self._written: list[Path] = []  # shard files this commit wrote (removed if it fails)
+        self._appended = False  # this commit appended to the audit trail (cut back if it fails)
         self.external_changes = 0  #: bumped each time another process's commit is picked up
         self._tidy_if_free()
 
@@ -276,8 +287,17 @@ class Store:
                 with suppress(OSError):
                     leftover.unlink()
             manifest = new_manifest(str(old.get("created") or now()))
-            manifest.update(files=files, audit_bytes=len(clean), retired=[[f"{n}.json", 0.0] for n in files])
+            manifest.update(files=files, audit_bytes=len(clean))
             atomic_write(self.root / MANIFEST, orjson.dumps(manifest), tmp_dir=self._tmp)
+            # a kernel still running schema-1 code writes tables/<shard>.json in place: make each of those
+            # names a folder, so that its next write fails loudly instead of being silently ignored
+            for table, shard in self._shards:
+                legacy = self._tables / f"{shard_name(table, shard)}.json"
+                with suppress(FileNotFoundError):
+                    legacy.unlink()
+                with suppress(FileExistsError):
+                    legacy.mkdir()
+                    (legacy / "UPGRADED").write_text(_UPGRADED)
             return manifest
 
     def _apply(self, manifest: dict[str, Any]) -> None:
@@ -286,8 +306,11 @@ class Store:
         for key, shard in self._shards.items():
             file = files.get(shard.name)
             if file != shard.file or shard.dirty:
-                shard.file, shard.data, shard.dirty = file, None, False
+                shard.file, shard.data, shard.dirty, shard.committed = file, None, False, None
                 self._generation[key] += 1
+        name = manifest.get("audit", AUDIT)
+        if self.audit.path.name != name:  # check --repair wrote the trail anew, as a new file
+            self.audit = AuditLog(self.root / name)
         self.audit.committed = manifest["audit_bytes"]
         self._manifest = manifest
 
@@ -332,6 +355,7 @@ class Store:
                 raise
             finally:
                 self._pending_audit, self._new_blobs, self._written = [], [], []
+                self._appended = False
                 self._depth = 0
                 self._doomed = False
                 self._lock.release()
@@ -364,6 +388,8 @@ class Store:
             files[shard.name] = name
         if payloads:
             fsync_dir(self._tables)
+        if audit:
+            self._appended = True
         audit_bytes = self.audit.append(audit, at=old["audit_bytes"]) if audit else old["audit_bytes"]
         keep = [r for r in retired if stamp - float(r[1]) < RETIRED_GRACE_S][-RETIRED_MAX:]
         expired = [r[0] for r in retired if r not in keep]
@@ -372,7 +398,7 @@ class Store:
         # committed: from here on nothing is taken back
         self._written, self._new_blobs = [], []
         for shard, _ in payloads:
-            shard.file, shard.dirty = files[shard.name], False
+            shard.file, shard.dirty, shard.committed = files[shard.name], False, None
         self._manifest = manifest
         self.audit.committed = audit_bytes
         for name in expired:
@@ -384,9 +410,10 @@ class Store:
         """Remove what the cache derived from a shard file that is gone."""
         cache = self.root / CACHE
         if file.startswith("examples"):
-            shutil.rmtree(cache / file, ignore_errors=True)
+            for folder in cache.glob(f"{glob.escape(file)}@*"):
+                shutil.rmtree(folder, ignore_errors=True)
         elif file.startswith("labels"):
-            for path in cache.glob(f"*/{glob.escape(file)}.*"):
+            for path in cache.glob(f"*/{glob.escape(file)}@*"):
                 with suppress(OSError):
                     path.unlink()
 
@@ -400,13 +427,14 @@ class Store:
         for path in self._written:
             with suppress(OSError):
                 os.unlink(path)
-        with suppress(OSError):
-            if os.stat(self.audit.path).st_size > self.audit.committed:
-                os.truncate(self.audit.path, self.audit.committed)
+        if self._appended:  # only what this transaction appended (never on a view that may be stale)
+            with suppress(OSError):
+                if os.stat(self.audit.path).st_size > self.audit.committed:
+                    os.truncate(self.audit.path, self.audit.committed)
         self._drop_blobs(0)
         for key, shard in self._shards.items():
-            if shard.dirty:
-                shard.data, shard.dirty = None, False
+            if shard.dirty:  # back to the records as committed
+                shard.data, shard.dirty, shard.committed = shard.committed, False, None
                 self._generation[key] += 1
 
     def _drop_blobs(self, start: int) -> None:
@@ -430,6 +458,10 @@ class Store:
                 if entry.name not in keep and entry.is_file():
                     with suppress(OSError):
                         os.unlink(entry.path)
+        for old in self.root.glob("audit*.jsonl"):  # a trail check --repair replaced
+            if old.name != self.audit.path.name and _AUDIT_FILE.match(old.name):
+                with suppress(OSError):
+                    old.unlink()
         remove_abandoned(self.root, IMPORT_PREFIX)
 
     def _tidy_if_free(self) -> None:
@@ -453,11 +485,12 @@ class Store:
         cache = self.root / CACHE
         named = set(self._manifest["files"].values()) | {r[0] for r in self._manifest["retired"]}
         for folder in cache.iterdir() if cache.is_dir() else ():
-            if folder.name not in named:
+            if folder.name.split("@")[0] not in named:
                 shutil.rmtree(folder, ignore_errors=True)
                 continue
-            for path in folder.iterdir():
-                if path.name.split(".npy")[0].rsplit(".", 1)[0] not in named | {"-", "x"}:
+            for path in folder.iterdir():  # <labels file>@<stamp>.<column>.npy, -.<column>.npy, x.<column>.npy
+                label_part = path.name.split("@")[0] if "@" in path.name else path.name.split(".")[0]
+                if label_part not in named | {"-", "x"}:
                     with suppress(OSError):
                         path.unlink()
 
@@ -531,17 +564,26 @@ class Store:
         """Insert or replace a record (committed when the transaction ends)."""
         self._require_transaction()
         key = (table, shard_of(table, record_id))
-        self._records(key)[record_id] = record
+        self._writable(key)[record_id] = record
         self._touch(key)
 
     def delete(self, table: str, record_id: str) -> None:
         self._require_transaction()
         key = (table, shard_of(table, record_id))
-        if self._records(key).pop(record_id, None) is not None:
+        if record_id in self._records(key):
+            del self._writable(key)[record_id]
             self._touch(key)
 
+    def _writable(self, key: tuple[str, int]) -> Records:
+        """The shard's records to change: a copy at the first change, so what readers hold stays as committed."""
+        shard = self._shards[key]
+        records = self._records(key)
+        if not shard.dirty:
+            shard.committed, shard.data = records, records.copy()
+            shard.dirty = True
+        return shard.data  # type: ignore[return-value]
+
     def _touch(self, key: tuple[str, int]) -> None:
-        self._shards[key].dirty = True
         self._writes += 1
         self._generation[key] += 1
 
@@ -563,6 +605,8 @@ class Store:
 
     def vacuum(self) -> VacuumReport:
         """Remove the blobs no record and no audit event refers to (every label version stays restorable)."""
+        if self._depth:
+            raise StoreError("vacuum() cannot run inside a batch (its changes are not committed yet)")
         with self.transaction():  # the lock: no blob is being written meanwhile
             keep: set[str] = set()
             for key in self._shards:
