@@ -639,7 +639,10 @@ def test_random_sigkills_over_mixed_calls_lose_nothing_acknowledged_and_tear_not
                 assert len(group) == 4, tag
         # every acknowledged call is there; only the call that was killed (unacknowledged) may have
         # committed unseen: at most one model or one example per trial goes missing without an ack
-        unexplained_models = {m for _, m, *_ in acked.get("add", []) if m not in models} - dropped
+        mentioned = {w[1] for w in acked.get("add", [])} | {
+            w[0] for w in acked.get("single", []) + acked.get("batch", [])
+        }
+        unexplained_models = {m for m in mentioned if m not in models} - dropped
         assert len(unexplained_models) <= 1
         dropped |= unexplained_models
         for tag, model_id, *ids in acked.get("add", []):
