@@ -225,10 +225,6 @@ class Store:
         self._tidy_if_free()
 
     @property
-    def meta(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "created": self._manifest.get("created")}
-
-    @property
     def commit(self) -> int:
         """The number of the last commit this store has seen."""
         return int(self._manifest["commit"])
