@@ -615,7 +615,7 @@ def test_random_sigkills_over_mixed_calls_lose_nothing_acknowledged_and_tear_not
             finally:
                 os._exit(3)
         os.close(write)
-        time.sleep(rng.uniform(0.0, 0.4))
+        time.sleep(rng.uniform(0.0, 0.25))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         with os.fdopen(read) as f:
