@@ -312,7 +312,7 @@ def _check_references(root: Path, state: _State, report: CheckReport) -> None:
 def _check_leftovers(root: Path, state: _State, report: CheckReport) -> None:
     if state.manifest is not None:
         named = set(state.manifest["files"].values()) | {r[0] for r in state.manifest["retired"]}
-        unnamed = [p.name for p in (root / "tables").glob("*") if p.name not in named]
+        unnamed = [p.name for p in (root / "tables").glob("*") if p.is_file() and p.name not in named]
         if unnamed:
             report.notes.append(f"{len(unnamed)} file(s) in tables/ no commit refers to (the next write removes them)")
     scratch = [p.name for p in root.glob(".import-*")] + [p.name for p in (root / TMP).glob("*")]
