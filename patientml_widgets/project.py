@@ -604,6 +604,7 @@ class Project:
             if r["model_id"] == model_record["id"]
         }
         pending: list[dict[str, Any]] = []
+        pending_bytes = 0
         decoded: dict[Path, list] = {}
         for done, entry in enumerate(plan.entries, start=1):
             try:
@@ -618,9 +619,10 @@ class Project:
                 else:
                     known.add(key)
                     pending.append(item)
-            if len(pending) >= chunk or _blob_bytes(pending) >= IMPORT_CHUNK_BYTES:
+                    pending_bytes += sum(len(data) for data, _ in item["fields"]["_blobs"])
+            if len(pending) >= chunk or pending_bytes >= IMPORT_CHUNK_BYTES:
                 self._commit_import(model_record, pending, report)
-                pending = []
+                pending, pending_bytes = [], 0
             if progress is not None:
                 progress(done, len(plan.entries))
         if pending:
@@ -1447,10 +1449,6 @@ def _label_event(action: str, new: dict[str, Any], old: dict[str, Any] | None) -
         "time_spent": new.get("time_spent"),
         "created": new["created"],
     }
-
-
-def _blob_bytes(items: list[dict[str, Any]]) -> int:
-    return sum(len(data) for item in items for data, _ in item["fields"]["_blobs"])
 
 
 def _json_clean(value: Any, what: str) -> Any:

@@ -112,11 +112,11 @@ def new_manifest(created: str) -> dict[str, Any]:
     }
 
 
-def read_manifest(root: Path) -> dict[str, Any]:
-    """The project's manifest, checked; a StoreError (SchemaError) naming the file when it is not one."""
+def read_manifest(root: Path, raw: bytes | None = None) -> dict[str, Any]:
+    """The project's manifest (or ``raw``, its bytes), checked; a StoreError naming the file when it is not one."""
     path = root / MANIFEST
     try:
-        manifest = orjson.loads(path.read_bytes())
+        manifest = orjson.loads(path.read_bytes() if raw is None else raw)
         version = manifest["schema_version"]
         if not isinstance(version, int) or isinstance(version, bool):
             raise TypeError
@@ -210,6 +210,7 @@ class Store:
         self._shards = {(t, s): _Shard(t, shard_name(t, s)) for t, n in TABLES.items() for s in range(n)}
         self._generation = dict.fromkeys(self._shards, 0)  # bumped whenever a shard's content may change
         self._manifest: dict[str, Any] = {"commit": None}
+        self._manifest_raw: bytes | None = None  # the manifest's bytes as last read or written
         manifest = read_manifest(self.root)
         if manifest["schema_version"] < SCHEMA_VERSION:
             manifest = self._migrate()
@@ -390,8 +391,10 @@ class Store:
         keep = [r for r in retired if stamp - float(r[1]) < RETIRED_GRACE_S][-RETIRED_MAX:]
         expired = [r[0] for r in retired if r not in keep]
         manifest = {**old, "commit": number, "files": files, "audit_bytes": audit_bytes, "retired": keep}
-        atomic_write(self.root / MANIFEST, orjson.dumps(manifest), tmp_dir=self._tmp)
+        raw = orjson.dumps(manifest)
+        atomic_write(self.root / MANIFEST, raw, tmp_dir=self._tmp)
         # committed: from here on nothing is taken back
+        self._manifest_raw = raw
         self._written, self._new_blobs = [], []
         for shard, _ in payloads:
             shard.file, shard.dirty, shard.committed = files[shard.name], False, None
@@ -495,7 +498,14 @@ class Store:
         with self._mutex:
             if self._depth:  # we hold the lock: no one else commits
                 return False
-            manifest = read_manifest(self.root)
+            try:
+                raw = (self.root / MANIFEST).read_bytes()
+            except FileNotFoundError:
+                raw = None  # read_manifest says what is wrong
+            if raw is not None and raw == self._manifest_raw:  # the common case: nothing new, nothing to parse
+                return False
+            manifest = read_manifest(self.root, raw)
+            self._manifest_raw = raw
             if manifest["commit"] == self._manifest["commit"]:
                 return False
             self._apply(manifest)
