@@ -202,6 +202,9 @@ CALLS = {
     "delete_model": lambda p: p.delete_model("m_000000"),
     "remove_class": lambda p: p.remove_class("m_000000", "spare"),
     "batch": lambda p: _mixed_batch(p),
+    "submit_label": lambda p: p.submit_label(p.examples("m_000000")[5], mask=np.ones((8, 8), np.uint8)),
+    "register_model_code": lambda p: p.register_model_code("net", "def build(in_channels, num_classes):\n    pass\n"),
+    "configure_training": lambda p: p.configure_training("m_000000", max_trials=2, budget="1 min"),
 }
 
 
@@ -272,6 +275,29 @@ def test_an_indexed_folder_import_killed_anywhere_keeps_whole_chunks_and_a_rerun
         shutil.rmtree(trial)
         if outcome == "done":
             break
+
+
+def test_vacuum_killed_at_any_file_operation_removes_only_what_nothing_refers_to(template, tmp_path):
+    base = tmp_path / "base"
+    shutil.copytree(template, base)
+    pml.Project.open(base / "study").delete_model("m_000001")  # its images are left for vacuum
+    clean = tmp_path / "clean"
+    shutil.copytree(base, clean)
+    before = state(clean / "study")
+    assert _in_child(clean / "study", lambda p: p.vacuum(), at=10**9) == "done"
+    remaining = {ref for ref, _ in pml.Project.open(clean / "study")._store.blobs.stored()}
+    for at in itertools.count(1):
+        trial = tmp_path / f"trial-{at}"
+        shutil.copytree(base, trial)
+        outcome = _in_child(trial / "study", lambda p: p.vacuum(), at)
+        assert state(trial / "study") == before
+        _assert_sound(trial / "study")  # no record lost a blob it refers to
+        _in_child(trial / "study", lambda p: p.vacuum(), at=10**9)
+        assert {ref for ref, _ in pml.Project.open(trial / "study")._store.blobs.stored()} == remaining
+        shutil.rmtree(trial)
+        if outcome == "done":
+            break
+    assert at > 3
 
 
 @pytest.mark.parametrize("name", ["add_examples", "delete_model", "batch", "import_dataset"])
