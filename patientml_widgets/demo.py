@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["DEMO_VERSION", "LESION_TYPES", "SEGMENTATION_CLASSES", "build_demo", "lesion_sample", "open_demo"]
+__all__ = ["DEMO_VERSION", "LESION_TYPES", "SEGMENTATION_CLASSES", "ensure_demo", "fill_demo", "lesion_sample"]
 
 DEMO_VERSION = 2
 SIZE = 128
@@ -83,11 +85,8 @@ def lesion_sample(index: int, size: int = SIZE) -> tuple[np.ndarray, np.ndarray,
     return np.clip(img, 0, 255).astype(np.uint8), mask, kind
 
 
-def build_demo(path: str | os.PathLike, *, n_images: int = N_IMAGES, user: str = "demo"):
-    """Build the demo project in ``path`` (which must be new or empty)."""
-    from .project import Project
-
-    project = Project.open(path, user=user)
+def fill_demo(project: Any, *, n_images: int = N_IMAGES) -> None:
+    """Fill a new, empty project (a ``Project``) with the demo's models, examples and labels."""
     seg = project.create_model(
         "Skin lesion segmentation",
         problem_type="segmentation",
@@ -126,7 +125,6 @@ def build_demo(path: str | os.PathLike, *, n_images: int = N_IMAGES, user: str =
                 project.submit_label(ex, classes=[kind], time_spent=float(4 + i % 7))
             elif i % 10 == 5:
                 project.save_label(ex, classes=[kind], time_spent=3.0)
-    return project
 
 
 def default_demo_path() -> Path:
@@ -137,14 +135,12 @@ def default_demo_path() -> Path:
     return cache / "patientml-widgets" / f"demo-v{DEMO_VERSION}"
 
 
-def open_demo(path: str | os.PathLike | None = None, *, fresh: bool = False, user: str | None = None):
-    """Open the demo project in ``path``, building it first if it is not there (or if ``fresh``).
+def ensure_demo(path: str | os.PathLike | None, build: Callable[[Path], Any], *, fresh: bool = False) -> Path:
+    """The demo project's folder, built first with ``build(folder)`` if it is not there (or if ``fresh``).
 
     The project is built in a sibling folder and moved into place when complete, so
     an interrupted build never leaves a half-made demo behind.
     """
-    from .project import Project
-
     target = Path(path) if path is not None else default_demo_path()
     if fresh and (target / "patientml.json").exists():
         shutil.rmtree(target)
@@ -153,7 +149,7 @@ def open_demo(path: str | os.PathLike | None = None, *, fresh: bool = False, use
         building = target.with_name(f".{target.name}.building-{os.getpid()}")
         shutil.rmtree(building, ignore_errors=True)
         try:
-            build_demo(building)
+            build(building)
             try:
                 building.rename(target)  # atomic; fails if another process finished first
             except OSError:
@@ -161,4 +157,4 @@ def open_demo(path: str | os.PathLike | None = None, *, fresh: bool = False, use
                     raise
         finally:
             shutil.rmtree(building, ignore_errors=True)
-    return Project.open(target, create=False, user=user)
+    return target

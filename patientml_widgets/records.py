@@ -7,15 +7,53 @@ returns. Change things through :class:`Project`, never by editing a record.
 from __future__ import annotations
 
 import copy
+import hashlib
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from .errors import NotFoundError
+import numpy as np
 
-__all__ = ["Change", "ClassInfo", "Example", "Label", "Model", "Prediction", "Run", "Subject"]
+from .errors import NotFoundError, ValidationError
+
+__all__ = [
+    "PALETTE",
+    "PROBLEM_TYPES",
+    "SPLITS",
+    "STATUSES",
+    "Change",
+    "ClassInfo",
+    "Example",
+    "Label",
+    "Model",
+    "Prediction",
+    "Run",
+    "Subject",
+    "check_class_names",
+    "class_indices",
+    "class_record",
+    "class_records",
+    "clean_name",
+    "split_for",
+]
 
 ProblemType = Literal["classification", "segmentation"]
 ExampleStatus = Literal["unlabeled", "draft", "labeled"]
+
+PROBLEM_TYPES = ("classification", "segmentation")
+SPLITS = ("train", "val", "test")
+#: fractions of subjects that go to train and val; the rest go to test.
+SPLIT_FRACTIONS = (0.7, 0.15)
+STATUSES = ("unlabeled", "draft", "labeled")
+#: the colours classes get when none is given (by index)
+PALETTE = (
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
+    "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f",
+)  # fmt: skip
+_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+#: the tables of a project (``Change.tables`` names these)
+TABLES = ("models", "subjects", "examples", "labels", "runs", "predictions", "code")
 
 
 def _build(cls, record: dict[str, Any], **extra: Any):
@@ -226,7 +264,9 @@ class Change:
 
     ``kind`` is one of: model_created, model_updated, model_deleted, subject_changed,
     examples_added, example_deleted, label_saved, label_submitted, label_deleted,
-    run_created, external (another process changed the project).
+    run_created, run_updated, predictions_changed, code_registered, and external (another
+    process changed the project: ``tables`` says which tables its commits moved).
+    ``tables`` names the tables the change wrote, so a view refreshes only what concerns it.
     """
 
     kind: str
@@ -234,6 +274,11 @@ class Change:
     example_ids: tuple[str, ...] = ()
     run_id: str | None = None
     subject_id: str | None = None
+    tables: tuple[str, ...] = ()
+
+    def touches(self, *tables: str) -> bool:
+        """Whether the change wrote any of ``tables`` (a change that names none may have written any)."""
+        return not self.tables or any(t in self.tables for t in tables)
 
 
 def status_of(label: dict[str, Any] | None) -> ExampleStatus:
@@ -246,3 +291,85 @@ def label_time(label: dict[str, Any] | None) -> str | None:
     if label is None or label["status"] == "deleted":
         return None
     return label["updated"]
+
+
+# -- vocabulary and naming rules ---------------------------------------------------------------
+
+
+def split_for(key: str) -> str:
+    """The split of a subject (or of an example with no subject): stable, from a hash."""
+    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+    if h < SPLIT_FRACTIONS[0]:
+        return "train"
+    return "val" if h < SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1] else "test"
+
+
+def clean_name(value: Any, what: str) -> str:
+    """A name stripped of surrounding space; ValidationError if it is empty, not text or too long."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"a {what} must be a non-empty string, not {value!r}")
+    value = value.strip()
+    if len(value) > 200:
+        raise ValidationError(f"a {what} must be at most 200 characters")
+    return value
+
+
+def class_records(classes: Sequence[str | dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Class records in the given order, and the retired placeholders for indices left out."""
+    specs = [{"name": c} if isinstance(c, str) else dict(c) for c in classes]
+    given = ["index" in c for c in specs]
+    if not any(given):
+        return [class_record(i, c) for i, c in enumerate(specs)], []
+    if not all(given):
+        raise ValidationError("give an index for every class or for none")
+    try:
+        indices = [int(c.pop("index")) for c in specs]
+    except (TypeError, ValueError):
+        raise ValidationError("class indices are integers") from None
+    if len(set(indices)) != len(indices) or not all(0 <= i <= 255 for i in indices):
+        raise ValidationError(f"class indices must be distinct and within 0-255, not {indices}")
+    records = [class_record(i, c) for i, c in zip(indices, specs, strict=True)]
+    retired = [
+        {"index": i, "name": f"(retired {i})", "color": PALETTE[i % len(PALETTE)], "description": ""}
+        for i in range(max(indices))
+        if i not in set(indices)
+    ]
+    return records, retired
+
+
+def class_record(index: int, spec: str | dict[str, Any]) -> dict[str, Any]:
+    """One class record (index, name, colour, description), checked."""
+    spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+    unknown = set(spec) - {"name", "color", "description"}
+    if unknown:
+        raise ValidationError(f"a class has name, color and description, not {sorted(unknown)}")
+    color = spec.get("color") or PALETTE[index % len(PALETTE)]
+    if not _COLOR.match(str(color)):
+        raise ValidationError(f"class colors are written #rrggbb, not {color!r}")
+    return {
+        "index": index,
+        "name": clean_name(spec.get("name"), "class name"),
+        "color": str(color).lower(),
+        "description": str(spec.get("description") or ""),
+    }
+
+
+def check_class_names(names: list[str]) -> None:
+    """ValidationError if a class name is given twice (case-insensitively)."""
+    seen = set()
+    for name in names:
+        if name.casefold() in seen:
+            raise ValidationError(f"class name {name!r} is given twice")
+        seen.add(name.casefold())
+
+
+def class_indices(model: Model, classes: Any) -> list[int]:
+    """The sorted class indices a classification label names (by name or index), checked."""
+    items = [classes] if isinstance(classes, (str, int, np.integer)) else list(classes)
+    try:
+        indices = sorted({model.class_index(int(c) if isinstance(c, np.integer) else c) for c in items})
+    except NotFoundError as e:
+        raise ValidationError(str(e)) from None
+    if not model.multi_label and len(indices) != 1:
+        raise ValidationError(f"model {model.name!r} takes exactly one class per example, got {items!r}")
+    return indices

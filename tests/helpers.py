@@ -24,5 +24,4 @@ def image(h=24, w=32, seed=0, dtype=np.uint8):
 
 def update_run_with_weights(project, run_id: str, weights: bytes, **fields) -> None:
     """Set a run's fields and its weights blob in one commit (a commit keeps no blob nothing refers to)."""
-    with project.batch():
-        project._update_run(run_id, artifact_ref=project._store.put_blob(weights, "pt"), **fields)
+    project.session.store_artifact(run_id, weights, **fields)

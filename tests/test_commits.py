@@ -146,7 +146,7 @@ def _in_child(path, call, at, fault="kill", space="c"):
 
 def state(path):
     """What the project says it holds: every record of every table and every committed audit event."""
-    store = pml.Project.open(path, user="inspector")._store
+    store = pml.Project.open(path, user="inspector").session.store
     return {table: store.mapping(table) for table in TABLES}, store.audit.events()
 
 
@@ -285,7 +285,7 @@ def test_vacuum_killed_at_any_file_operation_removes_only_what_nothing_refers_to
     shutil.copytree(base, clean)
     before = state(clean / "study")
     assert _in_child(clean / "study", lambda p: p.vacuum(), at=10**9) == "done"
-    remaining = {ref for ref, _ in pml.Project.open(clean / "study")._store.blobs.stored()}
+    remaining = {ref for ref, _ in pml.Project.open(clean / "study").session.store.blobs.stored()}
     for at in itertools.count(1):
         trial = tmp_path / f"trial-{at}"
         shutil.copytree(base, trial)
@@ -293,7 +293,7 @@ def test_vacuum_killed_at_any_file_operation_removes_only_what_nothing_refers_to
         assert state(trial / "study") == before
         _assert_sound(trial / "study")  # no record lost a blob it refers to
         _in_child(trial / "study", lambda p: p.vacuum(), at=10**9)
-        assert {ref for ref, _ in pml.Project.open(trial / "study")._store.blobs.stored()} == remaining
+        assert {ref for ref, _ in pml.Project.open(trial / "study").session.store.blobs.stored()} == remaining
         shutil.rmtree(trial)
         if outcome == "done":
             break
@@ -350,7 +350,7 @@ def _labeled(project, seg, n=6):
 
 
 def _file_of(project, table, key):
-    store = project._store
+    store = project.session.store
     return store.root / "tables" / store._manifest["files"][shard_name(table, shard_of(table, key))]
 
 
@@ -415,7 +415,7 @@ def test_a_lost_manifest_is_rebuilt_by_repair(project, seg):
 
 def test_a_missing_blob_is_an_error_and_check_names_it(project, seg):
     (ex, *_) = _labeled(project, seg, n=2)
-    project._store.blobs.path(project.label(ex).mask_ref).unlink()
+    project.session.store.blobs.path(project.label(ex).mask_ref).unlink()
     with pytest.raises(pml.StoreError, match="is missing"):
         project.mask(ex)
     report = check(project.path)
@@ -457,7 +457,7 @@ def test_check_command_reports_and_repairs(project, seg):
 
 def test_orphans_from_older_versions_are_found_and_removed(project, seg):
     exs = _labeled(project, seg, n=3)
-    store = project._store
+    store = project.session.store
     with store.transaction():  # as a torn delete_example of schema 1 left it: the label without its example
         store.log({"time": "t", "actor": "x", "action": "delete_example", "example_id": exs[0].id, "model_id": seg.id})
         store.delete("examples", exs[0].id)
@@ -487,7 +487,7 @@ def test_leftovers_of_killed_writes_go_at_the_next_open_or_write(template, tmp_p
     assert not list((study / ".tmp").iterdir())
     assert not (study / "tables" / "labels-03.999.json").exists()
     assert not (study / ".import-abandoned").exists()
-    assert os.path.getsize(study / "audit.jsonl") == project._store._manifest["audit_bytes"]
+    assert os.path.getsize(study / "audit.jsonl") == project.session.store._manifest["audit_bytes"]
     assert not [n for n in check(study).notes if "tables/" in n or "temp" in n]
     spare = check(study).notes
     assert any("Project.vacuum()" in n for n in spare)  # blobs the kills wrote
@@ -503,7 +503,7 @@ def test_a_killed_export_leaves_a_partial_that_the_next_export_there_removes(pro
     out.mkdir()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child dies when the files are written, before the rename
-        from patientml_widgets import exports
+        from patientml_widgets.exchange import export as exports
 
         exports._fsync_tree = lambda *a: os._exit(KILLED)
         try:
@@ -526,16 +526,18 @@ def test_vacuum_frees_deleted_work_and_keeps_every_label_version(project, seg):
     project.delete_model(other)
     assert project.vacuum().files == 6  # the images and thumbnails of the deleted model
     assert project.vacuum().files == 0
-    assert all(project._store.blobs.exists(ref) for ref in history_masks | {kept_mask})
+    assert all(project.session.store.blobs.exists(ref) for ref in history_masks | {kept_mask})
     for ex in exs:
-        assert project.mask(ex) is not None and project._store.blobs.exists(ex.image_ref)
-    assert not any(project._store.blobs.exists(ex.image_ref) for ex in gone)
+        assert project.mask(ex) is not None and project.session.store.blobs.exists(ex.image_ref)
+    assert not any(project.session.store.blobs.exists(ex.image_ref) for ex in gone)
 
 
 def test_vacuum_reports_what_it_freed(project, seg):
     other = project.create_model("Other", problem_type="segmentation", classes=["bg", "fg"])
     gone = project.add_examples(other, [image(64, 64, seed=600 + i) for i in range(2)])
-    sizes = sum(project._store.blobs.path(r).stat().st_size for ex in gone for r in (ex.image_ref, ex.thumbnail_ref))
+    sizes = sum(
+        project.session.store.blobs.path(r).stat().st_size for ex in gone for r in (ex.image_ref, ex.thumbnail_ref)
+    )
     project.delete_model(other)
     report = project.vacuum()
     assert (report.files, report.bytes) == (4, sizes)
@@ -654,7 +656,7 @@ def test_random_sigkills_over_mixed_calls_lose_nothing_acknowledged_and_tear_not
                     deleted.add(words[0])
         _assert_sound(path)  # nothing points at a missing record or blob
         p = pml.Project.open(path)
-        examples, models = p._store.mapping("examples"), p._store.mapping("models")
+        examples, models = p.session.store.mapping("examples"), p.session.store.mapping("models")
         by_tag: dict[str, list[dict]] = {}
         for ex in examples.values():
             by_tag.setdefault(ex["source"]["tag"], []).append(ex)
@@ -696,7 +698,7 @@ def test_random_sigkills_over_mixed_calls_lose_nothing_acknowledged_and_tear_not
 def test_deleting_an_example_or_a_model_takes_its_cached_predictions(project, seg):
     exs = _labeled(project, seg, n=3)
     run = project.create_run(seg)
-    store = project._store
+    store = project.session.store
     with store.transaction():  # as predict() caches them
         for ex in exs:
             store.put("predictions", f"{run.id}:{ex.id}", {"run_id": run.id, "example_id": ex.id, "model_id": seg.id})

@@ -10,9 +10,9 @@ from helpers import image
 from PIL import Image
 
 import patientml_widgets as pml
-from patientml_widgets import exports
 from patientml_widgets.dicom_demo import write_dicom_sample
 from patientml_widgets.errors import NotFoundError, ValidationError
+from patientml_widgets.exchange import export as exports
 from patientml_widgets.imaging.rle import decode_rle, encode_rle
 
 
@@ -305,7 +305,7 @@ def test_import_dataset_refuses_what_it_cannot_read(project, tmp_path):
 def test_zip_archives_import_in_place_and_hostile_members_are_refused(project, seg, tmp_path, monkeypatch):
     import zipfile
 
-    from patientml_widgets import imports
+    from patientml_widgets.exchange import plan as imports
 
     archive = tmp_path / "study.zip"
     buf = __import__("io").BytesIO()

@@ -141,7 +141,7 @@ def test_thumbnails_are_small_jpegs_cached_as_blobs(project, seg):
         assert im.format == "JPEG" and max(im.size) == imaging.thumbnails.THUMBNAIL_SIZE
         assert im.size[0] > im.size[1]
     assert len(data) < 8000
-    assert project._store.blobs.exists(ex.thumbnail_ref)
+    assert project.session.store.blobs.exists(ex.thumbnail_ref)
 
 
 def test_display_windows_16_bit_data():

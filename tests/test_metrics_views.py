@@ -144,7 +144,7 @@ def test_run_details_decisions_and_per_class_tables(demo):
     (run_id,) = _fake_runs(demo, kind, [0.5])
     test = {"balanced_accuracy": 0.5, "precision": [1.0, 0.5, 0.0], "recall": [0.5, 1.0, 0.0]}
     test["confusion_matrix"] = [[1, 1, 0], [0, 2, 0], [0, 1, 0]]
-    demo._update_run(run_id, metrics={"test": test})
+    demo.session.update_run(run_id, metrics={"test": test})
     details = RunDetails(demo, run_id)
     assert "Confusion matrix" in details.per_class.value and "seborrheic keratosis" in details.per_class.value
     assert "run-1" in details.summary.value

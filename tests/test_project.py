@@ -308,7 +308,7 @@ def test_a_clean_failure_inside_a_batch_keeps_the_rest(project, seg):
 
 def test_a_half_done_failure_inside_a_batch_saves_none_of_it(project, seg, monkeypatch):
     keep = project.add_example(seg, image())
-    original = project._store.put
+    original = project.session.store.put
 
     def put_then_crash(table, record_id, record):
         original(table, record_id, record)
@@ -317,10 +317,10 @@ def test_a_half_done_failure_inside_a_batch_saves_none_of_it(project, seg, monke
 
     with pytest.raises(pml.StoreError, match="none of the batch"), project.batch():
         project.add_example(seg, image(seed=5))
-        monkeypatch.setattr(project._store, "put", put_then_crash)
+        monkeypatch.setattr(project.session.store, "put", put_then_crash)
         with pytest.raises(OSError):
             project.submit_label(keep, mask=np.zeros(keep.shape, np.uint8))
-        monkeypatch.setattr(project._store, "put", original)
+        monkeypatch.setattr(project.session.store, "put", original)
     assert [e.id for e in project.examples(seg)] == [keep.id]
     assert project.label(keep) is None
 

@@ -59,7 +59,7 @@ def test_segmentation_run_records_everything_and_predicts(demo, seg):
     assert run.progress["phase"] == "done"
     assert len(run.test_examples) == len(run.snapshot["test"])
     assert [e["score"] for e in run.test_examples] == sorted(e["score"] for e in run.test_examples)
-    assert demo._store.blobs.exists(run.artifact_ref)
+    assert demo.session.store.blobs.exists(run.artifact_ref)
     # the first run is approved and (auto_deploy) becomes the champion
     assert [a["decision"] for a in run.approvals] == ["approve", "deploy"]
     assert demo.model(seg).deployed and demo.model(seg).champion_run_id == run.id
@@ -70,7 +70,7 @@ def test_segmentation_run_records_everything_and_predicts(demo, seg):
     assert sum(prediction.probabilities.values()) == pytest.approx(1, abs=1e-3)
     again = demo.predict(seg, ex)  # cached per (example, run)
     assert np.array_equal(again.mask, prediction.mask) and again.uncertainty == prediction.uncertainty
-    assert demo._store.get("predictions", f"{run.id}:{ex.id}") is not None
+    assert demo.session.store.get("predictions", f"{run.id}:{ex.id}") is not None
     array_prediction = demo.predict(seg, np.zeros((50, 70, 3), np.uint8))
     assert array_prediction.mask.shape == (50, 70) and array_prediction.example_id is None
     assert "finished" in demo.run_log(run)
@@ -179,7 +179,7 @@ def test_a_failing_model_factory_fails_the_run_with_its_reason(demo, seg):
 def test_a_killed_worker_fails_the_run_and_the_project_survives(demo, seg):
     handle = demo.train(seg, hyperparameters=LONG)
     _wait_until_running(handle)
-    os.kill(demo._run_record(handle.id)["worker"]["pid"], signal.SIGKILL)
+    os.kill(demo.session.run_record(handle.id)["worker"]["pid"], signal.SIGKILL)
     run = handle.wait(timeout=30)
     assert run.status == "failed" and "SIGKILL" in run.error and "out of memory" in run.error
     assert demo.status_counts(seg)["labeled"] > 0  # the project is intact
@@ -282,7 +282,7 @@ def test_the_same_run_on_two_nodes_rendezvous_by_address(demo, seg):
 
     # the record has the shape of a local run's
     def shape(r):
-        record = demo._run_record(r.id)
+        record = demo.session.run_record(r.id)
         return {k: sorted(v) if isinstance(v, dict) else type(v).__name__ for k, v in record.items()}
 
     ignore = {"distributed", "worker", "champion", "trigger", "approvals"}

@@ -235,14 +235,14 @@ def test_with_a_deployed_model_uncertain_first_and_disagreement_filter(demo):
 
 
 def test_closing_views_stops_them_following_the_project(demo):
-    baseline = len(demo._observers)
+    baseline = len(demo.session.observers)
     app = PatientMLApp(demo)
     seg = demo.model("Skin lesion segmentation")
     for _ in range(3):  # navigating back and forth does not pile up listeners
         click_row(app.models.table, seg.id)
         app.home()
-    assert len(demo._observers) == baseline + 1  # the model table's
+    assert len(demo.session.observers) == baseline + 1  # the model table's
     viewer = SubjectViewer(demo, "patient-001")
     app.close()
     viewer.close()
-    assert len(demo._observers) == baseline
+    assert len(demo.session.observers) == baseline

@@ -223,6 +223,7 @@ class Store:
         self._written: list[Path] = []  # shard files this commit wrote (removed if it fails)
         self._appended = False  # this commit appended to the audit trail (cut back if it fails)
         self.external_changes = 0  #: bumped each time another process's commit is picked up
+        self._moved: set[str] = set()  # tables other processes' commits changed, since take_moved()
         self._tidy_if_free()
 
     @property
@@ -297,19 +298,25 @@ class Store:
                     (legacy / "UPGRADED").write_text(_UPGRADED)
             return manifest
 
-    def _apply(self, manifest: dict[str, Any]) -> None:
-        """Make ``manifest`` the commit this store reads (shards whose file changed reload on use)."""
+    def _apply(self, manifest: dict[str, Any]) -> set[str]:
+        """Make ``manifest`` the commit this store reads (shards whose file changed reload on use).
+
+        Returns the tables whose content changed.
+        """
         files = manifest["files"]
+        moved = set()
         for key, shard in self._shards.items():
             file = files.get(shard.name)
             if file != shard.file or shard.dirty:
                 shard.file, shard.data, shard.dirty, shard.committed = file, None, False, None
                 self._generation[key] += 1
+                moved.add(key[0])
         name = manifest.get("audit", AUDIT)
         if self.audit.path.name != name:  # check --repair wrote the trail anew, as a new file
             self.audit = AuditLog(self.root / name)
         self.audit.committed = manifest["audit_bytes"]
         self._manifest = manifest
+        return moved
 
     # -- transactions ----------------------------------------------------------------
 
@@ -508,9 +515,15 @@ class Store:
             self._manifest_raw = raw
             if manifest["commit"] == self._manifest["commit"]:
                 return False
-            self._apply(manifest)
+            self._moved |= self._apply(manifest)
             self.external_changes += 1
             return True
+
+    def take_moved(self) -> frozenset[str]:
+        """The tables other processes' commits changed since the last call (then forgets them)."""
+        with self._mutex:
+            moved, self._moved = frozenset(self._moved), set()
+            return moved
 
     # -- records ---------------------------------------------------------------------
 

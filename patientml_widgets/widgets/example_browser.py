@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import ipywidgets as w
-import numpy as np
 
 from ..project import Project
 from ..records import Example, Model
@@ -63,10 +61,10 @@ class ExampleBrowser(View, w.VBox):
         sort = (self.table.sort.get("key") if sort is None else sort) or "created"
         descending = bool(self.table.sort.get("descending")) if descending is None else descending
         active_filter = self.table.active_filter if active_filter is None else active_filter
-        query: dict[str, Any] = {"descending": descending, "sort": "created" if sort == UNCERTAIN else sort}
+        query: dict[str, Any] = {"descending": descending, "sort": "uncertainty" if sort == UNCERTAIN else sort}
         if active_filter in dict(FILTERS):
             query["status"] = active_filter
-        return query
+        return query, active_filter == DISAGREES
 
     def _fetch(self, page, page_size, sort, descending, active_filter):
         project, model_id = self.project, self._model_key
@@ -74,11 +72,10 @@ class ExampleBrowser(View, w.VBox):
         filters = [{"key": k, "label": label, "count": counts[k]} for k, label in FILTERS]
         if project.model(model_id).deployed:
             filters.append({"key": DISAGREES, "label": "Prediction disagrees", "count": None})
-        query = self._query(sort, descending, active_filter)
-        if sort == UNCERTAIN or active_filter == DISAGREES:
-            ordered = self._ordered_ids(query, sort, active_filter)
-            total = len(ordered)
-            examples = [project.example(i) for i in ordered[page * page_size : (page + 1) * page_size]]
+        query, disagreeing = self._query(sort, descending, active_filter)
+        if disagreeing:
+            found = project.disagreements(model_id, sort=query["sort"] if query["sort"] != "uncertainty" else "created")
+            total, examples = len(found), found[page * page_size : (page + 1) * page_size]
         else:
             total = project.count_examples(model_id, status=query.get("status"))
             examples = project.examples(model_id, offset=page * page_size, limit=page_size, **query)
@@ -106,47 +103,13 @@ class ExampleBrowser(View, w.VBox):
         if key == "uncertain":
             self.table.sort = {"key": UNCERTAIN, "descending": False}
 
-    def _ordered_ids(self, query: dict[str, Any], sort: str | None, active_filter: str | None) -> list[str]:
-        """Example ids in the table's order, for the orders and filters that need predictions."""
-        if active_filter == DISAGREES:
-            ids = [e.id for e in self.project.examples(self._model_key, **{**query, "status": "labeled"})]
-            ids = [i for i in ids if self._disagrees(i)]
-        elif sort == UNCERTAIN:
-            return self._uncertain_order(query.get("status"))
-        else:
-            ids = [e.id for e in self.project.examples(self._model_key, **query)]
-        return ids
-
-    def _disagrees(self, example_id: str) -> bool:
-        """The deployed model's prediction differs from the submitted label (Dice < 0.8 for masks)."""
-        model = self.project.model(self._model_key)
-        prediction = self.project.predict(model, example_id)
-        label = self.project.label(example_id)
-        if label is None:
-            return False
-        if prediction.mask is None:
-            names = {c.index: c.name for c in model.classes}
-            return sorted(prediction.classes) != sorted(names[i] for i in label.classes)
-        truth = self.project.mask(example_id)
-        fg_truth, fg_pred = truth > 0, prediction.mask > 0
-        overlap = 2 * np.logical_and(truth == prediction.mask, fg_truth).sum()
-        total = fg_truth.sum() + fg_pred.sum()
-        return total > 0 and overlap / total < 0.8
-
-    def _uncertain_order(self, status: str | None) -> list[str]:
-        """Examples whose deployed-model prediction is least sure first, with 10% drawn at random
-        (so the queue does not only ever show one kind of case). Predicts what is not cached yet.
-        """
-        model = self.project.model(self._model_key)
-        ids = [e.id for e in self.project.examples(self._model_key, status=status)]
-        scored = sorted(ids, key=lambda i: -self.project.predict(model, i).uncertainty)
-        rng = random.Random(len(ids))
-        share = max(1, len(scored) // 10) if scored else 0
-        picks = rng.sample(scored[len(scored) // 2 :], min(share, len(scored) // 2))
-        rest = [i for i in scored if i not in set(picks)]
-        for k, pick in enumerate(picks):  # every tenth place goes to a random example
-            rest.insert(min(len(rest), 10 * k + 9), pick)
-        return rest
+    def _ordered_ids(self) -> list[str]:
+        """Example ids in the table's current order and filter (what Previous / Next walk)."""
+        query, disagreeing = self._query()
+        if disagreeing:
+            sort = query["sort"] if query["sort"] != "uncertainty" else "created"
+            return [e.id for e in self.project.disagreements(self._model_key, sort=sort)]
+        return [e.id for e in self.project.examples(self._model_key, **query)]
 
     def _changed(self, change) -> None:
         if change.kind == "model_updated":
@@ -158,8 +121,7 @@ class ExampleBrowser(View, w.VBox):
 
     def open_example(self, example_id: str) -> None:
         """Show the labeling view for one example (Back returns to the table)."""
-        query = self._query()
-        self._order = self._ordered_ids(query, self.table.sort.get("key"), self.table.active_filter)
+        self._order = self._ordered_ids()
         if example_id not in self._order:
             self._order.insert(0, example_id)
         self._position = self._order.index(example_id)

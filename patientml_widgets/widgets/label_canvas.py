@@ -26,8 +26,8 @@ import traitlets as t
 
 from .. import imaging
 from ..errors import PatientMLError, ValidationError
-from ..project import PALETTE, Project
-from ..records import ClassInfo, Example, Model
+from ..project import Project
+from ..records import PALETTE, ClassInfo, Example, Model
 from ._common import STATIC
 
 __all__ = ["LabelCanvas"]

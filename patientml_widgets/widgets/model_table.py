@@ -8,8 +8,8 @@ from typing import Any
 import ipywidgets as w
 
 from ..errors import PatientMLError
-from ..project import PALETTE, Project
-from ..records import Model
+from ..project import Project
+from ..records import PALETTE, Model
 from ._common import View, message
 from .data_table import DataTable
 

@@ -224,7 +224,7 @@ class RunDetails(View, w.VBox):
         if not items:
             return
         try:
-            predictor = self.project._predictor(run.id)
+            predictor = self.project.predictor(run.id)
         except Exception as e:  # no torch here, or the weights are gone: say so
             self.worst.children = [message(f"Worst examples need the run's weights: {e}", "gray")]
             return

@@ -27,19 +27,17 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from . import imaging
-from .errors import NotFoundError, ValidationError
-from .imaging.rle import decode_rle, encode_rle, rle_area, rle_bbox
-from .records import Example, Model
-from .store import now
-from .store.files import inside, publish, remove_abandoned, scratch_folder
-
-if TYPE_CHECKING:
-    from .project import Project
+from .. import imaging
+from ..errors import NotFoundError, ValidationError
+from ..imaging.rle import decode_rle, encode_rle, rle_area, rle_bbox
+from ..records import Example, Model
+from ..session import ModelRef, Session
+from ..store import now
+from ..store.files import inside, publish, remove_abandoned, scratch_folder
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "export_labels", "export_snapshot", "read_coco", "read_manifest"]
 
@@ -57,8 +55,8 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 
 
 def export_labels(
-    project: Project,
-    model: Model,
+    session: Session,
+    model: ModelRef,
     folder: str | os.PathLike,
     *,
     layout: str = "folder",
@@ -67,30 +65,31 @@ def export_labels(
     include_metadata: bool = False,
 ) -> Path:
     """Write the model's labels (submitted; drafts too if asked) with their images to ``folder``."""
+    view = Model.from_record(session.model_record(model))
     statuses = ("labeled", "draft") if include_drafts else ("labeled",)
     rows = []
-    for ex in project.examples(model, status=statuses, sort="source"):
-        label = project.label(ex)
+    for ex in session.examples_by_id(session.example_ids(view.id, status=statuses, sort="source")):
+        label = session.label(ex.id)
         if label is None:
             continue
         rows.append(
             (ex, _label_fields(label.version, label.status, label.classes, label.mask_ref, label.author, label.updated))
         )
     extra = {"statuses": ["submitted", "draft"] if include_drafts else ["submitted"]}
-    return _write(project, model, rows, Path(folder), layout, include_subjects, include_metadata, extra)
+    return _write(session, view, rows, Path(folder), layout, include_subjects, include_metadata, extra)
 
 
-def export_snapshot(project: Project, run_id: str, folder: str | os.PathLike, *, include_subjects: bool = True) -> Path:
+def export_snapshot(session: Session, run_id: str, folder: str | os.PathLike, *, include_subjects: bool = True) -> Path:
     """Write exactly what a run trained and was tested on: the label versions its snapshot froze."""
-    run = project.run(run_id)
-    model = project.model(run.model_id)
+    run = session.run_record(run_id)
+    model = Model.from_record(session.model_record(run["model_id"]))
     rows = []
     missing = []
     for split in ("train", "val", "test"):
-        for example_id, version in run.snapshot.get(split, []):
-            event = project._label_at(example_id, version)
+        for example_id, version in run["snapshot"].get(split, []):
+            event = session.label_at(example_id, version)
             try:
-                ex = project.example(example_id)
+                ex = session.example(example_id)
             except NotFoundError:
                 ex = None
             if ex is None or event is None:
@@ -100,11 +99,10 @@ def export_snapshot(project: Project, run_id: str, folder: str | os.PathLike, *,
                 version, event["status"], event["classes"], event["mask_ref"], event["actor"], event["time"]
             )
             rows.append((ex, fields))
-    extra = {
-        "run": {"id": run.id, "slug": run.slug, "hyperparameters": run.hyperparameters, "status": run.status},
-        "missing": missing,
-    }
-    return _write(project, model, rows, Path(folder), "folder", include_subjects, False, extra)
+    info = {k: run[k] for k in ("id", "slug", "hyperparameters", "status")}
+    return _write(
+        session, model, rows, Path(folder), "folder", include_subjects, False, {"run": info, "missing": missing}
+    )
 
 
 def _label_fields(version, status, classes, mask_ref, author, updated) -> dict[str, Any]:
@@ -119,7 +117,7 @@ def _label_fields(version, status, classes, mask_ref, author, updated) -> dict[s
 
 
 def _write(
-    project: Project,
+    session: Session,
     model: Model,
     rows: list[tuple[Example, dict[str, Any]]],
     target: Path,
@@ -140,7 +138,7 @@ def _write(
         names = {c.index: c.name for c in model.classes}
         index, coco_images, annotations = [], [], []
         for number, (ex, label) in enumerate(rows, start=1):
-            image_name = _write_image(work, project.image(ex), ex.id)
+            image_name = _write_image(work, session.image(ex.id), ex.id)
             entry = {
                 "image": image_name,
                 "mask": "",
@@ -158,7 +156,7 @@ def _write(
             if include_metadata:
                 entry.update({f"source_{k}": ex.source[k] for k in METADATA_KEYS if k in ex.source})
             if model.problem_type == "segmentation":
-                mask = imaging.decode_mask_png(project._store.blobs.get(label["mask_ref"]))
+                mask = session.mask_blob(label["mask_ref"])
                 if layout == "folder":
                     entry["mask"] = f"masks/{_safe(ex.id)}.png"
                     _put(work, entry["mask"], imaging.encode_mask_png(mask))
@@ -187,7 +185,7 @@ def _write(
             ],
             "retired_class_indices": _retired(model),
             "exported": now(),
-            "exported_by": project.user,
+            "exported_by": session.user,
             "label_versions": {e["example_id"]: e["version"] for e in index},
             **extra,
             "examples": index,

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ImageError, ValidationError
-from .imaging import IMAGE_SUFFIXES
-from .imaging.dicom import DicomHeader, is_dicom, read_dicom_header
-from .store.files import inside
+from ..errors import ImageError, ValidationError
+from ..imaging import IMAGE_SUFFIXES
+from ..imaging.dicom import DicomHeader, is_dicom, read_dicom_header
+from ..store.files import inside
 
 __all__ = ["SPLIT_FOLDERS", "Entry", "Plan", "extract_zip", "plan_coco", "plan_folder"]
 

@@ -1,0 +1,332 @@
+"""Images in: read, check and encode images (outside the lock), then commit them with their labels.
+
+``plan.py`` decides what a folder, zip, CSV index or COCO file holds; this module executes a
+plan through the session layer, in chunks (``add_folder``) or as one commit
+(``add_examples``, ``import_dataset``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import imaging
+from ..errors import ImageError, NotFoundError, ValidationError
+from ..records import SPLITS, Example, Model, class_indices, clean_name
+from ..session import ModelRef, Session
+from ..store import blob_ref
+from ..store.files import scratch_folder
+from ..store.store import IMPORT_PREFIX
+from . import export, plan
+
+__all__ = ["IMPORT_CHUNK_BYTES", "ImportReport", "Importer"]
+
+#: an import commits early when its pending images reach this many encoded bytes (memory stays bounded)
+IMPORT_CHUNK_BYTES = 256 * 2**20
+
+
+@dataclass
+class ImportReport:
+    """What :meth:`Project.add_folder` imported, and what it skipped and why."""
+
+    added: list[Example] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    labels: int = 0
+    #: files (or frames) skipped because this model already has them from the same file
+    already: int = 0
+    #: the model :meth:`Project.import_dataset` created
+    model: Model | None = None
+
+    def __str__(self) -> str:
+        lines = [f"added {len(self.added)} examples ({self.labels} with labels), skipped {len(self.skipped)} files"]
+        if self.already:
+            lines[0] += f", {self.already} already imported"
+        lines += [f"  skipped {name}: {why}" for name, why in self.skipped]
+        lines += [f"  warning: {text}" for text in self.warnings]
+        return "\n".join(lines)
+
+
+class Importer:
+    """Adds images to a session's models: arrays, files, folders, zips and exports."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # -- single images -----------------------------------------------------------------
+
+    def add_examples(
+        self,
+        model: ModelRef,
+        images: Sequence[Any],
+        *,
+        subjects: Sequence[str | None] | None = None,
+        splits: Sequence[str | None] | None = None,
+        sources: Sequence[dict[str, Any] | None] | None = None,
+    ) -> list[Example]:
+        """Add many images in one commit: all of them, or (on any bad image) none."""
+        model_id = self.session.model_record(model)["id"]
+        n = len(images)
+        subjects = list(subjects) if subjects is not None else [None] * n
+        splits = list(splits) if splits is not None else [None] * n
+        sources = list(sources) if sources is not None else [None] * n
+        if not (len(subjects) == len(splits) == len(sources) == n):
+            raise ValidationError("images, subjects, splits and sources must have the same length")
+        for s in splits:
+            if s is not None and s not in SPLITS:
+                raise ValidationError(f"split must be one of {SPLITS}, not {s!r}")
+        items = [
+            self._item(image, i, n, subject, split, source)
+            for i, (image, subject, split, source) in enumerate(zip(images, subjects, splits, sources, strict=True))
+        ]
+        return self.session.insert_examples(model_id, items)
+
+    def _item(self, image: Any, i: int, n: int, subject, split, source) -> dict[str, Any]:
+        if isinstance(image, (str, os.PathLike)) and imaging.is_dicom(image):
+            (item,) = self.dicom_items(Path(image), Path(image).name, single=True)
+            item.update(split=split, source={**item["source"], **(source or {})})
+            item["subject"] = subject if subject is not None else item["subject"]
+        else:
+            name = str(image) if isinstance(image, (str, os.PathLike)) else (f"image {i}" if n > 1 else None)
+            item = {"fields": self.prepare_image(image, name, source), "subject": subject, "split": split}
+            item["source"] = dict(source or {})
+            if isinstance(image, (str, os.PathLike)):
+                item["source"].setdefault("file", Path(image).name)
+        if item["subject"] is not None:
+            item["subject"] = clean_name(item["subject"], "subject id")
+        return item
+
+    def prepare_image(self, image: Any, name: str | None, source: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Read, check and encode an image (outside the lock); its blobs are written when the examples commit."""
+        arr = imaging.read_image(image, max_pixels=self.session.max_image_pixels, name=name)
+        data, ext = imaging.encode_image(arr)
+        source = source or {}
+        thumbnail = imaging.make_thumbnail(arr, window=source.get("window"), invert=bool(source.get("invert")))
+        return {
+            "width": int(arr.shape[1]),
+            "height": int(arr.shape[0]),
+            "channels": 1 if arr.ndim == 2 else int(arr.shape[2]),
+            "dtype": str(arr.dtype),
+            "image_ref": blob_ref(data, ext),
+            "thumbnail_ref": blob_ref(thumbnail, "jpg"),
+            "blobs": ((data, ext), (thumbnail, "jpg")),
+        }
+
+    def dicom_items(
+        self, path: Path, rel: str, *, single: bool = False, entry: plan.Entry | None = None
+    ) -> list[dict[str, Any]]:
+        """One import item per frame of a DICOM file (ImageError if it cannot be read)."""
+        header = entry.dicom if entry is not None else imaging.read_dicom_header(path, name=rel)
+        assert header is not None
+        frames = header.frames
+        if single and frames != 1:
+            raise ValidationError(f"{rel} has {frames} frames; add_folder(model, path) adds one example per frame")
+        limit = self.session.max_image_pixels or imaging.DEFAULT_MAX_PIXELS
+        items = []
+        for array, frame_source in imaging.read_dicom_frames(path, max_pixels=limit, name=rel):
+            frame = frame_source.get("frame", 0)
+            name = f"{rel} frame {frame + 1}" if frames > 1 else rel
+            source = {"file": rel, **frame_source}
+            if entry is not None and header.series_uid:
+                source.update(series_index=entry.series_start + frame, series_size=entry.series_size)
+            items.append(
+                {
+                    "fields": self.prepare_image(array, name, source),
+                    "source": source,
+                    "subject": entry.subject if entry is not None else (header.patient_id or None),
+                    "split": entry.split if entry is not None else None,
+                    "subject_info": dicom_subject_info(header),
+                }
+            )
+        return items
+
+    # -- folders, zips, exports ------------------------------------------------------------
+
+    def add_folder(
+        self,
+        model: ModelRef,
+        folder: str | os.PathLike,
+        *,
+        index: str | os.PathLike | None = None,
+        subject_from: plan.SubjectRule = "auto",
+        split_from: str = "auto",
+        recursive: bool = True,
+        chunk: int = 64,
+        progress: Callable[[int, int], Any] | None = None,
+    ) -> ImportReport:
+        """Import a folder, one file or a .zip archive, ``chunk`` examples per commit (see ``Project.add_folder``)."""
+        root = Path(folder)
+        if not root.exists():
+            raise NotFoundError(f"no folder or file {root}")
+        model_id = self.session.model_record(model)["id"]
+        if root.is_file() and root.suffix.lower() == ".zip":
+            return self._import_zip(model_id, root, index, subject_from, split_from, chunk, progress)
+        planned = plan.plan_folder(
+            root, index=index, subject_from=subject_from, split_from=split_from, recursive=recursive
+        )
+        return self.run_plan(model_id, planned, chunk, progress)
+
+    def _import_zip(
+        self, model_id: str, archive: Path, index, subject_from, split_from, chunk, progress
+    ) -> ImportReport:
+        """Unpack into a scratch folder inside the project (patient data goes nowhere else), import, remove it.
+
+        A killed import leaves the folder unlocked; the project's next open or write removes it.
+        """
+        with scratch_folder(self.session.path, IMPORT_PREFIX) as scratch:
+            skipped = plan.extract_zip(archive, scratch)
+            planned = plan.plan_folder(scratch, index=index, subject_from=subject_from, split_from=split_from)
+            planned.skipped[:0] = skipped
+            return self.run_plan(model_id, planned, chunk, progress)
+
+    def run_plan(self, model_id: str, planned: plan.Plan, chunk: int = 64, progress=None) -> ImportReport:
+        """Import a plan's files, committing every ``chunk`` examples (or ``IMPORT_CHUNK_BYTES``).
+
+        What this model already has from the same file (and frame) is counted, not added again.
+        """
+        model_view = Model.from_record(self.session.model_record(model_id))
+        report = ImportReport(skipped=list(planned.skipped), warnings=list(planned.warnings))
+        known = {import_key(r["image_ref"], r["source"]) for r in self.session.read().records("examples")
+                 if r["model_id"] == model_id}  # fmt: skip
+        pending: list[dict[str, Any]] = []
+        pending_bytes = 0
+        decoded: dict[Path, list] = {}
+        for done, entry in enumerate(planned.entries, start=1):
+            try:
+                items = self.entry_items(entry, model_view, decoded)
+            except (ImageError, ValidationError) as e:
+                report.skipped.append((entry.rel, str(e)))
+                items = []
+            for item in items:
+                key = import_key(item["fields"]["image_ref"], item["source"])
+                if key in known:
+                    report.already += 1  # a rerun (after an interruption, say) adds only what is new
+                    continue
+                known.add(key)
+                pending.append(item)
+                pending_bytes += sum(len(data) for data, _ in item["fields"]["blobs"])
+            if len(pending) >= chunk or pending_bytes >= IMPORT_CHUNK_BYTES:
+                self._commit(model_id, pending, report)
+                pending, pending_bytes = [], 0
+            if progress is not None:
+                progress(done, len(planned.entries))
+        if pending:
+            self._commit(model_id, pending, report)
+        return report
+
+    def _commit(self, model_id: str, items: list[dict[str, Any]], report: ImportReport) -> None:
+        report.added += self.session.insert_examples(model_id, items)
+        report.labels += sum(1 for item in items if item.get("label"))
+
+    def import_dataset(self, folder: str | os.PathLike, *, name: str | None = None) -> ImportReport:
+        """Create a model from an export (either layout) or a COCO folder, with its labels, in one commit."""
+        root = Path(folder)
+        if not root.is_dir():
+            raise NotFoundError(f"no folder {root}")
+        spec, layout = dataset_spec(root, name)
+        if any(m["name"].casefold() == spec["name"].casefold() for m in self.session.model_records()):
+            raise ValidationError(
+                f"this project already has a model named {spec['name']!r}; "
+                "import_dataset(folder, name=...) imports under another name"
+            )
+        # plan before creating the model: an unreadable export leaves the project as it was
+        if layout == "folder":
+            planned = plan.plan_folder(root, index="index.csv")
+        else:
+            planned = plan.plan_coco(root, *export.read_coco(root))
+        with self.session.write():  # one commit: the model with all its examples and labels, or nothing
+            model = self.session.create_model(**spec)
+            report = self.run_plan(model.id, planned)
+        report.model = Model.from_record(self.session.model_record(model.id))
+        return report
+
+    def entry_items(self, entry: plan.Entry, model: Model, decoded: dict[Path, list] | None = None):
+        """The import items of one planned file; ``decoded`` keeps the last DICOM file's frames
+        (index rows that label frames of one file one by one decode it once).
+        """
+        if entry.dicom is not None:
+            decoded = {} if decoded is None else decoded
+            if entry.path not in decoded:
+                decoded.clear()
+                decoded[entry.path] = self.dicom_items(entry.path, entry.rel, entry=entry)
+            items = [dict(item) for item in decoded[entry.path]]
+            if entry.frame is not None:
+                items = [item for item in items if item["source"].get("frame", 0) == entry.frame]
+                if not items:
+                    raise ValidationError(f"{entry.rel} has no frame {entry.frame} (it has {entry.dicom.frames})")
+        else:
+            source = {"file": entry.rel, **entry.display}
+            fields = self.prepare_image(entry.path, entry.rel, source)
+            items = [{"fields": fields, "source": source, "subject": entry.subject, "split": entry.split}]
+        if entry.subject is not None:
+            for item in items:
+                item["subject"] = clean_name(entry.subject, "subject id")
+        if entry.label:
+            if len(items) != 1:
+                raise ValidationError(
+                    f"a label is given for a file of {len(items)} frames; give each frame its row (a frame column)"
+                )
+            items[0]["label"] = import_label(entry, model, items[0]["fields"])
+        return items
+
+
+def dataset_spec(root: Path, name: str | None) -> tuple[dict[str, Any], str]:
+    """The model an export (``dataset.json``) or a plain COCO folder describes, and its layout."""
+    if (root / "dataset.json").exists():
+        manifest = export.read_manifest(root)
+        info = manifest.get("model") or {}
+        keys = ("index", "name", "color", "description")
+        spec = {
+            "name": name or str(info.get("name") or root.name),
+            "problem_type": str(info.get("problem_type")),
+            "classes": [{k: c[k] for k in keys if k in c} for c in manifest["classes"]],
+            "description": str(info.get("description") or ""),
+            "multi_label": bool(info.get("multi_label")),
+        }
+        return spec, manifest["layout"]
+    categories, _ = export.read_coco(root)
+    classes = [{"index": 0, "name": "background"}]
+    classes += [{"index": int(c["id"]), "name": str(c["name"])} for c in categories]
+    return {"name": name or root.name, "problem_type": "segmentation", "classes": classes}, "coco"
+
+
+def import_key(image_ref: str, source: dict[str, Any]) -> tuple[Any, ...]:
+    """The same pixels from the same file (and frame) are the same example: imports can be rerun."""
+    return (image_ref, source.get("file"), source.get("frame"))
+
+
+def dicom_subject_info(header: imaging.DicomHeader) -> dict[str, Any]:
+    """What a DICOM header says about its patient: PatientID as an external id, the name as metadata."""
+    info: dict[str, Any] = {"external_ids": {}, "metadata": {}}
+    if header.patient_id:
+        info["external_ids"]["PatientID"] = header.patient_id
+    if header.patient_name:
+        info["metadata"]["PatientName"] = header.patient_name
+    return info
+
+
+def import_label(entry: plan.Entry, model: Model, fields: dict[str, Any]) -> dict[str, Any]:
+    """An index row's label, checked against the image and the model before anything is written."""
+    spec = dict(entry.label or {})
+    shape = (fields["height"], fields["width"])
+    if model.problem_type == "segmentation":
+        if "mask" not in spec:
+            raise ValidationError(f"{entry.rel}: a segmentation label needs a mask column")
+        mask = spec["mask"]
+        if not isinstance(mask, np.ndarray):
+            mask = imaging.read_mask_file(mask, name=Path(mask).name)
+        spec["mask"] = imaging.validate_mask(mask, shape, [c.index for c in model.classes])
+        spec.pop("classes", None)
+    else:
+        if "classes" not in spec:
+            raise ValidationError(f"{entry.rel}: a classification label needs a classes column")
+        names = set(model.class_names)
+        refs = [int(c) if isinstance(c, str) and c.isdigit() and c not in names else c for c in spec["classes"]]
+        spec["classes"] = class_indices(model, refs)
+        spec.pop("mask", None)
+    return spec

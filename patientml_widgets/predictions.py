@@ -1,0 +1,197 @@
+"""Predictions: trained runs loaded once per session, predictions stored per run and example,
+and the queries built on them ("most uncertain first", "prediction disagrees").
+
+Used by the kernel (``Project.predict`` and its queries) and by the training worker, which
+predicts every example of a model after deploying a run, so that the queries are instant.
+Torch is imported only when a run is loaded.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from . import imaging
+from .errors import NotFoundError, ValidationError
+from .records import Model, Prediction
+from .session import ExampleRef, ModelRef, Session
+from .store import now
+
+__all__ = ["DISAGREEMENT_DICE", "Predictions", "load_model_code"]
+
+#: a mask prediction "disagrees" with the submitted label below this foreground Dice
+DISAGREEMENT_DICE = 0.8
+#: predictions a batch stores per commit
+BATCH = 64
+
+
+def load_model_code(session: Session, name: str | None) -> tuple[Any, Any, dict[str, Any]]:
+    """The factory and train step of registered model code (executed from its stored source)."""
+    if not name:
+        return None, None, {}
+    record = session.code_record(name)
+    if record is None:
+        raise NotFoundError(f"no registered model code {name!r}")
+    source = session.blob(record["source_ref"]).decode()
+    namespace: dict[str, Any] = {"__name__": f"patientml_model_code_{name}"}
+    exec(compile(source, f"<model code {name!r}>", "exec"), namespace)
+    factory = namespace[record["factory"]]
+    step = namespace[record["train_step"]] if record.get("train_step") else None
+    return factory, step, record
+
+
+class Predictions:
+    """The runs of one session loaded for prediction (each once), and stored predictions."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._predictors: dict[str, Any] = {}
+        self._agreement: dict[tuple[str, str, int], bool] = {}  # (run, example, label version) -> disagrees
+
+    def predictor(self, run_id: str) -> Any:
+        """The run's network (a ``training.predictor.Predictor``), loaded once (``weights_only``)."""
+        if run_id not in self._predictors:
+            from .training.predictor import Predictor
+            from .training.spec import TrainSpec
+
+            record = self.session.run_record(run_id)
+            if not record.get("artifact_ref"):
+                raise ValidationError(f"run {record['slug']} has no trained weights ({record['status']})")
+            spec = TrainSpec.from_dict(record["spec"])
+            factory = None
+            if spec.architecture.startswith("code:"):
+                factory = load_model_code(self.session, spec.architecture[5:])[0]
+            weights = self.session.blob(record["artifact_ref"])
+            self._predictors[run_id] = Predictor(spec, weights, record["classes"], factory)
+        return self._predictors[run_id]
+
+    def champion(self, model: ModelRef) -> tuple[dict[str, Any], str]:
+        """The model's record and its deployed run's id (ValidationError if none is deployed)."""
+        record = self.session.model_record(model)
+        run_id = record.get("champion_run_id")
+        if not run_id:
+            raise ValidationError(f"model {record['name']!r} has no deployed run yet; train and deploy one")
+        return record, run_id
+
+    def predict(self, model: ModelRef, item: ExampleRef | np.ndarray) -> Prediction:
+        """The deployed run's prediction for an example (stored per example and run) or an array."""
+        record, run_id = self.champion(model)
+        if isinstance(item, np.ndarray):
+            image = imaging.read_image(item, max_pixels=self.session.max_image_pixels)
+            return self._as_prediction(self._compute(record, run_id, None, image))
+        ex = self.session.example_record(item)
+        if ex["model_id"] != record["id"]:
+            raise ValidationError(f"example {ex['id']} belongs to another model")
+        stored = self.session.prediction_record(run_id, ex["id"])
+        if stored is not None:
+            return self._as_prediction(stored)
+        entry = self._compute(record, run_id, ex["id"], self.session.image(ex["id"]))
+        self.session.store_predictions([entry])
+        return self._as_prediction(entry)
+
+    def predict_all(self, model: ModelRef, run_id: str, *, progress=None) -> int:
+        """Predict and store every example of the model that has no stored prediction of ``run_id``."""
+        record = self.session.model_record(model)
+        have = self.session.prediction_records(run_id)
+        todo = [i for i in self.session.example_ids(record["id"]) if i not in have]
+        for start in range(0, len(todo), BATCH):
+            chunk = todo[start : start + BATCH]
+            self.session.store_predictions([self._compute(record, run_id, i, self.session.image(i)) for i in chunk])
+            if progress is not None:
+                progress(min(start + BATCH, len(todo)), len(todo))
+        return len(todo)
+
+    def _compute(self, model: dict[str, Any], run_id: str, example_id: str | None, image) -> dict[str, Any]:
+        predictor = self.predictor(run_id)
+        proba = predictor.predict(image)
+        indices = predictor.class_indices
+        entry: dict[str, Any] = {"run_id": run_id, "example_id": example_id, "model_id": model["id"], "created": now()}
+        if model["problem_type"] == "segmentation":
+            entry["uncertainty"] = float(1 - proba.max(axis=0).mean())
+            entry["probabilities"] = [float(p) for p in proba.reshape(len(indices), -1).mean(axis=1)]
+            entry["mask"] = np.asarray(indices, dtype=np.uint8)[proba.argmax(axis=0)]
+        else:
+            p = proba.astype(float)
+            entry["uncertainty"] = float(np.mean(1 - np.abs(2 * p - 1))) if model["multi_label"] else float(1 - p.max())
+            entry["probabilities"] = [float(v) for v in p]
+        return entry
+
+    def _as_prediction(self, entry: dict[str, Any]) -> Prediction:
+        names = [c["name"] for c in self.predictor(entry["run_id"]).classes]
+        mask = entry.get("mask")
+        if mask is None and entry.get("mask_ref"):
+            mask = self.session.mask_blob(entry["mask_ref"])
+        return Prediction(
+            run_id=entry["run_id"],
+            example_id=entry.get("example_id"),
+            probabilities=dict(zip(names, entry["probabilities"], strict=True)),
+            uncertainty=entry["uncertainty"],
+            mask=mask,
+        )
+
+    # -- queries -----------------------------------------------------------------------
+
+    def uncertainty_order(self, model: ModelRef, ids: list[str]) -> list[str]:
+        """``ids`` with the deployed run's least sure first, and every tenth place drawn at random
+        from the surer half (so the queue does not only ever show one kind of case).
+        Predicts (and stores) what has no stored prediction yet.
+        """
+        record, run_id = self.champion(model)
+        stored = self.session.prediction_records(run_id)
+        missing = [i for i in ids if i not in stored]
+        if missing:
+            self.predict_missing(record, run_id, missing)
+            stored = self.session.prediction_records(run_id)
+        scored = sorted(ids, key=lambda i: -stored[i]["uncertainty"])
+        rng = random.Random(len(ids))
+        share = max(1, len(scored) // 10) if scored else 0
+        picks = rng.sample(scored[len(scored) // 2 :], min(share, len(scored) // 2))
+        chosen = set(picks)
+        rest = [i for i in scored if i not in chosen]
+        for k, pick in enumerate(picks):
+            rest.insert(min(len(rest), 10 * k + 9), pick)
+        return rest
+
+    def predict_missing(self, model: dict[str, Any], run_id: str, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        for start in range(0, len(ids), BATCH):
+            chunk = ids[start : start + BATCH]
+            self.session.store_predictions([self._compute(model, run_id, i, self.session.image(i)) for i in chunk])
+
+    def disagreeing(self, model: ModelRef, ids: list[str]) -> list[str]:
+        """Those of ``ids`` (labeled examples) whose deployed-run prediction differs from the label:
+        other classes, or a mask whose foreground Dice with the label is below ``DISAGREEMENT_DICE``.
+        """
+        record, run_id = self.champion(model)
+        stored = self.session.prediction_records(run_id)
+        missing = [i for i in ids if i not in stored]
+        if missing:
+            self.predict_missing(record, run_id, missing)
+            stored = self.session.prediction_records(run_id)
+        view = Model.from_record(record)
+        out = []
+        for example_id in ids:
+            label = self.session.label_record(example_id)
+            if label is None or label["status"] == "deleted":
+                continue
+            key = (run_id, example_id, int(label["version"]))
+            if key not in self._agreement:
+                self._agreement[key] = self._disagrees(view, stored[example_id], label)
+            if self._agreement[key]:
+                out.append(example_id)
+        return out
+
+    def _disagrees(self, model: Model, prediction: dict[str, Any], label: dict[str, Any]) -> bool:
+        if model.problem_type != "segmentation":
+            names = {c.index: c.name for c in model.classes}
+            predicted = self._as_prediction(prediction).classes
+            return sorted(predicted) != sorted(names.get(i, str(i)) for i in label["classes"])
+        truth = self.session.mask_blob(label["mask_ref"])
+        guess = self.session.mask_blob(prediction["mask_ref"])
+        fg_truth, fg_guess = truth > 0, guess > 0
+        overlap = 2 * np.logical_and(truth == guess, fg_truth).sum()
+        total = fg_truth.sum() + fg_guess.sum()
+        return bool(total > 0 and overlap / total < DISAGREEMENT_DICE)

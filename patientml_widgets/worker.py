@@ -1,0 +1,472 @@
+"""The training worker: ``python -m patientml_widgets.worker PROJECT_DIR RUN_ID``.
+
+Started by the kernel side (``runs.py``) in a new process, so the kernel stays responsive, a
+cancel is real and a crash or out-of-memory fails the run, not the kernel. It is a client of
+the session layer like any other: it loads the run's frozen snapshot, trains
+(``training.trainer``), evaluates the run and the current champion on the same test examples,
+applies the promotion rule, writes everything into the store as it goes and, when it deployed
+the run, predicts every example of the model so the labeling queue's orders are instant.
+Under ``torchrun`` every process trains its share and rank 0 records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import NotFoundError, ValidationError
+from .policy import promotion_decision
+from .predictions import Predictions, load_model_code
+from .records import Model
+from .session import Session
+from .store import Store, now
+
+__all__ = ["SplitData", "load_split", "main", "work"]
+
+PROGRESS_EVERY_S = 0.5
+#: fields of a resolved spec that are not hyperparameters (fixed by the data or the model)
+_NOT_HYPERPARAMETERS = frozenset(
+    {"problem_type", "num_classes", "multi_label", "in_channels", "objective", "extra", "normalization",
+     "class_weights", "fit"}
+)  # fmt: skip
+
+
+class Reporter:
+    """What the trainer reports back: progress (throttled), epochs, and whether to stop."""
+
+    def __init__(self, session: Session, run_id: str, *, silent: bool = False) -> None:
+        self.session, self.run_id, self.silent = session, run_id, silent
+        self._last_progress = 0.0
+        self._last_cancel_check = 0.0
+
+    def should_stop(self) -> bool:
+        if self.silent:  # other ranks stop when rank 0's process group goes away
+            return False
+        now_s = time.monotonic()
+        if now_s - self._last_cancel_check < 0.2:
+            return False
+        self._last_cancel_check = now_s
+        return bool(self.session.run_record(self.run_id).get("cancel_requested"))
+
+    def on_step(self, progress: dict[str, Any], trial: int | None = None) -> None:
+        now_s = time.monotonic()
+        if self.silent or (now_s - self._last_progress < PROGRESS_EVERY_S and progress["step"] < progress["steps"]):
+            return
+        self._last_progress = now_s
+        self.session.update_run(self.run_id, progress=progress if trial is None else {**progress, "trial": trial})
+
+    def on_epoch(self, record: dict[str, Any], trial: int | None = None) -> None:
+        if not self.silent:
+            self.session.append_to_run(self.run_id, "history", record if trial is None else {**record, "trial": trial})
+
+    def record(self, **fields: Any) -> None:
+        if not self.silent:
+            self.session.update_run(self.run_id, **fields)
+
+
+# -- the data ---------------------------------------------------------------------------
+
+
+class SplitData:
+    """One split of a snapshot as arrays: images as stored, targets as class positions."""
+
+    def __init__(self) -> None:
+        self.images: list[Any] = []
+        self.targets: list[Any] = []
+        self.example_ids: list[str] = []
+        self.modalities: list[str] = []
+        self._cache: dict[str, Any] = {}
+
+    def prepared(self, spec) -> Any:
+        """The split on a resolved spec's canvas (cached per canvas, channels and normalisation)."""
+        from .training import data
+
+        key = json.dumps(
+            [spec.canvas, spec.fit, spec.in_channels, spec.normalization, spec.problem_type, spec.multi_label],
+            sort_keys=True,
+        )
+        if key not in self._cache:
+            self._cache[key] = data.prepare(self.images, self.targets, spec)
+        return self._cache[key]
+
+
+def load_split(session: Session, model: Model, items: list[list[Any]]) -> SplitData:
+    """Load the frozen (example id, label version) pairs of one split, in the order of the images'
+    content (not of their random ids: the same data trains the same way in any project).
+    """
+    records = {}
+    for example_id, _ in items:
+        with contextlib.suppress(NotFoundError):  # deleted since the snapshot: skipped below
+            records[example_id] = session.example_record(example_id)
+    order = sorted(items, key=lambda item: (records.get(item[0], {}).get("image_ref", ""), item[0]))
+    data = SplitData()
+    targets = _Targets(model)
+    for example_id, version in order:
+        if example_id not in records:
+            print(f"skipped {example_id}: deleted since the snapshot", flush=True)
+            continue
+        event = session.label_at(example_id, version)
+        if event is None:
+            print(f"skipped {example_id}: label version {version} is not in the audit trail", flush=True)
+            continue
+        target = targets.of(session, event)
+        if target is None:
+            print(f"skipped {example_id}: its label uses a class the model no longer has", flush=True)
+            continue
+        data.images.append(session.image(example_id))
+        data.targets.append(target)
+        data.example_ids.append(example_id)
+        data.modalities.append(str((records[example_id].get("source") or {}).get("modality") or ""))
+    return data
+
+
+class _Targets:
+    """A label event as a training target: class positions (a map for masks, a vector for multi-label)."""
+
+    def __init__(self, model: Model) -> None:
+        import numpy as np
+
+        self.model = model
+        self.positions = {c.index: i for i, c in enumerate(model.classes)}
+        self.lut = np.full(256, -1, dtype=np.int64)
+        for index, position in self.positions.items():
+            self.lut[index] = position
+
+    def of(self, session: Session, event: dict[str, Any]) -> Any:
+        import numpy as np
+
+        if self.model.problem_type == "segmentation":
+            mask = self.lut[session.mask_blob(event["mask_ref"])]
+            return None if (mask < 0).any() else mask
+        known = [self.positions[c] for c in event["classes"] if c in self.positions]
+        if len(known) != len(event["classes"]) or (not self.model.multi_label and len(known) != 1):
+            return None
+        if not self.model.multi_label:
+            return known[0]
+        target = np.zeros(len(self.positions), dtype=np.float32)
+        target[known] = 1
+        return target
+
+
+# -- the run ----------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    """What a run trains on and with: built once, then passed through the steps."""
+
+    run: dict[str, Any]
+    model_record: dict[str, Any]
+    model: Model
+    config: dict[str, Any]
+    data: dict[str, SplitData]
+    fixed: dict[str, Any]
+    factory: Any = None
+    train_step: Any = None
+    hardware: Any = None
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+
+def load_context(session: Session, run_id: str) -> Context:
+    """The run, its model and config, the snapshot's splits and the model code."""
+    run = session.run_record(run_id)
+    model_record = session.model_record(run["model_id"])
+    model = Model.from_record(model_record)
+    config = model_record.get("training") or {}
+    data = {split: load_split(session, model, run["snapshot"].get(split, [])) for split in ("train", "val", "test")}
+    if not data["train"].images:
+        raise ValidationError("the snapshot has no training examples")
+    in_channels = 3 if any(img.ndim == 3 for img in data["train"].images) else 1
+    factory, train_step, code_meta = load_model_code(session, config.get("model_code"))
+    fixed = {"num_classes": len(model.classes), "multi_label": model.multi_label, "in_channels": in_channels}
+    if code_meta:
+        fixed["architecture"] = f"code:{code_meta['name']}"
+    if config.get("objective"):
+        fixed["objective"] = config["objective"]
+    return Context(run, model_record, model, config, data, fixed, factory, train_step)
+
+
+def candidates(ctx: Context) -> list[Any]:
+    """The specs to train: the run's own, or one per trial of the search space."""
+    from .training.search import sample_trials
+    from .training.spec import TrainSpec
+
+    layers = [
+        {"budget_s": ctx.config.get("budget_s", 0)},
+        ctx.config.get("hyperparameters"),
+        ctx.run.get("hyperparameters"),
+    ]
+    base = TrainSpec.build(ctx.model.problem_type, *layers, **ctx.fixed)
+    space = ctx.config.get("search_space") or {}
+    if not space:
+        return [base]
+    draws = sample_trials(space, int(ctx.config.get("max_trials") or 4), seed=base.seed)
+    return [TrainSpec.build(ctx.model.problem_type, base.to_dict(), draw, **ctx.fixed) for draw in draws]
+
+
+def prepare_machine(ctx: Context, base, reporter: Reporter) -> None:
+    """Choose device, precision and threads for this machine; fingerprint the training data."""
+    import torch
+
+    from .training import hardware, trainer
+    from .training.plan import fingerprint
+
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    ctx.hardware = hardware.detect(base.precision, processes_here=local_processes)
+    torch.set_num_threads(ctx.hardware.threads)
+    trainer.make_deterministic()
+    train = ctx.data["train"]
+    ctx.fingerprint = fingerprint(
+        train.images,
+        train.targets,
+        problem_type=ctx.model.problem_type,
+        num_classes=len(ctx.model.classes),
+        modalities=train.modalities,
+    )
+    reporter.record(fingerprint=ctx.fingerprint, hardware=ctx.hardware.to_dict())
+    hw = ctx.hardware
+    print(f"[{now()}] {hw.device}, {hw.precision} ({hw.reason}), {hw.threads} threads", flush=True)
+
+
+def train_candidates(ctx: Context, specs: list[Any], reporter: Reporter) -> tuple[Any, Any, dict[str, Any]]:
+    """Train each candidate; the best on the validation objective wins: ``(spec, result, plan)``."""
+    from .training import trainer
+
+    direction = ctx.config.get("direction", "max")
+    sign = 1 if direction == "max" else -1
+    best = None
+    trials = []
+    for number, candidate in enumerate(specs, start=1):
+        trial = number if len(specs) > 1 else None
+        spec, plan = trainer.resolve(candidate, ctx.fingerprint, ctx.hardware)
+        if len(specs) > 1 and spec.budget_s:  # a search shares the budget between its trials
+            spec.budget_s = plan["budget_s"] = round(spec.budget_s / len(specs), 1)
+        reporter.record(plan=plan, progress={"phase": "training", "trial": trial, "steps": spec.steps})
+        print(f"[{now()}] plan: {plan}", flush=True)
+        result = trainer.fit(
+            spec,
+            ctx.data["train"].prepared(spec),
+            ctx.data["val"].prepared(spec),
+            device=ctx.hardware.device,
+            factory=ctx.factory,
+            train_step=ctx.train_step,
+            on_step=lambda p, t=trial: reporter.on_step(p, t),
+            on_epoch=lambda r, t=trial: reporter.on_epoch(r, t),
+            should_stop=reporter.should_stop,
+            direction=direction,
+        )
+        score = result.val_metrics.get(spec.objective)
+        if trial is not None:
+            trials.append({"trial": trial, "hyperparameters": hyperparameters(spec), "val": {spec.objective: score}})
+            reporter.record(trials=trials)
+        if best is None or (score is not None and (best[3] is None or sign * score > sign * best[3])):
+            best = (spec, result, plan, score)
+    assert best is not None
+    return best[0], best[1], best[2]
+
+
+def test_and_judge(session: Session, ctx: Context, spec, result) -> tuple[dict[str, Any], str, str, bytes]:
+    """Evaluate on the test split next to the champion and apply the promotion rule.
+
+    Returns the fields to record, the decision, its reason and the weights.
+    """
+    from .training import trainer
+
+    net = trainer.build_model(spec, ctx.factory)
+    net.load_state_dict(result.state_dict)
+    net.to(ctx.hardware.device)
+    test = ctx.data["test"]
+    test_metrics, outputs = trainer.evaluate(
+        net, spec, test.prepared(spec), device=ctx.hardware.device, masks=test.targets
+    )
+    champion = {}
+    champion_id = ctx.model.champion_run_id
+    if champion_id and champion_id != ctx.run["id"]:
+        champion = evaluate_champion(session, ctx.model, champion_id, test)
+    champion_score = (champion.get("metrics") or {}).get("test", {}).get(spec.objective) if champion else None
+    margin = float(ctx.config.get("min_margin", 0.0))
+    direction = ctx.config.get("direction", "max")
+    decision, reason = promotion_decision(
+        spec.objective, direction, margin, test_metrics.get(spec.objective), champion_score
+    )
+    fields = {
+        "metrics": {
+            "val": result.val_metrics,
+            "test": test_metrics,
+            "best_epoch": result.best_epoch,
+            "best_step": result.best_step,
+        },
+        "test_examples": per_example_scores(spec, outputs, test.targets, test.example_ids),
+        "champion": champion,
+    }
+    return fields, decision, reason, trainer.save_state_dict(net)
+
+
+def train_and_evaluate(session: Session, run_id: str, reporter: Reporter) -> str:
+    """The body of a run: data, plan, (search and) fit, test next to the champion, decision, artifact.
+
+    A silent reporter (the other ranks of a distributed run) only trains.
+    """
+    ctx = load_context(session, run_id)
+    specs = candidates(ctx)
+    prepare_machine(ctx, specs[0], reporter)
+    spec, result, plan = train_candidates(ctx, specs, reporter)
+    if reporter.silent:
+        return "trained (not recording: not rank 0)"
+    training = {"steps": result.steps, "best_step": result.best_step, "stopped": result.stopped}
+    reporter.record(
+        spec=spec.to_dict(),
+        plan=plan,
+        training={**training, "seconds": round(result.seconds, 2)},
+        hyperparameters=hyperparameters(spec),
+        classes=ctx.model_record["classes"],
+        progress={"phase": "evaluating"},
+    )
+    fields, decision, reason, weights = test_and_judge(session, ctx, spec, result)
+    approval = {"decision": decision, "actor": "system", "reason": reason, "time": now()}
+    deploy = decision == "approve" and ctx.config.get("auto_deploy", True)
+    with session.write():  # the result, the decision and the deployment: one commit
+        record = session.run_record(run_id)
+        session.store_artifact(
+            run_id,
+            weights,
+            status="succeeded",
+            ended=now(),
+            approvals=[*record.get("approvals", []), approval],
+            progress={"phase": "done", "seconds": round(result.seconds, 2)},
+            **fields,
+        )
+        if deploy:
+            session.deploy(run_id, actor="system", reason="approved by the promotion rule (auto_deploy)")
+    if deploy:
+        predict_after_deploy(session, ctx.model.id, run_id)
+    return f"{decision}: {reason}"
+
+
+def predict_after_deploy(session: Session, model_id: str, run_id: str) -> None:
+    """Store the new champion's prediction of every example (the queue's orders are then instant).
+
+    Best effort: the run has succeeded and is deployed; what is not predicted here is predicted
+    when the kernel first needs it.
+    """
+    try:
+        count = Predictions(session).predict_all(model_id, run_id)
+        print(f"[{now()}] predicted {count} examples with the new champion", flush=True)
+    except Exception:
+        print(f"[{now()}] predicting after deploy failed (the kernel predicts on demand):", flush=True)
+        print(traceback.format_exc(), flush=True)
+
+
+def evaluate_champion(session: Session, model: Model, champion_id: str, test: SplitData) -> dict[str, Any]:
+    """The champion's metrics on the challenger's test examples (or why it could not be compared)."""
+    from .training import trainer
+
+    try:
+        predictor = Predictions(session).predictor(champion_id)
+    except Exception as e:
+        return {"run_id": champion_id, "error": f"the champion could not be loaded: {e}"}
+    if predictor.class_indices != [c.index for c in model.classes]:
+        return {"run_id": champion_id, "error": "the class vocabulary changed since the champion was trained"}
+    metrics, _ = trainer.evaluate(
+        predictor.net, predictor.spec, test.prepared(predictor.spec), precision=predictor.precision, masks=test.targets
+    )
+    return {"run_id": champion_id, "metrics": {"test": metrics}}
+
+
+def hyperparameters(spec) -> dict[str, Any]:
+    """The hyperparameters of a resolved spec (what a user could set), as recorded on the run."""
+    return {k: v for k, v in spec.to_dict().items() if k not in _NOT_HYPERPARAMETERS} | dict(spec.extra)
+
+
+def per_example_scores(spec, outputs, targets, example_ids) -> list[dict[str, Any]]:
+    """A score per test example (Dice for segmentation, probability of the truth otherwise), worst first.
+
+    ``outputs``: predicted label maps (segmentation) or probabilities (classification).
+    """
+    import numpy as np
+
+    from .training.metrics import segmentation_metrics
+
+    out = []
+    for i, example_id in enumerate(example_ids):
+        if spec.problem_type == "segmentation":
+            score = segmentation_metrics(np.asarray(targets[i]), outputs[i], spec.num_classes)["dice_mean"]
+        elif spec.multi_label:
+            score = float(1 - np.abs(outputs[i].numpy() - np.asarray(targets[i])).mean())
+        else:
+            score = float(outputs[i, int(targets[i])])
+        out.append({"example_id": example_id, "score": round(float(score), 5)})
+    return sorted(out, key=lambda e: e["score"])
+
+
+# -- the process ------------------------------------------------------------------------
+
+
+def work(session: Session, run_id: str) -> None:
+    """Train, evaluate and judge one run, writing every step into the store."""
+    from .training import trainer
+
+    def cancelled(signum, frame):
+        raise trainer.Cancelled
+
+    signal.signal(signal.SIGTERM, cancelled)
+    layout = {k: v for k, v in (session.run_record(run_id).get("worker") or {}).items() if k not in ("pid", "host")}
+    worker = {"pid": os.getpid(), "host": socket.gethostname(), **layout}
+    session.update_run(run_id, status="running", started=now(), worker=worker)
+    print(f"[{now()}] run {run_id} started in process {os.getpid()}", flush=True)
+    try:
+        result = train_and_evaluate(session, run_id, Reporter(session, run_id))
+    except trainer.Cancelled:
+        session.finish_run(run_id, "cancelled", error="cancelled by the user")
+        print(f"[{now()}] cancelled", flush=True)
+        return
+    except BaseException as e:
+        session.finish_run(run_id, "failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+        print(traceback.format_exc(), flush=True)
+        raise SystemExit(1) from None
+    print(f"[{now()}] finished: {result}", flush=True)
+
+
+def work_distributed(session: Session, run_id: str) -> None:
+    """One of several torchrun processes: all train their share; rank 0 records everything."""
+    from .training import trainer
+
+    rank, world, backend = trainer.init_distributed()
+    try:
+        if rank == 0:
+            nodes = int(os.environ.get("GROUP_WORLD_SIZE", "1"))
+            session.update_run(run_id, distributed={"world_size": world, "backend": backend, "nodes": nodes})
+            work(session, run_id)
+        else:
+            with contextlib.suppress(trainer.Cancelled):  # rank 0 records the cancellation; exit cleanly
+                train_and_evaluate(session, run_id, Reporter(session, run_id, silent=True))
+    finally:
+        trainer.shutdown_distributed()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Worker entry point; under torchrun each process joins a gloo/NCCL process group (DDP)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        raise SystemExit("usage: python -m patientml_widgets.worker PROJECT_DIR RUN_ID")
+    session = Session(Store(args[0], create=False), user="trainer")
+    try:
+        session.run_record(args[1])
+    except NotFoundError as e:
+        raise SystemExit(str(e)) from None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        work_distributed(session, args[1])
+    else:
+        work(session, args[1])
+
+
+if __name__ == "__main__":
+    main()
