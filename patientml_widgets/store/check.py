@@ -28,9 +28,9 @@ from .blobs import BlobStore, is_blob_ref
 from .files import atomic_write, fsync_dir, write_new
 from .storage import Records, decode_shard, encode_shard
 from .store import (
-    _AUDIT_FILE,
-    _COMMIT_FILE,
     AUDIT,
+    AUDIT_FILE,
+    COMMIT_FILE,
     MANIFEST,
     SCHEMA_VERSION,
     TABLES,
@@ -155,7 +155,7 @@ def _read(root: Path, report: CheckReport) -> _State:
 
 def _newest_audit(root: Path) -> str:
     """For a lost manifest: the audit trail the last repair wrote, else audit.jsonl."""
-    names = [p.name for p in root.glob("audit*.jsonl") if _AUDIT_FILE.match(p.name)]
+    names = [p.name for p in root.glob("audit*.jsonl") if AUDIT_FILE.match(p.name)]
     return max(names, key=lambda n: int(n.split(".")[1]) if n.count(".") == 2 else -1, default=AUDIT)
 
 
@@ -164,7 +164,7 @@ def _newest_files(root: Path) -> dict[str, str]:
     best: dict[str, tuple[int, str]] = {}
     table_of = {name: table for table, name in _names()}
     for path in (root / "tables").glob("*.json"):
-        m = _COMMIT_FILE.match(path.name)
+        m = COMMIT_FILE.match(path.name)
         if not m or m["shard"] not in table_of:
             continue
         try:
@@ -488,7 +488,7 @@ def _commit(root: Path, state: _State, shards, changed: set[str], new_events: li
     (root / "tables").mkdir(exist_ok=True)
     old = state.manifest
     files = dict(old["files"]) if old else _newest_files(root)
-    commits = [int(m["commit"]) for p in (root / "tables").glob("*.json") if (m := _COMMIT_FILE.match(p.name))]
+    commits = [int(m["commit"]) for p in (root / "tables").glob("*.json") if (m := COMMIT_FILE.match(p.name))]
     number = max([old["commit"] if old else 0, *commits]) + 1
     table_of = {name: table for table, name in _names()}
     for name in sorted(changed):

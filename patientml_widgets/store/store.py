@@ -83,8 +83,9 @@ _UPGRADED = (
     "This project was upgraded to schema 2 by a newer patientml-widgets; a kernel running an older\n"
     "version cannot write it. Upgrade it: pip install -U patientml-widgets\n"
 )
-_AUDIT_FILE = re.compile(r"^audit(\.\d+)?\.jsonl$")
-_COMMIT_FILE = re.compile(r"^(?P<shard>[a-z]+(?:-\d\d)?)\.(?P<commit>\d+)\.json$")
+#: names of audit trail files and of shard files (``labels-07.42.json``: shard, commit)
+AUDIT_FILE = re.compile(r"^audit(\.\d+)?\.jsonl$")
+COMMIT_FILE = re.compile(r"^(?P<shard>[a-z]+(?:-\d\d)?)\.(?P<commit>\d+)\.json$")
 
 
 def now() -> str:
@@ -140,10 +141,10 @@ def _valid_manifest(m: dict[str, Any]) -> bool:
     return (
         isinstance(m.get("commit"), int)
         and isinstance(m.get("audit_bytes"), int)
-        and _AUDIT_FILE.match(m.get("audit", AUDIT)) is not None
+        and AUDIT_FILE.match(m.get("audit", AUDIT)) is not None
         and m["audit_bytes"] >= 0
         and isinstance(m.get("files"), dict)
-        and all(isinstance(k, str) and isinstance(v, str) and _COMMIT_FILE.match(v) for k, v in m["files"].items())
+        and all(isinstance(k, str) and isinstance(v, str) and COMMIT_FILE.match(v) for k, v in m["files"].items())
         and isinstance(m.get("retired"), list)
         and all(isinstance(r, list) and len(r) == 2 and isinstance(r[0], str) for r in m["retired"])
     )
@@ -465,7 +466,7 @@ class Store:
                     with suppress(OSError):
                         os.unlink(entry.path)
         for old in self.root.glob("audit*.jsonl"):  # a trail check --repair replaced
-            if old.name != self.audit.path.name and _AUDIT_FILE.match(old.name):
+            if old.name != self.audit.path.name and AUDIT_FILE.match(old.name):
                 with suppress(OSError):
                     old.unlink()
         remove_abandoned(self.root, IMPORT_PREFIX)

@@ -6,7 +6,7 @@ import ipywidgets as w
 
 from ..project import Project
 from ..records import Model
-from ._common import View, escape
+from .base import View, escape
 from .model_details import ModelDetails
 from .model_table import ModelTable
 

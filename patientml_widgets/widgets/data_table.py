@@ -10,7 +10,7 @@ from typing import Any
 import anywidget
 import traitlets as t
 
-from ._common import STATIC
+from .base import STATIC
 
 __all__ = ["DataTable", "Page"]
 

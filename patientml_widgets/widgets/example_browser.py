@@ -8,7 +8,7 @@ import ipywidgets as w
 
 from ..project import Project
 from ..records import Example, Model
-from ._common import View, escape
+from .base import View, escape
 from .data_table import DataTable
 from .label_canvas import LabelCanvas
 

@@ -28,7 +28,7 @@ from .. import imaging
 from ..errors import PatientMLError, ValidationError
 from ..project import Project
 from ..records import PALETTE, ClassInfo, Example, Model
-from ._common import STATIC
+from .base import STATIC
 
 __all__ = ["LabelCanvas"]
 

@@ -10,7 +10,7 @@ import ipywidgets as w
 
 from ..project import Project
 from ..records import Model, Run
-from ._common import View
+from .base import View
 from .poller import Poller
 from .series import SPLITS, learning_curve, metric_names, metric_series
 

@@ -6,7 +6,7 @@ import ipywidgets as w
 
 from ..project import Project
 from ..records import Model
-from ._common import View, escape
+from .base import View, escape
 from .example_browser import ExampleBrowser
 from .metrics_chart import MetricsChart
 from .runs_table import RunsTable

@@ -6,7 +6,7 @@ import anywidget
 import traitlets as t
 
 from ..project import Project
-from ._common import STATIC
+from .base import STATIC
 
 __all__ = ["Poller"]
 

@@ -13,7 +13,7 @@ from .. import imaging
 from ..errors import PatientMLError
 from ..project import Project
 from ..records import Run
-from ._common import View, escape, message
+from .base import View, escape, message
 from .series import challenger_table
 
 __all__ = ["RunDetails", "worst_examples"]

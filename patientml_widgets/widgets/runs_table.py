@@ -10,7 +10,7 @@ import ipywidgets as w
 from ..errors import PatientMLError
 from ..project import Project
 from ..records import Model, Run
-from ._common import View, message
+from .base import View, message
 from .data_table import DataTable
 
 __all__ = ["RunsTable"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipywidgets as w
 
 from ..project import Project
-from ._common import View, escape
+from .base import View, escape
 from .data_table import DataTable
 from .example_browser import ICON
 from .label_canvas import LabelCanvas
