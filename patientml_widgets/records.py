@@ -35,6 +35,7 @@ __all__ = [
     "class_record",
     "class_records",
     "clean_name",
+    "is_color",
     "split_for",
 ]
 
@@ -302,6 +303,11 @@ def split_for(key: str) -> str:
     if h < SPLIT_FRACTIONS[0]:
         return "train"
     return "val" if h < SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1] else "test"
+
+
+def is_color(value: Any) -> bool:
+    """Whether ``value`` is a colour written ``#rrggbb``."""
+    return isinstance(value, str) and _COLOR.match(value) is not None
 
 
 def clean_name(value: Any, what: str) -> str:

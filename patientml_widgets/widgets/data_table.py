@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import Callable
 from typing import Any
 
 import anywidget
+import ipywidgets as w
 import traitlets as t
 
-from .base import STATIC
+from .base import STATIC, InvalidTrait, describe_error, run_callbacks
 
 __all__ = ["DataTable", "Page"]
 
@@ -55,22 +55,17 @@ class DataTable(anywidget.AnyWidget):
         empty_message: str = "Nothing here yet.",
         active_filter: str = "",
     ) -> None:
-        for c in columns:
-            if c.get("type", "text") not in COLUMN_TYPES:
-                raise ValueError(f"column type {c.get('type')!r} is not one of {COLUMN_TYPES}")
+        self._fetch = fetch
+        self._callbacks = {kind: w.CallbackDispatcher() for kind in ("row_click", "action", "poll")}
         super().__init__(
             title=title,
-            columns=[{"sortable": False, "type": "text", **c} for c in columns],
+            columns=columns,
             sort=sort or {},
             page_size=page_size,
             actions=actions or [],
             empty_message=empty_message,
             active_filter=active_filter,
         )
-        self._fetch = fetch
-        self._row_handlers: list[Callable[[str], Any]] = []
-        self._action_handlers: list[Callable[[str], Any]] = []
-        self._poll_handlers: list[Callable[[], Any]] = []
         self.on_msg(self._handle_message)
         self.observe(lambda _: self.refresh(), names=["page", "sort", "active_filter", "page_size"])
         self.refresh()
@@ -88,7 +83,7 @@ class DataTable(anywidget.AnyWidget):
             )
         except Exception as e:  # shown, not swallowed
             log.exception("table fetch failed")
-            self.error = "".join(traceback.format_exception_only(type(e), e)).strip()
+            self.error = describe_error(e)
             return
         finally:
             self.loading = False
@@ -101,33 +96,42 @@ class DataTable(anywidget.AnyWidget):
 
     def on_row_click(self, callback: Callable[[str], Any], remove: bool = False) -> None:
         """Call ``callback(row_id)`` when a row is clicked (or chosen with Enter)."""
-        _register(self._row_handlers, callback, remove)
+        self._callbacks["row_click"].register_callback(callback, remove=remove)
 
     def on_action(self, callback: Callable[[str], Any], remove: bool = False) -> None:
         """Call ``callback(action_key)`` when an action button is pressed."""
-        _register(self._action_handlers, callback, remove)
+        self._callbacks["action"].register_callback(callback, remove=remove)
 
     def on_poll(self, callback: Callable[[], Any], remove: bool = False) -> None:
         """Call ``callback()`` every ``poll_seconds`` while the table is shown."""
-        _register(self._poll_handlers, callback, remove)
+        self._callbacks["poll"].register_callback(callback, remove=remove)
+
+    @t.validate("columns")
+    def _valid_columns(self, proposal):
+        columns = []
+        for c in proposal["value"]:
+            if not isinstance(c, dict) or not c.get("key"):
+                raise InvalidTrait(f"a column is a dict with a key, not {c!r}")
+            if c.get("type", "text") not in COLUMN_TYPES:
+                raise InvalidTrait(f"column type {c.get('type')!r} is not one of {COLUMN_TYPES}")
+            columns.append({"sortable": False, "type": "text", **c})
+        return columns
+
+    @t.validate("page", "page_size")
+    def _valid_paging(self, proposal):
+        value = int(proposal["value"])
+        minimum = 1 if proposal["trait"].name == "page_size" else 0
+        if value < minimum:
+            raise InvalidTrait(f"{proposal['trait'].name} must be at least {minimum}, not {value}")
+        return value
 
     def _handle_message(self, _widget, content: dict[str, Any], _buffers) -> None:
         kind = content.get("kind") if isinstance(content, dict) else None
-        handlers = {"row_click": self._row_handlers, "action": self._action_handlers, "poll": self._poll_handlers}
-        if kind not in handlers:
+        if kind not in self._callbacks:
             self.error = f"unknown message from the browser: {kind!r}"
             return
         args = () if kind == "poll" else (content.get("id") if kind == "row_click" else content.get("key"),)
-        for handler in list(handlers[kind]):
-            try:
-                handler(*args)
-            except Exception as e:
-                log.exception("table %s handler failed", kind)
-                self.error = "".join(traceback.format_exception_only(type(e), e)).strip()
+        run_callbacks(self._callbacks[kind], *args, on_error=self._show_error)
 
-
-def _register(handlers: list, callback, remove: bool) -> None:
-    if remove:
-        handlers.remove(callback)
-    else:
-        handlers.append(callback)
+    def _show_error(self, text: str) -> None:
+        self.error = text

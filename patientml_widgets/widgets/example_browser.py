@@ -8,7 +8,7 @@ import ipywidgets as w
 
 from ..project import Project
 from ..records import Example, Model
-from .base import View, escape
+from .base import Notice, View, escape
 from .data_table import DataTable
 from .label_canvas import LabelCanvas
 
@@ -44,15 +44,18 @@ class ExampleBrowser(View, w.VBox):
             page_size=page_size,
             empty_message="No examples match.",
         )
-        self.table.on_row_click(self.open_example)
-        self.table.on_action(self._action)
-        self.table.on_poll(project.poll)
+        self.notice = Notice()
+        self.table.on_row_click(self.guarded(self.open_example))
+        self.table.on_action(self.guarded(self._action))
+        self.table.on_poll(self.guarded(project.poll))
         self.canvas: LabelCanvas | None = None
         self._order: list[str] = []
         self._position = -1
-        self.follow(project, self._changed, model_id=self._model_key)
+        self.follow(
+            project, self._changed, model_id=self._model_key, tables=("examples", "labels", "models", "predictions")
+        )
         self._update_actions()
-        super().__init__([self.table])
+        super().__init__([self.table, self.notice])
 
     # -- the table ---------------------------------------------------------------------------
 
@@ -112,9 +115,14 @@ class ExampleBrowser(View, w.VBox):
         return [e.id for e in self.project.examples(self._model_key, **query)]
 
     def _changed(self, change) -> None:
-        if change.kind == "model_updated":
+        """Refresh what the change concerns: the actions when the model changed, the table when its
+        rows may have (predictions only matter to the orders and filters built on them).
+        """
+        if change.touches("models"):
             self._update_actions()
-        if self.canvas is None:
+        query, disagreeing = self._query()
+        uses_predictions = disagreeing or query["sort"] == "uncertainty"
+        if self.canvas is None and (change.touches("examples", "labels", "models") or uses_predictions):
             self.table.refresh()
 
     # -- the labeling view ---------------------------------------------------------------------
@@ -137,22 +145,22 @@ class ExampleBrowser(View, w.VBox):
         prev = w.Button(description="Previous", disabled=self._position == 0)
         nxt = w.Button(description="Next", disabled=self._position >= len(self._order) - 1)
         unlabeled = w.Button(description="Next unlabeled")
-        back.on_click(lambda _: self.back())
-        prev.on_click(lambda _: self.previous())
-        nxt.on_click(lambda _: self.next())
-        unlabeled.on_click(lambda _: self.next_unlabeled())
+        back.on_click(self.guarded(lambda _: self.back()))
+        prev.on_click(self.guarded(lambda _: self.previous()))
+        nxt.on_click(self.guarded(lambda _: self.next()))
+        unlabeled.on_click(self.guarded(lambda _: self.next_unlabeled()))
         example = self.project.example(example_id)
         where = w.HTML(
             f"<span style='color:#5f6368'>{self._position + 1} of {len(self._order)} - "
             f"{escape(example.id)}, subject {escape(example.subject_id or '-')}, {escape(example.split)}</span>"
         )
-        self.children = [w.HBox([back, prev, nxt, unlabeled, where]), self.canvas]
+        self.children = [w.HBox([back, prev, nxt, unlabeled, where]), self.canvas, self.notice]
 
     def back(self) -> None:
         if self.canvas is not None:
             self.canvas.close()
         self.canvas = None
-        self.children = [self.table]
+        self.children = [self.table, self.notice]
         self.table.refresh()
 
     def previous(self) -> None:

@@ -15,20 +15,20 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import anywidget
+import ipywidgets as w
 import numpy as np
 import traitlets as t
 
 from .. import imaging
 from ..errors import PatientMLError, ValidationError
 from ..project import Project
-from ..records import PALETTE, ClassInfo, Example, Model
-from .base import STATIC
+from ..records import PALETTE, ClassInfo, Example, Model, is_color
+from .base import STATIC, InvalidTrait, run_callbacks
 
 __all__ = ["LabelCanvas"]
 
@@ -108,7 +108,7 @@ class LabelCanvas(anywidget.AnyWidget):
         self._shape = (int(array.shape[0]), int(array.shape[1]))
         self._mask = np.zeros(self._shape, np.uint8)
         self._prediction: np.ndarray | None = None
-        self._submit_callbacks: list[Callable[[LabelCanvas], Any]] = []
+        self._submit_callbacks = w.CallbackDispatcher()
         self._project: Project | None = None
         self._example_id: str | None = None
         if mask is not None:
@@ -147,15 +147,43 @@ class LabelCanvas(anywidget.AnyWidget):
 
     def on_submit(self, callback: Callable[[LabelCanvas], Any], remove: bool = False) -> None:
         """Call ``callback(canvas)`` after each Submit (after the project saved it, when bound)."""
-        if remove:
-            self._submit_callbacks.remove(callback)
-        else:
-            self._submit_callbacks.append(callback)
+        self._submit_callbacks.register_callback(callback, remove=remove)
+
+    @t.validate("mode")
+    def _valid_mode(self, proposal):
+        if proposal["value"] not in ("segmentation", "classification"):
+            raise InvalidTrait(f"mode is 'segmentation' or 'classification', not {proposal['value']!r}")
+        return proposal["value"]
+
+    @t.validate("classes")
+    def _valid_classes(self, proposal):
+        classes = proposal["value"]
+        for c in classes:
+            if not (isinstance(c, dict) and isinstance(c.get("index"), int) and isinstance(c.get("name"), str)):
+                raise InvalidTrait(f"a class is a dict with an index and a name, not {c!r}")
+            if not 0 <= c["index"] <= 255:
+                raise InvalidTrait(f"class indices are 0-255, not {c['index']}")
+            if not is_color(c.get("color")):
+                raise InvalidTrait(f"class colors are written #rrggbb, not {c.get('color')!r}")
+        if len({c["index"] for c in classes}) != len(classes) or len({c["name"] for c in classes}) != len(classes):
+            raise InvalidTrait("class names and indices must be unique")
+        return classes
+
+    @t.validate("active_class")
+    def _valid_active_class(self, proposal):
+        known = [c["index"] for c in self.classes]
+        if known and proposal["value"] not in known:
+            raise InvalidTrait(f"active_class is one of the class indices {known}, not {proposal['value']!r}")
+        return proposal["value"]
+
+    @t.validate("value")
+    def _valid_value(self, proposal):
+        return self._class_indices(proposal["value"])
 
     @t.validate("tool")
     def _valid_tool(self, proposal):
         if proposal["value"] not in TOOLS:
-            raise t.TraitError(f"tool is one of {TOOLS}, not {proposal['value']!r}")
+            raise InvalidTrait(f"tool is one of {TOOLS}, not {proposal['value']!r}")
         return proposal["value"]
 
     @t.validate("brush_size")
@@ -286,15 +314,10 @@ class LabelCanvas(anywidget.AnyWidget):
         self.error = ""
 
     def _run_callbacks(self) -> None:
-        for callback in list(self._submit_callbacks):
-            try:
-                callback(self)
-            except Exception as e:
-                log.exception("on_submit callback failed")
-                self.error = (
-                    f"on_submit callback {getattr(callback, '__name__', callback)!r} failed: "
-                    + "".join(traceback.format_exception_only(type(e), e)).strip()
-                )
+        run_callbacks(self._submit_callbacks, self, on_error=self._callback_failed)
+
+    def _callback_failed(self, text: str) -> None:
+        self.error = f"on_submit callback {text}"
 
     def _send_mask(self, mask: np.ndarray, *, target: str, reset_history: bool = False) -> None:
         self.send({"kind": "mask", "target": target, "reset_history": reset_history}, [imaging.encode_mask_wire(mask)])

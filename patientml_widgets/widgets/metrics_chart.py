@@ -10,7 +10,7 @@ import ipywidgets as w
 
 from ..project import Project
 from ..records import Model, Run
-from .base import View
+from .base import Notice, View
 from .poller import Poller
 from .series import SPLITS, learning_curve, metric_names, metric_series
 
@@ -71,9 +71,11 @@ class MetricsChart(View, w.VBox):
             lambda _: self.refresh(),
             model_id=self._model_key,
             kinds={"run_created", "run_updated", "model_updated"},
+            tables=("runs", "models"),
         )
+        self.notice = Notice()
         self.refresh()
-        super().__init__([self.view, self.details, Poller(project)])
+        super().__init__([self.view, self.notice, self.details, Poller(project)])
 
     # -- data ------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import ipywidgets as w
 
 from ..project import Project
 from ..records import Model
-from .base import View, escape
+from .base import Notice, View, escape
 from .example_browser import ExampleBrowser
 from .metrics_chart import MetricsChart
 from .runs_table import RunsTable
@@ -27,8 +27,10 @@ class ModelDetails(View, w.VBox):
             self.tabs.set_title(i, title)
         self.tabs.selected_index = 0
         self._draw_header()
-        self.follow(project, lambda _: self._draw_header(), model_id=self._model.id, kinds={"model_updated"})
-        super().__init__([self.header, self.tabs])
+        self.notice = Notice()
+        kinds = {"model_updated"}
+        self.follow(project, lambda _: self._draw_header(), model_id=self._model.id, kinds=kinds, tables=("models",))
+        super().__init__([self.header, self.tabs, self.notice])
 
     def _draw_header(self) -> None:
         m = self.project.model(self._model.id)

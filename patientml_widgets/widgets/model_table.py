@@ -10,7 +10,7 @@ import ipywidgets as w
 from ..errors import PatientMLError
 from ..project import Project
 from ..records import PALETTE, Model
-from .base import View, message
+from .base import Notice, View
 from .data_table import DataTable
 
 __all__ = ["ModelTable"]
@@ -41,11 +41,13 @@ class ModelTable(View, w.VBox):
         self.form.layout.display = "none"
         self.details = w.VBox()
         self._on_open = on_open or self._show_details
-        self.table.on_row_click(lambda model_id: self._on_open(project.model(model_id)))
-        self.table.on_action(self._action)
-        self.table.on_poll(project.poll)
-        self.follow(project, lambda _: self.table.refresh(), kinds={"model_created", "model_updated", "model_deleted"})
-        super().__init__([self.table, self.form, self.details])
+        self.notice = Notice()
+        self.table.on_row_click(self.guarded(lambda model_id: self._on_open(project.model(model_id))))
+        self.table.on_action(self.guarded(self._action))
+        self.table.on_poll(self.guarded(project.poll))
+        kinds = {"model_created", "model_updated", "model_deleted"}
+        self.follow(project, lambda _: self.table.refresh(), kinds=kinds, tables=("models",))
+        super().__init__([self.table, self.notice, self.form, self.details])
 
     def _fetch(self, page, page_size, sort, descending, _filter):
         rows = [
@@ -99,7 +101,7 @@ class NewModelForm(w.VBox):
         self.multi_label_input = w.Checkbox(description="Several classes per image (multi-label)", value=False)
         create = w.Button(description="Create", button_style="primary")
         cancel = w.Button(description="Cancel")
-        self.notice = w.HTML()
+        self.notice = Notice()
         create.on_click(lambda _: self.create())
         cancel.on_click(lambda _: done(None))
         super().__init__(
@@ -131,9 +133,9 @@ class NewModelForm(w.VBox):
                 multi_label=self.multi_label_input.value and self.problem_type_input.value == "classification",
             )
         except PatientMLError as e:
-            self.notice.value = message(str(e), "red").value
+            self.notice.error(e)
             return None
-        self.notice.value = ""
+        self.notice.clear()
         self.name_input.value = self.description_input.value = ""
         self._done(model)
         return model

@@ -13,7 +13,7 @@ from .. import imaging
 from ..errors import PatientMLError
 from ..project import Project
 from ..records import Run
-from .base import View, escape, message
+from .base import Notice, View, escape, message
 from .series import challenger_table
 
 __all__ = ["RunDetails", "worst_examples"]
@@ -98,19 +98,19 @@ class RunDetails(View, w.VBox):
         self.comparison = w.HTML()
         self.per_class = w.HTML()
         self.approvals = w.HTML()
-        self.notice = w.HTML()
+        self.notice = Notice()
         self.reason = w.Text(placeholder="reason (needed to reject)", layout=w.Layout(width="320px"))
         self.deploy_button = w.Button(description="Deploy", button_style="primary")
         self.approve_button = w.Button(description="Approve")
         self.reject_button = w.Button(description="Reject", button_style="danger")
-        self.deploy_button.on_click(lambda _: self._decide("deploy"))
-        self.approve_button.on_click(lambda _: self._decide("approve"))
-        self.reject_button.on_click(lambda _: self._decide("reject"))
+        self.deploy_button.on_click(self.guarded(lambda _: self._decide("deploy")))
+        self.approve_button.on_click(self.guarded(lambda _: self._decide("approve")))
+        self.reject_button.on_click(self.guarded(lambda _: self._decide("reject")))
         self.worst = w.VBox()
         self.log_view = w.Accordion(children=[w.HTML()])
         self.log_view.set_title(0, "Log")
         self.log_view.selected_index = None
-        self.follow(project, self._changed, kinds={"run_updated", "model_updated"})
+        self.follow(project, self._changed, kinds={"run_updated", "model_updated"}, tables=("runs", "models"))
         self.draw()
         actions = w.HBox([self.deploy_button, self.approve_button, self.reason, self.reject_button])
         super().__init__(
@@ -213,9 +213,9 @@ class RunDetails(View, w.VBox):
             else:
                 self.project.reject(self.run_id, self.reason.value)
         except PatientMLError as e:
-            self.notice.value = message(str(e), "red").value
+            self.notice.error(e)
             return
-        self.notice.value = message(f"{decision}: recorded", "green").value
+        self.notice.show(f"{decision}: recorded", "green")
         self.reason.value = ""
         self.draw()
 

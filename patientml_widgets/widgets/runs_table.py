@@ -10,7 +10,7 @@ import ipywidgets as w
 from ..errors import PatientMLError
 from ..project import Project
 from ..records import Model, Run
-from .base import View, message
+from .base import Notice, View
 from .data_table import DataTable
 
 __all__ = ["RunsTable"]
@@ -73,11 +73,11 @@ class RunsTable(View, w.VBox):
             empty_message="No runs yet. Submit some labels, then Train now.",
         )
         self.details = w.VBox()
-        self.notice = w.HTML()
-        self.table.on_row_click(self.show_run)
-        self.table.on_action(self._action)
-        self.table.on_poll(project.poll)
-        self.follow(project, lambda _: self.refresh(), model_id=self._model_key)
+        self.notice = Notice()
+        self.table.on_row_click(self.guarded(self.show_run))
+        self.table.on_action(self.guarded(self._action))
+        self.table.on_poll(self.guarded(project.poll))
+        self.follow(project, lambda _: self.refresh(), model_id=self._model_key, tables=("runs", "models"))
         super().__init__([self.table, self.notice, self.details])
 
     def refresh(self) -> None:
@@ -96,9 +96,9 @@ class RunsTable(View, w.VBox):
             try:
                 handle = self.project.train(self._model_key)
             except PatientMLError as e:
-                self.notice.value = message(str(e), "red").value
+                self.notice.error(e)
             else:
-                self.notice.value = message(f"Started {handle.run.slug}.", "green").value
+                self.notice.show(f"Started {handle.run.slug}.", "green")
 
     def show_run(self, run_id: str) -> None:
         """Show a run's details under the table."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipywidgets as w
 
 from ..project import Project
-from .base import View, escape
+from .base import Notice, View, escape
 from .data_table import DataTable
 from .example_browser import ICON
 from .label_canvas import LabelCanvas
@@ -33,12 +33,14 @@ class SubjectViewer(View, w.VBox):
         if subject is not None:
             self.picker.value = subject
         self.table = DataTable(self._fetch, COLUMNS, title="Images", empty_message="This subject has no images.")
-        self.table.on_row_click(self.open_example)
-        self.table.on_poll(project.poll)
-        self.picker.observe(lambda _: self.back(), names="value")
+        self.notice = Notice()
+        self.table.on_row_click(self.guarded(self.open_example))
+        self.table.on_poll(self.guarded(project.poll))
+        self.picker.observe(self.guarded(lambda _: self.back()), names="value")
         self.canvas: LabelCanvas | None = None
-        self.follow(project, lambda _: self.canvas is None and self.table.refresh())
-        super().__init__([self.picker, self.table])
+        tables = ("examples", "labels", "subjects", "models")
+        self.follow(project, lambda _: self.canvas is None and self.table.refresh(), tables=tables)
+        super().__init__([self.picker, self.table, self.notice])
 
     def _fetch(self, page, page_size, _sort, _descending, _filter):
         subject = self.picker.value
@@ -73,11 +75,12 @@ class SubjectViewer(View, w.VBox):
             self.picker,
             w.HBox([back, w.HTML(f"&nbsp;{escape(model.name)} - {escape(example_id)}")]),
             self.canvas,
+            self.notice,
         ]
 
     def back(self) -> None:
         if getattr(self, "canvas", None) is not None:
             self.canvas.close()
         self.canvas = None
-        self.children = [self.picker, self.table]
+        self.children = [self.picker, self.table, self.notice]
         self.table.refresh()
