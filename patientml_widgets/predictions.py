@@ -120,7 +120,7 @@ class Predictions:
         return entry
 
     def _as_prediction(self, entry: dict[str, Any]) -> Prediction:
-        names = [c["name"] for c in self.predictor(entry["run_id"]).classes]
+        names = [c["name"] for c in self.session.run_record(entry["run_id"])["classes"]]
         mask = entry.get("mask")
         if mask is None and entry.get("mask_ref"):
             mask = self.session.mask_blob(entry["mask_ref"])

@@ -1,0 +1,111 @@
+"""The orders and filters built on stored predictions are Project queries (no widget, no network
+loaded when the predictions are stored), and the worker stores them for every example after deploy.
+"""
+
+import numpy as np
+import pytest
+from helpers import image, update_run_with_weights
+
+import patientml_widgets as pml
+from patientml_widgets.predictions import Predictions
+
+
+def deployed(project, model):
+    """A succeeded, deployed run of ``model`` (fake weights: the queries must not need them)."""
+    run = project.create_run(model)
+    classes = [{"index": c.index, "name": c.name, "color": c.color, "description": ""} for c in model.classes]
+    update_run_with_weights(project, run.id, b"w", status="succeeded", classes=classes, spec={"objective": "x"})
+    project.deploy(run.id)
+    return run.id
+
+
+@pytest.fixture
+def no_network_loading(monkeypatch):
+    def refuse(self, run_id):
+        raise AssertionError("the query loaded the run's network although its predictions are stored")
+
+    monkeypatch.setattr(Predictions, "predictor", refuse)
+
+
+def test_uncertainty_order_and_disagreements_come_from_stored_predictions(project, cls, no_network_loading):
+    examples = project.add_examples(
+        cls, [image(8, 8, seed=i) for i in range(30)], subjects=[f"p{i}" for i in range(30)]
+    )
+    run_id = deployed(project, cls)
+    rng = np.random.default_rng(0)
+    entries, truth = [], {}
+    for i, ex in enumerate(examples):
+        p = rng.dirichlet([1, 1, 1])
+        entries.append({"run_id": run_id, "example_id": ex.id, "model_id": cls.id, "created": "t",
+                        "uncertainty": float(1 - p.max()), "probabilities": [float(v) for v in p]})  # fmt: skip
+        if i % 2 == 0:  # half labeled: with the predicted class, or another one
+            label = int(p.argmax()) if i % 4 == 0 else int((p.argmax() + 1) % 3)
+            project.submit_label(ex, classes=[label])
+            truth[ex.id] = label != int(p.argmax())
+    project.session.store_predictions(entries)
+
+    order = [e.id for e in project.examples(cls, sort="uncertainty")]
+    scores = {e["example_id"]: e["uncertainty"] for e in entries}
+    assert sorted(order) == sorted(e.id for e in examples)
+    assert scores[order[0]] == max(scores.values())
+    assert [scores[i] for i in order[:9]] == sorted((scores[i] for i in order[:9]), reverse=True)
+    tenth = sorted(scores, key=lambda i: -scores[i])
+    assert order[9] in tenth[15:]  # every tenth place is drawn from the surer half
+    assert [e.id for e in project.examples(cls, sort="uncertainty", limit=5, offset=2)] == order[2:7]
+    unlabeled = [e.id for e in project.examples(cls, status="unlabeled", sort="uncertainty")]
+    assert set(unlabeled) == {e.id for e in examples[1::2]}
+
+    found = [e.id for e in project.disagreements(cls)]
+    assert found == [e.id for e in project.examples(cls, status="labeled") if truth[e.id]]
+    assert found and all(truth[i] for i in found)
+    with pytest.raises(pml.ValidationError, match="sort"):
+        project.disagreements(cls, sort="uncertainty")
+
+
+def test_a_mask_prediction_disagrees_below_a_dice_of_0_8(project, seg, no_network_loading):
+    a, b = project.add_examples(seg, [image(16, 16, seed=1), image(16, 16, seed=2)])
+    run_id = deployed(project, seg)
+    truth = np.zeros((16, 16), np.uint8)
+    truth[4:12, 4:12] = 1
+    near = truth.copy()
+    near[4, 4:12] = 0  # Dice 0.93
+    far = np.zeros_like(truth)
+    far[4:8, 4:12] = 1  # Dice 0.67
+    for ex, predicted in ((a, near), (b, far)):
+        project.submit_label(ex, mask=truth)
+        entry = {"run_id": run_id, "example_id": ex.id, "model_id": seg.id, "created": "t",
+                 "uncertainty": 0.1, "probabilities": [0.5, 0.5, 0.0], "mask": predicted}  # fmt: skip
+        project.session.store_predictions([entry])
+    assert [e.id for e in project.disagreements(seg)] == [b.id]
+    project.submit_label(b, mask=far)  # a new label version is compared again
+    assert project.disagreements(seg) == []
+
+
+def test_queries_need_a_deployed_run(project, cls):
+    project.add_example(cls, image())
+    with pytest.raises(pml.ValidationError, match="no deployed run"):
+        project.examples(cls, sort="uncertainty")
+    with pytest.raises(pml.ValidationError, match="no deployed run"):
+        project.disagreements(cls)
+    with pytest.raises(pml.ValidationError, match="sort must be one of"):
+        project.examples(cls, sort="surprise")
+
+
+@pytest.mark.slow
+def test_the_worker_predicts_every_example_after_deploying(demo, monkeypatch):
+    kind = demo.model("Lesion type")
+    run = demo.train(kind, hyperparameters={"steps": 4, "image_size": 32, "base_channels": 4}).wait(timeout=120)
+    assert run.status == "succeeded" and demo.model(kind).champion_run_id == run.id, run.traceback
+    stored = demo.session.prediction_records(run.id)
+    assert set(stored) == {e.id for e in demo.examples(kind)}
+    assert "predicted" in demo.run_log(run)
+
+    def refuse(self, run_id):
+        raise AssertionError("the kernel loaded the network although the worker stored every prediction")
+
+    monkeypatch.setattr(Predictions, "predictor", refuse)
+    order = [e.id for e in demo.examples(kind, sort="uncertainty", limit=10)]
+    assert stored[order[0]]["uncertainty"] == max(p["uncertainty"] for p in stored.values())
+    names = {c.index: c.name for c in kind.classes}
+    for ex in demo.disagreements(kind):
+        assert demo.predict(kind, ex).classes != [names[i] for i in demo.label(ex).classes]
