@@ -49,6 +49,7 @@ class Predictions:
     def __init__(self, session: Session) -> None:
         self.session = session
         self._predictors: dict[str, Any] = {}
+        self._computed: dict[str, dict[str, dict[str, Any]]] = {}  # run -> example -> prediction, not stored
         self._agreement: dict[tuple[str, str, int], bool] = {}  # (run, example, label version) -> disagrees
 
     def predictor(self, run_id: str) -> Any:
@@ -137,14 +138,10 @@ class Predictions:
     def uncertainty_order(self, model: ModelRef, ids: list[str]) -> list[str]:
         """``ids`` with the deployed run's least sure first, and every tenth place drawn at random
         from the surer half (so the queue does not only ever show one kind of case).
-        Predicts (and stores) what has no stored prediction yet.
+        Predicts what has no stored prediction (kept in memory, not stored: a query never writes).
         """
         record, run_id = self.champion(model)
-        stored = self.session.prediction_records(run_id)
-        missing = [i for i in ids if i not in stored]
-        if missing:
-            self.predict_missing(record, run_id, missing)
-            stored = self.session.prediction_records(run_id)
+        stored = self._known(record, run_id, ids)
         scored = sorted(ids, key=lambda i: -stored[i]["uncertainty"])
         rng = random.Random(len(ids))
         share = max(1, len(scored) // 10) if scored else 0
@@ -155,22 +152,25 @@ class Predictions:
             rest.insert(min(len(rest), 10 * k + 9), pick)
         return rest
 
-    def predict_missing(self, model: dict[str, Any], run_id: str, ids: Iterable[str]) -> None:
-        ids = list(ids)
-        for start in range(0, len(ids), BATCH):
-            chunk = ids[start : start + BATCH]
-            self.session.store_predictions([self._compute(model, run_id, i, self.session.image(i)) for i in chunk])
+    def _known(self, model: dict[str, Any], run_id: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The predictions of ``ids``: stored ones, else computed here and kept in memory (a query
+        never writes; the worker stores every example's prediction after deploying a run).
+        """
+        known = {**self._computed.get(run_id, {}), **self.session.prediction_records(run_id)}
+        computed = self._computed.setdefault(run_id, {})
+        for example_id in ids:
+            if example_id not in known:
+                known[example_id] = computed[example_id] = self._compute(
+                    model, run_id, example_id, self.session.image(example_id)
+                )
+        return known
 
     def disagreeing(self, model: ModelRef, ids: list[str]) -> list[str]:
         """Those of ``ids`` (labeled examples) whose deployed-run prediction differs from the label:
         other classes, or a mask whose foreground Dice with the label is below ``DISAGREEMENT_DICE``.
         """
         record, run_id = self.champion(model)
-        stored = self.session.prediction_records(run_id)
-        missing = [i for i in ids if i not in stored]
-        if missing:
-            self.predict_missing(record, run_id, missing)
-            stored = self.session.prediction_records(run_id)
+        stored = self._known(record, run_id, ids)
         view = Model.from_record(record)
         out = []
         for example_id in ids:
@@ -190,7 +190,9 @@ class Predictions:
             predicted = self._as_prediction(prediction).classes
             return sorted(predicted) != sorted(names.get(i, str(i)) for i in label["classes"])
         truth = self.session.mask_blob(label["mask_ref"])
-        guess = self.session.mask_blob(prediction["mask_ref"])
+        guess = (
+            prediction["mask"] if prediction.get("mask") is not None else self.session.mask_blob(prediction["mask_ref"])
+        )
         fg_truth, fg_guess = truth > 0, guess > 0
         overlap = 2 * np.logical_and(truth == guess, fg_truth).sum()
         total = fg_truth.sum() + fg_guess.sum()

@@ -343,7 +343,8 @@ class Project:
         (``source``: by subject, then DICOM series in slice order, else by file path), or
         ``uncertainty``: the deployed run's least sure first, every tenth place drawn at random
         from the surer half (so the queue does not show only one kind of case); it uses the
-        predictions stored after deploy and predicts (and stores) what is missing.
+        predictions the worker stored after deploying the run, and predicts what is missing
+        (kept in this project object's memory: a query never writes).
         """
         if sort not in SORT_KEYS:
             raise ValidationError(f"sort must be one of {SORT_KEYS}, not {sort!r}")
@@ -372,7 +373,7 @@ class Project:
 
         Classification: other classes. Segmentation: a foreground Dice below 0.8 between the
         predicted mask and the label. Uses the predictions stored after deploy (and predicts
-        what is missing); ``sort`` as in :meth:`examples` (not ``uncertainty``).
+        what is missing, in memory); ``sort`` as in :meth:`examples` (not ``uncertainty``).
         """
         if sort not in _STORED_SORTS:
             raise ValidationError(f"sort must be one of {_STORED_SORTS}, not {sort!r}")

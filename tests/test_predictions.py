@@ -109,3 +109,22 @@ def test_the_worker_predicts_every_example_after_deploying(demo, monkeypatch):
     names = {c.index: c.name for c in kind.classes}
     for ex in demo.disagreements(kind):
         assert demo.predict(kind, ex).classes != [names[i] for i in demo.label(ex).classes]
+
+
+def test_a_query_predicts_what_is_missing_in_memory_and_writes_nothing(project, cls, monkeypatch):
+    examples = project.add_examples(cls, [image(8, 8, seed=i) for i in range(5)])
+    run_id = deployed(project, cls)
+    calls = []
+
+    def compute(self, model, run, example_id, img):
+        calls.append(example_id)
+        p = [0.2, 0.3, 0.5] if example_id == examples[3].id else [0.9, 0.05, 0.05]
+        return {"run_id": run, "example_id": example_id, "model_id": model["id"], "created": "t",
+                "uncertainty": 1 - max(p), "probabilities": p}  # fmt: skip
+
+    monkeypatch.setattr(Predictions, "_compute", compute)
+    commit = project.session.store.commit
+    assert project.examples(cls, sort="uncertainty")[0].id == examples[3].id
+    assert project.examples(cls, sort="uncertainty")[0].id == examples[3].id  # computed once, kept
+    assert sorted(calls) == sorted(e.id for e in examples)
+    assert project.session.store.commit == commit and project.session.prediction_records(run_id) == {}

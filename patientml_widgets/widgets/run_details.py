@@ -26,6 +26,64 @@ def worst_examples(run: Run, n: int = WORST) -> list[dict[str, Any]]:
     return sorted(run.test_examples, key=lambda e: (e["score"], e["example_id"]))[:n]
 
 
+def _summary_lines(run: Run, deployed: bool) -> list[str]:
+    """The run in a few lines: name and status, when, on what, how, progress and errors (escaped)."""
+    duration = ""
+    if run.started and run.ended:
+        from datetime import datetime
+
+        seconds = (datetime.fromisoformat(run.ended) - datetime.fromisoformat(run.started)).total_seconds()
+        duration = f", {seconds:.1f} s"
+    counts = ", ".join(f"{s} {len(run.snapshot.get(s, []))}" for s in ("train", "val", "test"))
+    lines = [
+        f"<div style='font-size:15px;font-weight:600'>{escape(run.slug)} - {escape(run.status)}"
+        + (" <span style='color:#137333'>Deployed</span>" if deployed else "")
+        + "</div>",
+        f"trigger {escape(run.trigger)}; started {escape((run.started or '-')[:19])}; "
+        f"ended {escape((run.ended or '-')[:19])}{duration}",
+        f"snapshot: {escape(counts)} submitted labels",
+        "hyperparameters: " + escape(", ".join(f"{k}={v}" for k, v in sorted(run.hyperparameters.items()))),
+        *_machine_lines(run),
+    ]
+    if run.status == "running" and run.progress.get("steps"):
+        p = run.progress
+        lines.append(
+            f"progress: step {p.get('step', 0)}/{p['steps']} (epoch {p.get('epoch', 0)}), "
+            f"loss {p.get('loss', 0):.4f}, at most about {p.get('eta_s', 0):.0f} s left"
+        )
+    if run.error:
+        lines.append(f"<span style='color:#c5221f'>{escape(run.error)}</span>")
+    if run.traceback:
+        lines.append(f"<pre style='font-size:11px;max-height:180px;overflow:auto'>{escape(run.traceback)}</pre>")
+    return lines
+
+
+def _comparison(run: Run, champion_label: str) -> str:
+    """The run next to the champion on the same test examples (empty before there is anything to compare)."""
+    rows = challenger_table(run)
+    if not rows:
+        return ""
+    table = _table(
+        ["metric", "this run", champion_label, "difference"],
+        [[escape(n), _fmt(a), _fmt(b), "-" if d is None else f"{d:+.4f}"] for n, a, b, d in rows],
+    )
+    error = run.champion.get("error")
+    return (
+        "<b>On the same test examples</b>"
+        + table
+        + (f"<div style='color:#5f6368'>{escape(error)}</div>" if error else "")
+    )
+
+
+def _approvals(run: Run) -> str:
+    if not run.approvals:
+        return ""
+    return "<b>Decisions</b><br>" + "<br>".join(
+        f"{escape(a['decision'])} by {escape(a['actor'])} - {escape(a.get('reason') or '')} ({escape(a['time'][:19])})"
+        for a in run.approvals
+    )
+
+
 def _machine_lines(run) -> list[str]:
     """Where and how the run trained, what the plan derived from the data, and why training ended."""
     lines = []
@@ -135,72 +193,16 @@ class RunDetails(View, w.VBox):
         project, run = self.project, self.project.run(self.run_id)
         model = project.model(run.model_id)
         deployed = model.champion_run_id == run.id
-        duration = ""
-        if run.started and run.ended:
-            from datetime import datetime
-
-            seconds = (datetime.fromisoformat(run.ended) - datetime.fromisoformat(run.started)).total_seconds()
-            duration = f", {seconds:.1f} s"
-        counts = ", ".join(f"{s} {len(run.snapshot.get(s, []))}" for s in ("train", "val", "test"))
-        lines = [
-            f"<div style='font-size:15px;font-weight:600'>{escape(run.slug)} - {escape(run.status)}"
-            + (" <span style='color:#137333'>Deployed</span>" if deployed else "")
-            + "</div>",
-            f"trigger {escape(run.trigger)}; started {escape((run.started or '-')[:19])}; "
-            f"ended {escape((run.ended or '-')[:19])}{duration}",
-            f"snapshot: {escape(counts)} submitted labels",
-            "hyperparameters: " + escape(", ".join(f"{k}={v}" for k, v in sorted(run.hyperparameters.items()))),
-            *_machine_lines(run),
-        ]
-        if run.status == "running" and run.progress.get("steps"):
-            p = run.progress
-            lines.append(
-                f"progress: step {p.get('step', 0)}/{p['steps']} (epoch {p.get('epoch', 0)}), "
-                f"loss {p.get('loss', 0):.4f}, at most about {p.get('eta_s', 0):.0f} s left"
-            )
-        if run.error:
-            lines.append(f"<span style='color:#c5221f'>{escape(run.error)}</span>")
-        if run.traceback:
-            lines.append(f"<pre style='font-size:11px;max-height:180px;overflow:auto'>{escape(run.traceback)}</pre>")
-        self.summary.value = "<br>".join(lines)
-
-        rows = challenger_table(run)
-        if rows:
-            champion = (run.champion or {}).get("run_id")
-            label = escape(project.run(champion).slug) if champion else "champion"
-            self.comparison.value = (
-                "<b>On the same test examples</b>"
-                + _table(
-                    ["metric", "this run", label, "difference"],
-                    [[escape(n), _fmt(a), _fmt(b), "-" if d is None else f"{d:+.4f}"] for n, a, b, d in rows],
-                )
-                + (
-                    f"<div style='color:#5f6368'>{escape(run.champion['error'])}</div>"
-                    if run.champion.get("error")
-                    else ""
-                )
-            )
-        else:
-            self.comparison.value = ""
+        self.summary.value = "<br>".join(_summary_lines(run, deployed))
+        champion = (run.champion or {}).get("run_id")
+        self.comparison.value = _comparison(run, escape(project.run(champion).slug) if champion else "champion")
         self.per_class.value = _per_class(run, [c.name for c in model.classes])
-        self.approvals.value = (
-            "<b>Decisions</b><br>"
-            + "<br>".join(
-                f"{escape(a['decision'])} by {escape(a['actor'])} - "
-                f"{escape(a.get('reason') or '')} ({escape(a['time'][:19])})"
-                for a in run.approvals
-            )
-            if run.approvals
-            else ""
-        )
+        self.approvals.value = _approvals(run)
         finished = run.status == "succeeded"
         self.deploy_button.disabled = not finished or deployed
         self.approve_button.disabled = self.reject_button.disabled = not finished
-        self.log_view.children[
-            0
-        ].value = (
-            f"<pre style='font-size:11px;max-height:240px;overflow:auto'>{escape(project.run_log(run)[-20000:])}</pre>"
-        )
+        log = escape(project.run_log(run)[-20000:])
+        self.log_view.children[0].value = f"<pre style='font-size:11px;max-height:240px;overflow:auto'>{log}</pre>"
         if finished and not self.worst.children:
             self._draw_worst(run)
 
