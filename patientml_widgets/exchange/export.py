@@ -126,87 +126,133 @@ def _write(
     include_metadata: bool,
     extra: dict[str, Any],
 ) -> Path:
-    if layout not in LAYOUTS:
-        raise ValidationError(f"layout must be one of {LAYOUTS}, not {layout!r}")
-    if layout == "coco" and model.problem_type != "segmentation":
-        raise ValidationError("COCO export is for segmentation models; classification labels export as index.csv")
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise ValidationError(f"{target} exists and is not an empty folder; export into a new folder")
+    _check_export(model, target, layout)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned(target.parent, ".", PARTIAL)  # partials of exports here that were killed
     with scratch_folder(target.parent, f".{target.name}{PARTIAL}") as work:
-        names = {c.index: c.name for c in model.classes}
-        index, coco_images, annotations = [], [], []
-        for number, (ex, label) in enumerate(rows, start=1):
-            image_name = _write_image(work, session.image(ex.id), ex.id)
-            entry = {
-                "image": image_name,
-                "mask": "",
-                "classes": "|".join(names.get(c, str(c)) for c in label["classes"]),
-                "class_indices": "|".join(str(c) for c in label["classes"]),
-                "subject": (ex.subject_id or "") if include_subjects else "",
-                "split": ex.split,
-                "status": label["status"],
-                "version": label["version"],
-                "author": label["author"],
-                "updated": label["updated"],
-                "example_id": ex.id,
-            }
-            entry.update(_display(ex.source))
-            if include_metadata:
-                entry.update({f"source_{k}": ex.source[k] for k in METADATA_KEYS if k in ex.source})
-            if model.problem_type == "segmentation":
-                mask = session.mask_blob(label["mask_ref"])
-                if layout == "folder":
-                    entry["mask"] = f"masks/{_safe(ex.id)}.png"
-                    _put(work, entry["mask"], imaging.encode_mask_png(mask))
-                else:
-                    coco_images.append(
-                        {"id": number, "file_name": image_name, "width": ex.width, "height": ex.height,
-                         "example_id": ex.id, "split": ex.split, "subject": entry["subject"],
-                         "version": label["version"], "status": label["status"]}
-                    )  # fmt: skip
-                    annotations += _coco_annotations(mask, number, len(annotations))
-            index.append(entry)
-        manifest = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "layout": layout,
-            "model": {
-                "name": model.name,
-                "description": model.description,
-                "problem_type": model.problem_type,
-                "multi_label": model.multi_label,
-                "id": model.id,
-            },
-            "classes": [
-                {"index": c.index, "name": c.name, "color": c.color, "description": c.description}
-                for c in model.classes
-            ],
-            "retired_class_indices": _retired(model),
-            "exported": now(),
-            "exported_by": session.user,
-            "label_versions": {e["example_id"]: e["version"] for e in index},
-            **extra,
-            "examples": index,
-        }
+        index, coco_images, annotations = _write_examples(
+            work, session, model, rows, layout, include_subjects, include_metadata
+        )
+        manifest = _manifest(session, model, layout, index, extra)
         if layout == "folder":
             _put(work, "index.csv", _csv(index))
         else:
-            categories = [{"id": c.index, "name": c.name, "supercategory": ""} for c in model.classes if c.index != 0]
-            coco = {
-                "info": {"description": f"{model.name} labels", "date_created": manifest["exported"], "version": "1.0"},
-                "images": coco_images,
-                "annotations": annotations,
-                "categories": categories,
-            }
-            _put(work, "annotations.json", json.dumps(coco).encode())
+            _put(work, "annotations.json", _coco_file(model, manifest["exported"], coco_images, annotations))
         _put(work, "dataset.json", json.dumps(manifest, indent=1).encode())
         _fsync_tree(work)
         if target.exists():
             target.rmdir()  # empty (checked above)
         publish(work, target)
     return target
+
+
+def _check_export(model: Model, target: Path, layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise ValidationError(f"layout must be one of {LAYOUTS}, not {layout!r}")
+    if layout == "coco" and model.problem_type != "segmentation":
+        raise ValidationError("COCO export is for segmentation models; classification labels export as index.csv")
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ValidationError(f"{target} exists and is not an empty folder; export into a new folder")
+
+
+def _write_examples(
+    work: Path,
+    session: Session,
+    model: Model,
+    rows: list[tuple[Example, dict[str, Any]]],
+    layout: str,
+    include_subjects: bool,
+    include_metadata: bool,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each example's image (and mask) into ``work``: the index entries, and the COCO images and annotations."""
+    names = {c.index: c.name for c in model.classes}
+    index, coco_images, annotations = [], [], []
+    for number, (ex, label) in enumerate(rows, start=1):
+        image_name = _write_image(work, session.image(ex.id), ex.id)
+        entry = _index_entry(ex, label, image_name, names, include_subjects, include_metadata)
+        if model.problem_type == "segmentation":
+            mask = session.mask_blob(label["mask_ref"])
+            if layout == "folder":
+                entry["mask"] = f"masks/{_safe(ex.id)}.png"
+                _put(work, entry["mask"], imaging.encode_mask_png(mask))
+            else:
+                coco_images.append(_coco_image(number, image_name, ex, entry["subject"], label))
+                annotations += _coco_annotations(mask, number, len(annotations))
+        index.append(entry)
+    return index, coco_images, annotations
+
+
+def _index_entry(
+    ex: Example,
+    label: dict[str, Any],
+    image_name: str,
+    names: dict[int, str],
+    include_subjects: bool,
+    include_metadata: bool,
+) -> dict[str, Any]:
+    """One example's row of the index (its mask's name is filled in when the mask is written)."""
+    entry = {
+        "image": image_name,
+        "mask": "",
+        "classes": "|".join(names.get(c, str(c)) for c in label["classes"]),
+        "class_indices": "|".join(str(c) for c in label["classes"]),
+        "subject": (ex.subject_id or "") if include_subjects else "",
+        "split": ex.split,
+        "status": label["status"],
+        "version": label["version"],
+        "author": label["author"],
+        "updated": label["updated"],
+        "example_id": ex.id,
+    }
+    entry.update(_display(ex.source))
+    if include_metadata:
+        entry.update({f"source_{k}": ex.source[k] for k in METADATA_KEYS if k in ex.source})
+    return entry
+
+
+def _coco_image(number: int, image_name: str, ex: Example, subject: str, label: dict[str, Any]) -> dict[str, Any]:
+    return {"id": number, "file_name": image_name, "width": ex.width, "height": ex.height,
+            "example_id": ex.id, "split": ex.split, "subject": subject,
+            "version": label["version"], "status": label["status"]}  # fmt: skip
+
+
+def _manifest(
+    session: Session, model: Model, layout: str, index: list[dict[str, Any]], extra: dict[str, Any]
+) -> dict[str, Any]:
+    """What ``dataset.json`` holds: the model, its classes, who exported when, and the index."""
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "layout": layout,
+        "model": {
+            "name": model.name,
+            "description": model.description,
+            "problem_type": model.problem_type,
+            "multi_label": model.multi_label,
+            "id": model.id,
+        },
+        "classes": [
+            {"index": c.index, "name": c.name, "color": c.color, "description": c.description} for c in model.classes
+        ],
+        "retired_class_indices": _retired(model),
+        "exported": now(),
+        "exported_by": session.user,
+        "label_versions": {e["example_id"]: e["version"] for e in index},
+        **extra,
+        "examples": index,
+    }
+
+
+def _coco_file(model: Model, exported: str, images: list[dict[str, Any]], annotations: list[dict[str, Any]]) -> bytes:
+    """``annotations.json``: the images, their annotations, and the classes but the background as categories."""
+    categories = [{"id": c.index, "name": c.name, "supercategory": ""} for c in model.classes if c.index != 0]
+    coco = {
+        "info": {"description": f"{model.name} labels", "date_created": exported, "version": "1.0"},
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+    }
+    return json.dumps(coco).encode()
 
 
 def _display(source: dict[str, Any]) -> dict[str, Any]:

@@ -136,6 +136,14 @@ def read_dicom_frames(
     label = name or str(path)
     ds = _dcmread(path, label, pixels=True)
     _check_image(ds, label)
+    frames = _check_pixel_size(ds, label, max_pixels)
+    photometric = _text(ds, "PhotometricInterpretation").upper()
+    common = _common_source(ds, photometric, frames)
+    yield from _decode_frames(pixels, ds, label, frames, photometric, common)
+
+
+def _check_pixel_size(ds, label: str, max_pixels: int) -> int:
+    """The number of frames, once the pixel data is there and within the limits (ImageError if not)."""
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ImageError(f"{label} has an image header but no pixel data")
     rows, cols, frames = int(ds.Rows), int(ds.Columns), _frame_count(ds)
@@ -150,7 +158,11 @@ def read_dicom_frames(
         raise ImageError(
             f"{label} has {frames} frames ({size / 1e9:.1f} GB decoded); the limits are {MAX_FRAMES} frames"
         )
-    photometric = _text(ds, "PhotometricInterpretation").upper()
+    return frames
+
+
+def _common_source(ds, photometric: str, frames: int) -> dict[str, Any]:
+    """The part of ``source`` that every frame of the file shares."""
     common = {
         "modality": _text(ds, "Modality"),
         "study_uid": _text(ds, "StudyInstanceUID"),
@@ -161,6 +173,13 @@ def read_dicom_frames(
     }
     if frames > 1:
         common["frames"] = frames
+    return common
+
+
+def _decode_frames(
+    pixels, ds, label: str, frames: int, photometric: str, common: dict[str, Any]
+) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    """Decode the frames one by one; a decoder's failure becomes an ImageError that says why."""
     syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -168,26 +187,33 @@ def read_dicom_frames(
             # one frame: pixel_array (iter_pixels trips on some sign-corrected JPEG 2000 files)
             decoded = [pixels.pixel_array(ds)] if frames == 1 else pixels.iter_pixels(ds)
             for index, frame in enumerate(decoded):
-                if photometric == "PALETTE COLOR":
-                    frame = _narrow_palette(pixels.apply_color_lut(frame, ds))
-                frame = frame.astype(frame.dtype.newbyteorder("="), copy=False)
-                slope, intercept, windows = _frame_values(ds, index)
-                source = dict(common)
-                if frames > 1:
-                    source["frame"] = index
-                if (slope, intercept) != (1.0, 0.0):
-                    frame = _rescale(frame, slope, intercept)
-                    source["rescale"] = {"slope": slope, "intercept": intercept}
-                if windows:
-                    source["windows"] = windows
-                    source["window"] = {"center": windows[0]["center"], "width": windows[0]["width"]}
-                if photometric == "MONOCHROME1":
-                    source["invert"] = True
-                yield frame, source
+                yield _frame_and_source(pixels, ds, index, frame, frames, photometric, common)
         except ImageError:
             raise
         except Exception as e:
             raise ImageError(_decode_failure(label, syntax, e)) from None
+
+
+def _frame_and_source(
+    pixels, ds, index: int, frame: np.ndarray, frames: int, photometric: str, common: dict[str, Any]
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """One decoded frame as stored (palette expanded, rescaled) with its ``source``."""
+    if photometric == "PALETTE COLOR":
+        frame = _narrow_palette(pixels.apply_color_lut(frame, ds))
+    frame = frame.astype(frame.dtype.newbyteorder("="), copy=False)
+    slope, intercept, windows = _frame_values(ds, index)
+    source = dict(common)
+    if frames > 1:
+        source["frame"] = index
+    if (slope, intercept) != (1.0, 0.0):
+        frame = _rescale(frame, slope, intercept)
+        source["rescale"] = {"slope": slope, "intercept": intercept}
+    if windows:
+        source["windows"] = windows
+        source["window"] = {"center": windows[0]["center"], "width": windows[0]["width"]}
+    if photometric == "MONOCHROME1":
+        source["invert"] = True
+    return frame, source
 
 
 def _decode_failure(label: str, syntax: str, error: Exception) -> str:

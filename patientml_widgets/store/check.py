@@ -348,6 +348,23 @@ def repair(root: str | os.PathLike) -> CheckReport:
 
 def _repair(root: Path, state: _State, report: CheckReport, backup: Path) -> None:
     blobs = BlobStore(root / "blobs", root / TMP)
+    _back_up(root, state, backup)
+    work = _Repair(state, report, backup, blobs)
+    work.report_manifest_and_audit()
+    work.empty_damaged_shards()
+    work.report_unusable_events()
+    work.rebuild_damaged_label_shards()
+    work.restore_missing_labels()
+    work.move_misplaced_records()
+    work.remove_labels_of_deleted_examples()
+    work.remove_stale_predictions()
+    work.restore_missing_masks()
+    report.lost += [f"{p} (not stored anywhere else: restore it from a backup)" for p in state.unrepairable]
+    _commit(root, state, work.shards, work.changed, work.new_events)
+
+
+def _back_up(root: Path, state: _State, backup: Path) -> None:
+    """Copy the audit trails, the manifest and the damaged shard files to ``backup`` first."""
     backup.mkdir(parents=True, exist_ok=True)
     for path in [*root.glob("audit*.jsonl"), root / MANIFEST]:
         if path.exists():
@@ -356,130 +373,176 @@ def _repair(root: Path, state: _State, report: CheckReport, backup: Path) -> Non
         file = (state.manifest["files"] if state.manifest else {}).get(name)
         if file and (root / "tables" / file).exists():
             shutil.copy2(root / "tables" / file, backup / file)
-    shards = {name: dict(records) for name, records in state.shards.items()}
-    changed: set[str] = set()
-    events = list(state.events)
-    new_events: list[dict[str, Any]] = []
-    trail_ = _label_history(events)
-    history = trail_.labels
-    models = state.table("models")
-    problem_type = {m["id"]: m["problem_type"] for m in models.values()}
 
-    if state.manifest is None:
-        report.repaired.append(f"{MANIFEST} rebuilt from the newest readable shard files")
-    if state.audit_bad or state.audit_cut:
-        report.lost.append(
-            f"the audit trail: {len(state.audit_bad)} unreadable line(s) removed"
-            + (", and the end of the trail was cut" if state.audit_cut else "")
-            + f" (the old file is in {backup})"
-        )
 
-    # damaged shards: labels come back from the audit trail; the rest cannot
-    examples_lost = [n for n in state.damaged if n.startswith("examples")]
-    for name in state.damaged:
-        shards[name] = {}
-        changed.add(name)
-        if not name.startswith("labels"):
-            table = name.split("-")[0]
-            known = [k for k in history if name == shard_name("examples", shard_of("examples", k))]
-            extra = f"; at least {len(known)} examples with labels were in it" if table == "examples" and known else ""
-            report.lost.append(
-                f"tables/{name}: its {table} records cannot be rebuilt (the audit trail does not hold them){extra}; "
-                f"restore the file from a backup (a copy is in {backup})"
-            )
-    if trail_.unusable:
-        report.lost.append(f"{trail_.unusable} label event(s) in the audit trail lack what a label needs; not used")
-    examples = {k: v for name, recs in shards.items() if name.startswith("examples") for k, v in recs.items()}
-    for name in [n for n in state.damaged if n.startswith("labels")]:
-        restored = orphaned = 0
-        for example_id, trail in history.items():
-            if shard_name("labels", shard_of("labels", example_id)) != name or not trail:
-                continue
-            if example_id not in examples:
-                orphaned += 1
-                continue
-            last = trail[-1]
-            shards[name][example_id] = label_from_event(last, trail, problem_type.get(last["model_id"]))
-            restored += 1
-        report.repaired.append(f"tables/{name}: {restored} label(s) rebuilt from the audit trail, masks included")
-        if orphaned and examples_lost:
-            report.lost.append(
-                f"tables/{name}: {orphaned} label(s) of examples whose records were lost are not restored"
-            )
-    # labels missing from a shard that reads well, while the audit trail holds them
-    for example_id, trail in history.items():
-        name = shard_name("labels", shard_of("labels", example_id))
-        if example_id in examples and name not in state.damaged and example_id not in shards.get(name, {}):
-            last = trail[-1]
-            shards.setdefault(name, {})[example_id] = label_from_event(last, trail, problem_type.get(last["model_id"]))
-            changed.add(name)
-            report.repaired.append(
-                f"the label of example {example_id} (v{last['version']}) restored from the audit trail"
+class _Repair:
+    """One repair's working copy: the shards as read, which of them changed, the audit events to add."""
+
+    def __init__(self, state: _State, report: CheckReport, backup: Path, blobs: BlobStore) -> None:
+        self.state, self.report, self.backup, self.blobs = state, report, backup, blobs
+        self.shards = {name: dict(records) for name, records in state.shards.items()}
+        self.changed: set[str] = set()
+        self.new_events: list[dict[str, Any]] = []
+        self.trail = _label_history(list(state.events))
+        self.history = self.trail.labels
+        self.problem_type = {m["id"]: m["problem_type"] for m in state.table("models").values()}
+        self.examples: dict[str, dict[str, Any]] = {}  # the example records that read well (once known)
+
+    def _label(self, trail: list[dict[str, Any]]) -> dict[str, Any]:
+        """The label record of the newest event in an example's trail."""
+        last = trail[-1]
+        return label_from_event(last, trail, self.problem_type.get(last["model_id"]))
+
+    def report_manifest_and_audit(self) -> None:
+        state = self.state
+        if state.manifest is None:
+            self.report.repaired.append(f"{MANIFEST} rebuilt from the newest readable shard files")
+        if state.audit_bad or state.audit_cut:
+            self.report.lost.append(
+                f"the audit trail: {len(state.audit_bad)} unreadable line(s) removed"
+                + (", and the end of the trail was cut" if state.audit_cut else "")
+                + f" (the old file is in {self.backup})"
             )
 
-    # records in the wrong shard, labels without examples, stale predictions
-    for table, name in _names():
-        for key in list(shards.get(name, {})):
-            right = shard_name(table, shard_of(table, key))
-            if right != name:
-                shards.setdefault(right, {})[key] = shards[name].pop(key)
-                changed |= {name, right}
-                report.repaired.append(f"{table} record {key!r} moved to its shard file")
-    runs = {k: v for name, recs in shards.items() if name == "runs" for k, v in recs.items()}
-    for name in [n for n in shards if n.startswith("labels")]:
-        for key in [k for k in shards[name] if k not in examples]:
-            if shard_name("examples", shard_of("examples", key)) in state.damaged:
-                continue
-            if key in trail_.deleted_examples or shards[name][key]["model_id"] in trail_.deleted_models:
-                del shards[name][key]
-                changed.add(name)
-                report.repaired.append(
-                    f"the label of deleted example {key} removed (its history stays in the audit trail)"
+    def empty_damaged_shards(self) -> None:
+        """Damaged shards start empty: labels come back from the audit trail; the rest cannot."""
+        for name in self.state.damaged:
+            self.shards[name] = {}
+            self.changed.add(name)
+            if not name.startswith("labels"):
+                table = name.split("-")[0]
+                known = [k for k in self.history if name == shard_name("examples", shard_of("examples", k))]
+                extra = (
+                    f"; at least {len(known)} examples with labels were in it" if table == "examples" and known else ""
                 )
-            else:  # its example was lost, not deleted: keep the label for when the record comes back
-                report.lost.append(f"example {key} is gone without a deletion in the audit trail (its record was lost)")
-    for name in [n for n in shards if n.startswith("predictions")]:
-        stale = [k for k, p in shards[name].items() if p["run_id"] not in runs or p.get("example_id") not in examples]
-        for key in stale:
-            del shards[name][key]
-        if stale:
-            changed.add(name)
-            report.repaired.append(f"{len(stale)} stale cached prediction(s) removed from tables/{name}")
+                self.report.lost.append(
+                    f"tables/{name}: its {table} records cannot be rebuilt (the audit trail does not hold them)"
+                    f"{extra}; restore the file from a backup (a copy is in {self.backup})"
+                )
+        # the example records as they stand from here on (the later moves between shards leave this as it is)
+        self.examples = {
+            k: v for name, recs in self.shards.items() if name.startswith("examples") for k, v in recs.items()
+        }
 
-    # labels whose mask file is gone: the newest version whose mask is there, as a new version
-    for name in [n for n in shards if n.startswith("labels")]:
-        for key, label in list(shards[name].items()):
-            if not label.get("mask_ref") or blobs.exists(label["mask_ref"]):
-                continue
-            trail = history.get(key, [])
-            older = [
-                e
-                for e in trail
-                if e["version"] < label["version"] and e.get("mask_ref") and blobs.exists(e["mask_ref"])
+    def report_unusable_events(self) -> None:
+        if self.trail.unusable:
+            self.report.lost.append(
+                f"{self.trail.unusable} label event(s) in the audit trail lack what a label needs; not used"
+            )
+
+    def rebuild_damaged_label_shards(self) -> None:
+        """Damaged label shards: each example's newest label event in the audit trail, if the example is known."""
+        examples_lost = [n for n in self.state.damaged if n.startswith("examples")]
+        for name in [n for n in self.state.damaged if n.startswith("labels")]:
+            restored = orphaned = 0
+            for example_id, trail in self.history.items():
+                if shard_name("labels", shard_of("labels", example_id)) != name or not trail:
+                    continue
+                if example_id not in self.examples:
+                    orphaned += 1
+                    continue
+                self.shards[name][example_id] = self._label(trail)
+                restored += 1
+            self.report.repaired.append(
+                f"tables/{name}: {restored} label(s) rebuilt from the audit trail, masks included"
+            )
+            if orphaned and examples_lost:
+                self.report.lost.append(
+                    f"tables/{name}: {orphaned} label(s) of examples whose records were lost are not restored"
+                )
+
+    def restore_missing_labels(self) -> None:
+        """Labels missing from a shard that reads well, while the audit trail holds them."""
+        for example_id, trail in self.history.items():
+            name = shard_name("labels", shard_of("labels", example_id))
+            if (
+                example_id in self.examples
+                and name not in self.state.damaged
+                and example_id not in self.shards.get(name, {})
+            ):
+                self.shards.setdefault(name, {})[example_id] = self._label(trail)
+                self.changed.add(name)
+                self.report.repaired.append(
+                    f"the label of example {example_id} (v{trail[-1]['version']}) restored from the audit trail"
+                )
+
+    def move_misplaced_records(self) -> None:
+        """Records in the wrong shard file go to the right one."""
+        for table, name in _names():
+            for key in list(self.shards.get(name, {})):
+                right = shard_name(table, shard_of(table, key))
+                if right != name:
+                    self.shards.setdefault(right, {})[key] = self.shards[name].pop(key)
+                    self.changed |= {name, right}
+                    self.report.repaired.append(f"{table} record {key!r} moved to its shard file")
+
+    def remove_labels_of_deleted_examples(self) -> None:
+        """Labels without an example: removed if the audit trail deleted it, kept (and reported) if it was lost."""
+        for name in [n for n in self.shards if n.startswith("labels")]:
+            for key in [k for k in self.shards[name] if k not in self.examples]:
+                if shard_name("examples", shard_of("examples", key)) in self.state.damaged:
+                    continue
+                deleted = key in self.trail.deleted_examples
+                if deleted or self.shards[name][key]["model_id"] in self.trail.deleted_models:
+                    del self.shards[name][key]
+                    self.changed.add(name)
+                    self.report.repaired.append(
+                        f"the label of deleted example {key} removed (its history stays in the audit trail)"
+                    )
+                else:  # its example was lost, not deleted: keep the label for when the record comes back
+                    self.report.lost.append(
+                        f"example {key} is gone without a deletion in the audit trail (its record was lost)"
+                    )
+
+    def remove_stale_predictions(self) -> None:
+        """Cached predictions of runs or examples that are gone."""
+        runs = {k: v for name, recs in self.shards.items() if name == "runs" for k, v in recs.items()}
+        for name in [n for n in self.shards if n.startswith("predictions")]:
+            records = self.shards[name]
+            stale = [
+                k for k, p in records.items() if p["run_id"] not in runs or p.get("example_id") not in self.examples
             ]
-            if not older:
-                report.lost.append(
-                    f"example {key}: the mask of label v{label['version']} is missing and no older version has one"
-                )
-                continue
-            source = older[-1]
-            event = {
-                **source,
-                "action": "repair",
-                "version": label["version"] + 1,
-                "previous_version": label["version"],
-            }
-            event.update(time=now(), actor="check --repair", created=label["created"])
-            new_events.append(event)
-            shards[name][key] = label_from_event(event, trail, None)
-            changed.add(name)
-            report.repaired.append(
-                f"example {key}: the mask of v{label['version']} is missing; "
-                f"v{source['version']}'s restored as v{event['version']}"
-            )
-    report.lost += [f"{p} (not stored anywhere else: restore it from a backup)" for p in state.unrepairable]
+            for key in stale:
+                del records[key]
+            if stale:
+                self.changed.add(name)
+                self.report.repaired.append(f"{len(stale)} stale cached prediction(s) removed from tables/{name}")
 
-    _commit(root, state, shards, changed, new_events)
+    def restore_missing_masks(self) -> None:
+        """Labels whose mask file is gone: the newest version whose mask is there, as a new version."""
+        for name in [n for n in self.shards if n.startswith("labels")]:
+            for key, label in list(self.shards[name].items()):
+                if label.get("mask_ref") and not self.blobs.exists(label["mask_ref"]):
+                    self._restore_mask(name, key, label)
+
+    def _restore_mask(self, name: str, key: str, label: dict[str, Any]) -> None:
+        """A repair event that makes the newest older version with its mask there the new version."""
+        trail = self.history.get(key, [])
+        older = [
+            e
+            for e in trail
+            if e["version"] < label["version"] and e.get("mask_ref") and self.blobs.exists(e["mask_ref"])
+        ]
+        if not older:
+            self.report.lost.append(
+                f"example {key}: the mask of label v{label['version']} is missing and no older version has one"
+            )
+            return
+        source = older[-1]
+        event = {
+            **source,
+            "action": "repair",
+            "version": label["version"] + 1,
+            "previous_version": label["version"],
+        }
+        event.update(time=now(), actor="check --repair", created=label["created"])
+        self.new_events.append(event)
+        self.shards[name][key] = label_from_event(event, trail, None)
+        self.changed.add(name)
+        self.report.repaired.append(
+            f"example {key}: the mask of v{label['version']} is missing; "
+            f"v{source['version']}'s restored as v{event['version']}"
+        )
 
 
 def _commit(root: Path, state: _State, shards, changed: set[str], new_events: list[dict[str, Any]]) -> None:

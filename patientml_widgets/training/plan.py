@@ -140,6 +140,30 @@ def make_plan(fp: dict[str, Any], spec: dict[str, Any], *, device: str, memory_b
     kind = "cpu" if device == "cpu" else "gpu"
     problem = spec["problem_type"]
     plan: dict[str, Any] = {}
+    h, w, scale, memory_note = _working_scale(fp, spec, problem, kind, memory_bytes)
+    if memory_note:
+        plan["memory_note"] = memory_note
+    depth = int(spec.get("depth") or 0) or (4 if min(h, w) * scale >= 160 else 3)
+    multiple = 2**depth if problem == "segmentation" else 16
+    if problem == "segmentation":
+        plan["depth"] = depth
+    plan["canvas"] = [_round_up(max(8, round(h * scale)), multiple), _round_up(max(8, round(w * scale)), multiple)]
+    plan["normalization"] = spec.get("normalization") or normalization_for(fp, problem)
+    plan["base_channels"] = int(spec.get("base_channels") or (16 if kind == "cpu" else 32))
+    plan["patch"] = _patch(spec, plan["canvas"], problem, PIXELS_PER_STEP[kind], multiple)
+    plan["batch_size"] = _batch_size(fp, spec, problem, PIXELS_PER_STEP[kind], plan["canvas"], plan["patch"])
+    if problem == "segmentation":
+        plan["norm"] = spec.get("norm") or ("batch" if plan["batch_size"] >= MIN_BATCH else "group")
+    plan["lr"] = float(spec.get("lr") or (3e-3 if problem == "segmentation" else 2e-3))
+    plan.update(_length(fp, spec, kind, plan["canvas"], plan["patch"], plan["batch_size"]))
+    plan["class_weights"] = spec.get("class_weights") or _class_weights(fp, problem, bool(spec.get("multi_label")))
+    return plan
+
+
+def _working_scale(
+    fp: dict[str, Any], spec: dict[str, Any], problem: str, kind: str, memory_bytes: int
+) -> tuple[int, int, float, str]:
+    """The median image size, the scale to the working resolution, and why memory lowered it ("" if not)."""
     cap = int(spec.get("image_size") or RESOLUTION_CAP[problem, kind])
     h, w = (max(1, int(v)) for v in fp["shape_median"])
     if fp.get("mixed_orientation"):  # portrait and landscape images: a square that holds both
@@ -148,62 +172,66 @@ def make_plan(fp: dict[str, Any], spec: dict[str, Any], *, device: str, memory_b
     # so that thin images keep their resolution
     scale = min(1.0, cap / math.sqrt(h * w), 4 * cap / max(h, w))
     held = MEMORY_SPLITS * fp["n"] * max(fp.get("channels") or [1]) * 4 * (h * scale) * (w * scale)
+    note = ""
     if memory_bytes and not spec.get("image_size") and held > MEMORY_SHARE * memory_bytes:
         scale *= math.sqrt(MEMORY_SHARE * memory_bytes / held)
-        plan["memory_note"] = f"resolution lowered to fit {memory_bytes / 2**30:.1f} GB of free memory"
-    depth = int(spec.get("depth") or 0)
-    if not depth:
-        depth = 4 if min(h, w) * scale >= 160 else 3
-    multiple = 2**depth if problem == "segmentation" else 16
-    if problem == "segmentation":
-        plan["depth"] = depth
-    plan["canvas"] = [_round_up(max(8, round(h * scale)), multiple), _round_up(max(8, round(w * scale)), multiple)]
-    plan["normalization"] = spec.get("normalization") or normalization_for(fp, problem)
-    plan["base_channels"] = int(spec.get("base_channels") or (16 if kind == "cpu" else 32))
-    canvas_area = plan["canvas"][0] * plan["canvas"][1]
-    per_step = PIXELS_PER_STEP[kind]
-    # segmentation trains on random patches when a batch of whole canvases would make a step slow
-    patch = list(plan["canvas"])
-    if problem == "segmentation" and not spec.get("patch") and MIN_BATCH * canvas_area > per_step:
+        note = f"resolution lowered to fit {memory_bytes / 2**30:.1f} GB of free memory"
+    return h, w, scale, note
+
+
+def _patch(spec: dict[str, Any], canvas: list[int], problem: str, per_step: int, multiple: int) -> list[int]:
+    """The training patch: the whole canvas, unless a batch of canvases would make a segmentation step slow."""
+    patch = list(canvas)
+    if problem == "segmentation" and not spec.get("patch") and MIN_BATCH * canvas[0] * canvas[1] > per_step:
         side = math.sqrt(per_step / MIN_BATCH)
-        ratio = plan["canvas"][0] / plan["canvas"][1]
+        ratio = canvas[0] / canvas[1]
         patch = [
-            min(plan["canvas"][0], _round_down(side * math.sqrt(ratio), multiple)),
-            min(plan["canvas"][1], _round_down(side / math.sqrt(ratio), multiple)),
+            min(canvas[0], _round_down(side * math.sqrt(ratio), multiple)),
+            min(canvas[1], _round_down(side / math.sqrt(ratio), multiple)),
         ]
-    plan["patch"] = [int(v) for v in (spec.get("patch") or patch)]
-    area = plan["patch"][0] * plan["patch"][1]
+    return [int(v) for v in (spec.get("patch") or patch)]
+
+
+def _batch_size(
+    fp: dict[str, Any], spec: dict[str, Any], problem: str, per_step: int, canvas: list[int], patch: list[int]
+) -> int:
+    """As many patches as a short step holds; whole canvases no more than there are images."""
     batch = int(spec.get("batch_size") or 0)
     if not batch:
         batch = max(
             2,
             min(
                 32 if problem == "classification" else 16,
-                (per_step * (2 if problem == "classification" else 1)) // area,
+                (per_step * (2 if problem == "classification" else 1)) // (patch[0] * patch[1]),
             ),
         )
-    patches = plan["patch"] != plan["canvas"]  # patches are drawn anew each step: a batch may exceed n
-    plan["batch_size"] = batch if patches or spec.get("batch_size") else max(1, min(batch, max(1, fp["n"])))
-    if problem == "segmentation":
-        plan["norm"] = spec.get("norm") or ("batch" if plan["batch_size"] >= MIN_BATCH else "group")
-    plan["lr"] = float(spec.get("lr") or (3e-3 if problem == "segmentation" else 2e-3))
+    patches = patch != canvas  # patches are drawn anew each step: a batch may exceed n
+    return batch if patches or spec.get("batch_size") else max(1, min(batch, max(1, fp["n"])))
+
+
+def _length(
+    fp: dict[str, Any], spec: dict[str, Any], kind: str, canvas: list[int], patch: list[int], batch: int
+) -> dict[str, Any]:
+    """How long to train: steps, steps per epoch, the time budget and how often to evaluate."""
+    canvas_area, area, per_step = canvas[0] * canvas[1], patch[0] * patch[1], PIXELS_PER_STEP[kind]
     # one pass = as many pixels as the training set has at the working resolution
-    steps_per_pass = max(1, math.ceil(fp["n"] * canvas_area / (plan["batch_size"] * area)))
+    steps_per_pass = max(1, math.ceil(fp["n"] * canvas_area / (batch * area)))
     # at least the compute of MIN_STEPS full steps: cheap steps (small images) get more of them
-    min_steps = round(MIN_STEPS * per_step / max(1, plan["batch_size"] * area))
+    min_steps = round(MIN_STEPS * per_step / max(1, batch * area))
     if int(spec.get("steps") or 0):
-        plan["steps"] = int(spec["steps"])
+        steps = int(spec["steps"])
     elif int(spec.get("epochs") or 0):
-        plan["steps"] = int(spec["epochs"]) * steps_per_pass
+        steps = int(spec["epochs"]) * steps_per_pass
     else:
-        plan["steps"] = int(min(MAX_STEPS, max(MIN_STEPS, min_steps, PASSES * steps_per_pass)))
-    plan["steps_per_epoch"] = steps_per_pass
+        steps = int(min(MAX_STEPS, max(MIN_STEPS, min_steps, PASSES * steps_per_pass)))
     # a length the user fixed (steps or epochs) is not cut by the default budget, only by one they set
     fixed = bool(int(spec.get("steps") or 0) or int(spec.get("epochs") or 0))
-    plan["budget_s"] = float(spec.get("budget_s") or (0.0 if fixed else DEFAULT_BUDGET_S[kind]))
-    plan["eval_every"] = int(spec.get("eval_every") or max(10, min(100, plan["steps"] // 15)))
-    plan["class_weights"] = spec.get("class_weights") or _class_weights(fp, problem, bool(spec.get("multi_label")))
-    return plan
+    return {
+        "steps": steps,
+        "steps_per_epoch": steps_per_pass,
+        "budget_s": float(spec.get("budget_s") or (0.0 if fixed else DEFAULT_BUDGET_S[kind])),
+        "eval_every": int(spec.get("eval_every") or max(10, min(100, steps // 15))),
+    }
 
 
 def _class_weights(fp: dict[str, Any], problem: str, multi_label: bool) -> list[float] | None:

@@ -278,103 +278,181 @@ def fit(
     """
     if spec.steps < 1 or not spec.canvas or not spec.batch_size or not spec.lr:
         raise ValueError("fit needs a resolved spec (steps, canvas, batch size, lr): see resolve()")
-    t0 = time.perf_counter()
-    budget = spec.budget_s if spec.budget_s > 0 else math.inf
-    order = seed_everything(spec.seed)  # which samples each step takes: the same on every rank
-    dev = torch.device(device)
-    model = build_model(spec, factory).to(dev)
-    if dev.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
-    distributed, rank, world = _distributed()
-    if distributed:
-        ids = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    scaler = torch.amp.GradScaler("cuda") if spec.precision == "fp16" and dev.type == "cuda" else None
-    step_fn = train_step or _default_step(spec, dev, scaler)
-    schedule = _Schedule(spec.steps)
-    sign = 1.0 if direction == "max" else -1.0
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    stale, losses, stopped = 0, [], "planned steps"
-    step_time = eval_time = 0.0
-    n = len(train)
-    batch = max(1, spec.batch_size // world)  # each rank's share of the step's batch
-    gen = torch.Generator().manual_seed(spec.seed * 1009 + rank)  # patches and augmentation
-    segmentation = spec.problem_type == "segmentation"
-    step = 0
-    while step < schedule.total:
-        if _agree(bool(should_stop is not None and should_stop()), distributed):
-            raise Cancelled
-        started = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = spec.lr * schedule.factor(step)
-        idx = torch.randint(n, (batch * world,), generator=order)[rank * batch : (rank + 1) * batch]
-        if segmentation and spec.patch and list(spec.patch) != list(spec.canvas):
-            x, y = crop(train, idx, spec.patch, gen)
-        else:
-            x, y = train.x[idx], train.y[idx]
-        if spec.augment:
-            x, y = augment(x, y, segmentation, gen)
-        model.train()
-        losses.append(step_fn(model, _layout(x.to(dev), dev), y.to(dev), optimizer))
-        step += 1
-        step_time = (
-            (time.perf_counter() - started) if step <= 2 else 0.9 * step_time + 0.1 * (time.perf_counter() - started)
-        )
-        elapsed = time.perf_counter() - t0
-        per_step = step_time + eval_time / max(1, spec.eval_every)
-        if schedule.cooldown is None and _agree(elapsed + per_step * max(20, COOLDOWN * step) >= budget, distributed):
-            schedule.start_cooldown(step)
-            stopped = "time budget"
+    run = _Training(spec, train, val, device, factory, train_step, direction)
+    while run.step < run.schedule.total:
+        run.cancel_if_asked(should_stop)
+        run.take_step()
+        run.cool_down_if_over_budget()
         if on_step is not None:
-            eta = per_step * (schedule.total - step)
-            if schedule.cooldown is None:
-                eta = min(eta, max(0.0, budget - elapsed))
-            on_step(
-                {
-                    "step": step,
-                    "steps": schedule.total,
-                    "epoch": round(step * batch * world / n, 2),
-                    "loss": losses[-1],
-                    "eta_s": eta,
-                    "lr": spec.lr * schedule.factor(step),
-                }
-            )
-        if step % spec.eval_every and step < schedule.total:
+            on_step(run.progress())
+        if not run.evaluation_due():
             continue
-        started = time.perf_counter()
-        metrics = evaluate(_unwrap(model), spec, val, device=dev, full=False)[0] if len(val) else {}
-        eval_time = time.perf_counter() - started
-        record = {
-            "epoch": len(history) + 1,
-            "step": step,
-            "train": {"loss": float(np.mean(losses))},
-            "val": _scalars(metrics),
-            "lr": spec.lr * schedule.factor(step - 1),
-        }
-        losses = []
-        history.append(record)
+        metrics, record = run.validate()
         if on_epoch is not None:
             on_epoch(record)
-        value = metrics.get(spec.objective)
-        score = None if value is None else sign * float(value)
+        run.keep_if_best(metrics, record)
+        run.cool_down_if_stale()
+    return run.result()
+
+
+def _on_device(model: nn.Module, dev: torch.device) -> nn.Module:
+    model = model.to(dev)
+    return model.to(memory_format=torch.channels_last) if dev.type == "cpu" else model
+
+
+def _data_parallel(model: nn.Module, dev: torch.device) -> nn.Module:
+    ids = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+class _Training:
+    """One :func:`fit` in progress.
+
+    It holds the model and its optimiser, the schedule, the step and evaluation timings, the best
+    checkpoint so far and the evaluations without improvement since it (early stopping).
+    """
+
+    def __init__(
+        self,
+        spec: TrainSpec,
+        train: Prepared,
+        val: Prepared,
+        device: str,
+        factory: ModelFactory | None,
+        train_step: TrainStep | None,
+        direction: str,
+    ) -> None:
+        self.t0 = time.perf_counter()
+        self.spec, self.train, self.val = spec, train, val
+        self.budget = spec.budget_s if spec.budget_s > 0 else math.inf
+        self.order = seed_everything(spec.seed)  # which samples each step takes: the same on every rank
+        self.dev = torch.device(device)
+        self.model = _on_device(build_model(spec, factory), self.dev)
+        self.distributed, self.rank, self.world = _distributed()
+        if self.distributed:
+            self.model = _data_parallel(self.model, self.dev)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+        scaler = torch.amp.GradScaler("cuda") if spec.precision == "fp16" and self.dev.type == "cuda" else None
+        self.step_fn = train_step or _default_step(spec, self.dev, scaler)
+        self.schedule = _Schedule(spec.steps)
+        self.sign = 1.0 if direction == "max" else -1.0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.stale, self.losses, self.stopped = 0, [], "planned steps"
+        self.step_time = self.eval_time = 0.0
+        self.elapsed = self.per_step = 0.0  # of the latest step: seconds since the start, and per step with evals
+        self.n = len(train)
+        self.batch = max(1, spec.batch_size // self.world)  # each rank's share of the step's batch
+        self.gen = torch.Generator().manual_seed(spec.seed * 1009 + self.rank)  # patches and augmentation
+        self.segmentation = spec.problem_type == "segmentation"
+        self.step = 0
+
+    def cancel_if_asked(self, should_stop: Callable[[], bool] | None) -> None:
+        if _agree(bool(should_stop is not None and should_stop()), self.distributed):
+            raise Cancelled
+
+    def take_step(self) -> None:
+        """One optimisation step at the schedule's learning rate, timed."""
+        started = time.perf_counter()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.spec.lr * self.schedule.factor(self.step)
+        x, y = self._next_batch()
+        self.model.train()
+        self.losses.append(self.step_fn(self.model, _layout(x.to(self.dev), self.dev), y.to(self.dev), self.optimizer))
+        self.step += 1
+        self.step_time = (
+            (time.perf_counter() - started)
+            if self.step <= 2
+            else 0.9 * self.step_time + 0.1 * (time.perf_counter() - started)
+        )
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's share of the step's samples: patches if the plan has them, augmented if asked."""
+        spec, batch, rank = self.spec, self.batch, self.rank
+        idx = torch.randint(self.n, (batch * self.world,), generator=self.order)[rank * batch : (rank + 1) * batch]
+        if self.segmentation and spec.patch and list(spec.patch) != list(spec.canvas):
+            x, y = crop(self.train, idx, spec.patch, self.gen)
+        else:
+            x, y = self.train.x[idx], self.train.y[idx]
+        if spec.augment:
+            x, y = augment(x, y, self.segmentation, self.gen)
+        return x, y
+
+    def cool_down_if_over_budget(self) -> None:
+        """Start the cool-down when the rest of the time budget holds no more than it."""
+        self.elapsed = time.perf_counter() - self.t0
+        self.per_step = self.step_time + self.eval_time / max(1, self.spec.eval_every)
+        cooldown_s = self.per_step * max(20, COOLDOWN * self.step)
+        if self.schedule.cooldown is None and _agree(self.elapsed + cooldown_s >= self.budget, self.distributed):
+            self.schedule.start_cooldown(self.step)
+            self.stopped = "time budget"
+
+    def progress(self) -> dict[str, Any]:
+        """What ``on_step`` is told: the step, the steps planned, the loss, the time left, the learning rate."""
+        eta = self.per_step * (self.schedule.total - self.step)
+        if self.schedule.cooldown is None:
+            eta = min(eta, max(0.0, self.budget - self.elapsed))
+        return {
+            "step": self.step,
+            "steps": self.schedule.total,
+            "epoch": round(self.step * self.batch * self.world / self.n, 2),
+            "loss": self.losses[-1],
+            "eta_s": eta,
+            "lr": self.spec.lr * self.schedule.factor(self.step),
+        }
+
+    def evaluation_due(self) -> bool:
+        return not (self.step % self.spec.eval_every and self.step < self.schedule.total)
+
+    def validate(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The validation metrics, and the history record of this evaluation round (appended)."""
+        started = time.perf_counter()
+        val = self.val
+        metrics = evaluate(_unwrap(self.model), self.spec, val, device=self.dev, full=False)[0] if len(val) else {}
+        self.eval_time = time.perf_counter() - started
+        record = {
+            "epoch": len(self.history) + 1,
+            "step": self.step,
+            "train": {"loss": float(np.mean(self.losses))},
+            "val": _scalars(metrics),
+            "lr": self.spec.lr * self.schedule.factor(self.step - 1),
+        }
+        self.losses = []
+        self.history.append(record)
+        return metrics, record
+
+    def keep_if_best(self, metrics: dict[str, Any], record: dict[str, Any]) -> None:
+        """Keep a copy of the weights if the objective improved, else count one more stale evaluation."""
+        value = metrics.get(self.spec.objective)
+        score = None if value is None else self.sign * float(value)
         # without a validation objective (an empty split, the AUROC of one class) the latest
         # checkpoint is kept until there is one, and it never counts towards early stopping
+        best = self.best
         unscored = best is None or best["score"] is None
         if unscored or (score is not None and score > best["score"] + MIN_DELTA):
-            state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
-            best = {"score": score, "epoch": record["epoch"], "step": step, "state": state, "val": metrics}
-            stale = 0
+            state = {k: v.detach().cpu().clone() for k, v in _unwrap(self.model).state_dict().items()}
+            self.best = {"score": score, "epoch": record["epoch"], "step": self.step, "state": state, "val": metrics}
+            self.stale = 0
         elif score is not None:
-            stale += 1
-        if spec.early_stopping and schedule.cooldown is None and _agree(stale >= PATIENCE, distributed):
-            schedule.start_cooldown(step)
-            stopped = "early stopping (validation objective stopped improving)"
-    assert best is not None
-    return FitResult(
-        best["state"], history, best["epoch"], best["step"], step, stopped, best["val"], time.perf_counter() - t0
-    )
+            self.stale += 1
+
+    def cool_down_if_stale(self) -> None:
+        """Early stopping: start the cool-down after PATIENCE evaluations without improvement."""
+        if (
+            self.spec.early_stopping
+            and self.schedule.cooldown is None
+            and _agree(self.stale >= PATIENCE, self.distributed)
+        ):
+            self.schedule.start_cooldown(self.step)
+            self.stopped = "early stopping (validation objective stopped improving)"
+
+    def result(self) -> FitResult:
+        best = self.best
+        assert best is not None
+        seconds = time.perf_counter() - self.t0
+        return FitResult(
+            best["state"], self.history, best["epoch"], best["step"], self.step, self.stopped, best["val"], seconds
+        )
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
