@@ -350,7 +350,7 @@ class Project:
             raise ValidationError(f"sort must be one of {SORT_KEYS}, not {sort!r}")
         if offset < 0 or (limit is not None and limit < 0):
             raise ValidationError("offset and limit must not be negative")
-        filters = {"status": status, "subject": subject, "split": split}
+        filters: dict[str, Any] = {"status": status, "subject": subject, "split": split}
         if sort == "uncertainty":
             ids = self._predictions.uncertainty_order(model, self._session.example_ids(model, **filters))
             ids = ids[::-1] if descending else ids

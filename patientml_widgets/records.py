@@ -255,7 +255,7 @@ class Prediction:
     @property
     def classes(self) -> list[str]:
         """Classification: the predicted class (single-label) or classes (multi-label, p >= 0.5)."""
-        ranked = sorted(self.probabilities, key=self.probabilities.get, reverse=True)
+        ranked = sorted(self.probabilities, key=lambda c: self.probabilities[c], reverse=True)
         return [c for c in ranked if self.probabilities[c] >= 0.5] or ranked[:1]
 
 

@@ -331,7 +331,7 @@ class Session:
         if len(records) > 256:
             raise ValidationError("a model can have at most 256 classes")
         stamp = now()
-        record = {
+        record: dict[str, Any] = {
             "id": new_id("m"),
             "name": name,
             "description": str(description),

@@ -12,6 +12,7 @@ Under ``torchrun`` every process trains its share and rank 0 records.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -186,7 +187,8 @@ def load_context(session: Session, run_id: str) -> Context:
         raise ValidationError("the snapshot has no training examples")
     in_channels = 3 if any(img.ndim == 3 for img in data["train"].images) else 1
     factory, train_step, code_meta = load_model_code(session, config.get("model_code"))
-    fixed = {"num_classes": len(model.classes), "multi_label": model.multi_label, "in_channels": in_channels}
+    fixed: dict[str, Any] = {"num_classes": len(model.classes), "multi_label": model.multi_label}
+    fixed["in_channels"] = in_channels
     if code_meta:
         fixed["architecture"] = f"code:{code_meta['name']}"
     if config.get("objective"):
@@ -258,8 +260,8 @@ def train_candidates(ctx: Context, specs: list[Any], reporter: Reporter) -> tupl
             device=ctx.hardware.device,
             factory=ctx.factory,
             train_step=ctx.train_step,
-            on_step=lambda p, t=trial: reporter.on_step(p, t),
-            on_epoch=lambda r, t=trial: reporter.on_epoch(r, t),
+            on_step=functools.partial(reporter.on_step, trial=trial),
+            on_epoch=functools.partial(reporter.on_epoch, trial=trial),
             should_stop=reporter.should_stop,
             direction=direction,
         )

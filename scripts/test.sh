@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the tests need on a fresh machine, then run every check:
-# ruff, the JS unit tests (when js/ has any), pytest (unit, reliability, notebooks,
+# ruff, mypy, the JS unit tests (when js/ has any), pytest (unit, reliability, notebooks,
 # a real JupyterLab in the system Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,9 @@ python -m pip install -q --disable-pip-version-check -e ".[train,notebook,test]"
 echo "== ruff"
 ruff check .
 ruff format --check .
+
+echo "== mypy (the package's types)"
+mypy
 
 if find js -name '*.test.js' -o -name '*.test.mjs' 2>/dev/null | grep -q .; then
   echo "== node --test js/"

@@ -166,7 +166,9 @@ def _write_examples(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Each example's image (and mask) into ``work``: the index entries, and the COCO images and annotations."""
     names = {c.index: c.name for c in model.classes}
-    index, coco_images, annotations = [], [], []
+    index: list[dict[str, Any]] = []
+    coco_images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for number, (ex, label) in enumerate(rows, start=1):
         image_name = _write_image(work, session.image(ex.id), ex.id)
         entry = _index_entry(ex, label, image_name, names, include_subjects, include_metadata)
@@ -275,7 +277,7 @@ def _retired(model: Model) -> list[int]:
 
 
 def _coco_annotations(mask: np.ndarray, image_id: int, start: int) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for index in imaging.present_classes(mask):
         if index == 0:
             continue
@@ -396,13 +398,13 @@ def read_coco(folder: Path, annotations: str = "annotations.json") -> tuple[list
             raise ValidationError(f"{path}: image {im['id']} claims {width} x {height} pixels; refused")
         im["mask"] = np.zeros((height, width), np.uint8)
     for ann in anns:
-        im = images.get(int(ann.get("image_id", -1)))
-        if im is None:
+        target = images.get(int(ann.get("image_id", -1)))
+        if target is None:
             raise ValidationError(f"{path}: annotation {ann.get('id')} refers to no image")
         category = int(ann["category_id"])
         if not 0 < category < 256:
             raise ValidationError(f"{path}: category ids must be 1-255 (0 is the background), not {category}")
-        im["mask"][_annotation_pixels(ann["segmentation"], im["mask"].shape)] = category
+        target["mask"][_annotation_pixels(ann["segmentation"], target["mask"].shape)] = category
     return categories, list(images.values())
 
 

@@ -87,7 +87,7 @@ class Importer:
         return self.session.insert_examples(model_id, items)
 
     def _item(self, image: Any, i: int, n: int, subject, split, source) -> dict[str, Any]:
-        if isinstance(image, (str, os.PathLike)) and imaging.is_dicom(image):
+        if isinstance(image, (str, os.PathLike)) and imaging.is_dicom(Path(image)):
             (item,) = self.dicom_items(Path(image), Path(image).name, single=True)
             item.update(split=split, source={**item["source"], **(source or {})})
             item["subject"] = subject if subject is not None else item["subject"]

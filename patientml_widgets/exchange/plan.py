@@ -240,7 +240,8 @@ def _plan_row(base: Path, row: dict[str, str], subject_from, split_from, plan: P
     label = _label_spec(base, rel, row, plan)
     if label is False:
         return None
-    entry = Entry(path=path, rel=rel, subject=subject, split=split, label=label or None, dicom=header, frame=frame)
+    spec = label if isinstance(label, dict) and label else None
+    entry = Entry(path=path, rel=rel, subject=subject, split=split, label=spec, dicom=header, frame=frame)
     entry.display = _display(row)
     return entry
 
@@ -343,7 +344,7 @@ def _order_series(entries: list[Entry]) -> None:
         starts: dict[Path, int] = {}  # several index rows may name frames of one file: count it once
         start = 0
         for e in members:
-            if e.path not in starts:
+            if e.path not in starts and e.dicom is not None:
                 starts[e.path] = start
                 start += e.dicom.frames
         for e in members:
@@ -360,6 +361,7 @@ def _order_series(entries: list[Entry]) -> None:
 
 def _slice_key(e: Entry):
     h = e.dicom
+    assert h is not None  # only DICOM entries are ordered in series
     return (
         h.position is None,
         h.position if h.position is not None else 0.0,

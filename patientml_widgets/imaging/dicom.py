@@ -163,7 +163,7 @@ def _check_pixel_size(ds, label: str, max_pixels: int) -> int:
 
 def _common_source(ds, photometric: str, frames: int) -> dict[str, Any]:
     """The part of ``source`` that every frame of the file shares."""
-    common = {
+    common: dict[str, Any] = {
         "modality": _text(ds, "Modality"),
         "study_uid": _text(ds, "StudyInstanceUID"),
         "series_uid": _text(ds, "SeriesInstanceUID"),

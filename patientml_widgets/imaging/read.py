@@ -115,8 +115,9 @@ def _read_pil(path: Path, limit: int, label: str) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 _check_size((im.size[1], im.size[0]), limit, label)
-                if getattr(im, "n_frames", 1) != 1:
-                    raise ImageError(f"{label} has {im.n_frames} frames; import one image per file")
+                frames = getattr(im, "n_frames", 1)
+                if frames != 1:
+                    raise ImageError(f"{label} has {frames} frames; import one image per file")
                 im.load()
                 return _pil_to_array(im)
     except ImageError:

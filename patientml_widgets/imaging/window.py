@@ -58,7 +58,7 @@ def apply_window(arr: np.ndarray, window: Mapping[str, Any] | None = None, *, in
     uint8 images without a window are shown as they are; anything else without a window is
     windowed to its 0.5-99.5 percentiles (the automatic window).
     """
-    if _valid(window):
+    if window is not None and _valid(window):
         lo = float(window["center"]) - float(window["width"]) / 2
         hi = lo + max(float(window["width"]), 1e-6)
     elif arr.dtype == np.uint8:

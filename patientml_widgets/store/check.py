@@ -98,11 +98,12 @@ def _names() -> list[tuple[str, str]]:
 
 def _read(root: Path, report: CheckReport) -> _State:
     try:
-        manifest: dict[str, Any] | None = read_manifest(root)
-        if manifest["schema_version"] < SCHEMA_VERSION:
+        found = read_manifest(root)
+        if found["schema_version"] < SCHEMA_VERSION:
             raise StoreError(
-                f"{root} uses schema {manifest['schema_version']}: open it once (that migrates it), then check"
+                f"{root} uses schema {found['schema_version']}: open it once (that migrates it), then check"
             )
+        manifest: dict[str, Any] | None = found
     except StoreError as e:
         if "newer" in str(e):
             raise
@@ -565,7 +566,7 @@ def _commit(root: Path, state: _State, shards, changed: set[str], new_events: li
     audit_name = f"audit.{number}.jsonl"  # a new file: a kill before the manifest leaves the old trail in use
     write_new(root / audit_name, audit)
     fsync_dir(root)
-    manifest = {
+    manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "created": (old or {}).get("created") or now(),
         "commit": number,

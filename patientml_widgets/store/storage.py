@@ -212,11 +212,11 @@ class Records(MutableMapping):
         if body is None:
             return self._lines.get(key)  # type: ignore[union-attr]
         needle = b"\n" + orjson.dumps(key) + b":"
-        start = body.find(needle)  # type: ignore[union-attr]
+        start = body.find(needle)
         if start < 0:  # not there, or on a line edited by hand: the index knows
             return self._index().get(key)
-        end = body.find(b",\n", start + len(needle))  # type: ignore[union-attr]
-        return body[start + 1 : end if end >= 0 else len(body) - 1]  # type: ignore[index]
+        end = body.find(b",\n", start + len(needle))
+        return body[start + 1 : end if end >= 0 else len(body) - 1]
 
     def __getitem__(self, key: str) -> dict[str, Any]:
         record = self._parsed.get(key)

@@ -377,7 +377,10 @@ class Store:
         old = self._manifest
         number = old["commit"] + 1
         try:  # everything is encoded before anything is written
-            payloads = [(shard, encode_shard(shard.table, shard.data)) for shard in dirty]
+            payloads = []
+            for shard in dirty:
+                assert shard.data is not None  # a changed shard holds its records
+                payloads.append((shard, encode_shard(shard.table, shard.data)))
             audit = encode_events(self._pending_audit)
         except TypeError as e:  # orjson.JSONEncodeError
             raise ValidationError(f"a value cannot be stored (only JSON values can: {e}); nothing was saved") from None

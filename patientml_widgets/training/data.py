@@ -75,7 +75,7 @@ def to_canvas(image: np.ndarray, spec: Any) -> tuple[torch.Tensor, tuple[int, in
         mean, std = x.mean(dim=(1, 2), keepdim=True), x.std(dim=(1, 2), keepdim=True).clamp_min(1e-6)
         return (x - mean) / std, tuple(canvas)
     x = torch.from_numpy(_normalize(np.ascontiguousarray(x.numpy()), spec.normalization))
-    size = fit_size(x.shape[-2:], canvas)
+    size = fit_size((int(x.shape[-2]), int(x.shape[-1])), canvas)
     if size != tuple(x.shape[-2:]):
         x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
     out = torch.zeros((spec.in_channels, canvas[0], canvas[1]), dtype=torch.float32)
@@ -87,7 +87,7 @@ def mask_to_canvas(mask: np.ndarray, spec: Any) -> torch.Tensor:
     """A mask of class positions on the canvas (nearest-neighbour), padding = ``IGNORE``."""
     t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64))
     canvas = spec.canvas
-    size = tuple(canvas) if spec.fit == "stretch" else fit_size(t.shape, canvas)
+    size = tuple(canvas) if spec.fit == "stretch" else fit_size((int(t.shape[0]), int(t.shape[1])), canvas)
     if size != tuple(t.shape):
         t = F.interpolate(t[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
     out = torch.full(tuple(canvas), IGNORE, dtype=torch.int64)
@@ -150,12 +150,13 @@ def crop(
     for i in idx.tolist():
         h, w = data.sizes[i]
         y = data.y[i]
-        cy = cx = None
+        cy: int | None = None
+        cx: int | None = None
         if torch.rand((), generator=gen) < foreground:
             fg = torch.nonzero(y[:h, :w] > 0)
             if len(fg):
                 cy, cx = fg[int(torch.randint(len(fg), (), generator=gen))].tolist()
-        if cy is None:
+        if cy is None or cx is None:
             cy = int(torch.randint(max(1, h), (), generator=gen))
             cx = int(torch.randint(max(1, w), (), generator=gen))
         top = min(max(0, cy - ph // 2), max(0, data.x.shape[-2] - ph))

@@ -161,7 +161,9 @@ def load_state_dict(data: bytes) -> dict[str, torch.Tensor]:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
+    inner = getattr(model, "module", model)  # DistributedDataParallel wraps the network
+    assert isinstance(inner, nn.Module)
+    return inner
 
 
 def _autocast(device: torch.device, precision: str):
@@ -297,7 +299,9 @@ def fit(
 
 def _on_device(model: nn.Module, dev: torch.device) -> nn.Module:
     model = model.to(dev)
-    return model.to(memory_format=torch.channels_last) if dev.type == "cpu" else model
+    if dev.type != "cpu":
+        return model
+    return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
 
 
 def _data_parallel(model: nn.Module, dev: torch.device) -> nn.Module:
@@ -338,7 +342,8 @@ class _Training:
         self.sign = 1.0 if direction == "max" else -1.0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
-        self.stale, self.losses, self.stopped = 0, [], "planned steps"
+        self.losses: list[float] = []
+        self.stale, self.stopped = 0, "planned steps"
         self.step_time = self.eval_time = 0.0
         self.elapsed = self.per_step = 0.0  # of the latest step: seconds since the start, and per step with evals
         self.n = len(train)
@@ -428,8 +433,7 @@ class _Training:
         # without a validation objective (an empty split, the AUROC of one class) the latest
         # checkpoint is kept until there is one, and it never counts towards early stopping
         best = self.best
-        unscored = best is None or best["score"] is None
-        if unscored or (score is not None and score > best["score"] + MIN_DELTA):
+        if best is None or best["score"] is None or (score is not None and score > best["score"] + MIN_DELTA):
             state = {k: v.detach().cpu().clone() for k, v in _unwrap(self.model).state_dict().items()}
             self.best = {"score": score, "epoch": record["epoch"], "step": self.step, "state": state, "val": metrics}
             self.stale = 0
@@ -485,13 +489,14 @@ def predict_proba(
     outs = []
     for start in range(0, len(x), batch_size):
         xb = _layout(x[start : start + batch_size].to(dev), dev)
-        total = None
+        total: torch.Tensor | None = None
         for dims in flips:
             with _autocast(dev, precision):
                 logits = model(xb.flip(dims) if dims else xb).float()
             p = logits.sigmoid() if spec.multi_label else logits.softmax(1)
             p = p.flip(dims) if dims else p
             total = p if total is None else total + p
+        assert total is not None
         outs.append((total / len(flips)).cpu())
     if not outs:
         return torch.empty(0)
@@ -516,7 +521,7 @@ def evaluate(
     precision: str | None = None,
     full: bool = True,
     masks: list[np.ndarray] | None = None,
-) -> tuple[dict[str, Any], list[torch.Tensor] | torch.Tensor]:
+) -> tuple[dict[str, Any], list[np.ndarray] | torch.Tensor]:
     """Metrics of ``model`` on a prepared split, and its probabilities.
 
     Segmentation with ``full`` (and the original ``masks``) is scored at each image's original
@@ -534,19 +539,18 @@ def evaluate(
             loss_sum, pixels, predicted = 0.0, 0, []
             for p, size, shape, mask in zip(proba, data.sizes, data.shapes, masks):
                 restored = restore_proba(p, size, shape)
-                truth = torch.from_numpy(np.asarray(mask, dtype=np.int64))
+                target = torch.from_numpy(np.asarray(mask, dtype=np.int64))
                 pred = restored.argmax(0)
-                counts += np.bincount((truth * k + pred).numpy().ravel(), minlength=k * k)
-                loss_sum += float(F.nll_loss(restored.clamp_min(1e-7).log()[None], truth[None], reduction="sum"))
-                pixels += truth.numel()
+                counts += np.bincount((target * k + pred).numpy().ravel(), minlength=k * k)
+                loss_sum += float(F.nll_loss(restored.clamp_min(1e-7).log()[None], target[None], reduction="sum"))
+                pixels += target.numel()
                 predicted.append(pred.numpy().astype(np.uint8))
             metrics = segmentation_metrics_from_counts(counts.reshape(k, k), loss_sum / max(1, pixels))
             metrics["n"] = len(masks)
             return metrics, predicted
         valid = data.y != IGNORE
-        truth, pred = data.y[valid].numpy(), proba.argmax(1)[valid].numpy()
         loss = F.nll_loss(proba.clamp_min(1e-7).log(), data.y, ignore_index=IGNORE).item()
-        metrics = segmentation_metrics(truth, pred, spec.num_classes, loss)
+        metrics = segmentation_metrics(data.y[valid].numpy(), proba.argmax(1)[valid].numpy(), spec.num_classes, loss)
         metrics["n"] = len(data)
         return metrics, proba
     if spec.multi_label:

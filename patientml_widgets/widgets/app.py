@@ -24,11 +24,12 @@ class PatientMLApp(View, w.VBox):
 
     def home(self) -> None:
         """Back to the model table."""
-        if getattr(self, "details", None) is not None:
-            self.details.close()
+        details = getattr(self, "details", None)
+        if details is not None:
+            details.close()
         self.details = None
         self.crumbs.children = [w.HTML("<b>Machine Learning</b>")]
-        if hasattr(self, "children") and self.children:
+        if hasattr(self, "children") and self.children:  # type: ignore[has-type]  # not yet while building
             self.children = [self.crumbs, self.models]
             self.models.table.refresh()
 

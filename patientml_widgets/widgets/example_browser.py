@@ -16,7 +16,7 @@ __all__ = ["ExampleBrowser"]
 
 FILTERS = [("unlabeled", "Unlabeled"), ("draft", "Draft"), ("labeled", "Labeled")]
 ICON = {"labeled": "check-circle", "draft": "circle", "unlabeled": ""}
-COLUMNS = [
+COLUMNS: list[dict[str, Any]] = [
     {"key": "thumbnail", "label": "", "type": "thumbnail"},
     {"key": "id", "label": "Example", "sortable": True},
     {"key": "updated", "label": "Last Updated", "type": "time", "sortable": True},

@@ -330,10 +330,10 @@ class LabelCanvas(anywidget.AnyWidget):
     def _class_indices(self, values: Sequence[int | str]) -> list[int]:
         by_name = {c["name"]: c["index"] for c in self.classes}
         known = set(by_name.values())
-        out = []
+        out: list[int] = []
         for v in values:
             index = by_name.get(v) if isinstance(v, str) else int(v)
-            if index not in known:
+            if index is None or index not in known:
                 raise ValidationError(f"unknown class {v!r} (classes: {list(by_name)})")
             out.append(index)
         if self.mode == "classification" and not self.multi_label and len(out) > 1:
@@ -375,11 +375,12 @@ def _presets(presets: str | Sequence[dict[str, Any]] | None) -> list[dict[str, A
     out = []
     for p in presets:
         try:
-            entry = {"name": str(p["name"]), "center": float(p["center"]), "width": float(p["width"])}
+            name, center, width = str(p["name"]), float(p["center"]), float(p["width"])
         except (KeyError, TypeError, ValueError):
             raise ValidationError(f"a window preset is {{'name', 'center', 'width'}}, not {p!r}") from None
-        if not entry["width"] > 0:
-            raise ValidationError(f"window preset {entry['name']!r} needs a positive width")
+        if not width > 0:
+            raise ValidationError(f"window preset {name!r} needs a positive width")
+        entry = {"name": name, "center": center, "width": width}
         out.append(entry)
     return out
 

@@ -88,7 +88,7 @@ class MetricsChart(View, w.VBox):
     def selected_splits(self) -> list[str]:
         return [s for s, box in self.split_boxes.items() if box.value]
 
-    def _sync_metric_boxes(self, names: list[str], default: set[str] = frozenset()) -> None:
+    def _sync_metric_boxes(self, names: list[str], default: frozenset[str] | set[str] = frozenset()) -> None:
         for name in names:
             if name not in self.metric_boxes:
                 box = w.Checkbox(value=name in default, description=name.replace("_", " "), indent=False)

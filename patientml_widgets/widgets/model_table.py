@@ -15,7 +15,7 @@ from .data_table import DataTable
 
 __all__ = ["ModelTable"]
 
-COLUMNS = [
+COLUMNS: list[dict[str, Any]] = [
     {"key": "name", "label": "Model Name", "sortable": True},
     {"key": "description", "label": "Description"},
     {"key": "problem_type", "label": "Problem Type", "sortable": True},

@@ -258,7 +258,7 @@ class RunDetails(View, w.VBox):
             return
         back = w.Button(description="Back to the run", icon="arrow-left")
         canvas = LabelCanvas.for_example(self.project, example_id)
-        parts = self.children
+        parts = self.children  # type: ignore[has-type]  # ipywidgets' trait has no static type
         back.on_click(lambda _: self._back(canvas, parts))
         self.children = [back, canvas]
 

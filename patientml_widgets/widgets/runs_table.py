@@ -15,7 +15,7 @@ from .data_table import DataTable
 
 __all__ = ["RunsTable"]
 
-COLUMNS = [
+COLUMNS: list[dict[str, Any]] = [
     {"key": "status", "label": "", "type": "icon"},
     {"key": "slug", "label": "Run", "sortable": True},
     {"key": "started", "label": "Started", "type": "time", "sortable": True},

@@ -39,7 +39,7 @@ class SubjectViewer(View, w.VBox):
         self.picker.observe(self.guarded(lambda _: self.back()), names="value")
         self.canvas: LabelCanvas | None = None
         tables = ("examples", "labels", "subjects", "models")
-        self.follow(project, lambda _: self.canvas is None and self.table.refresh(), tables=tables)
+        self.follow(project, self._changed, tables=tables)
         super().__init__([self.picker, self.table, self.notice])
 
     def _fetch(self, page, page_size, _sort, _descending, _filter):
@@ -78,9 +78,14 @@ class SubjectViewer(View, w.VBox):
             self.notice,
         ]
 
+    def _changed(self, _change) -> None:
+        if self.canvas is None:
+            self.table.refresh()
+
     def back(self) -> None:
-        if getattr(self, "canvas", None) is not None:
-            self.canvas.close()
+        canvas = getattr(self, "canvas", None)
+        if canvas is not None:
+            canvas.close()
         self.canvas = None
         self.children = [self.picker, self.table, self.notice]
         self.table.refresh()
