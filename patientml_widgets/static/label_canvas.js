@@ -4,7 +4,7 @@
 // drawn from it through a colour table; classes are never read back from pixels. At each
 // stroke end the map goes to Python compressed (zlib, the "PMLM" wire format that
 // patientml_widgets.imaging.masks decodes). Pure logic is exported by name and tested
-// with `node --test js/`; render() only touches the DOM.
+// by js/label_canvas.test.js (`node --test js/`); render() only touches the DOM.
 
 // ---------------------------------------------------------------------------------------
 // Mask wire codec: "PMLM", height and width as little-endian uint32, zlib of H*W bytes.

@@ -14,7 +14,7 @@ from ..records import Change
 
 __all__ = ["STATIC", "View", "escape", "follow", "message"]
 
-#: the shipped front ends (copies of js/*.js, checked by a test)
+#: the front ends: one anywidget ES module per widget, the only copy (their tests are in js/)
 STATIC = Path(__file__).parent.parent / "static"
 
 
