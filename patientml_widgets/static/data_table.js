@@ -3,17 +3,53 @@
 // Python owns the data: it pages, sorts and filters, and sends one page of rows. This view
 // renders typed cells (text, time, badge, icon, thumbnail, number), sends row clicks and
 // actions, and moves a keyboard selection. Every string is set as text, never as HTML.
+// Pure logic is exported by name and tested by js/data_table.test.js (`node --test js/`).
+// @ts-check
 
-/** A time string as the user reads it ("2026-11-28 14:02"), in the browser's time zone. */
+/**
+ * The DataTable traits (patientml_widgets/widgets/data_table.py).
+ * @typedef Model
+ * @prop {string} title
+ * @prop {Column[]} columns
+ * @prop {Row[]} rows the current page
+ * @prop {number} total rows on all pages
+ * @prop {number} page
+ * @prop {number} page_size
+ * @prop {Sort} sort ({} = Python's order)
+ * @prop {Filter[]} filters
+ * @prop {string} active_filter "" = none
+ * @prop {Action[]} actions buttons above the table
+ * @prop {boolean} loading
+ * @prop {string} empty_message
+ * @prop {number} poll_seconds 0 = never
+ * @prop {string} error
+ */
+
+/** @typedef {"text" | "time" | "badge" | "icon" | "thumbnail" | "number"} ColumnType */
+/** @typedef {{ key: string, label: string, type: ColumnType, sortable: boolean }} Column */
+/** @typedef {{ _id: string, [key: string]: any }} Row a row's cells by column key */
+/** @typedef {{ key?: string, descending?: boolean }} Sort */
+/** @typedef {{ key: string, label: string, count?: number | null }} Filter */
+/** @typedef {{ key: string, label: string, primary?: boolean }} Action */
+
+/**
+ * A time string as the user reads it ("2026-11-28 14:02"), in the browser's time zone.
+ * @param {string | null | undefined} value an ISO time
+ * @returns {string}
+ */
 export function formatTime(value) {
   if (!value) return "";
   const d = new Date(value);
   if (Number.isNaN(d.getTime())) return String(value);
-  const pad = (n) => String(n).padStart(2, "0");
+  const pad = (/** @type {number} */ n) => String(n).padStart(2, "0");
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
-/** Numbers: integers as they are, others with up to 3 decimals; null as blank. */
+/**
+ * Numbers: integers as they are, others with up to 3 decimals; null as blank.
+ * @param {unknown} value
+ * @returns {string}
+ */
 export function formatNumber(value) {
   if (value === null || value === undefined || value === "") return "";
   const n = Number(value);
@@ -21,7 +57,13 @@ export function formatNumber(value) {
   return Number.isInteger(n) ? n.toLocaleString("en-US") : n.toFixed(3);
 }
 
-/** "1-50 of 1,234" for a page. */
+/**
+ * "1-50 of 1,234" for a page.
+ * @param {number} page
+ * @param {number} pageSize
+ * @param {number} total
+ * @returns {string}
+ */
 export function pageLabel(page, pageSize, total) {
   if (!total) return "0 of 0";
   const first = page * pageSize + 1;
@@ -29,24 +71,41 @@ export function pageLabel(page, pageSize, total) {
   return `${first.toLocaleString("en-US")}-${last.toLocaleString("en-US")} of ${total.toLocaleString("en-US")}`;
 }
 
-/** The last page index for a total. */
+/**
+ * The last page index for a total.
+ * @param {number} pageSize
+ * @param {number} total
+ * @returns {number}
+ */
 export function lastPage(pageSize, total) {
   return Math.max(0, Math.ceil(total / pageSize) - 1);
 }
 
-/** The sort after clicking a column header: a new column sorts ascending, the same one flips. */
+/**
+ * The sort after clicking a column header: a new column sorts ascending, the same one flips.
+ * @param {Sort | null | undefined} current
+ * @param {string} key
+ * @returns {{ key: string, descending: boolean }}
+ */
 export function nextSort(current, key) {
   if (current && current.key === key) return { key, descending: !current.descending };
   return { key, descending: false };
 }
 
-/** Move a keyboard selection within a page, clamped. */
+/**
+ * Move a keyboard selection within a page, clamped.
+ * @param {number} selected the selected row, or -1
+ * @param {number} delta
+ * @param {number} rowCount
+ * @returns {number} the selected row, or -1 on an empty page
+ */
 export function moveSelection(selected, delta, rowCount) {
   if (rowCount === 0) return -1;
   if (selected < 0) return delta > 0 ? 0 : rowCount - 1;
   return Math.max(0, Math.min(rowCount - 1, selected + delta));
 }
 
+/** @type {Record<string, string>} */
 const ICONS = {
   "check-circle": '<circle cx="12" cy="12" r="9" fill="#1e8e3e"/><path d="M7.5 12.5l3 3 6-6.5" stroke="#fff" stroke-width="2.2" fill="none"/>',
   circle: '<circle cx="12" cy="12" r="8" fill="none" stroke="#5f6368" stroke-width="2"/>',
@@ -89,6 +148,14 @@ const CSS = `
 .pml-table .pager { display: flex; gap: 6px; align-items: center; justify-content: flex-end; margin-top: 6px; color: #5f6368; }
 `;
 
+/**
+ * A DOM element with attributes (`class`, `on<event>` listeners, the rest as attributes) and children.
+ * @template {keyof HTMLElementTagNameMap} K
+ * @param {K} tag
+ * @param {Record<string, any>} [attrs]
+ * @param {...(Node | string)} children
+ * @returns {HTMLElementTagNameMap[K]}
+ */
 function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
@@ -100,12 +167,23 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+/**
+ * A status icon (constant SVG) by name; an unknown name gives an empty span.
+ * @param {string} name
+ */
 function icon(name) {
   const span = h("span", { class: "icon" });
   if (ICONS[name]) span.innerHTML = `<svg width="18" height="18" viewBox="0 0 24 24" aria-label="${name}" role="img">${ICONS[name]}</svg>`; // constant markup only
   return span;
 }
 
+/**
+ * One typed cell. A thumbnail's object URL is added to `urls` (revoked at the next page).
+ * @param {Column} column
+ * @param {any} value
+ * @param {string[]} urls
+ * @returns {HTMLTableCellElement}
+ */
 function cell(column, value, urls) {
   const td = h("td", { class: column.type });
   if (value === null || value === undefined) return td;

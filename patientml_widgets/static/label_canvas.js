@@ -5,28 +5,83 @@
 // stroke end the map goes to Python compressed (zlib, the "PMLM" wire format that
 // patientml_widgets.imaging.masks decodes). Pure logic is exported by name and tested
 // by js/label_canvas.test.js (`node --test js/`); render() only touches the DOM.
+// @ts-check
+
+/**
+ * The LabelCanvas traits (patientml_widgets/widgets/label_canvas.py).
+ * @typedef Model
+ * @prop {"segmentation" | "classification"} mode
+ * @prop {ClassInfo[]} classes
+ * @prop {boolean} multi_label
+ * @prop {number[]} value classification: the chosen class indices
+ * @prop {Tool} tool
+ * @prop {number} brush_size
+ * @prop {number} active_class
+ * @prop {number} opacity
+ * @prop {boolean} show_prediction
+ * @prop {boolean} preserve_labels
+ * @prop {Partial<Window>} window in the image's own values ({} = automatic)
+ * @prop {WindowPreset[]} window_presets offered besides Auto and Full range
+ * @prop {boolean} invert show low values bright (DICOM MONOCHROME1)
+ * @prop {Record<string, number>} prediction_scores classification: probability per class index
+ * @prop {string} status
+ * @prop {string} error
+ * @prop {boolean} busy
+ * @prop {boolean} bound
+ * @prop {DataView} _image zlib of the image's little-endian bytes
+ * @prop {{ width: number, height: number, channels: number, dtype: string }} _image_meta
+ */
+
+/** @typedef {"brush" | "eraser" | "fill" | "pan" | "window"} Tool */
+/** @typedef {{ index: number, name: string, color: string, description?: string }} ClassInfo */
+/** @typedef {{ center: number, width: number }} Window */
+/** @typedef {{ name: string, center: number, width: number }} WindowPreset */
+/** @typedef {{ x0: number, y0: number, x1: number, y1: number }} Box inclusive pixel bounds */
+/** @typedef {(old: number) => boolean} Allow may a stroke overwrite a pixel of this value? */
+/** @typedef {{ scale: number, tx: number, ty: number }} View screen = image * scale + (tx, ty) */
+/** @typedef {{ x: number, y: number }} Point */
+/** @typedef {Uint8Array | Uint16Array | Int16Array | Float32Array} ImageValues */
 
 // ---------------------------------------------------------------------------------------
 // Mask wire codec: "PMLM", height and width as little-endian uint32, zlib of H*W bytes.
 
 const MAGIC = [0x50, 0x4d, 0x4c, 0x4d];
 
+/**
+ * @param {Uint8Array} bytes
+ * @param {CompressionStream | DecompressionStream} stream
+ * @returns {Promise<Uint8Array>}
+ */
 async function pipe(bytes, stream) {
-  const out = await new Response(new Blob([bytes]).stream().pipeThrough(stream)).arrayBuffer();
+  const out = await new Response(new Blob([/** @type {BlobPart} */ (bytes)]).stream().pipeThrough(stream)).arrayBuffer();
   return new Uint8Array(out);
 }
 
-/** zlib-compress bytes (the browser's CompressionStream("deflate") writes the zlib format). */
+/**
+ * zlib-compress bytes (the browser's CompressionStream("deflate") writes the zlib format).
+ * @param {Uint8Array} bytes
+ * @returns {Promise<Uint8Array>}
+ */
 export function deflate(bytes) {
   return pipe(bytes, new CompressionStream("deflate"));
 }
 
-/** zlib-decompress bytes. */
+/**
+ * zlib-decompress bytes.
+ * @param {Uint8Array} bytes
+ * @returns {Promise<Uint8Array>}
+ */
 export function inflate(bytes) {
   return pipe(bytes, new DecompressionStream("deflate"));
 }
 
-/** Encode a label map (Uint8Array, row-major) in the wire format. */
+/**
+ * Encode a label map (row-major class indices) in the wire format.
+ * @param {Uint8Array} map
+ * @param {number} height
+ * @param {number} width
+ * @returns {Promise<Uint8Array>}
+ */
 export async function encodeMask(map, height, width) {
   if (map.length !== height * width) throw new Error(`mask holds ${map.length} bytes, not ${height} x ${width}`);
   const body = await deflate(map);
@@ -39,7 +94,11 @@ export async function encodeMask(map, height, width) {
   return out;
 }
 
-/** Decode the wire format; throws on a bad header or a payload of the wrong size. */
+/**
+ * Decode the wire format; throws on a bad header or a payload of the wrong size.
+ * @param {Uint8Array | DataView} bytes
+ * @returns {Promise<{ height: number, width: number, map: Uint8Array }>}
+ */
 export async function decodeMask(bytes) {
   const data = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (data.length < 12 || MAGIC.some((b, i) => data[i] !== b)) throw new Error("not a mask in the wire format");
@@ -54,11 +113,20 @@ export async function decodeMask(bytes) {
 // ---------------------------------------------------------------------------------------
 // Painting: discs stamped along a segment, flood fill, undo patches.
 
-/** An empty bounding box; grow it with `growBox`. */
+/**
+ * An empty bounding box; grow it with `growBox`.
+ * @returns {Box}
+ */
 export function emptyBox() {
   return { x0: Infinity, y0: Infinity, x1: -Infinity, y1: -Infinity };
 }
 
+/**
+ * Grow `box` (in place) to cover `other`.
+ * @param {Box} box
+ * @param {Box | null | undefined} other
+ * @returns {Box} `box`
+ */
 export function growBox(box, other) {
   if (!other) return box;
   box.x0 = Math.min(box.x0, other.x0);
@@ -68,6 +136,10 @@ export function growBox(box, other) {
   return box;
 }
 
+/**
+ * @param {Box} box
+ * @returns {boolean}
+ */
 export function boxIsEmpty(box) {
   return !(box.x1 >= box.x0 && box.y1 >= box.y0);
 }
@@ -76,6 +148,15 @@ export function boxIsEmpty(box) {
  * Paint a disc of diameter `size` centred at image coordinates (cx, cy): every pixel whose
  * centre lies within the disc (size 1 is exactly one pixel). `allow(old)` may veto a pixel
  * ("preserve other labels"). Returns the box of pixels considered, or null.
+ * @param {Uint8Array} map
+ * @param {number} width
+ * @param {number} height
+ * @param {number} cx
+ * @param {number} cy
+ * @param {number} size
+ * @param {number} value
+ * @param {Allow | null} [allow]
+ * @returns {Box | null}
  */
 export function stamp(map, width, height, cx, cy, size, value, allow = null) {
   if (size <= 1) {
@@ -108,6 +189,17 @@ export function stamp(map, width, height, cx, cy, size, value, allow = null) {
 /**
  * Stamp discs from (x0, y0) to (x1, y1) spaced at most a quarter of the diameter apart
  * (and at most one pixel), so a fast stroke leaves no gaps. Returns the changed box.
+ * @param {Uint8Array} map
+ * @param {number} width
+ * @param {number} height
+ * @param {number} x0
+ * @param {number} y0
+ * @param {number} x1
+ * @param {number} y1
+ * @param {number} size
+ * @param {number} value
+ * @param {Allow | null} [allow]
+ * @returns {Box | null}
  */
 export function strokeSegment(map, width, height, x0, y0, x1, y1, size, value, allow = null) {
   const box = emptyBox();
@@ -121,15 +213,30 @@ export function strokeSegment(map, width, height, x0, y0, x1, y1, size, value, a
   return boxIsEmpty(box) ? null : box;
 }
 
-/** The veto for "preserve other labels": the brush paints only background or its own class,
- * the eraser removes only the active class. */
+/**
+ * The veto for "preserve other labels": the brush paints only background or its own class,
+ * the eraser removes only the active class.
+ * @param {boolean} preserve
+ * @param {number} value
+ * @param {number} activeClass
+ * @returns {Allow | null}
+ */
 export function preserveRule(preserve, value, activeClass) {
   if (!preserve) return null;
   if (value === 0) return (old) => old === activeClass;
   return (old) => old === 0 || old === value;
 }
 
-/** Fill the 4-connected region of equal value around (x, y) with `value`; returns its box or null. */
+/**
+ * Fill the 4-connected region of equal value around (x, y) with `value`; returns its box or null.
+ * @param {Uint8Array} map
+ * @param {number} width
+ * @param {number} height
+ * @param {number} x
+ * @param {number} y
+ * @param {number} value
+ * @returns {Box | null}
+ */
 export function floodFill(map, width, height, x, y, value) {
   x = Math.floor(x);
   y = Math.floor(y);
@@ -139,8 +246,8 @@ export function floodFill(map, width, height, x, y, value) {
   const box = emptyBox();
   const stack = [x, y];
   while (stack.length) {
-    const sy = stack.pop();
-    const sx = stack.pop();
+    const sy = /** @type {number} */ (stack.pop());
+    const sx = /** @type {number} */ (stack.pop());
     let left = sx;
     const row = sy * width;
     if (map[row + left] !== target) continue;
@@ -163,7 +270,13 @@ export function floodFill(map, width, height, x, y, value) {
   return box;
 }
 
-/** Copy a box out of a map. */
+/**
+ * Copy a box out of a map.
+ * @param {Uint8Array} map
+ * @param {number} width
+ * @param {Box} box
+ * @returns {Uint8Array}
+ */
 export function copyBox(map, width, box) {
   const w = box.x1 - box.x0 + 1;
   const h = box.y1 - box.y0 + 1;
@@ -172,21 +285,39 @@ export function copyBox(map, width, box) {
   return out;
 }
 
-/** Paste a copy made by copyBox back. */
+/**
+ * Paste a copy made by copyBox back.
+ * @param {Uint8Array} map
+ * @param {number} width
+ * @param {Box} box
+ * @param {Uint8Array} data
+ */
 export function pasteBox(map, width, box, data) {
   const w = box.x1 - box.x0 + 1;
   for (let y = 0; y * w < data.length; y++) map.set(data.subarray(y * w, (y + 1) * w), (box.y0 + y) * width + box.x0);
 }
 
+/** @typedef {{ box: Box, before: Uint8Array, after: Uint8Array }} Edit */
+
 /** Undo / redo of edits, each kept as the before and after bytes of the box it changed. */
 export class UndoStack {
+  /** @param {number} [limit] the most edits kept */
   constructor(limit = 200) {
     this.limit = limit;
+    /** @type {Edit[]} */
     this.done = [];
+    /** @type {Edit[]} */
     this.undone = [];
   }
 
-  /** Record an edit: `before` is the whole map as it was, `map` as it is now. */
+  /**
+   * Record an edit: `before` is the whole map as it was, `map` as it is now.
+   * @param {Uint8Array} before
+   * @param {Uint8Array} map
+   * @param {number} width
+   * @param {Box | null} box
+   * @returns {boolean} whether anything changed (and was recorded)
+   */
   record(before, map, width, box) {
     if (!box || boxIsEmpty(box)) return false;
     const old = copyBox(before, width, box);
@@ -206,7 +337,12 @@ export class UndoStack {
     return this.undone.length > 0;
   }
 
-  /** Undo the last edit on `map`; returns the changed box or null. */
+  /**
+   * Undo the last edit on `map`; returns the changed box or null.
+   * @param {Uint8Array} map
+   * @param {number} width
+   * @returns {Box | null}
+   */
   undo(map, width) {
     const edit = this.done.pop();
     if (!edit) return null;
@@ -215,6 +351,12 @@ export class UndoStack {
     return edit.box;
   }
 
+  /**
+   * Redo the last undone edit on `map`; returns the changed box or null.
+   * @param {Uint8Array} map
+   * @param {number} width
+   * @returns {Box | null}
+   */
   redo(map, width) {
     const edit = this.undone.pop();
     if (!edit) return null;
@@ -227,9 +369,15 @@ export class UndoStack {
 // ---------------------------------------------------------------------------------------
 // Display: window/level on the original values, colour tables, the view transform.
 
-/** The window spanning the 1st to 99th percentile of a sample of the values. */
+/**
+ * The window spanning the 1st to 99th percentile of a sample of the values.
+ * @param {ArrayLike<number>} values
+ * @param {number} [channels]
+ * @returns {Window}
+ */
 export function autoWindow(values, channels = 1) {
   const step = Math.max(1, Math.floor(values.length / channels / 65536));
+  /** @type {number[]} */
   const sample = [];
   for (let i = 0; i < values.length; i += step * channels) sample.push(values[i]);
   sample.sort((a, b) => a - b);
@@ -239,7 +387,11 @@ export function autoWindow(values, channels = 1) {
   return { center: lo + width / 2, width };
 }
 
-/** The window spanning all values. */
+/**
+ * The window spanning all values.
+ * @param {ArrayLike<number>} values
+ * @returns {Window}
+ */
 export function fullWindow(values) {
   let lo = Infinity;
   let hi = -Infinity;
@@ -256,6 +408,13 @@ export function fullWindow(values) {
  * Map original values through a window to 8-bit RGBA (`out`: Uint8ClampedArray of w*h*4).
  * Gray images (channels 1) go to all three colour channels; `invert` shows MONOCHROME1
  * images (low values bright) the right way round.
+ * @param {ArrayLike<number>} values
+ * @param {number} channels
+ * @param {number} center
+ * @param {number} width
+ * @param {Uint8ClampedArray} out
+ * @param {boolean} [invert]
+ * @returns {Uint8ClampedArray} `out`
  */
 export function applyWindow(values, channels, center, width, out, invert = false) {
   let lo = center - width / 2;
@@ -285,32 +444,50 @@ export function applyWindow(values, channels, center, width, out, invert = false
  * The window menu: Auto and Full range for every image, then the presets Python sent (the
  * header's windows, then the modality's). The selection is the preset equal to `given`
  * (the example's window), else "Custom" holding `given`, else the image's natural default.
+ * @param {string} dtype
+ * @param {ArrayLike<number>} values
+ * @param {number} channels
+ * @param {Partial<Window> | null | undefined} given
+ * @param {WindowPreset[] | null | undefined} presets
+ * @returns {{ options: Record<string, Window>, selected: string }}
  */
 export function windowChoices(dtype, values, channels, given, presets) {
+  /** @type {Record<string, Window>} */
   const options = {
     Auto: dtype === "uint8" ? { center: 127.5, width: 255 } : autoWindow(values, channels),
     "Full range": dtype === "uint8" ? { center: 127.5, width: 255 } : fullWindow(values),
   };
   for (const p of presets || []) options[p.name] = { center: p.center, width: p.width };
   let selected = dtype === "uint8" ? "Full range" : "Auto";
-  if (given && given.width > 0) {
-    const match = Object.keys(options).find((k) => options[k].center === given.center && options[k].width === given.width);
+  const win = /** @type {Window | null | undefined} */ (given); // {} (automatic) has no width
+  if (win && win.width > 0) {
+    const match = Object.keys(options).find((k) => options[k].center === win.center && options[k].width === win.width);
     if (match && match !== "Auto") selected = match;
     else {
-      options.Custom = { center: given.center, width: given.width };
+      options.Custom = { center: win.center, width: win.width };
       selected = "Custom";
     }
   }
   return { options, selected };
 }
 
+/**
+ * @param {string} hex "#rrggbb"
+ * @returns {[number, number, number]}
+ */
 function parseColor(hex) {
   const n = parseInt(String(hex).replace("#", ""), 16);
   return [(n >> 16) & 255, (n >> 8) & 255, n & 255];
 }
 
-/** RGBA words (little-endian, as an ImageData's Uint32 view reads them) per class index.
- * Index 0 (background) is transparent when `transparentZero`. */
+/**
+ * RGBA words (little-endian, as an ImageData's Uint32 view reads them) per class index.
+ * Index 0 (background) is transparent when `transparentZero`.
+ * @param {Pick<ClassInfo, "index" | "color">[]} classes
+ * @param {number} opacity
+ * @param {boolean} [transparentZero]
+ * @returns {Uint32Array}
+ */
 export function colorTable(classes, opacity, transparentZero = true) {
   const table = new Uint32Array(256);
   const alpha = Math.round(Math.max(0, Math.min(1, opacity)) * 255);
@@ -322,7 +499,14 @@ export function colorTable(classes, opacity, transparentZero = true) {
   return table;
 }
 
-/** Paint the overlay pixels of `box` from the label map through the colour table. */
+/**
+ * Paint the overlay pixels of `box` from the label map through the colour table.
+ * @param {Uint8Array} map
+ * @param {number} width
+ * @param {Uint32Array} table
+ * @param {Uint32Array} pixels32
+ * @param {Box} box
+ */
 export function paintOverlay(map, width, table, pixels32, box) {
   for (let y = box.y0; y <= box.y1; y++) {
     const row = y * width;
@@ -333,25 +517,50 @@ export function paintOverlay(map, width, table, pixels32, box) {
 export const MIN_SCALE = 0.05;
 export const MAX_SCALE = 64;
 
-/** The view that fits an image into a box, centred. */
+/**
+ * The view that fits an image into a box, centred.
+ * @param {number} imageWidth
+ * @param {number} imageHeight
+ * @param {number} boxWidth
+ * @param {number} boxHeight
+ * @returns {View}
+ */
 export function fitView(imageWidth, imageHeight, boxWidth, boxHeight) {
   const scale = Math.max(MIN_SCALE, Math.min(boxWidth / imageWidth, boxHeight / imageHeight));
   return { scale, tx: (boxWidth - imageWidth * scale) / 2, ty: (boxHeight - imageHeight * scale) / 2 };
 }
 
-/** Zoom by `factor` keeping the image point under the screen point (px, py) where it is. */
+/**
+ * Zoom by `factor` keeping the image point under the screen point (px, py) where it is.
+ * @param {View} view
+ * @param {number} factor
+ * @param {number} px
+ * @param {number} py
+ * @returns {View}
+ */
 export function zoomAt(view, factor, px, py) {
   const scale = Math.max(MIN_SCALE, Math.min(MAX_SCALE, view.scale * factor));
   const k = scale / view.scale;
   return { scale, tx: px - (px - view.tx) * k, ty: py - (py - view.ty) * k };
 }
 
-/** Screen (viewport) point to image coordinates. */
+/**
+ * Screen (viewport) point to image coordinates.
+ * @param {View} view
+ * @param {number} px
+ * @param {number} py
+ * @returns {Point}
+ */
 export function toImage(view, px, py) {
   return { x: (px - view.tx) / view.scale, y: (py - view.ty) / view.scale };
 }
 
-/** Typed array of the image values from raw little-endian bytes. */
+/**
+ * Typed array of the image values from raw little-endian bytes.
+ * @param {Uint8Array} bytes
+ * @param {string} dtype "uint8", "uint16", "int16" or "float32"
+ * @returns {ImageValues}
+ */
 export function imageValues(bytes, dtype) {
   const buffer = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
   if (dtype === "uint8") return new Uint8Array(buffer);
