@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { formatNumber, formatTime, lastPage, moveSelection, nextSort, pageLabel } from "./data_table.js";
+import { formatNumber, formatTime, lastPage, moveSelection, nextSort, pageLabel } from "../patientml_widgets/static/data_table.js";
 
 test("page labels and the last page", () => {
   assert.equal(pageLabel(0, 50, 0), "0 of 0");

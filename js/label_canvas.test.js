@@ -20,7 +20,7 @@ import {
   strokeSegment,
   toImage,
   zoomAt,
-} from "./label_canvas.js";
+} from "../patientml_widgets/static/label_canvas.js";
 
 const count = (map, value) => map.reduce((n, v) => n + (v === value ? 1 : 0), 0);
 

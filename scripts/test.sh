@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the tests need on a fresh machine, then run every check:
-# ruff, mypy, the JS unit tests (when js/ has any), pytest (unit, reliability, notebooks,
-# a real JupyterLab in the system Chromium).
+# ruff, mypy, the JS unit tests (when js/ has any), the front ends' types (when npm is there),
+# pytest (unit, reliability, notebooks, a real JupyterLab in the system Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +27,11 @@ mypy
 if find js -name '*.test.js' -o -name '*.test.mjs' 2>/dev/null | grep -q .; then
   echo "== node --test js/"
   node --test js/
+fi
+
+if command -v npm >/dev/null 2>&1; then
+  echo "== tsc --strict over the front ends (npm packages in a temporary folder)"
+  scripts/check_js_types.sh
 fi
 
 echo "== pytest (screenshots of the widgets go to build/screenshots)"

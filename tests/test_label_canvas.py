@@ -1,17 +1,21 @@
 """LabelCanvas driven as the browser would: traits set, custom messages with buffers."""
 
 import base64
+import importlib
 import json
+import pkgutil
 import re
+import sys
 import zlib
 from pathlib import Path
 
+import anywidget
 import numpy as np
 import pytest
 import traitlets
 
 import patientml_widgets as pml
-from patientml_widgets import imaging
+from patientml_widgets import imaging, widgets
 from patientml_widgets.widgets.label_canvas import LabelCanvas
 
 ROOT = Path(__file__).parent.parent
@@ -33,12 +37,23 @@ class Browser:
         return self.send({"kind": "mask", "seq": seq, "reason": "stroke"}, [imaging.encode_mask_wire(mask)])
 
 
-def test_the_shipped_front_ends_are_the_tested_sources():
-    sources = sorted(p for p in (ROOT / "js").glob("*.js") if not p.name.endswith(".test.js"))
-    shipped = sorted((ROOT / "patientml_widgets/static").glob("*.js"))
-    assert [p.name for p in shipped] == [p.name for p in sources]
-    for source in sources:  # copy js/*.js to patientml_widgets/static/ after changing them
-        assert (ROOT / "patientml_widgets/static" / source.name).read_bytes() == source.read_bytes(), source.name
+def test_each_front_end_has_one_copy_in_static():
+    static = (ROOT / "patientml_widgets/static").resolve()
+    assert not [p.name for p in (ROOT / "js").rglob("*.js") if not p.name.endswith(".test.js")]  # tests only
+    for info in pkgutil.iter_modules(widgets.__path__, f"{widgets.__name__}."):
+        importlib.import_module(info.name)
+    loaded = {}
+    todo = [anywidget.AnyWidget]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        defined = getattr(sys.modules[cls.__module__], cls.__qualname__, None) is cls  # not add_traits' subclasses
+        if defined and cls.__module__.startswith("patientml_widgets.") and "_esm" in cls.__dict__:
+            esm = cls.__dict__["_esm"]  # anywidget turns an existing file into FileContents
+            loaded[cls.__name__] = Path(getattr(esm, "_path", esm)).resolve()
+    assert {"DataTable", "LabelCanvas", "Poller"} <= loaded.keys()
+    for name, path in loaded.items():
+        assert path.parent == static and path.is_file(), f"{name} loads {path}, not a module in static/"
 
 
 def test_shared_mask_vectors_decode_the_same_in_python():

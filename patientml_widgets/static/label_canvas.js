@@ -4,29 +4,84 @@
 // drawn from it through a colour table; classes are never read back from pixels. At each
 // stroke end the map goes to Python compressed (zlib, the "PMLM" wire format that
 // patientml_widgets.imaging.masks decodes). Pure logic is exported by name and tested
-// with `node --test js/`; render() only touches the DOM.
+// by js/label_canvas.test.js (`node --test js/`); render() only touches the DOM.
+// @ts-check
+
+/**
+ * The LabelCanvas traits (patientml_widgets/widgets/label_canvas.py).
+ * @typedef Model
+ * @prop {"segmentation" | "classification"} mode
+ * @prop {ClassInfo[]} classes
+ * @prop {boolean} multi_label
+ * @prop {number[]} value classification: the chosen class indices
+ * @prop {Tool} tool
+ * @prop {number} brush_size
+ * @prop {number} active_class
+ * @prop {number} opacity
+ * @prop {boolean} show_prediction
+ * @prop {boolean} preserve_labels
+ * @prop {Partial<Window>} window in the image's own values ({} = automatic)
+ * @prop {WindowPreset[]} window_presets offered besides Auto and Full range
+ * @prop {boolean} invert show low values bright (DICOM MONOCHROME1)
+ * @prop {Record<string, number>} prediction_scores classification: probability per class index
+ * @prop {string} status
+ * @prop {string} error
+ * @prop {boolean} busy
+ * @prop {boolean} bound
+ * @prop {DataView} _image zlib of the image's little-endian bytes
+ * @prop {{ width: number, height: number, channels: number, dtype: string }} _image_meta
+ */
+
+/** @typedef {"brush" | "eraser" | "fill" | "pan" | "window"} Tool */
+/** @typedef {{ index: number, name: string, color: string, description?: string }} ClassInfo */
+/** @typedef {{ center: number, width: number }} Window */
+/** @typedef {{ name: string, center: number, width: number }} WindowPreset */
+/** @typedef {{ x0: number, y0: number, x1: number, y1: number }} Box inclusive pixel bounds */
+/** @typedef {(old: number) => boolean} Allow may a stroke overwrite a pixel of this value? */
+/** @typedef {{ scale: number, tx: number, ty: number }} View screen = image * scale + (tx, ty) */
+/** @typedef {{ x: number, y: number }} Point */
+/** @typedef {Uint8Array | Uint16Array | Int16Array | Float32Array} ImageValues */
 
 // ---------------------------------------------------------------------------------------
 // Mask wire codec: "PMLM", height and width as little-endian uint32, zlib of H*W bytes.
 
 const MAGIC = [0x50, 0x4d, 0x4c, 0x4d];
 
+/**
+ * @param {Uint8Array} bytes
+ * @param {CompressionStream | DecompressionStream} stream
+ * @returns {Promise<Uint8Array>}
+ */
 async function pipe(bytes, stream) {
-  const out = await new Response(new Blob([bytes]).stream().pipeThrough(stream)).arrayBuffer();
+  const out = await new Response(new Blob([/** @type {BlobPart} */ (bytes)]).stream().pipeThrough(stream)).arrayBuffer();
   return new Uint8Array(out);
 }
 
-/** zlib-compress bytes (the browser's CompressionStream("deflate") writes the zlib format). */
+/**
+ * zlib-compress bytes (the browser's CompressionStream("deflate") writes the zlib format).
+ * @param {Uint8Array} bytes
+ * @returns {Promise<Uint8Array>}
+ */
 export function deflate(bytes) {
   return pipe(bytes, new CompressionStream("deflate"));
 }
 
-/** zlib-decompress bytes. */
+/**
+ * zlib-decompress bytes.
+ * @param {Uint8Array} bytes
+ * @returns {Promise<Uint8Array>}
+ */
 export function inflate(bytes) {
   return pipe(bytes, new DecompressionStream("deflate"));
 }
 
-/** Encode a label map (Uint8Array, row-major) in the wire format. */
+/**
+ * Encode a label map (row-major class indices) in the wire format.
+ * @param {Uint8Array} map
+ * @param {number} height
+ * @param {number} width
+ * @returns {Promise<Uint8Array>}
+ */
 export async function encodeMask(map, height, width) {
   if (map.length !== height * width) throw new Error(`mask holds ${map.length} bytes, not ${height} x ${width}`);
   const body = await deflate(map);
@@ -39,7 +94,11 @@ export async function encodeMask(map, height, width) {
   return out;
 }
 
-/** Decode the wire format; throws on a bad header or a payload of the wrong size. */
+/**
+ * Decode the wire format; throws on a bad header or a payload of the wrong size.
+ * @param {Uint8Array | DataView} bytes
+ * @returns {Promise<{ height: number, width: number, map: Uint8Array }>}
+ */
 export async function decodeMask(bytes) {
   const data = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (data.length < 12 || MAGIC.some((b, i) => data[i] !== b)) throw new Error("not a mask in the wire format");
@@ -54,11 +113,20 @@ export async function decodeMask(bytes) {
 // ---------------------------------------------------------------------------------------
 // Painting: discs stamped along a segment, flood fill, undo patches.
 
-/** An empty bounding box; grow it with `growBox`. */
+/**
+ * An empty bounding box; grow it with `growBox`.
+ * @returns {Box}
+ */
 export function emptyBox() {
   return { x0: Infinity, y0: Infinity, x1: -Infinity, y1: -Infinity };
 }
 
+/**
+ * Grow `box` (in place) to cover `other`.
+ * @param {Box} box
+ * @param {Box | null | undefined} other
+ * @returns {Box} `box`
+ */
 export function growBox(box, other) {
   if (!other) return box;
   box.x0 = Math.min(box.x0, other.x0);
@@ -68,6 +136,10 @@ export function growBox(box, other) {
   return box;
 }
 
+/**
+ * @param {Box} box
+ * @returns {boolean}
+ */
 export function boxIsEmpty(box) {
   return !(box.x1 >= box.x0 && box.y1 >= box.y0);
 }
@@ -76,6 +148,15 @@ export function boxIsEmpty(box) {
  * Paint a disc of diameter `size` centred at image coordinates (cx, cy): every pixel whose
  * centre lies within the disc (size 1 is exactly one pixel). `allow(old)` may veto a pixel
  * ("preserve other labels"). Returns the box of pixels considered, or null.
+ * @param {Uint8Array} map
+ * @param {number} width
+ * @param {number} height
+ * @param {number} cx
+ * @param {number} cy
+ * @param {number} size
+ * @param {number} value
+ * @param {Allow | null} [allow]
+ * @returns {Box | null}
  */
 export function stamp(map, width, height, cx, cy, size, value, allow = null) {
   if (size <= 1) {
@@ -108,6 +189,17 @@ export function stamp(map, width, height, cx, cy, size, value, allow = null) {
 /**
  * Stamp discs from (x0, y0) to (x1, y1) spaced at most a quarter of the diameter apart
  * (and at most one pixel), so a fast stroke leaves no gaps. Returns the changed box.
+ * @param {Uint8Array} map
+ * @param {number} width
+ * @param {number} height
+ * @param {number} x0
+ * @param {number} y0
+ * @param {number} x1
+ * @param {number} y1
+ * @param {number} size
+ * @param {number} value
+ * @param {Allow | null} [allow]
+ * @returns {Box | null}
  */
 export function strokeSegment(map, width, height, x0, y0, x1, y1, size, value, allow = null) {
   const box = emptyBox();
@@ -121,15 +213,30 @@ export function strokeSegment(map, width, height, x0, y0, x1, y1, size, value, a
   return boxIsEmpty(box) ? null : box;
 }
 
-/** The veto for "preserve other labels": the brush paints only background or its own class,
- * the eraser removes only the active class. */
+/**
+ * The veto for "preserve other labels": the brush paints only background or its own class,
+ * the eraser removes only the active class.
+ * @param {boolean} preserve
+ * @param {number} value
+ * @param {number} activeClass
+ * @returns {Allow | null}
+ */
 export function preserveRule(preserve, value, activeClass) {
   if (!preserve) return null;
   if (value === 0) return (old) => old === activeClass;
   return (old) => old === 0 || old === value;
 }
 
-/** Fill the 4-connected region of equal value around (x, y) with `value`; returns its box or null. */
+/**
+ * Fill the 4-connected region of equal value around (x, y) with `value`; returns its box or null.
+ * @param {Uint8Array} map
+ * @param {number} width
+ * @param {number} height
+ * @param {number} x
+ * @param {number} y
+ * @param {number} value
+ * @returns {Box | null}
+ */
 export function floodFill(map, width, height, x, y, value) {
   x = Math.floor(x);
   y = Math.floor(y);
@@ -139,8 +246,8 @@ export function floodFill(map, width, height, x, y, value) {
   const box = emptyBox();
   const stack = [x, y];
   while (stack.length) {
-    const sy = stack.pop();
-    const sx = stack.pop();
+    const sy = /** @type {number} */ (stack.pop());
+    const sx = /** @type {number} */ (stack.pop());
     let left = sx;
     const row = sy * width;
     if (map[row + left] !== target) continue;
@@ -163,7 +270,13 @@ export function floodFill(map, width, height, x, y, value) {
   return box;
 }
 
-/** Copy a box out of a map. */
+/**
+ * Copy a box out of a map.
+ * @param {Uint8Array} map
+ * @param {number} width
+ * @param {Box} box
+ * @returns {Uint8Array}
+ */
 export function copyBox(map, width, box) {
   const w = box.x1 - box.x0 + 1;
   const h = box.y1 - box.y0 + 1;
@@ -172,21 +285,39 @@ export function copyBox(map, width, box) {
   return out;
 }
 
-/** Paste a copy made by copyBox back. */
+/**
+ * Paste a copy made by copyBox back.
+ * @param {Uint8Array} map
+ * @param {number} width
+ * @param {Box} box
+ * @param {Uint8Array} data
+ */
 export function pasteBox(map, width, box, data) {
   const w = box.x1 - box.x0 + 1;
   for (let y = 0; y * w < data.length; y++) map.set(data.subarray(y * w, (y + 1) * w), (box.y0 + y) * width + box.x0);
 }
 
+/** @typedef {{ box: Box, before: Uint8Array, after: Uint8Array }} Edit */
+
 /** Undo / redo of edits, each kept as the before and after bytes of the box it changed. */
 export class UndoStack {
+  /** @param {number} [limit] the most edits kept */
   constructor(limit = 200) {
     this.limit = limit;
+    /** @type {Edit[]} */
     this.done = [];
+    /** @type {Edit[]} */
     this.undone = [];
   }
 
-  /** Record an edit: `before` is the whole map as it was, `map` as it is now. */
+  /**
+   * Record an edit: `before` is the whole map as it was, `map` as it is now.
+   * @param {Uint8Array} before
+   * @param {Uint8Array} map
+   * @param {number} width
+   * @param {Box | null} box
+   * @returns {boolean} whether anything changed (and was recorded)
+   */
   record(before, map, width, box) {
     if (!box || boxIsEmpty(box)) return false;
     const old = copyBox(before, width, box);
@@ -206,7 +337,12 @@ export class UndoStack {
     return this.undone.length > 0;
   }
 
-  /** Undo the last edit on `map`; returns the changed box or null. */
+  /**
+   * Undo the last edit on `map`; returns the changed box or null.
+   * @param {Uint8Array} map
+   * @param {number} width
+   * @returns {Box | null}
+   */
   undo(map, width) {
     const edit = this.done.pop();
     if (!edit) return null;
@@ -215,6 +351,12 @@ export class UndoStack {
     return edit.box;
   }
 
+  /**
+   * Redo the last undone edit on `map`; returns the changed box or null.
+   * @param {Uint8Array} map
+   * @param {number} width
+   * @returns {Box | null}
+   */
   redo(map, width) {
     const edit = this.undone.pop();
     if (!edit) return null;
@@ -227,9 +369,15 @@ export class UndoStack {
 // ---------------------------------------------------------------------------------------
 // Display: window/level on the original values, colour tables, the view transform.
 
-/** The window spanning the 1st to 99th percentile of a sample of the values. */
+/**
+ * The window spanning the 1st to 99th percentile of a sample of the values.
+ * @param {ArrayLike<number>} values
+ * @param {number} [channels]
+ * @returns {Window}
+ */
 export function autoWindow(values, channels = 1) {
   const step = Math.max(1, Math.floor(values.length / channels / 65536));
+  /** @type {number[]} */
   const sample = [];
   for (let i = 0; i < values.length; i += step * channels) sample.push(values[i]);
   sample.sort((a, b) => a - b);
@@ -239,7 +387,11 @@ export function autoWindow(values, channels = 1) {
   return { center: lo + width / 2, width };
 }
 
-/** The window spanning all values. */
+/**
+ * The window spanning all values.
+ * @param {ArrayLike<number>} values
+ * @returns {Window}
+ */
 export function fullWindow(values) {
   let lo = Infinity;
   let hi = -Infinity;
@@ -256,6 +408,13 @@ export function fullWindow(values) {
  * Map original values through a window to 8-bit RGBA (`out`: Uint8ClampedArray of w*h*4).
  * Gray images (channels 1) go to all three colour channels; `invert` shows MONOCHROME1
  * images (low values bright) the right way round.
+ * @param {ArrayLike<number>} values
+ * @param {number} channels
+ * @param {number} center
+ * @param {number} width
+ * @param {Uint8ClampedArray} out
+ * @param {boolean} [invert]
+ * @returns {Uint8ClampedArray} `out`
  */
 export function applyWindow(values, channels, center, width, out, invert = false) {
   let lo = center - width / 2;
@@ -285,32 +444,50 @@ export function applyWindow(values, channels, center, width, out, invert = false
  * The window menu: Auto and Full range for every image, then the presets Python sent (the
  * header's windows, then the modality's). The selection is the preset equal to `given`
  * (the example's window), else "Custom" holding `given`, else the image's natural default.
+ * @param {string} dtype
+ * @param {ArrayLike<number>} values
+ * @param {number} channels
+ * @param {Partial<Window> | null | undefined} given
+ * @param {WindowPreset[] | null | undefined} presets
+ * @returns {{ options: Record<string, Window>, selected: string }}
  */
 export function windowChoices(dtype, values, channels, given, presets) {
+  /** @type {Record<string, Window>} */
   const options = {
     Auto: dtype === "uint8" ? { center: 127.5, width: 255 } : autoWindow(values, channels),
     "Full range": dtype === "uint8" ? { center: 127.5, width: 255 } : fullWindow(values),
   };
   for (const p of presets || []) options[p.name] = { center: p.center, width: p.width };
   let selected = dtype === "uint8" ? "Full range" : "Auto";
-  if (given && given.width > 0) {
-    const match = Object.keys(options).find((k) => options[k].center === given.center && options[k].width === given.width);
+  const win = /** @type {Window | null | undefined} */ (given); // {} (automatic) has no width
+  if (win && win.width > 0) {
+    const match = Object.keys(options).find((k) => options[k].center === win.center && options[k].width === win.width);
     if (match && match !== "Auto") selected = match;
     else {
-      options.Custom = { center: given.center, width: given.width };
+      options.Custom = { center: win.center, width: win.width };
       selected = "Custom";
     }
   }
   return { options, selected };
 }
 
+/**
+ * @param {string} hex "#rrggbb"
+ * @returns {[number, number, number]}
+ */
 function parseColor(hex) {
   const n = parseInt(String(hex).replace("#", ""), 16);
   return [(n >> 16) & 255, (n >> 8) & 255, n & 255];
 }
 
-/** RGBA words (little-endian, as an ImageData's Uint32 view reads them) per class index.
- * Index 0 (background) is transparent when `transparentZero`. */
+/**
+ * RGBA words (little-endian, as an ImageData's Uint32 view reads them) per class index.
+ * Index 0 (background) is transparent when `transparentZero`.
+ * @param {Pick<ClassInfo, "index" | "color">[]} classes
+ * @param {number} opacity
+ * @param {boolean} [transparentZero]
+ * @returns {Uint32Array}
+ */
 export function colorTable(classes, opacity, transparentZero = true) {
   const table = new Uint32Array(256);
   const alpha = Math.round(Math.max(0, Math.min(1, opacity)) * 255);
@@ -322,7 +499,14 @@ export function colorTable(classes, opacity, transparentZero = true) {
   return table;
 }
 
-/** Paint the overlay pixels of `box` from the label map through the colour table. */
+/**
+ * Paint the overlay pixels of `box` from the label map through the colour table.
+ * @param {Uint8Array} map
+ * @param {number} width
+ * @param {Uint32Array} table
+ * @param {Uint32Array} pixels32
+ * @param {Box} box
+ */
 export function paintOverlay(map, width, table, pixels32, box) {
   for (let y = box.y0; y <= box.y1; y++) {
     const row = y * width;
@@ -333,25 +517,50 @@ export function paintOverlay(map, width, table, pixels32, box) {
 export const MIN_SCALE = 0.05;
 export const MAX_SCALE = 64;
 
-/** The view that fits an image into a box, centred. */
+/**
+ * The view that fits an image into a box, centred.
+ * @param {number} imageWidth
+ * @param {number} imageHeight
+ * @param {number} boxWidth
+ * @param {number} boxHeight
+ * @returns {View}
+ */
 export function fitView(imageWidth, imageHeight, boxWidth, boxHeight) {
   const scale = Math.max(MIN_SCALE, Math.min(boxWidth / imageWidth, boxHeight / imageHeight));
   return { scale, tx: (boxWidth - imageWidth * scale) / 2, ty: (boxHeight - imageHeight * scale) / 2 };
 }
 
-/** Zoom by `factor` keeping the image point under the screen point (px, py) where it is. */
+/**
+ * Zoom by `factor` keeping the image point under the screen point (px, py) where it is.
+ * @param {View} view
+ * @param {number} factor
+ * @param {number} px
+ * @param {number} py
+ * @returns {View}
+ */
 export function zoomAt(view, factor, px, py) {
   const scale = Math.max(MIN_SCALE, Math.min(MAX_SCALE, view.scale * factor));
   const k = scale / view.scale;
   return { scale, tx: px - (px - view.tx) * k, ty: py - (py - view.ty) * k };
 }
 
-/** Screen (viewport) point to image coordinates. */
+/**
+ * Screen (viewport) point to image coordinates.
+ * @param {View} view
+ * @param {number} px
+ * @param {number} py
+ * @returns {Point}
+ */
 export function toImage(view, px, py) {
   return { x: (px - view.tx) / view.scale, y: (py - view.ty) / view.scale };
 }
 
-/** Typed array of the image values from raw little-endian bytes. */
+/**
+ * Typed array of the image values from raw little-endian bytes.
+ * @param {Uint8Array} bytes
+ * @param {string} dtype "uint8", "uint16", "int16" or "float32"
+ * @returns {ImageValues}
+ */
 export function imageValues(bytes, dtype) {
   const buffer = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
   if (dtype === "uint8") return new Uint8Array(buffer);
@@ -393,6 +602,14 @@ const TRASH_ICON =
   '<svg width="14" height="14" viewBox="0 0 24 24" fill="none" stroke="#c5221f" stroke-width="2" aria-hidden="true">' +
   '<path d="M3 6h18M8 6V4h8v2M6 6l1 14h10l1-14M10 11v6M14 11v6"/></svg>';
 
+/**
+ * A DOM element with attributes (`class`, `on<event>` listeners, the rest as attributes) and children.
+ * @template {keyof HTMLElementTagNameMap} K
+ * @param {K} tag
+ * @param {Record<string, any>} [attrs]
+ * @param {...(Node | string)} children
+ * @returns {HTMLElementTagNameMap[K]}
+ */
 function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
@@ -404,67 +621,186 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+/**
+ * @param {DataView | null | undefined} dataView
+ * @returns {Uint8Array}
+ */
 function toUint8(dataView) {
   if (!dataView) return new Uint8Array(0);
   return new Uint8Array(dataView.buffer, dataView.byteOffset, dataView.byteLength);
 }
 
-/** Timing hooks for benchmarks and tests (frame times, wire sizes, round trips). */
+/**
+ * Timing hooks for benchmarks and tests (frame times, wire sizes, round trips).
+ * @type {{ frames: number[], wireBytes: number[], roundTrips: number[] }}
+ */
 export const stats = { frames: [], wireBytes: [], roundTrips: [] };
 
+// render() composes four parts that share one Canvas object, `s`: the toolbar (buttons,
+// class boxes, palette), the view (the canvas stack, zoom / pan / fit, drawing the image,
+// overlay and prediction), the tools (marker, eraser, fill, undo, pointer and keys) and the
+// wire (the queue of mask messages, acks, trait listeners).
+
+/** @typedef {import("@anywidget/types").AnyModel<Model>} CanvasModel */
+/** @typedef {{ last: Point, box: Box }} Stroke a marker or eraser stroke in progress */
+/** @typedef {{ kind: "pan", x: number, y: number, view: View } | { kind: "window", x: number, y: number, win: Window }} Drag */
+/** @typedef {ReturnType<typeof toolbar>} Toolbar */
+/** @typedef {ReturnType<typeof layers>} Layers */
+
+/** @typedef {CanvasData & { ui: Toolbar, layers: Layers }} Canvas what the parts of one rendered canvas share */
+
+/**
+ * @typedef CanvasData
+ * @prop {CanvasModel} model
+ * @prop {HTMLElement} root
+ * @prop {number} W image width
+ * @prop {number} H image height
+ * @prop {number} channels
+ * @prop {boolean} segmentation
+ * @prop {ImageValues} values the image's original values
+ * @prop {Record<string, Window>} presets the window menu's entries
+ * @prop {Window} windowState the window shown
+ * @prop {Uint8Array} map the label map: the truth while drawing
+ * @prop {Uint8Array} before the map as it was before the edit in progress
+ * @prop {Uint8Array | null} prediction
+ * @prop {UndoStack} history
+ * @prop {View} view
+ * @prop {Tool} tool the tool in use
+ * @prop {Point | null} pointer the last pointer position in viewport pixels
+ * @prop {boolean} spaceDown
+ * @prop {Stroke | null} stroke
+ * @prop {number} strokeWork ms of painting since the last frame
+ * @prop {Drag | null} drag
+ * @prop {Box | null} dirty overlay pixels to repaint at the next frame
+ * @prop {boolean} frameRequested
+ * @prop {Uint32Array} table the overlay's colour table
+ * @prop {number} seq the last message's number
+ * @prop {Map<number, number>} pending send times of the masks not yet acked, by seq
+ * @prop {Promise<unknown>} outbox the messages in order
+ * @prop {(() => void)[]} disposers
+ */
+
+/** @type {import("@anywidget/types").Render<Model>} */
 async function render({ model, el }) {
   const style = document.createElement("style");
   style.textContent = CSS;
   const root = h("div", { class: "pml-lc", tabindex: "0", "data-lm-suppress-shortcuts": "true" });
-  root.pmlStats = stats; // read by the benchmarks
+  Object.assign(root, { pmlStats: stats }); // read by the benchmarks
   el.append(style, root);
+  const s = await canvasState(model, root);
+  root.append(s.ui.bar1, s.ui.bar2, s.layers.viewport, s.ui.palette, s.ui.actions, s.ui.status, s.ui.errorBox);
+  listen(s);
+  bindPointer(s);
+  bindKeys(s);
+  bindControls(s);
+  followTraits(s);
+  firstPaint(s);
+  return () => s.disposers.forEach((d) => d());
+}
 
+/**
+ * The shared state: the image's values, an empty label map, the toolbar and the canvas stack.
+ * @param {CanvasModel} model
+ * @param {HTMLElement} root
+ * @returns {Promise<Canvas>}
+ */
+async function canvasState(model, root) {
   const meta = model.get("_image_meta");
   const W = meta.width;
   const H = meta.height;
-  const channels = meta.channels;
-  const segmentation = model.get("mode") === "segmentation";
   const values = imageValues(await inflate(toUint8(model.get("_image"))), meta.dtype);
-  const map = new Uint8Array(W * H);
-  let before = new Uint8Array(W * H);
-  let prediction = null;
-  const history = new UndoStack(200);
-  let view = { scale: 1, tx: 0, ty: 0 };
-  let windowState = null; // chosen with the window menu, below
-  let seq = 0;
-  const pending = new Map();
-  const disposers = [];
+  const choices = windowChoices(meta.dtype, values, meta.channels, model.get("window"), model.get("window_presets"));
+  /** @type {CanvasData} */
+  const data = {
+    model,
+    root,
+    W,
+    H,
+    channels: meta.channels,
+    segmentation: model.get("mode") === "segmentation",
+    values,
+    presets: choices.options,
+    windowState: { ...choices.options[choices.selected] },
+    map: new Uint8Array(W * H),
+    before: new Uint8Array(W * H),
+    prediction: null,
+    history: new UndoStack(200),
+    view: { scale: 1, tx: 0, ty: 0 },
+    tool: model.get("tool"),
+    pointer: null,
+    spaceDown: false,
+    stroke: null,
+    strokeWork: 0,
+    drag: null,
+    dirty: null,
+    frameRequested: false,
+    table: colorTable(model.get("classes"), model.get("opacity")),
+    seq: 0,
+    pending: new Map(),
+    outbox: Promise.resolve(),
+    disposers: [],
+  };
+  const s = /** @type {Canvas} */ (data); // complete once it has the toolbar and the layers
+  s.ui = toolbar(s);
+  s.ui.windowSelect.value = choices.selected;
+  s.layers = layers(s);
+  return s;
+}
 
-  // -- DOM ------------------------------------------------------------------------------
+/** @param {Canvas} s */
+function firstPaint(s) {
+  const { model, ui } = s;
+  drawImage(s);
+  renderPalette(s);
+  setBrushSize(s, model.get("brush_size"));
+  setTool(s, s.segmentation ? s.tool : "pan");
+  ui.status.textContent = model.get("status");
+  ui.errorBox.textContent = model.get("error");
+  refreshButtons(s);
+  let fitted = false;
+  const resize = new ResizeObserver(() => {
+    if (!fitted && s.layers.viewport.clientWidth) {
+      fitted = true; // fit once the viewport has a size; later resizes keep the user's zoom
+      fit(s);
+    }
+  });
+  resize.observe(s.layers.viewport);
+  s.disposers.push(() => resize.disconnect());
+}
+
+// -- toolbar: buttons, class boxes, palette ------------------------------------------------
+
+/**
+ * The controls, the palette and the status lines; buttons call the tools and the wire.
+ * @param {Canvas} s
+ */
+function toolbar(s) {
+  const { model, segmentation } = s;
+  /** @type {Partial<Record<Tool, HTMLButtonElement>>} */
   const toolButtons = {};
+  /** @type {(name: Tool, label: string, title: string) => HTMLButtonElement} */
   const tool = (name, label, title) =>
-    (toolButtons[name] = h("button", { title, "aria-pressed": "false", onclick: () => setTool(name) }, label));
+    (toolButtons[name] = h("button", { title, "aria-pressed": "false", onclick: () => setTool(s, name) }, label));
   const sizeInput = h("input", { type: "range", min: "1", max: "200", value: String(model.get("brush_size")), title: "Marker size ([ and ])" });
   const sizeLabel = h("span", {}, "");
   const opacityInput = h("input", { type: "range", min: "0", max: "100", value: String(Math.round(model.get("opacity") * 100)), title: "Overlay opacity" });
   const preserveBox = h("input", { type: "checkbox" });
   const predictionBox = h("input", { type: "checkbox" });
   const windowSelect = h("select", { title: "Window / level" });
-  const undoButton = h("button", { title: "Undo (Ctrl+Z)", onclick: () => undo() }, "↶ Undo");
-  const redoButton = h("button", { title: "Redo (Ctrl+Shift+Z)", onclick: () => redo() }, "↷ Redo");
-  const trashButton = h("button", { class: "trash", title: "Clear the label (undoable)", "aria-label": "Clear", onclick: () => clearAll() });
+  for (const name of Object.keys(s.presets)) windowSelect.append(h("option", { value: name }, name));
+  const undoButton = h("button", { title: "Undo (Ctrl+Z)", onclick: () => undo(s) }, "↶ Undo");
+  const redoButton = h("button", { title: "Redo (Ctrl+Shift+Z)", onclick: () => redo(s) }, "↷ Redo");
+  const trashButton = h("button", { class: "trash", title: "Clear the label (undoable)", "aria-label": "Clear", onclick: () => clearAll(s) });
   trashButton.innerHTML = TRASH_ICON; // a constant SVG, no user data
-  const fromPrediction = h("button", { title: "Replace the label with the prediction (undoable)", onclick: () => startFromPrediction() }, "Start from prediction");
-  const zoomIn = h("button", { title: "Zoom in (+, or the wheel)", "aria-label": "Zoom in", onclick: () => zoomCenter(1.25) }, "+");
-  const zoomOut = h("button", { title: "Zoom out (-, or the wheel)", "aria-label": "Zoom out", onclick: () => zoomCenter(0.8) }, "-");
-  const zoomFit = h("button", { title: "Fit (0)", onclick: () => fit() }, "Fit");
-  const saveButton = h("button", { class: "save", onclick: () => save("save") }, "Save draft");
-  const submitButton = h("button", { class: "submit", onclick: () => save("submit") }, "Submit");
-  const deleteButton = h("button", { class: "delete", onclick: () => save("delete") }, "Delete");
+  const fromPrediction = h("button", { title: "Replace the label with the prediction (undoable)", onclick: () => startFromPrediction(s) }, "Start from prediction");
+  const zoomIn = h("button", { title: "Zoom in (+, or the wheel)", "aria-label": "Zoom in", onclick: () => zoomCenter(s, 1.25) }, "+");
+  const zoomOut = h("button", { title: "Zoom out (-, or the wheel)", "aria-label": "Zoom out", onclick: () => zoomCenter(s, 0.8) }, "-");
+  const zoomFit = h("button", { title: "Fit (0)", onclick: () => fit(s) }, "Fit");
+  const saveButton = h("button", { class: "save", onclick: () => save(s, "save") }, "Save draft");
+  const submitButton = h("button", { class: "submit", onclick: () => save(s, "submit") }, "Submit");
+  const deleteButton = h("button", { class: "delete", onclick: () => save(s, "delete") }, "Delete");
   const status = h("div", { class: "status" });
   const errorBox = h("div", { class: "error" });
-
-  const imageCanvas = h("canvas", { class: "image", width: String(W), height: String(H) });
-  const predCanvas = h("canvas", { class: "prediction", width: String(W), height: String(H) });
-  const labelCanvas = h("canvas", { class: "labels", width: String(W), height: String(H) });
-  const stage = h("div", { class: "stage" }, imageCanvas, predCanvas, labelCanvas);
-  const cursor = h("div", { class: "cursor" });
-  const viewport = h("div", { class: "view" }, stage, cursor);
   const palette = h("div", { class: "palette" });
 
   const bar1 = h("div", { class: "bar" });
@@ -489,466 +825,629 @@ async function render({ model, el }) {
     bar2.append(h("label", { title: "Overlay opacity" }, "Opacity", opacityInput), h("label", {}, predictionBox, "Show prediction"), fromPrediction);
   }
   const actions = h("div", { class: "bar" }, saveButton, submitButton, deleteButton);
-  root.append(bar1, bar2, viewport, palette, actions, status, errorBox);
+  // prettier-ignore
+  return {
+    toolButtons, sizeInput, sizeLabel, opacityInput, preserveBox, predictionBox, windowSelect, undoButton, redoButton,
+    fromPrediction, saveButton, submitButton, deleteButton, status, errorBox, palette, bar1, bar2, actions,
+  };
+}
 
-  const imageCtx = imageCanvas.getContext("2d");
-  const labelCtx = labelCanvas.getContext("2d");
-  const predCtx = predCanvas.getContext("2d");
+/** @param {Canvas} s */
+function renderPalette(s) {
+  const { model, ui } = s;
+  ui.palette.replaceChildren();
+  const chosen = new Set(model.get("value"));
+  const scores = model.get("prediction_scores") || {};
+  model.get("classes").forEach((c, i) => {
+    const pressed = s.segmentation ? c.index === model.get("active_class") : chosen.has(c.index);
+    const score = scores[String(c.index)];
+    const box = h(
+      "div",
+      { class: "class", role: "button", "aria-pressed": String(pressed), title: `${c.description || c.name}${i < 9 ? ` (key ${i + 1})` : ""}`, "data-index": String(c.index) },
+      h("span", { class: "swatch", style: `background:${c.color}` }),
+      h("span", { class: "name" }, c.name), // textContent: user strings are never parsed as HTML
+    );
+    if (score !== undefined) box.append(h("span", { class: "score" }, `${Math.round(score * 100)}%`));
+    box.addEventListener("click", () => chooseClass(s, c.index));
+    ui.palette.append(box);
+  });
+}
+
+/**
+ * @param {Canvas} s
+ * @param {number} index
+ */
+function chooseClass(s, index) {
+  const { model } = s;
+  if (s.segmentation) {
+    model.set("active_class", index);
+    if (s.tool === "eraser" || s.tool === "pan" || s.tool === "window") setTool(s, "brush");
+  } else {
+    const chosen = new Set(model.get("value"));
+    if (model.get("multi_label")) chosen.has(index) ? chosen.delete(index) : chosen.add(index);
+    else {
+      chosen.clear();
+      chosen.add(index);
+    }
+    model.set("value", [...chosen].sort((a, b) => a - b));
+  }
+  model.save_changes();
+}
+
+/** @param {Canvas} s */
+function refreshButtons(s) {
+  const { model, ui } = s;
+  const busy = model.get("busy");
+  ui.undoButton.disabled = !s.history.canUndo;
+  ui.redoButton.disabled = !s.history.canRedo;
+  ui.fromPrediction.disabled = !s.prediction;
+  ui.predictionBox.disabled = !s.prediction;
+  const bound = model.get("bound");
+  ui.saveButton.style.display = ui.deleteButton.style.display = bound ? "" : "none";
+  ui.saveButton.disabled = ui.submitButton.disabled = ui.deleteButton.disabled = busy;
+}
+
+/**
+ * The controls that set traits: size, opacity, the check boxes, the window menu.
+ * @param {Canvas} s
+ */
+function bindControls(s) {
+  const { model, ui } = s;
+  ui.sizeInput.addEventListener("input", () => setBrushSize(s, Number(ui.sizeInput.value)));
+  ui.opacityInput.addEventListener("input", () => {
+    model.set("opacity", Number(ui.opacityInput.value) / 100);
+    model.save_changes();
+  });
+  ui.preserveBox.checked = model.get("preserve_labels");
+  ui.preserveBox.addEventListener("change", () => {
+    model.set("preserve_labels", ui.preserveBox.checked);
+    model.save_changes();
+  });
+  ui.predictionBox.checked = model.get("show_prediction");
+  ui.predictionBox.addEventListener("change", () => {
+    model.set("show_prediction", ui.predictionBox.checked);
+    model.save_changes();
+  });
+  ui.windowSelect.addEventListener("change", () => {
+    s.windowState = { ...s.presets[ui.windowSelect.value] };
+    model.set("window", { ...s.windowState });
+    model.save_changes();
+    drawImage(s);
+  });
+}
+
+// -- view: the canvas stack, zoom / pan / fit, drawing the layers ---------------------------
+
+/**
+ * The image, prediction and label canvases on a transformed stage, and the brush outline.
+ * @param {Canvas} s
+ */
+function layers(s) {
+  const { W, H } = s;
+  const imageCanvas = h("canvas", { class: "image", width: String(W), height: String(H) });
+  const predCanvas = h("canvas", { class: "prediction", width: String(W), height: String(H) });
+  const labelCanvas = h("canvas", { class: "labels", width: String(W), height: String(H) });
+  const stage = h("div", { class: "stage" }, imageCanvas, predCanvas, labelCanvas);
+  const cursor = h("div", { class: "cursor" });
+  const viewport = h("div", { class: "view" }, stage, cursor);
+  const imageCtx = /** @type {CanvasRenderingContext2D} */ (imageCanvas.getContext("2d"));
+  const labelCtx = /** @type {CanvasRenderingContext2D} */ (labelCanvas.getContext("2d"));
+  const predCtx = /** @type {CanvasRenderingContext2D} */ (predCanvas.getContext("2d"));
   const imageData = imageCtx.createImageData(W, H);
   const labelData = labelCtx.createImageData(W, H);
   const labels32 = new Uint32Array(labelData.data.buffer);
-  let table = colorTable(model.get("classes"), model.get("opacity"));
+  return { stage, cursor, viewport, imageCtx, labelCtx, predCtx, imageData, labelData, labels32 };
+}
 
-  // -- drawing the layers ---------------------------------------------------------------
-  function drawImage() {
-    applyWindow(values, channels, windowState.center, windowState.width, imageData.data, model.get("invert"));
-    imageCtx.putImageData(imageData, 0, 0);
+/** @param {Canvas} s */
+function drawImage(s) {
+  const { imageCtx, imageData } = s.layers;
+  applyWindow(s.values, s.channels, s.windowState.center, s.windowState.width, imageData.data, s.model.get("invert"));
+  imageCtx.putImageData(imageData, 0, 0);
+}
+
+/**
+ * Repaint `box` of the overlay at the next frame.
+ * @param {Canvas} s
+ * @param {Box | null} box
+ */
+function invalidate(s, box) {
+  if (!box) return;
+  s.dirty = growBox(s.dirty || emptyBox(), box);
+  if (!s.frameRequested) {
+    s.frameRequested = true;
+    requestAnimationFrame(() => flush(s));
   }
+}
 
-  let dirty = null;
-  let frameRequested = false;
-  function invalidate(box) {
-    if (!box) return;
-    dirty = growBox(dirty || emptyBox(), box);
-    if (!frameRequested) {
-      frameRequested = true;
-      requestAnimationFrame(flush);
+/** @param {Canvas} s */
+function flush(s) {
+  s.frameRequested = false;
+  if (!s.dirty) return;
+  const t0 = performance.now();
+  const box = s.dirty;
+  s.dirty = null;
+  paintOverlay(s.map, s.W, s.table, s.layers.labels32, box);
+  s.layers.labelCtx.putImageData(s.layers.labelData, 0, 0, box.x0, box.y0, box.x1 - box.x0 + 1, box.y1 - box.y0 + 1);
+  stats.frames.push(performance.now() - t0 + s.strokeWork);
+  s.strokeWork = 0;
+}
+
+/**
+ * @param {Canvas} s
+ * @returns {Box} the whole image
+ */
+function whole(s) {
+  return { x0: 0, y0: 0, x1: s.W - 1, y1: s.H - 1 };
+}
+
+/** @param {Canvas} s */
+function drawPrediction(s) {
+  const { W, H, model } = s;
+  const { predCtx } = s.layers;
+  predCtx.clearRect(0, 0, W, H);
+  if (!s.prediction || !model.get("show_prediction")) return;
+  const data = predCtx.createImageData(W, H);
+  const predTable = colorTable(model.get("classes"), 0.35);
+  paintOverlay(s.prediction, W, predTable, new Uint32Array(data.data.buffer), whole(s));
+  predCtx.putImageData(data, 0, 0);
+}
+
+/** @param {Canvas} s */
+function applyView(s) {
+  const { stage } = s.layers;
+  stage.style.transform = `translate(${s.view.tx}px, ${s.view.ty}px) scale(${s.view.scale})`;
+  stage.classList.toggle("pixelated", s.view.scale >= 2);
+  updateCursor(s);
+}
+
+/** @param {Canvas} s */
+function fit(s) {
+  const { viewport } = s.layers;
+  s.view = fitView(s.W, s.H, viewport.clientWidth || 600, viewport.clientHeight || 520);
+  applyView(s);
+}
+
+/**
+ * @param {Canvas} s
+ * @param {number} factor
+ */
+function zoomCenter(s, factor) {
+  const { viewport } = s.layers;
+  s.view = zoomAt(s.view, factor, viewport.clientWidth / 2, viewport.clientHeight / 2);
+  applyView(s);
+}
+
+/**
+ * The brush outline under the pointer, for the marker and the eraser.
+ * @param {Canvas} s
+ */
+function updateCursor(s) {
+  const { cursor } = s.layers;
+  const show = s.segmentation && s.pointer && (s.tool === "brush" || s.tool === "eraser") && !s.spaceDown;
+  cursor.style.display = show ? "block" : "none";
+  if (!show || !s.pointer) return;
+  const d = s.model.get("brush_size") * s.view.scale;
+  cursor.style.width = cursor.style.height = `${d}px`;
+  cursor.style.left = `${s.pointer.x - d / 2}px`;
+  cursor.style.top = `${s.pointer.y - d / 2}px`;
+}
+
+// -- tools: marker, eraser, fill, undo, pointer and keys ------------------------------------
+
+/**
+ * @param {Canvas} s
+ * @param {Tool} name
+ */
+function setTool(s, name) {
+  const { model, ui } = s;
+  if (!ui.toolButtons[name]) return;
+  s.tool = name;
+  model.set("tool", name);
+  model.save_changes();
+  for (const [k, b] of Object.entries(ui.toolButtons)) b.setAttribute("aria-pressed", String(k === name));
+  s.layers.viewport.style.cursor = name === "pan" ? "grab" : name === "window" ? "ns-resize" : name === "fill" ? "cell" : "none";
+  updateCursor(s);
+}
+
+/**
+ * @param {Canvas} s
+ * @param {number} size
+ */
+function setBrushSize(s, size) {
+  size = Math.max(1, Math.min(200, Math.round(size)));
+  s.ui.sizeInput.value = String(size);
+  s.ui.sizeLabel.textContent = `${size}px`;
+  s.model.set("brush_size", size);
+  s.model.save_changes();
+  updateCursor(s);
+}
+
+/** @param {Canvas} s */
+function beginEdit(s) {
+  s.before.set(s.map);
+}
+
+/**
+ * Record the edit since beginEdit for undo and send it to Python.
+ * @param {Canvas} s
+ * @param {Box | null} box
+ * @param {string} reason
+ */
+function endEdit(s, box, reason) {
+  if (s.history.record(s.before, s.map, s.W, box)) sendMask(s, reason, box);
+  refreshButtons(s);
+}
+
+/**
+ * Continue the stroke to image point `p`.
+ * @param {Canvas} s
+ * @param {Point} p
+ */
+function paintTo(s, p) {
+  const { model } = s;
+  const stroke = /** @type {Stroke} */ (s.stroke);
+  const t0 = performance.now();
+  const value = s.tool === "eraser" ? 0 : model.get("active_class");
+  const allow = preserveRule(model.get("preserve_labels"), value, model.get("active_class"));
+  const box = strokeSegment(s.map, s.W, s.H, stroke.last.x, stroke.last.y, p.x, p.y, model.get("brush_size"), value, allow);
+  stroke.last = p;
+  if (box) {
+    growBox(stroke.box, box);
+    invalidate(s, box);
+  }
+  s.strokeWork += performance.now() - t0;
+}
+
+/** @param {Canvas} s */
+function undo(s) {
+  const box = s.history.undo(s.map, s.W);
+  if (box) {
+    invalidate(s, box);
+    sendMask(s, "undo", box);
+  }
+  refreshButtons(s);
+}
+
+/** @param {Canvas} s */
+function redo(s) {
+  const box = s.history.redo(s.map, s.W);
+  if (box) {
+    invalidate(s, box);
+    sendMask(s, "redo", box);
+  }
+  refreshButtons(s);
+}
+
+/** @param {Canvas} s */
+function clearAll(s) {
+  beginEdit(s);
+  s.map.fill(0);
+  invalidate(s, whole(s));
+  endEdit(s, whole(s), "clear");
+}
+
+/** @param {Canvas} s */
+function startFromPrediction(s) {
+  if (!s.prediction) return;
+  beginEdit(s);
+  s.map.set(s.prediction);
+  invalidate(s, whole(s));
+  endEdit(s, whole(s), "prediction");
+}
+
+/**
+ * A pointer event's position in viewport pixels.
+ * @param {Canvas} s
+ * @param {MouseEvent} e
+ * @returns {Point}
+ */
+function local(s, e) {
+  const r = s.layers.viewport.getBoundingClientRect();
+  return { x: e.clientX - r.left, y: e.clientY - r.top };
+}
+
+/**
+ * Start a stroke, a fill, a pan or a window drag.
+ * @param {Canvas} s
+ * @param {PointerEvent} e
+ */
+function pointerDown(s, e) {
+  const { model } = s;
+  const { viewport } = s.layers;
+  s.root.focus({ preventScroll: true });
+  const p = local(s, e);
+  s.pointer = p;
+  viewport.setPointerCapture(e.pointerId);
+  const mode = s.spaceDown || e.button === 1 ? "pan" : s.tool;
+  if (mode === "pan") {
+    s.drag = { kind: "pan", x: p.x, y: p.y, view: { ...s.view } };
+    viewport.style.cursor = "grabbing";
+  } else if (mode === "window") {
+    s.drag = { kind: "window", x: p.x, y: p.y, win: { ...s.windowState } };
+  } else if (s.segmentation && mode === "fill") {
+    const q = toImage(s.view, p.x, p.y);
+    beginEdit(s);
+    const box = floodFill(s.map, s.W, s.H, q.x, q.y, model.get("active_class"));
+    invalidate(s, box);
+    endEdit(s, box, "fill");
+  } else if (s.segmentation && (mode === "brush" || mode === "eraser") && e.button === 0) {
+    const q = toImage(s.view, p.x, p.y);
+    beginEdit(s);
+    s.stroke = { last: q, box: emptyBox() };
+    paintTo(s, q);
+  }
+  e.preventDefault();
+}
+
+/**
+ * Paint along every coalesced event of a stroke, or pan, or drag the window.
+ * @param {Canvas} s
+ * @param {PointerEvent} e
+ */
+function pointerMove(s, e) {
+  const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [e];
+  const pointer = (s.pointer = local(s, e));
+  const drag = s.drag;
+  if (s.stroke) {
+    for (const ev of events.length ? events : [e]) {
+      const q = local(s, ev);
+      paintTo(s, toImage(s.view, q.x, q.y));
     }
+  } else if (drag && drag.kind === "pan") {
+    s.view = { ...drag.view, tx: drag.view.tx + pointer.x - drag.x, ty: drag.view.ty + pointer.y - drag.y };
+    applyView(s);
+  } else if (drag && drag.kind === "window") {
+    const k = Math.max(drag.win.width, 1) / 300;
+    s.windowState = { center: drag.win.center - (pointer.y - drag.y) * k, width: Math.max(1e-3, drag.win.width + (pointer.x - drag.x) * k) };
+    drawImage(s);
   }
-  function flush() {
-    frameRequested = false;
-    if (!dirty) return;
-    const t0 = performance.now();
-    const box = dirty;
-    dirty = null;
-    paintOverlay(map, W, table, labels32, box);
-    labelCtx.putImageData(labelData, 0, 0, box.x0, box.y0, box.x1 - box.x0 + 1, box.y1 - box.y0 + 1);
-    stats.frames.push(performance.now() - t0 + strokeWork);
-    strokeWork = 0;
-  }
-  const whole = () => ({ x0: 0, y0: 0, x1: W - 1, y1: H - 1 });
+  updateCursor(s);
+}
 
-  function drawPrediction() {
-    predCtx.clearRect(0, 0, W, H);
-    if (!prediction || !model.get("show_prediction")) return;
-    const data = predCtx.createImageData(W, H);
-    const predTable = colorTable(model.get("classes"), 0.35);
-    paintOverlay(prediction, W, predTable, new Uint32Array(data.data.buffer), whole());
-    predCtx.putImageData(data, 0, 0);
+/**
+ * End a stroke (it is recorded and sent) or a drag (a window drag sets the trait).
+ * @param {Canvas} s
+ * @param {PointerEvent} e
+ */
+function pointerUp(s, e) {
+  const { model } = s;
+  const { viewport } = s.layers;
+  if (s.stroke) {
+    const box = s.stroke.box;
+    s.stroke = null;
+    endEdit(s, boxIsEmpty(box) ? null : box, "stroke");
   }
-
-  function applyView() {
-    stage.style.transform = `translate(${view.tx}px, ${view.ty}px) scale(${view.scale})`;
-    stage.classList.toggle("pixelated", view.scale >= 2);
-    updateCursor();
-  }
-  function fit() {
-    view = fitView(W, H, viewport.clientWidth || 600, viewport.clientHeight || 520);
-    applyView();
-  }
-  function zoomCenter(factor) {
-    view = zoomAt(view, factor, viewport.clientWidth / 2, viewport.clientHeight / 2);
-    applyView();
-  }
-
-  // -- classes ----------------------------------------------------------------------------
-  function renderPalette() {
-    palette.replaceChildren();
-    const chosen = new Set(model.get("value"));
-    const scores = model.get("prediction_scores") || {};
-    model.get("classes").forEach((c, i) => {
-      const pressed = segmentation ? c.index === model.get("active_class") : chosen.has(c.index);
-      const score = scores[String(c.index)];
-      const box = h(
-        "div",
-        { class: "class", role: "button", "aria-pressed": String(pressed), title: `${c.description || c.name}${i < 9 ? ` (key ${i + 1})` : ""}`, "data-index": String(c.index) },
-        h("span", { class: "swatch", style: `background:${c.color}` }),
-        h("span", { class: "name" }, c.name), // textContent: user strings are never parsed as HTML
-      );
-      if (score !== undefined) box.append(h("span", { class: "score" }, `${Math.round(score * 100)}%`));
-      box.addEventListener("click", () => chooseClass(c.index));
-      palette.append(box);
-    });
-  }
-  function chooseClass(index) {
-    if (segmentation) {
-      model.set("active_class", index);
-      if (currentTool === "eraser" || currentTool === "pan" || currentTool === "window") setTool("brush");
-    } else {
-      const chosen = new Set(model.get("value"));
-      if (model.get("multi_label")) chosen.has(index) ? chosen.delete(index) : chosen.add(index);
-      else {
-        chosen.clear();
-        chosen.add(index);
-      }
-      model.set("value", [...chosen].sort((a, b) => a - b));
-    }
+  if (s.drag && s.drag.kind === "window") {
+    model.set("window", { ...s.windowState });
     model.save_changes();
   }
+  s.drag = null;
+  if (s.tool === "pan") viewport.style.cursor = "grab";
+  if (e && viewport.hasPointerCapture(e.pointerId)) viewport.releasePointerCapture(e.pointerId);
+}
 
-  // -- tools ------------------------------------------------------------------------------
-  let currentTool = model.get("tool");
-  function setTool(name) {
-    if (!toolButtons[name]) return;
-    currentTool = name;
-    model.set("tool", name);
-    model.save_changes();
-    for (const [k, b] of Object.entries(toolButtons)) b.setAttribute("aria-pressed", String(k === name));
-    viewport.style.cursor = name === "pan" ? "grab" : name === "window" ? "ns-resize" : name === "fill" ? "cell" : "none";
-    updateCursor();
-  }
-  function setBrushSize(size) {
-    size = Math.max(1, Math.min(200, Math.round(size)));
-    sizeInput.value = String(size);
-    sizeLabel.textContent = `${size}px`;
-    model.set("brush_size", size);
-    model.save_changes();
-    updateCursor();
-  }
-
-  let pointer = null; // last pointer position in viewport pixels
-  function updateCursor() {
-    const show = segmentation && pointer && (currentTool === "brush" || currentTool === "eraser") && !spaceDown;
-    cursor.style.display = show ? "block" : "none";
-    if (!show) return;
-    const d = model.get("brush_size") * view.scale;
-    cursor.style.width = cursor.style.height = `${d}px`;
-    cursor.style.left = `${pointer.x - d / 2}px`;
-    cursor.style.top = `${pointer.y - d / 2}px`;
-  }
-
-  // -- editing ----------------------------------------------------------------------------
-  let stroke = null;
-  let strokeWork = 0;
-  function beginEdit() {
-    before.set(map);
-  }
-  function endEdit(box, reason) {
-    if (history.record(before, map, W, box)) sendMask(reason, box);
-    refreshButtons();
-  }
-  function paintTo(p) {
-    const t0 = performance.now();
-    const value = currentTool === "eraser" ? 0 : model.get("active_class");
-    const allow = preserveRule(model.get("preserve_labels"), value, model.get("active_class"));
-    const box = strokeSegment(map, W, H, stroke.last.x, stroke.last.y, p.x, p.y, model.get("brush_size"), value, allow);
-    stroke.last = p;
-    if (box) {
-      growBox(stroke.box, box);
-      invalidate(box);
-    }
-    strokeWork += performance.now() - t0;
-  }
-  function undo() {
-    const box = history.undo(map, W);
-    if (box) {
-      invalidate(box);
-      sendMask("undo", box);
-    }
-    refreshButtons();
-  }
-  function redo() {
-    const box = history.redo(map, W);
-    if (box) {
-      invalidate(box);
-      sendMask("redo", box);
-    }
-    refreshButtons();
-  }
-  function clearAll() {
-    beginEdit();
-    map.fill(0);
-    invalidate(whole());
-    endEdit(whole(), "clear");
-  }
-  function startFromPrediction() {
-    if (!prediction) return;
-    beginEdit();
-    map.set(prediction);
-    invalidate(whole());
-    endEdit(whole(), "prediction");
-  }
-  function refreshButtons() {
-    const busy = model.get("busy");
-    undoButton.disabled = !history.canUndo;
-    redoButton.disabled = !history.canRedo;
-    fromPrediction.disabled = !prediction;
-    predictionBox.disabled = !prediction;
-    const bound = model.get("bound");
-    saveButton.style.display = deleteButton.style.display = bound ? "" : "none";
-    saveButton.disabled = submitButton.disabled = deleteButton.disabled = busy;
-  }
-
-  // -- talking to Python ------------------------------------------------------------------
-  // Messages leave in the order the edits happened, even though compressing is async:
-  // a later small stroke must never overtake an earlier big one.
-  let outbox = Promise.resolve();
-  function enqueue(task) {
-    outbox = outbox.then(task).catch((e) => (errorBox.textContent = `Could not send the label: ${e}`));
-    return outbox;
-  }
-
-  // Only the changed box travels (the whole map when the box is most of it).
-  function sendMask(reason, box = null) {
-    const mySeq = ++seq;
-    const t0 = performance.now();
-    const content = { kind: "mask", seq: mySeq, reason };
-    let bytes; // a copy of the state at this edit, whatever comes next
-    let h = H;
-    let w = W;
-    if (box && !boxIsEmpty(box) && (box.x1 - box.x0 + 1) * (box.y1 - box.y0 + 1) < (W * H) / 2) {
-      w = box.x1 - box.x0 + 1;
-      h = box.y1 - box.y0 + 1;
-      content.region = [box.x0, box.y0, w, h];
-      bytes = copyBox(map, W, box);
-    } else {
-      bytes = map.slice();
-    }
-    return enqueue(async () => {
-      const wire = await encodeMask(bytes, h, w);
-      stats.wireBytes.push(wire.length);
-      pending.set(mySeq, t0);
-      model.send(content, undefined, [wire.buffer]);
-    });
-  }
-  function save(kind) {
-    if (model.get("busy")) return; // a double click cannot double-submit
-    model.set("busy", true);
-    model.save_changes();
-    refreshButtons();
-    const content = { kind, seq: ++seq };
-    if (!segmentation) content.value = model.get("value");
-    const bytes = segmentation && kind !== "delete" ? map.slice() : null;
-    return enqueue(async () => {
-      const buffers = bytes ? [(await encodeMask(bytes, H, W)).buffer] : [];
-      model.send(content, undefined, buffers);
-    });
-  }
-  function onMessage(msg, buffers) {
-    if (msg.kind === "ack") {
-      const t0 = pending.get(msg.seq);
-      if (t0 !== undefined) {
-        stats.roundTrips.push(performance.now() - t0);
-        pending.delete(msg.seq);
-      }
-    } else if (msg.kind === "mask" && buffers && buffers.length) {
-      decodeMask(toUint8(buffers[0])).then(({ map: incoming }) => {
-        if (incoming.length !== map.length) return;
-        if (msg.target === "prediction") {
-          prediction = incoming;
-          drawPrediction();
-        } else {
-          map.set(incoming);
-          if (msg.reset_history) {
-            history.done = [];
-            history.undone = [];
-          }
-          invalidate(whole());
-        }
-        refreshButtons();
-      });
-    }
-  }
-  model.on("msg:custom", onMessage);
-  disposers.push(() => model.off("msg:custom", onMessage));
-  model.send({ kind: "ready" });
-
-  // -- pointer and keyboard ----------------------------------------------------------------
-  let spaceDown = false;
-  let drag = null;
-  function local(e) {
-    const r = viewport.getBoundingClientRect();
-    return { x: e.clientX - r.left, y: e.clientY - r.top };
-  }
-  viewport.addEventListener("pointerdown", (e) => {
-    root.focus({ preventScroll: true });
-    const p = local(e);
-    pointer = p;
-    viewport.setPointerCapture(e.pointerId);
-    const mode = spaceDown || e.button === 1 ? "pan" : currentTool;
-    if (mode === "pan") {
-      drag = { kind: "pan", x: p.x, y: p.y, view: { ...view } };
-      viewport.style.cursor = "grabbing";
-    } else if (mode === "window") {
-      drag = { kind: "window", x: p.x, y: p.y, win: { ...windowState } };
-    } else if (segmentation && mode === "fill") {
-      const q = toImage(view, p.x, p.y);
-      beginEdit();
-      const box = floodFill(map, W, H, q.x, q.y, model.get("active_class"));
-      invalidate(box);
-      endEdit(box, "fill");
-    } else if (segmentation && (mode === "brush" || mode === "eraser") && e.button === 0) {
-      const q = toImage(view, p.x, p.y);
-      beginEdit();
-      stroke = { last: q, box: emptyBox() };
-      paintTo(q);
-    }
-    e.preventDefault();
-  });
-  viewport.addEventListener("pointermove", (e) => {
-    const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [e];
-    pointer = local(e);
-    if (stroke) {
-      for (const ev of events.length ? events : [e]) {
-        const q = local(ev);
-        paintTo(toImage(view, q.x, q.y));
-      }
-    }
-    else if (drag && drag.kind === "pan") {
-      view = { ...drag.view, tx: drag.view.tx + pointer.x - drag.x, ty: drag.view.ty + pointer.y - drag.y };
-      applyView();
-    } else if (drag && drag.kind === "window") {
-      const k = Math.max(drag.win.width, 1) / 300;
-      windowState = { center: drag.win.center - (pointer.y - drag.y) * k, width: Math.max(1e-3, drag.win.width + (pointer.x - drag.x) * k) };
-      drawImage();
-    }
-    updateCursor();
-  });
-  const finish = (e) => {
-    if (stroke) {
-      const box = stroke.box;
-      stroke = null;
-      endEdit(boxIsEmpty(box) ? null : box, "stroke");
-    }
-    if (drag && drag.kind === "window") {
-      model.set("window", { ...windowState });
-      model.save_changes();
-    }
-    drag = null;
-    if (currentTool === "pan") viewport.style.cursor = "grab";
-    if (e && viewport.hasPointerCapture(e.pointerId)) viewport.releasePointerCapture(e.pointerId);
-  };
-  viewport.addEventListener("pointerup", finish);
-  viewport.addEventListener("pointercancel", finish);
+/** @param {Canvas} s */
+function bindPointer(s) {
+  const { viewport } = s.layers;
+  viewport.addEventListener("pointerdown", (e) => pointerDown(s, e));
+  viewport.addEventListener("pointermove", (e) => pointerMove(s, e));
+  viewport.addEventListener("pointerup", (e) => pointerUp(s, e));
+  viewport.addEventListener("pointercancel", (e) => pointerUp(s, e));
   viewport.addEventListener("pointerleave", () => {
-    pointer = null;
-    updateCursor();
+    s.pointer = null;
+    updateCursor(s);
   });
   viewport.addEventListener(
     "wheel",
     (e) => {
-      const p = local(e);
-      view = zoomAt(view, Math.exp(-e.deltaY * 0.0015), p.x, p.y);
-      applyView();
+      const p = local(s, e);
+      s.view = zoomAt(s.view, Math.exp(-e.deltaY * 0.0015), p.x, p.y);
+      applyView(s);
       e.preventDefault();
     },
     { passive: false },
   );
-  root.addEventListener("keydown", (e) => {
-    const key = e.key;
-    const mod = e.ctrlKey || e.metaKey;
-    let handled = true;
-    if (mod && key.toLowerCase() === "z") e.shiftKey ? redo() : undo();
-    else if (mod && key.toLowerCase() === "y") redo();
-    else if (mod) handled = false;
-    else if (key === " ") {
-      spaceDown = true;
-      viewport.style.cursor = "grab";
-      updateCursor();
-    } else if (/^[1-9]$/.test(key)) {
-      const c = model.get("classes")[Number(key) - 1];
-      if (c) chooseClass(c.index);
-    } else if (key === "[") setBrushSize(model.get("brush_size") * 0.8 - 1);
-    else if (key === "]") setBrushSize(model.get("brush_size") * 1.25 + 1);
-    else if (key === "b") setTool("brush");
-    else if (key === "e") setTool("eraser");
-    else if (key === "f") setTool("fill");
-    else if (key === "h") setTool("pan");
-    else if (key === "w") setTool("window");
-    else if (key === "+" || key === "=") zoomCenter(1.25);
-    else if (key === "-") zoomCenter(0.8);
-    else if (key === "0") fit();
-    else handled = false;
-    if (handled) {
-      e.preventDefault();
-      e.stopPropagation();
-    }
-  });
-  root.addEventListener("keyup", (e) => {
+}
+
+/**
+ * The shortcuts: Ctrl+Z / Ctrl+Shift+Z / Ctrl+Y, Space to pan, 1-9 for classes, [ and ] for
+ * the size, B E F H W for the tools, + - 0 to zoom.
+ * @param {Canvas} s
+ * @param {KeyboardEvent} e
+ */
+function keyDown(s, e) {
+  const { model } = s;
+  const key = e.key;
+  const mod = e.ctrlKey || e.metaKey;
+  let handled = true;
+  if (mod && key.toLowerCase() === "z") e.shiftKey ? redo(s) : undo(s);
+  else if (mod && key.toLowerCase() === "y") redo(s);
+  else if (mod) handled = false;
+  else if (key === " ") {
+    s.spaceDown = true;
+    s.layers.viewport.style.cursor = "grab";
+    updateCursor(s);
+  } else if (/^[1-9]$/.test(key)) {
+    const c = model.get("classes")[Number(key) - 1];
+    if (c) chooseClass(s, c.index);
+  } else if (key === "[") setBrushSize(s, model.get("brush_size") * 0.8 - 1);
+  else if (key === "]") setBrushSize(s, model.get("brush_size") * 1.25 + 1);
+  else if (key === "b") setTool(s, "brush");
+  else if (key === "e") setTool(s, "eraser");
+  else if (key === "f") setTool(s, "fill");
+  else if (key === "h") setTool(s, "pan");
+  else if (key === "w") setTool(s, "window");
+  else if (key === "+" || key === "=") zoomCenter(s, 1.25);
+  else if (key === "-") zoomCenter(s, 0.8);
+  else if (key === "0") fit(s);
+  else handled = false;
+  if (handled) {
+    e.preventDefault();
+    e.stopPropagation();
+  }
+}
+
+/** @param {Canvas} s */
+function bindKeys(s) {
+  s.root.addEventListener("keydown", (e) => keyDown(s, e));
+  s.root.addEventListener("keyup", (e) => {
     if (e.key === " ") {
-      spaceDown = false;
-      setTool(currentTool);
+      s.spaceDown = false;
+      setTool(s, s.tool);
       e.stopPropagation();
     }
   });
+}
 
-  // -- controls bound to traits -----------------------------------------------------------
-  sizeInput.addEventListener("input", () => setBrushSize(Number(sizeInput.value)));
-  opacityInput.addEventListener("input", () => {
-    model.set("opacity", Number(opacityInput.value) / 100);
-    model.save_changes();
-  });
-  preserveBox.checked = model.get("preserve_labels");
-  preserveBox.addEventListener("change", () => {
-    model.set("preserve_labels", preserveBox.checked);
-    model.save_changes();
-  });
-  predictionBox.checked = model.get("show_prediction");
-  predictionBox.addEventListener("change", () => {
-    model.set("show_prediction", predictionBox.checked);
-    model.save_changes();
-  });
-  const choices = windowChoices(meta.dtype, values, channels, model.get("window"), model.get("window_presets"));
-  const presets = choices.options;
-  for (const name of Object.keys(presets)) windowSelect.append(h("option", { value: name }, name));
-  windowSelect.value = choices.selected;
-  windowState = { ...presets[choices.selected] };
-  windowSelect.addEventListener("change", () => {
-    windowState = { ...presets[windowSelect.value] };
-    model.set("window", { ...windowState });
-    model.save_changes();
-    drawImage();
-  });
+// -- wire: the queue of mask messages, acks, trait listeners --------------------------------
 
+// Messages leave in the order the edits happened, even though compressing is async:
+// a later small stroke must never overtake an earlier big one.
+
+/**
+ * @param {Canvas} s
+ * @param {() => Promise<void>} task
+ */
+function enqueue(s, task) {
+  s.outbox = s.outbox.then(task).catch((e) => (s.ui.errorBox.textContent = `Could not send the label: ${e}`));
+  return s.outbox;
+}
+
+/**
+ * Send the label map after an edit. Only the changed box travels (the whole map when the
+ * box is most of it).
+ * @param {Canvas} s
+ * @param {string} reason
+ * @param {Box | null} [box]
+ */
+function sendMask(s, reason, box = null) {
+  const { W, H } = s;
+  const mySeq = ++s.seq;
+  const t0 = performance.now();
+  /** @type {{ kind: "mask", seq: number, reason: string, region?: number[] }} */
+  const content = { kind: "mask", seq: mySeq, reason };
+  let bytes; // a copy of the state at this edit, whatever comes next
+  let rows = H;
+  let cols = W;
+  if (box && !boxIsEmpty(box) && (box.x1 - box.x0 + 1) * (box.y1 - box.y0 + 1) < (W * H) / 2) {
+    cols = box.x1 - box.x0 + 1;
+    rows = box.y1 - box.y0 + 1;
+    content.region = [box.x0, box.y0, cols, rows];
+    bytes = copyBox(s.map, W, box);
+  } else {
+    bytes = s.map.slice();
+  }
+  return enqueue(s, async () => {
+    const wire = await encodeMask(bytes, rows, cols);
+    stats.wireBytes.push(wire.length);
+    s.pending.set(mySeq, t0);
+    s.model.send(content, undefined, [/** @type {ArrayBuffer} */ (wire.buffer)]);
+  });
+}
+
+/**
+ * Save a draft, submit or delete (once: the buttons wait until Python clears `busy`).
+ * @param {Canvas} s
+ * @param {"save" | "submit" | "delete"} kind
+ */
+function save(s, kind) {
+  const { model } = s;
+  if (model.get("busy")) return; // a double click cannot double-submit
+  model.set("busy", true);
+  model.save_changes();
+  refreshButtons(s);
+  /** @type {{ kind: string, seq: number, value?: number[] }} */
+  const content = { kind, seq: ++s.seq };
+  if (!s.segmentation) content.value = model.get("value");
+  const bytes = s.segmentation && kind !== "delete" ? s.map.slice() : null;
+  return enqueue(s, async () => {
+    const buffers = bytes ? [/** @type {ArrayBuffer} */ ((await encodeMask(bytes, s.H, s.W)).buffer)] : [];
+    model.send(content, undefined, buffers);
+  });
+}
+
+/**
+ * Python's messages: an ack of a mask, or a mask (the label or the prediction).
+ * @param {Canvas} s
+ * @param {{ kind: string, seq?: number, target?: string, reset_history?: boolean }} msg
+ * @param {DataView[]} buffers
+ */
+function onMessage(s, msg, buffers) {
+  if (msg.kind === "ack") {
+    const t0 = s.pending.get(/** @type {number} */ (msg.seq));
+    if (t0 !== undefined) {
+      stats.roundTrips.push(performance.now() - t0);
+      s.pending.delete(/** @type {number} */ (msg.seq));
+    }
+  } else if (msg.kind === "mask" && buffers && buffers.length) {
+    decodeMask(toUint8(buffers[0])).then(({ map: incoming }) => {
+      if (incoming.length !== s.map.length) return;
+      if (msg.target === "prediction") {
+        s.prediction = incoming;
+        drawPrediction(s);
+      } else {
+        s.map.set(incoming);
+        if (msg.reset_history) {
+          s.history.done = [];
+          s.history.undone = [];
+        }
+        invalidate(s, whole(s));
+      }
+      refreshButtons(s);
+    });
+  }
+}
+
+/**
+ * Listen to Python's messages, then tell it the canvas is ready (it answers with the masks).
+ * @param {Canvas} s
+ */
+function listen(s) {
+  /** @type {(msg: any, buffers: DataView[]) => void} */
+  const handler = (msg, buffers) => onMessage(s, msg, buffers);
+  s.model.on("msg:custom", handler);
+  s.disposers.push(() => s.model.off("msg:custom", handler));
+  s.model.send({ kind: "ready" });
+}
+
+/**
+ * Follow the traits Python (or another view) may change.
+ * @param {Canvas} s
+ */
+function followTraits(s) {
+  const { model, ui } = s;
+  /** @type {Record<string, () => void>} */
   const onChange = {
     "change:opacity": () => {
-      table = colorTable(model.get("classes"), model.get("opacity"));
-      opacityInput.value = String(Math.round(model.get("opacity") * 100));
-      invalidate(whole());
+      s.table = colorTable(model.get("classes"), model.get("opacity"));
+      ui.opacityInput.value = String(Math.round(model.get("opacity") * 100));
+      invalidate(s, whole(s));
     },
     "change:classes": () => {
-      table = colorTable(model.get("classes"), model.get("opacity"));
-      renderPalette();
-      invalidate(whole());
+      s.table = colorTable(model.get("classes"), model.get("opacity"));
+      renderPalette(s);
+      invalidate(s, whole(s));
     },
-    "change:active_class": renderPalette,
-    "change:value": renderPalette,
-    "change:prediction_scores": renderPalette,
+    "change:active_class": () => renderPalette(s),
+    "change:value": () => renderPalette(s),
+    "change:prediction_scores": () => renderPalette(s),
     "change:show_prediction": () => {
-      predictionBox.checked = model.get("show_prediction");
-      drawPrediction();
+      ui.predictionBox.checked = model.get("show_prediction");
+      drawPrediction(s);
     },
-    "change:invert": drawImage,
-    "change:busy": refreshButtons,
-    "change:bound": refreshButtons,
-    "change:status": () => (status.textContent = model.get("status")),
-    "change:error": () => (errorBox.textContent = model.get("error")),
-    "change:brush_size": () => setBrushSize(model.get("brush_size")),
-    "change:tool": () => model.get("tool") !== currentTool && setTool(model.get("tool")),
+    "change:invert": () => drawImage(s),
+    "change:busy": () => refreshButtons(s),
+    "change:bound": () => refreshButtons(s),
+    "change:status": () => (ui.status.textContent = model.get("status")),
+    "change:error": () => (ui.errorBox.textContent = model.get("error")),
+    "change:brush_size": () => setBrushSize(s, model.get("brush_size")),
+    "change:tool": () => model.get("tool") !== s.tool && setTool(s, model.get("tool")),
   };
   for (const [event, fn] of Object.entries(onChange)) {
     model.on(event, fn);
-    disposers.push(() => model.off(event, fn));
+    s.disposers.push(() => model.off(event, fn));
   }
-
-  // -- first paint ------------------------------------------------------------------------
-  drawImage();
-  renderPalette();
-  setBrushSize(model.get("brush_size"));
-  setTool(segmentation ? currentTool : "pan");
-  status.textContent = model.get("status");
-  errorBox.textContent = model.get("error");
-  refreshButtons();
-  let fitted = false;
-  const resize = new ResizeObserver(() => {
-    if (!fitted && viewport.clientWidth) {
-      fitted = true; // fit once the viewport has a size; later resizes keep the user's zoom
-      fit();
-    }
-  });
-  resize.observe(viewport);
-  disposers.push(() => resize.disconnect());
-  return () => disposers.forEach((d) => d());
 }
 
 export default { render };
