@@ -118,7 +118,8 @@ class _Block:
         if name == "id":
             values = ids
         elif name in _LABEL_COLUMNS:
-            labels = [self._labels.get(i) for i in ids]
+            found = self._labels  # len() indexes its lines once (before, each lookup scans the file's bytes)
+            labels = [found.get(i) for i in ids] if len(found) else [None] * len(ids)
             if name == "status":
                 return np.array([0 if lab is None else _STATUS_OF_LABEL[lab["status"]] for lab in labels], np.int8)
             values = ["" if lab is None or lab["status"] == "deleted" else lab["updated"] for lab in labels]
