@@ -139,26 +139,46 @@ class _Block:
             if not held:
                 del self.columns[text]
             return key
-        ids = list(self._examples)
         if name == "id":
-            values = ids
-        elif name in _LABEL_COLUMNS:
+            return _texts(list(self._examples))
+        group = self._derive(_LABEL_COLUMNS if name in _LABEL_COLUMNS else _EXAMPLE_COLUMNS)
+        column = group.pop(name)()
+        for other, derive in group.items():  # parsing the records was the cost: cache what else they give
+            if other in self.columns or not self._cacheable(other):
+                continue
+            try:
+                text = derive()
+            except (KeyError, TypeError, ValueError):  # a record without the field: said when it is asked for
+                continue
+            key = sort_key(other, text) if other in _KEYED else None
+            self._cache.save(other if key is None else _KEYED[other], *self.files, text if key is None else key)
+        return column
+
+    def _derive(self, names: tuple[str, ...]) -> dict[str, Callable[[], np.ndarray]]:
+        """How to compute each column of the example records, or of the labels, parsing them once."""
+        examples = self._examples
+        ids = list(examples)
+        if names == _LABEL_COLUMNS:
             found = self._labels  # len() indexes its lines once (before, each lookup scans the file's bytes)
             labels = [found.get(i) for i in ids] if len(found) else [None] * len(ids)
-            if name == "status":
-                return np.array([0 if lab is None else _STATUS_OF_LABEL[lab["status"]] for lab in labels], np.int8)
-            values = ["" if lab is None or lab["status"] == "deleted" else lab["updated"] for lab in labels]
-        else:
-            records = [self._examples[i] for i in ids]
-            if name == "subject_id":
-                values = [r["subject_id"] or "" for r in records]
-            elif name == "source":
-                values = [source_order(r) for r in records]
-            elif name == "created":  # the position within the batch breaks ties in the time
-                values = [f"{r['created']}{r.get('seq', 0):07d}" for r in records]
-            else:
-                values = [r[name] for r in records]
-        return _texts(values)
+            return {
+                "status": lambda: np.array(
+                    [0 if lab is None else _STATUS_OF_LABEL[lab["status"]] for lab in labels], np.int8
+                ),
+                "label_updated": lambda: _texts(
+                    ["" if lab is None or lab["status"] == "deleted" else lab["updated"] for lab in labels]
+                ),
+            }
+        records = [examples[i] for i in ids]
+        return {
+            "model_id": lambda: _texts([r["model_id"] for r in records]),
+            "split": lambda: _texts([r["split"] for r in records]),
+            "subject_id": lambda: _texts([r["subject_id"] or "" for r in records]),
+            # the position within the batch breaks ties in the time
+            "created": lambda: _texts([f"{r['created']}{r.get('seq', 0):07d}" for r in records]),
+            "updated": lambda: _texts([r["updated"] for r in records]),
+            "source": lambda: _texts([source_order(r) for r in records]),
+        }
 
 
 def _texts(values: list[str]) -> np.ndarray:
