@@ -100,20 +100,53 @@ class ColumnCache:
             os.replace(tmp, path)
 
 
+class _Records:
+    """One shard's records, taken from the store only when a column has to be computed from them.
+
+    A shard file never changes once written, so its name tells its records apart (``token``);
+    while the shard is empty or changed in a transaction, its records are in memory and their
+    generation does. Columns of a file in the cache need no records at all (a first page does
+    not read the label shards).
+    """
+
+    def __init__(self, store: Store, table: str, shard: int) -> None:
+        self._store, self._table, self._shard = store, table, shard
+        self.file = store.shard_file(table, shard)
+        self._records = None
+        self.exact = True  # whether the records are the file's (False: a commit came before they were taken)
+        if self.file is None:
+            generation, self._records = store.shard(table, shard)
+            self.token: Any = ("generation", generation)
+        else:
+            self.token = self.file
+
+    def get(self):
+        if self._records is None:
+            store, table, shard = self._store, self._table, self._shard
+            generation, records = store.shard(table, shard)
+            self.exact = store.shard_file(table, shard) == self.file and store.shard(table, shard)[0] == generation
+            self._records = records
+        return self._records
+
+
 class _Block:
     """One shard's examples with their labels, and the columns derived from them so far."""
 
-    def __init__(self, key: tuple, examples, labels, files: tuple[str | None, str | None], cache, columns=None) -> None:
-        self.key = key  # (examples generation, labels generation)
+    def __init__(self, examples: _Records, labels: _Records, cache: ColumnCache, columns=None) -> None:
+        self.key = (examples.token, labels.token)
         self._examples, self._labels = examples, labels
-        self.files, self._cache = files, cache
+        self.files = (examples.file, labels.file)
+        self._cache = cache
         self.columns: dict[str, np.ndarray | None] = dict(columns or {})
 
     def _cacheable(self, name: str) -> bool:
-        ex_file, lab_file = self.files
-        if ex_file is None:  # the examples changed in a transaction (or there are none)
+        """Whether the column derives from files (not from records changed in a transaction, or newer ones)."""
+        examples, labels = self._examples, self._labels
+        if examples.file is None or not examples.exact:
             return False
-        return not (name in _FROM_LABELS and lab_file is None and len(self._labels))  # the labels did
+        if name in _FROM_LABELS:
+            return labels.exact and (labels.file is not None or not len(labels.get()))
+        return True
 
     def column(self, name: str) -> np.ndarray | None:
         """A column of the shard (None only for a sort key whose text has no integer form)."""
@@ -140,7 +173,7 @@ class _Block:
                 del self.columns[text]
             return key
         if name == "id":
-            return _texts(list(self._examples))
+            return _texts(list(self._examples.get()))
         group = self._derive(_LABEL_COLUMNS if name in _LABEL_COLUMNS else _EXAMPLE_COLUMNS)
         column = group.pop(name)()
         for other, derive in group.items():  # parsing the records was the cost: cache what else they give
@@ -156,10 +189,10 @@ class _Block:
 
     def _derive(self, names: tuple[str, ...]) -> dict[str, Callable[[], np.ndarray]]:
         """How to compute each column of the example records, or of the labels, parsing them once."""
-        examples = self._examples
+        examples = self._examples.get()
         ids = list(examples)
         if names == _LABEL_COLUMNS:
-            found = self._labels  # len() indexes its lines once (before, each lookup scans the file's bytes)
+            found = self._labels.get()  # len() indexes its lines once (before, each lookup scans the file's bytes)
             labels = [found.get(i) for i in ids] if len(found) else [None] * len(ids)
             return {
                 "status": lambda: np.array(
@@ -198,15 +231,13 @@ class ExampleIndex:
         blocks = []
         store = self._store
         for shard in range(store.shards("examples")):
-            ex_gen, examples = store.shard("examples", shard)
-            lab_gen, labels = store.shard("labels", shard)
+            examples, labels = _Records(store, "examples", shard), _Records(store, "labels", shard)
             block = self._blocks.get(shard)
-            if block is None or block.key != (ex_gen, lab_gen):
-                files = (store.shard_file("examples", shard), store.shard_file("labels", shard))
+            if block is None or block.key != (examples.token, labels.token):
                 kept = None
-                if block is not None and block.key[0] == ex_gen and block.files[0] == files[0]:  # only a label changed
+                if block is not None and block.key[0] == examples.token:  # only the labels changed
                     kept = {n: c for n, c in block.columns.items() if n not in _FROM_LABELS}
-                block = self._blocks[shard] = _Block((ex_gen, lab_gen), examples, labels, files, self._cache, kept)
+                block = self._blocks[shard] = _Block(examples, labels, self._cache, kept)
             blocks.append(block)
         return blocks
 
@@ -238,6 +269,16 @@ class ExampleIndex:
         if any(p is None for p in parts):
             return None
         return self._memo(_KEYED[name], blocks, name in _FROM_LABELS, lambda: np.concatenate(parts))
+
+    def label_state(self, rows: np.ndarray, blocks: list[_Block] | None = None) -> tuple[list[int], list[str]]:
+        """The status codes (``STATUS_CODES``) at ``rows``, and the times of their labels ("" if none)."""
+        blocks = blocks if blocks is not None else self._current_blocks()
+        packed = self._packed("label_updated", blocks)
+        if packed is None:
+            times = self.column("label_updated", blocks)[rows].tolist()
+        else:  # the key holds each field of the time: its text again, without the text column
+            times = [time_text(k) for k in packed[rows].tolist()]
+        return self.column("status", blocks)[rows].tolist(), times
 
     def _in_model(self, model_id: str, blocks: list[_Block]) -> np.ndarray:
         """Which rows are the model's examples."""
@@ -300,6 +341,10 @@ class _Columns:
     def key(self, name: str) -> np.ndarray:
         """Integer sort keys of a column (see :meth:`ExampleIndex.key`)."""
         return self._index.key(name, self._blocks)
+
+    def label_state(self, rows: np.ndarray) -> tuple[list[int], list[str]]:
+        """Status codes and label times at ``rows`` (see :meth:`ExampleIndex.label_state`)."""
+        return self._index.label_state(rows, self._blocks)
 
 
 def first_in_order(keys: np.ndarray, descending: bool = False, limit: int | None = None) -> np.ndarray:
@@ -437,3 +482,15 @@ def _time_key(chars: np.ndarray) -> np.ndarray | None:
         keys |= field
         at += width
     return keys
+
+
+def time_text(key: int) -> str:
+    """The time whose :func:`sort_key` is ``key`` (-1: "", no label), as ``now()`` wrote it."""
+    if key < 0:
+        return ""
+    fields = []
+    for _, bits, low in reversed(_TIME_FIELDS):
+        fields.append((key & ((1 << bits) - 1)) + low)
+        key >>= bits
+    year, month, day, hour, minute, second, ms = reversed(fields)
+    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}.{ms:03d}+00:00"

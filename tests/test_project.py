@@ -218,7 +218,7 @@ def test_a_partial_sort_gives_the_first_rows_of_the_full_stable_sort(values, des
 
 
 def test_sort_keys_compare_as_the_texts_do():
-    from patientml_widgets.query import sort_key
+    from patientml_widgets.query import sort_key, time_text
 
     rng = np.random.default_rng(0)
     bounds = ((1900, 2156), (1, 13), (1, 32), (0, 24), (0, 60), (0, 60), (0, 1000))
@@ -239,6 +239,7 @@ def test_sort_keys_compare_as_the_texts_do():
         np.testing.assert_array_equal(
             np.unique(keys, return_inverse=True)[1], np.unique(values, return_inverse=True)[1]
         )
+    assert [time_text(k) for k in sort_key("label_updated", np.array([*times, ""]))] == [*times, ""]
     assert sort_key("created", np.array([], dtype="U1")).tolist() == []
     others = [
         ("updated", "2026-12-01T12:43:59.455Z"),
