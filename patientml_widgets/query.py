@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import os
 import threading
 from collections.abc import Callable
@@ -54,6 +55,7 @@ _KEYED = {"created": "created_key", "updated": "updated_key", "label_updated": "
 _KEY_OF = {key: name for name, key in _KEYED.items()}
 #: the columns (text or keys) derived from the labels: they change when a label does
 _FROM_LABELS = frozenset({*_LABEL_COLUMNS, _KEYED["label_updated"]})
+_VERSIONS = itertools.count()
 
 
 class ColumnCache:
@@ -130,14 +132,27 @@ class _Records:
 
 
 class _Block:
-    """One shard's examples with their labels, and the columns derived from them so far."""
+    """One shard's examples with their labels, and the columns derived from them so far.
 
-    def __init__(self, examples: _Records, labels: _Records, cache: ColumnCache, columns=None) -> None:
+    ``version`` tells blocks apart (merged columns are kept per version), ``examples_version``
+    blocks with the same example columns (kept when only a label changed).
+    """
+
+    def __init__(self, examples: _Records, labels: _Records, cache: ColumnCache, kept: _Block | None = None) -> None:
         self.key = (examples.token, labels.token)
         self._examples, self._labels = examples, labels
         self.files = (examples.file, labels.file)
         self._cache = cache
-        self.columns: dict[str, np.ndarray | None] = dict(columns or {})
+        self.version = next(_VERSIONS)
+        self.examples_version = self.version if kept is None else kept.examples_version
+        self.columns: dict[str, np.ndarray | None] = {}
+        if kept is not None:
+            self.columns = {n: c for n, c in kept.columns.items() if n not in _FROM_LABELS}
+
+    @property
+    def exact(self) -> tuple[bool, bool]:
+        """Whether the example and the label records it read were those its files name (no commit came between)."""
+        return self._examples.exact, self._labels.exact
 
     def _cacheable(self, name: str) -> bool:
         """Whether the column derives from files (not from records changed in a transaction, or newer ones)."""
@@ -233,17 +248,15 @@ class ExampleIndex:
         for shard in range(store.shards("examples")):
             examples, labels = _Records(store, "examples", shard), _Records(store, "labels", shard)
             block = self._blocks.get(shard)
-            if block is None or block.key != (examples.token, labels.token):
-                kept = None
-                if block is not None and block.key[0] == examples.token:  # only the labels changed
-                    kept = {n: c for n, c in block.columns.items() if n not in _FROM_LABELS}
-                block = self._blocks[shard] = _Block(examples, labels, self._cache, kept)
+            if block is None or block.key != (examples.token, labels.token) or block.exact != (True, True):
+                same = block is not None and block.key[0] == examples.token and block.exact[0]
+                block = self._blocks[shard] = _Block(examples, labels, self._cache, block if same else None)
             blocks.append(block)
         return blocks
 
     def _memo(self, what: Any, blocks: list[_Block], from_labels: bool, compute: Callable[[], Any]) -> Any:
         """``compute()``, kept until a shard it comes from changes (the example shards, and the labels if asked)."""
-        signature = tuple(b.key if from_labels else b.key[0] for b in blocks)
+        signature = tuple(b.version if from_labels else b.examples_version for b in blocks)
         cached = self._merged.get(what)
         if cached is None or cached[0] != signature:
             cached = self._merged[what] = (signature, compute())
