@@ -25,7 +25,7 @@ from helpers import image, tree_digest
 from PIL import Image
 
 import patientml_widgets as pml
-from patientml_widgets import project as project_module
+from patientml_widgets import session as session_module
 from patientml_widgets.store.check import check, repair
 from patientml_widgets.store.store import TABLES, shard_name, shard_of
 
@@ -108,7 +108,7 @@ def _deterministic(monkeypatch=None, space=""):
     stamps = itertools.count()
     new_id = lambda prefix: f"{prefix}_{space}{next(ids):06d}"  # noqa: E731
     stamp = lambda: f"2026-01-01T00:00:{next(stamps) % 60:02d}.000+00:00"  # noqa: E731
-    for target, name, value in ((project_module, "_new_id", new_id), (project_module, "now", stamp)):
+    for target, name, value in ((session_module, "new_id", new_id), (session_module, "now", stamp)):
         if monkeypatch is None:
             setattr(target, name, value)
         else:
@@ -578,7 +578,7 @@ def test_a_reader_never_sees_half_of_another_process_commit(project, seg):
 def _chaos(path, seed, out):  # pragma: no cover - runs in the child
     rng = random.Random(seed)
     counter = itertools.count()
-    project_module._new_id = lambda prefix: f"{prefix}_{seed}_{next(counter)}"
+    session_module.new_id = lambda prefix: f"{prefix}_{seed}_{next(counter)}"
     p = pml.Project.open(path, user=f"chaos-{seed}")
 
     def ack(*words):
