@@ -356,9 +356,9 @@ class Project:
             ids = ids[::-1] if descending else ids
             return self._session.examples_by_id(ids[offset : None if limit is None else offset + limit])
         cols, rows = self._session.select(model, **filters)
-        rows = ExampleIndex.order(cols, rows, sort, descending)
+        rows = ExampleIndex.order(cols, rows, sort, descending, None if limit is None else offset + limit)
         page = rows[offset : None if limit is None else offset + limit]
-        return self._session.examples_by_id(cols["id"][page].tolist())
+        return self._session.examples_at(cols, page)
 
     def count_examples(self, model: ModelRef, **filters: Any) -> int:
         """How many examples :meth:`examples` would list with these filters (no paging)."""

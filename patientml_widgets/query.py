@@ -4,14 +4,23 @@ An example and its label live in the same shard index (both are sharded by examp
 a label submit re-derives one shard's columns (about 3k rows at 100k examples), and paging,
 sorting, filtering and counting run on numpy arrays. Columns are built on first use: a first
 page sorted by creation time never pays for the other sort keys.
+
+Sorts run on integer keys whose order is the text's: a time as :func:`~.store.now` writes it
+(``2026-12-01T12:43:59.455+00:00``) packed into an int64, an example id (``ex_`` and 12 hex
+digits) as its number; these are derived per shard and cached with the columns. Any other text
+(or a time or id in another form) is ranked among all rows when first sorted on, and the ranks
+kept until an example shard changes (a label submit does not re-rank them). A page needs only
+the first rows of an order: a partial sort finds them, the same rows a full stable sort gives.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +50,12 @@ def source_order(record: dict[str, Any]) -> str:
 #: columns that come from the example records alone, and those that need the labels too
 _EXAMPLE_COLUMNS = ("model_id", "split", "subject_id", "created", "updated", "source")
 _LABEL_COLUMNS = ("status", "label_updated")
+#: text columns with a per-shard integer sort key (the key column's name)
+_KEYED = {"created": "created_key", "updated": "updated_key", "label_updated": "label_updated_key", "id": "id_key"}
+_KEY_OF = {key: name for name, key in _KEYED.items()}
+#: the columns (text or keys) derived from the labels: they change when a label does
+_FROM_LABELS = frozenset({*_LABEL_COLUMNS, _KEYED["label_updated"]})
+_VERSIONS = itertools.count()
 
 
 class ColumnCache:
@@ -61,7 +76,7 @@ class ColumnCache:
         return f"{file}@{st.st_size}-{st.st_mtime_ns}"
 
     def _path(self, name: str, ex_file: str, lab_file: str | None) -> Path:
-        label_part = (self._stamped(lab_file) if lab_file else "-") if name in _LABEL_COLUMNS else "x"
+        label_part = (self._stamped(lab_file) if lab_file else "-") if name in _FROM_LABELS else "x"
         return self.folder / self._stamped(ex_file) / f"{label_part}.{name}.npy"
 
     def load(self, name: str, ex_file: str, lab_file: str | None, rows: int | None) -> np.ndarray | None:
@@ -87,52 +102,135 @@ class ColumnCache:
             os.replace(tmp, path)
 
 
+class _Records:
+    """One shard's records, taken from the store only when a column has to be computed from them.
+
+    A shard file never changes once written, so its name tells its records apart (``token``);
+    while the shard is empty or changed in a transaction, its records are in memory and their
+    generation does. Columns of a file in the cache need no records at all (a first page does
+    not read the label shards).
+    """
+
+    def __init__(self, store: Store, table: str, shard: int) -> None:
+        self._store, self._table, self._shard = store, table, shard
+        self.file = store.shard_file(table, shard)
+        self._records = None
+        self.exact = True  # whether the records are the file's (False: a commit came before they were taken)
+        if self.file is None:
+            generation, self._records = store.shard(table, shard)
+            self.token: Any = ("generation", generation)
+        else:
+            self.token = self.file
+
+    def get(self):
+        if self._records is None:
+            store, table, shard = self._store, self._table, self._shard
+            generation, records = store.shard(table, shard)
+            self.exact = store.shard_file(table, shard) == self.file and store.shard(table, shard)[0] == generation
+            self._records = records
+        return self._records
+
+
 class _Block:
-    """One shard's examples with their labels, and the columns derived from them so far."""
+    """One shard's examples with their labels, and the columns derived from them so far.
 
-    def __init__(self, key: tuple, examples, labels, files: tuple[str | None, str | None], cache) -> None:
-        self.key = key
+    ``version`` tells blocks apart (merged columns are kept per version), ``examples_version``
+    blocks with the same example columns (kept when only a label changed).
+    """
+
+    def __init__(self, examples: _Records, labels: _Records, cache: ColumnCache, kept: _Block | None = None) -> None:
+        self.key = (examples.token, labels.token)
         self._examples, self._labels = examples, labels
-        self._files, self._cache = files, cache
-        self.columns: dict[str, np.ndarray] = {}
+        self.files = (examples.file, labels.file)
+        self._cache = cache
+        self.version = next(_VERSIONS)
+        self.examples_version = self.version if kept is None else kept.examples_version
+        self.columns: dict[str, np.ndarray | None] = {}
+        if kept is not None:
+            self.columns = {n: c for n, c in kept.columns.items() if n not in _FROM_LABELS}
 
-    def column(self, name: str) -> np.ndarray:
+    @property
+    def exact(self) -> tuple[bool, bool]:
+        """Whether the example and the label records it read were those its files name (no commit came between)."""
+        return self._examples.exact, self._labels.exact
+
+    def _cacheable(self, name: str) -> bool:
+        """Whether the column derives from files (not from records changed in a transaction, or newer ones)."""
+        examples, labels = self._examples, self._labels
+        if examples.file is None or not examples.exact:
+            return False
+        if name in _FROM_LABELS:
+            return labels.exact and (labels.file is not None or not len(labels.get()))
+        return True
+
+    def column(self, name: str) -> np.ndarray | None:
+        """A column of the shard (None only for a sort key whose text has no integer form)."""
         if name not in self.columns:
-            ex_file, lab_file = self._files
-            cacheable = ex_file is not None  # the examples are those of a file, not changed in a transaction
-            if name in _LABEL_COLUMNS and lab_file is None and len(self._labels):
-                cacheable = False  # the labels changed in a transaction
             column = None
-            if cacheable:
+            if self._cacheable(name):
                 rows = None if name == "id" else len(self.column("id"))
-                column = self._cache.load(name, ex_file, lab_file, rows)
+                column = self._cache.load(name, *self.files, rows)
+                if column is not None and name in _KEY_OF and column.dtype != np.int64:
+                    column = None
             if column is None:
                 column = self._compute(name)
-                if cacheable:
-                    self._cache.save(name, ex_file, lab_file, column)
+                if column is not None and self._cacheable(name):
+                    self._cache.save(name, *self.files, column)
             self.columns[name] = column
         return self.columns[name]
 
-    def _compute(self, name: str) -> np.ndarray:
-        ids = list(self._examples)
+    def _compute(self, name: str) -> np.ndarray | None:
+        if name in _KEY_OF:  # from the text, which need not stay in memory
+            text = _KEY_OF[name]
+            held = text in self.columns
+            key = sort_key(text, self.column(text))
+            if not held:
+                del self.columns[text]
+            return key
         if name == "id":
-            values = ids
-        elif name in _LABEL_COLUMNS:
-            labels = [self._labels.get(i) for i in ids]
-            if name == "status":
-                return np.array([0 if lab is None else _STATUS_OF_LABEL[lab["status"]] for lab in labels], np.int8)
-            values = ["" if lab is None or lab["status"] == "deleted" else lab["updated"] for lab in labels]
-        else:
-            records = [self._examples[i] for i in ids]
-            if name == "subject_id":
-                values = [r["subject_id"] or "" for r in records]
-            elif name == "source":
-                values = [source_order(r) for r in records]
-            elif name == "created":  # the position within the batch breaks ties in the time
-                values = [f"{r['created']}{r.get('seq', 0):07d}" for r in records]
-            else:
-                values = [r[name] for r in records]
-        return np.array(values, dtype=str) if values else np.array([], dtype="U1")
+            return _texts(list(self._examples.get()))
+        group = self._derive(_LABEL_COLUMNS if name in _LABEL_COLUMNS else _EXAMPLE_COLUMNS)
+        column = group.pop(name)()
+        for other, derive in group.items():  # parsing the records was the cost: cache what else they give
+            if other in self.columns or not self._cacheable(other):
+                continue
+            try:
+                text = derive()
+            except (KeyError, TypeError, ValueError):  # a record without the field: said when it is asked for
+                continue
+            key = sort_key(other, text) if other in _KEYED else None
+            self._cache.save(other if key is None else _KEYED[other], *self.files, text if key is None else key)
+        return column
+
+    def _derive(self, names: tuple[str, ...]) -> dict[str, Callable[[], np.ndarray]]:
+        """How to compute each column of the example records, or of the labels, parsing them once."""
+        examples = self._examples.get()
+        ids = list(examples)
+        if names == _LABEL_COLUMNS:
+            found = self._labels.get()  # len() indexes its lines once (before, each lookup scans the file's bytes)
+            labels = [found.get(i) for i in ids] if len(found) else [None] * len(ids)
+            return {
+                "status": lambda: np.array(
+                    [0 if lab is None else _STATUS_OF_LABEL[lab["status"]] for lab in labels], np.int8
+                ),
+                "label_updated": lambda: _texts(
+                    ["" if lab is None or lab["status"] == "deleted" else lab["updated"] for lab in labels]
+                ),
+            }
+        records = [examples[i] for i in ids]
+        return {
+            "model_id": lambda: _texts([r["model_id"] for r in records]),
+            "split": lambda: _texts([r["split"] for r in records]),
+            "subject_id": lambda: _texts([r["subject_id"] or "" for r in records]),
+            # the position within the batch breaks ties in the time
+            "created": lambda: _texts([f"{r['created']}{r.get('seq', 0):07d}" for r in records]),
+            "updated": lambda: _texts([r["updated"] for r in records]),
+            "source": lambda: _texts([source_order(r) for r in records]),
+        }
+
+
+def _texts(values: list[str]) -> np.ndarray:
+    return np.array(values, dtype=str) if values else np.array([], dtype="U1")
 
 
 class ExampleIndex:
@@ -142,28 +240,62 @@ class ExampleIndex:
         self._store = store
         self._cache = ColumnCache(store.root / CACHE, store.root / "tables")
         self._blocks: dict[int, _Block] = {}
-        self._merged: dict[str, tuple[tuple, np.ndarray]] = {}
+        self._merged: dict[Any, tuple[tuple, Any]] = {}
 
     def _current_blocks(self) -> list[_Block]:
         blocks = []
         store = self._store
         for shard in range(store.shards("examples")):
-            ex_gen, examples = store.shard("examples", shard)
-            lab_gen, labels = store.shard("labels", shard)
+            examples, labels = _Records(store, "examples", shard), _Records(store, "labels", shard)
             block = self._blocks.get(shard)
-            if block is None or block.key != (ex_gen, lab_gen):
-                files = (store.shard_file("examples", shard), store.shard_file("labels", shard))
-                block = self._blocks[shard] = _Block((ex_gen, lab_gen), examples, labels, files, self._cache)
+            if block is None or block.key != (examples.token, labels.token) or block.exact != (True, True):
+                same = block is not None and block.key[0] == examples.token and block.exact[0]
+                block = self._blocks[shard] = _Block(examples, labels, self._cache, block if same else None)
             blocks.append(block)
         return blocks
 
+    def _memo(self, what: Any, blocks: list[_Block], from_labels: bool, compute: Callable[[], Any]) -> Any:
+        """``compute()``, kept until a shard it comes from changes (the example shards, and the labels if asked)."""
+        signature = tuple(b.version if from_labels else b.examples_version for b in blocks)
+        cached = self._merged.get(what)
+        if cached is None or cached[0] != signature:
+            cached = self._merged[what] = (signature, compute())
+        return cached[1]
+
     def column(self, name: str, blocks: list[_Block] | None = None) -> np.ndarray:
         blocks = blocks if blocks is not None else self._current_blocks()
-        signature = tuple(b.key for b in blocks)
-        cached = self._merged.get(name)
-        if cached is None or cached[0] != signature:
-            cached = self._merged[name] = (signature, np.concatenate([b.column(name) for b in blocks]))
-        return cached[1]
+        return self._memo(name, blocks, name in _FROM_LABELS, lambda: np.concatenate([b.column(name) for b in blocks]))
+
+    def key(self, name: str, blocks: list[_Block] | None = None) -> np.ndarray:
+        """Integer keys of a column in its order: ``key[i] < key[j]`` exactly where ``column[i] < column[j]``."""
+        blocks = blocks if blocks is not None else self._current_blocks()
+        if name == "status":
+            return self.column(name, blocks)
+        packed = self._packed(name, blocks) if name in _KEYED else None
+        if packed is not None:
+            return packed
+        return self._memo(("rank", name), blocks, name in _FROM_LABELS, lambda: _ranks(self.column(name, blocks)))
+
+    def _packed(self, name: str, blocks: list[_Block]) -> np.ndarray | None:
+        """The per-shard sort keys of a text column over all rows (None if a shard's texts have none)."""
+        parts = [b.column(_KEYED[name]) for b in blocks]
+        if any(p is None for p in parts):
+            return None
+        return self._memo(_KEYED[name], blocks, name in _FROM_LABELS, lambda: np.concatenate(parts))
+
+    def label_state(self, rows: np.ndarray, blocks: list[_Block] | None = None) -> tuple[list[int], list[str]]:
+        """The status codes (``STATUS_CODES``) at ``rows``, and the times of their labels ("" if none)."""
+        blocks = blocks if blocks is not None else self._current_blocks()
+        packed = self._packed("label_updated", blocks)
+        if packed is None:
+            times = self.column("label_updated", blocks)[rows].tolist()
+        else:  # the key holds each field of the time: its text again, without the text column
+            times = [time_text(k) for k in packed[rows].tolist()]
+        return self.column("status", blocks)[rows].tolist(), times
+
+    def _in_model(self, model_id: str, blocks: list[_Block]) -> np.ndarray:
+        """Which rows are the model's examples."""
+        return self._memo(("model", model_id), blocks, False, lambda: self.column("model_id", blocks) == model_id)
 
     def select(
         self,
@@ -176,30 +308,36 @@ class ExampleIndex:
         """A lazy view of the columns, and the positions of the rows that match."""
         blocks = self._current_blocks()
         cols = _Columns(self, blocks)
-        keep = cols["model_id"] == model_id
+        keep = self._in_model(model_id, blocks)
         if statuses is not None:
-            keep &= np.isin(cols["status"], [STATUS_CODES[s] for s in statuses])
+            wanted = np.zeros(len(STATUS_CODES), bool)
+            wanted[[STATUS_CODES[s] for s in statuses]] = True
+            keep = keep & wanted[cols["status"]]
         if subject is not None:
-            keep &= cols["subject_id"] == subject
+            keep = keep & (cols["subject_id"] == subject)
         if split is not None:
-            keep &= cols["split"] == split
+            keep = keep & (cols["split"] == split)
         return cols, np.flatnonzero(keep)
 
     @staticmethod
-    def order(cols, rows: np.ndarray, sort: str, descending: bool) -> np.ndarray:
+    def order(cols, rows: np.ndarray, sort: str, descending: bool, limit: int | None = None) -> np.ndarray:
         """``rows`` sorted by a column; a stable sort keeps ties in storage order, so pages are stable.
 
         Examples added together share their creation time; ``created`` sorts them in the order
         they were added (an import adds a DICOM series in slice order, so Previous / Next walk it).
+        ``descending`` is the ascending order reversed (ties last-stored first). With ``limit``,
+        only the first ``limit`` rows of that order (``order(...)[:limit]``, found by a partial sort).
         """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must not be negative, not {limit}")
         if len(rows) == 0:
             return rows
-        order = np.argsort(cols[sort][rows], kind="stable")
-        return rows[order[::-1] if descending else order]
+        keys = cols.key(sort) if isinstance(cols, _Columns) else np.asarray(cols[sort])
+        return rows[first_in_order(keys[rows], descending, limit)]
 
     def counts(self, model_id: str) -> dict[str, int]:
         blocks = self._current_blocks()
-        codes = self.column("status", blocks)[self.column("model_id", blocks) == model_id]
+        codes = self.column("status", blocks)[self._in_model(model_id, blocks)]
         found = np.bincount(codes, minlength=3)
         return {name: int(found[code]) for name, code in STATUS_CODES.items()}
 
@@ -212,3 +350,160 @@ class _Columns:
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self._index.column(name, self._blocks)
+
+    def key(self, name: str) -> np.ndarray:
+        """Integer sort keys of a column (see :meth:`ExampleIndex.key`)."""
+        return self._index.key(name, self._blocks)
+
+    def label_state(self, rows: np.ndarray) -> tuple[list[int], list[str]]:
+        """Status codes and label times at ``rows`` (see :meth:`ExampleIndex.label_state`)."""
+        return self._index.label_state(rows, self._blocks)
+
+
+def first_in_order(keys: np.ndarray, descending: bool = False, limit: int | None = None) -> np.ndarray:
+    """Positions of ``keys`` in stable sorted order (``descending``: that order reversed), the first ``limit``.
+
+    A short page of a long column comes from a partial sort: every key before the page's last
+    one, then as many keys equal to it as the page has room for, first-stored first (descending:
+    last-stored first) - the rows, in the order, that the full stable sort gives.
+    """
+    n = len(keys)
+    if limit is not None and limit <= 0:
+        return np.zeros(0, np.intp)
+    if limit is None or limit > n // 8 or keys.dtype.kind not in "biu":
+        order = np.argsort(keys, kind="stable")
+        order = order[::-1] if descending else order
+        return order if limit is None else order[:limit]
+    at = n - limit if descending else limit - 1
+    kth = np.partition(keys, at)[at]
+    tied = np.flatnonzero(keys == kth)
+    if descending:
+        beyond = np.flatnonzero(keys > kth)
+        tied = tied[len(tied) - (limit - len(beyond)) :]
+    else:
+        beyond = np.flatnonzero(keys < kth)
+        tied = tied[: limit - len(beyond)]
+    pick = np.sort(np.concatenate([beyond, tied]))
+    pick = pick[np.argsort(keys[pick], kind="stable")]
+    return pick[::-1] if descending else pick
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Dense int64 ranks of ``values`` in their order (equal values share a rank)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    steps = np.zeros(len(values), np.int64)
+    steps[1:] = ordered[1:] != ordered[:-1]
+    ranks = np.empty(len(values), np.int64)
+    ranks[order] = np.cumsum(steps)
+    return ranks
+
+
+#: a time as ``store.now()`` writes it (``d``: a digit)
+_TIME = "dddd-dd-ddTdd:dd:dd.ddd+00:00"
+_TIME_DIGITS = np.array([i for i, c in enumerate(_TIME) if c == "d"])
+_TIME_TEXT = np.array([i for i, c in enumerate(_TIME) if c != "d"])
+_TIME_CHARS = np.array([ord(_TIME[i]) for i in _TIME_TEXT], np.uint32)
+#: (digits, bits in the key, smallest value) of the year, month, day, hour, minute, second and millisecond:
+#: packed in this order, the fields take 44 bits, and keys compare as the texts do while each field fits
+_TIME_FIELDS = ((4, 8, 1900), (2, 4, 0), (2, 5, 0), (2, 5, 0), (2, 6, 0), (2, 6, 0), (3, 10, 0))
+_SEQ_BITS = 19  # the position within a batch, below the time in a creation key (63 bits in all)
+_EX = np.array([ord(c) for c in "ex_"], np.uint32)
+
+
+def sort_key(name: str, values: np.ndarray) -> np.ndarray | None:
+    """int64 keys of a text column (``created``, ``updated``, ``label_updated`` or ``id``) in its order.
+
+    Keys compare as the texts do (equal exactly where the texts are), so a stable sort on them is
+    the stable sort on the texts, ties and all. None when a value is not in the form a key is made for.
+    """
+    if len(values) == 0:
+        return np.zeros(0, np.int64)
+    if name == "id":  # "ex_" and 12 lowercase hex digits ("0-9" sort before "a-f", as their values do)
+        chars = _chars(values, 15)
+        if chars is None or (chars[:, :3] != _EX).any():
+            return None
+        hexes = chars[:, 3:].T.astype(np.int64)
+        digits = np.where(hexes >= 97, hexes - 87, hexes - 48)
+        if ((digits < 0) | (digits > 15) | ((hexes > 57) & (hexes < 97))).any():
+            return None
+        return _number(digits, 16)
+    if name == "label_updated":  # "" (no label) first
+        keys = np.full(len(values), -1, np.int64)
+        labeled = values != ""
+        if not labeled.any():
+            return keys
+        chars = _chars(values, len(_TIME))
+        times = None if chars is None else _time_key(chars[labeled])
+        if times is None:
+            return None
+        keys[labeled] = times
+        return keys
+    if name == "updated":
+        chars = _chars(values, len(_TIME))
+        return None if chars is None else _time_key(chars)
+    if name == "created":  # the time, then the position within its batch (7 digits)
+        chars = _chars(values, len(_TIME) + 7)
+        if chars is None:
+            return None
+        times, seq = _time_key(chars[:, : len(_TIME)]), _digits(chars[:, len(_TIME) :])
+        if times is None or seq is None:
+            return None
+        seq = _number(seq, 10)
+        if seq.max() >= 1 << _SEQ_BITS:
+            return None
+        return (times << _SEQ_BITS) | seq
+    raise ValueError(f"no integer sort key for {name!r}")
+
+
+def _chars(values: np.ndarray, width: int) -> np.ndarray | None:
+    """The code points of texts of one width, one row per text (None if the column's width is another)."""
+    if values.dtype.kind != "U" or values.dtype.itemsize != 4 * width:
+        return None
+    return np.ascontiguousarray(values).view(np.uint32).reshape(len(values), width)
+
+
+def _digits(chars: np.ndarray) -> np.ndarray | None:
+    """Decimal digits as their values, one row per place (None if a character is not a digit)."""
+    digits = chars.T.astype(np.int64) - 48
+    return None if ((digits < 0) | (digits > 9)).any() else digits
+
+
+def _number(digits: np.ndarray, base: int) -> np.ndarray:
+    """The numbers that digits spell (one row per place, the most significant first)."""
+    number = digits[0].copy()
+    for row in digits[1:]:
+        number *= base
+        number += row
+    return number
+
+
+def _time_key(chars: np.ndarray) -> np.ndarray | None:
+    """Rows of times as ``now()`` writes them, packed field by field into int64s that sort as the texts do."""
+    if (chars[:, _TIME_TEXT] != _TIME_CHARS).any():
+        return None
+    digits = _digits(chars[:, _TIME_DIGITS])
+    if digits is None:
+        return None
+    keys = np.zeros(len(chars), np.int64)
+    at = 0
+    for width, bits, low in _TIME_FIELDS:
+        field = _number(digits[at : at + width], 10) - low
+        if field.min() < 0 or field.max() >= 1 << bits:  # beyond the field's bits: no key
+            return None
+        keys <<= bits
+        keys |= field
+        at += width
+    return keys
+
+
+def time_text(key: int) -> str:
+    """The time whose :func:`sort_key` is ``key`` (-1: "", no label), as ``now()`` wrote it."""
+    if key < 0:
+        return ""
+    fields = []
+    for _, bits, low in reversed(_TIME_FIELDS):
+        fields.append((key & ((1 << bits) - 1)) + low)
+        key >>= bits
+    year, month, day, hour, minute, second, ms = reversed(fields)
+    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}.{ms:03d}+00:00"

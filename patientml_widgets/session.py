@@ -25,7 +25,7 @@ import orjson
 
 from . import imaging
 from .errors import NotFoundError, ValidationError
-from .query import ExampleIndex
+from .query import STATUS_CODES, ExampleIndex
 from .records import (
     PROBLEM_TYPES,
     SPLITS,
@@ -50,6 +50,8 @@ __all__ = ["SORT_KEYS", "ExampleRef", "ModelRef", "RunRef", "Session", "json_cle
 log = logging.getLogger(__name__)
 
 SORT_KEYS = ("created", "updated", "label_updated", "status", "subject_id", "split", "id", "source")
+#: the label status behind the index's status codes (unlabeled: no label, or a deleted one)
+_LABEL_STATUS = {STATUS_CODES["draft"]: "draft", STATUS_CODES["labeled"]: "submitted"}
 FINISHED = ("succeeded", "failed", "cancelled")
 
 ModelRef = Model | str
@@ -290,6 +292,20 @@ class Session:
         """Examples (with their status) for ids known to exist."""
         store = self.store
         return [Example.from_record(store.get("examples", i), store.get("labels", i)) for i in ids]
+
+    def examples_at(self, cols: Any, rows: np.ndarray) -> list[Example]:
+        """The examples at positions ``rows`` of :meth:`select`'s columns (a page), their status as the columns say.
+
+        The same as :meth:`examples_by_id` of their ids, without reading a label record.
+        """
+        store = self.store
+        codes, times = cols.label_state(rows)
+        labels = [
+            {"status": _LABEL_STATUS[c], "updated": t} if c in _LABEL_STATUS else None
+            for c, t in zip(codes, times, strict=True)
+        ]
+        ids = cols["id"][rows].tolist()
+        return [Example.from_record(store.get("examples", i), label) for i, label in zip(ids, labels, strict=True)]
 
     def status_counts(self, model: ModelRef) -> dict[str, int]:
         return self.index.counts(self.model_record(model)["id"])

@@ -143,6 +143,119 @@ def test_status_filters_sorting_paging(project, seg):
         project.examples(seg, sort="colour")
 
 
+def _texts_as_stored(project, model):
+    """Each example's sort texts as the query columns derive them, in storage order (a reference)."""
+    from patientml_widgets.query import source_order
+
+    ids = [i for i in project.session.index.column("id").tolist() if project.example(i).model_id == model.id]
+    records = {i: project.session.example_record(i) for i in ids}
+    labels = {i: project.session.label_record(i) for i in ids}
+    live = {i: lab if lab is not None and lab["status"] != "deleted" else None for i, lab in labels.items()}
+    texts = {
+        "created": {i: f"{r['created']}{r.get('seq', 0):07d}" for i, r in records.items()},
+        "updated": {i: r["updated"] for i, r in records.items()},
+        "label_updated": {i: lab["updated"] if lab else "" for i, lab in live.items()},
+        "status": {i: {None: 0, "draft": 1, "submitted": 2}[lab and lab["status"]] for i, lab in live.items()},
+        "subject_id": {i: r["subject_id"] or "" for i, r in records.items()},
+        "split": {i: r["split"] for i, r in records.items()},
+        "id": {i: i for i in ids},
+        "source": {i: source_order(r) for i, r in records.items()},
+    }
+    return ids, texts
+
+
+def test_sorts_and_pages_are_those_of_a_stable_sort_of_the_texts(project, seg, cls):
+    """Integer keys, ranks and partial sorts give a full stable sort's pages; descending is it reversed."""
+    zero = np.zeros((4, 4), np.uint8)
+    exs = []
+    for batch in range(3):  # examples of a batch share their times; ties everywhere
+        subjects = [f"s{(batch + i) % 4}" if i % 5 else None for i in range(20)]
+        exs += project.add_examples(seg, [image(4, 4, seed=i) for i in range(20)], subjects=subjects)
+    project.add_examples(cls, [image(4, 4, seed=99)])  # another model's rows are left out
+    for ex in exs[::3]:
+        project.submit_label(ex, mask=zero)
+    for ex in exs[1::7]:
+        project.save_label(ex, mask=zero)
+    project.delete_label(exs[3])
+    ids, texts = _texts_as_stored(project, seg)
+
+    def check(p):
+        for sort, values in texts.items():
+            for status, wanted in ((None, {0, 1, 2}), ("labeled", {2}), (["unlabeled", "draft"], {0, 1})):
+                rows = [i for i in ids if texts["status"][i] in wanted]
+                full = sorted(rows, key=values.__getitem__)  # Python's sort is stable: ties in storage order
+                for descending in (False, True):
+                    expected = full[::-1] if descending else full
+                    query = {"status": status, "sort": sort, "descending": descending}
+                    assert [e.id for e in p.examples(seg, **query)] == expected
+                    for offset, limit in ((0, 1), (0, 5), (5, 5), (len(expected) - 2, 5)):
+                        page = p.examples(seg, **query, offset=offset, limit=limit)
+                        assert [e.id for e in page] == expected[offset : offset + limit]
+                        assert page == p.session.examples_by_id(e.id for e in page)  # status as the labels say
+
+    check(project)
+    check(pml.Project.open(project.path))  # the columns and keys from the cache
+    # times in another form than now()'s (a hand-edited or imported record) are ranked as text instead
+    store = project.session.store
+    with store.transaction():
+        record = dict(store.get("examples", exs[4].id))
+        store.put("examples", exs[4].id, {**record, "created": "2026-01-01T00:00:00Z", "updated": "later"})
+    ids, texts = _texts_as_stored(project, seg)
+    check(project)
+    check(pml.Project.open(project.path))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 6), max_size=400), st.booleans(), st.integers(0, 60))
+def test_a_partial_sort_gives_the_first_rows_of_the_full_stable_sort(values, descending, limit):
+    from patientml_widgets.query import first_in_order
+
+    keys = np.array(values, np.int64)
+    full = np.argsort(keys, kind="stable")
+    full = full[::-1] if descending else full
+    np.testing.assert_array_equal(first_in_order(keys, descending, limit), full[:limit])
+    np.testing.assert_array_equal(first_in_order(keys, descending), full)
+
+
+def test_sort_keys_compare_as_the_texts_do():
+    from patientml_widgets.query import sort_key, time_text
+
+    rng = np.random.default_rng(0)
+    bounds = ((1900, 2156), (1, 13), (1, 32), (0, 24), (0, 60), (0, 60), (0, 1000))
+    fields = np.stack([rng.integers(lo, hi, 300) for lo, hi in bounds], axis=1).tolist()
+    times = [f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.{ms:03d}+00:00" for y, mo, d, h, mi, s, ms in fields]
+    times += [*times[:40], "1900-01-01T00:00:00.000+00:00", "2155-12-31T23:59:59.999+00:00"]  # ties, the ends
+    columns = {
+        "updated": times,
+        "label_updated": times + [""] * 30,
+        "created": [t + f"{rng.integers(0, 3):07d}" for t in times] + [times[0] + f"{(1 << 19) - 1:07d}"],
+        "id": [f"ex_{rng.integers(0, 16**12):012x}" for _ in range(300)] + ["ex_000000000000", "ex_ffffffffffff"] * 3,
+    }
+    for name, texts in columns.items():
+        values = np.array(rng.permutation(np.array(texts, dtype=str)))
+        keys = sort_key(name, values)
+        assert keys.dtype == np.int64
+        np.testing.assert_array_equal(np.argsort(keys, kind="stable"), np.argsort(values, kind="stable"))
+        np.testing.assert_array_equal(
+            np.unique(keys, return_inverse=True)[1], np.unique(values, return_inverse=True)[1]
+        )
+    assert [time_text(k) for k in sort_key("label_updated", np.array([*times, ""]))] == [*times, ""]
+    assert sort_key("created", np.array([], dtype="U1")).tolist() == []
+    others = [
+        ("updated", "2026-12-01T12:43:59.455Z"),
+        ("updated", "1899-12-31T23:59:59.999+00:00"),
+        ("updated", "2026-12-01T12:43:59.455+01:00"),
+        ("label_updated", "2026-12-01 12:43:59.455+00:00"),
+        ("created", times[0] + "9999999"),
+        ("created", times[0] + "-000001"),
+        ("id", "ex_ABCDEF012345"),
+        ("id", "ex_0123456789:;"),
+        ("id", "m_0123456789ab"),
+    ]
+    for name, odd in others:
+        assert sort_key(name, np.array([*columns[name][:5], odd])) is None, odd
+
+
 def test_splits_follow_the_subject_and_never_move(project, seg, cls):
     subjects = [f"patient-{i:03d}" for i in range(60)]
     exs = project.add_examples(seg, [image(4, 4, seed=i) for i in range(60)], subjects=subjects)

@@ -312,6 +312,30 @@ def test_records_are_read_one_line_at_a_time_whatever_their_ids(tmp_path):
     assert orjson.loads(empty) == {"subjects": {}} and len(load_shard(empty, "subjects", "x")) == 0
 
 
+def test_query_columns_never_keep_what_a_transaction_that_failed_changed(project, seg):
+    """A shard's records are read when a column first needs them; if a transaction changed them in between,
+    that column is neither cached nor kept once the transaction is undone."""
+    import shutil
+
+    import numpy as np
+
+    exs = project.add_examples(seg, [np.full((4, 4), i, np.uint8) for i in range(12)], subjects=["b", "a"] * 6)
+    expected = [e.id for e in project.examples(seg, sort="subject_id")]
+    reader = pml.Project.open(project.path)
+    assert reader.status_counts(seg)["unlabeled"] == 12
+    stale = list(reader.session.index._blocks.values())  # no records read yet: the columns came from the cache
+    shutil.rmtree(project.path / ".cache")
+    store = reader.session.store
+    with pytest.raises(RuntimeError), store.transaction():
+        for ex in exs[::2]:
+            store.put("examples", ex.id, {**store.get("examples", ex.id), "subject_id": "0"})  # first, not last
+        for block in stale:  # a reader in another thread, between the change and the undo
+            block.column("subject_id")
+        raise RuntimeError("undo")
+    assert [e.id for e in reader.examples(seg, sort="subject_id")] == expected
+    assert [e.id for e in pml.Project.open(project.path).examples(seg, sort="subject_id")] == expected
+
+
 def test_query_columns_cached_next_to_the_shards_give_the_same_answers(project, seg):
     import numpy as np
 
