@@ -144,7 +144,7 @@ class _Block:
         self.files = (examples.file, labels.file)
         self._cache = cache
         self.version = next(_VERSIONS)
-        self.examples_version = self.version if kept is None else kept.examples_version
+        self.examples_version: int = self.version if kept is None else kept.examples_version
         self.columns: dict[str, np.ndarray | None] = {}
         if kept is not None:
             self.columns = {n: c for n, c in kept.columns.items() if n not in _FROM_LABELS}
@@ -167,23 +167,36 @@ class _Block:
         """A column of the shard (None only for a sort key whose text has no integer form)."""
         if name not in self.columns:
             column = None
-            if self._cacheable(name):
-                rows = None if name == "id" else len(self.column("id"))
-                column = self._cache.load(name, *self.files, rows)
+            ex_file, lab_file = self.files
+            if self._cacheable(name) and ex_file is not None:
+                rows = None if name == "id" else len(self.ids())
+                column = self._cache.load(name, ex_file, lab_file, rows)
                 if column is not None and name in _KEY_OF and column.dtype != np.int64:
                     column = None
             if column is None:
                 column = self._compute(name)
-                if column is not None and self._cacheable(name):
-                    self._cache.save(name, *self.files, column)
+                if column is not None and self._cacheable(name) and ex_file is not None:
+                    self._cache.save(name, ex_file, lab_file, column)
             self.columns[name] = column
         return self.columns[name]
+
+    def ids(self) -> np.ndarray:
+        """The shard's example ids (always present)."""
+        ids = self.column("id")
+        assert ids is not None
+        return ids
+
+    def text(self, name: str) -> np.ndarray:
+        """A text column (never None: only sort keys may be)."""
+        column = self.column(name)
+        assert column is not None
+        return column
 
     def _compute(self, name: str) -> np.ndarray | None:
         if name in _KEY_OF:  # from the text, which need not stay in memory
             text = _KEY_OF[name]
             held = text in self.columns
-            key = sort_key(text, self.column(text))
+            key = sort_key(text, self.text(text))
             if not held:
                 del self.columns[text]
             return key
@@ -195,11 +208,13 @@ class _Block:
             if other in self.columns or not self._cacheable(other):
                 continue
             try:
-                text = derive()
+                values = derive()
             except (KeyError, TypeError, ValueError):  # a record without the field: said when it is asked for
                 continue
-            key = sort_key(other, text) if other in _KEYED else None
-            self._cache.save(other if key is None else _KEYED[other], *self.files, text if key is None else key)
+            key = sort_key(other, values) if other in _KEYED else None
+            ex_file, lab_file = self.files
+            assert ex_file is not None  # cacheable
+            self._cache.save(other if key is None else _KEYED[other], ex_file, lab_file, values if key is None else key)
         return column
 
     def _derive(self, names: tuple[str, ...]) -> dict[str, Callable[[], np.ndarray]]:
@@ -279,9 +294,10 @@ class ExampleIndex:
     def _packed(self, name: str, blocks: list[_Block]) -> np.ndarray | None:
         """The per-shard sort keys of a text column over all rows (None if a shard's texts have none)."""
         parts = [b.column(_KEYED[name]) for b in blocks]
-        if any(p is None for p in parts):
+        present = [p for p in parts if p is not None]
+        if len(present) != len(parts):
             return None
-        return self._memo(_KEYED[name], blocks, name in _FROM_LABELS, lambda: np.concatenate(parts))
+        return self._memo(_KEYED[name], blocks, name in _FROM_LABELS, lambda: np.concatenate(present))
 
     def label_state(self, rows: np.ndarray, blocks: list[_Block] | None = None) -> tuple[list[int], list[str]]:
         """The status codes (``STATUS_CODES``) at ``rows``, and the times of their labels ("" if none)."""
@@ -304,7 +320,7 @@ class ExampleIndex:
         statuses: set[str] | None = None,
         subject: str | None = None,
         split: str | None = None,
-    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    ) -> tuple[_Columns, np.ndarray]:
         """A lazy view of the columns, and the positions of the rows that match."""
         blocks = self._current_blocks()
         cols = _Columns(self, blocks)

@@ -290,22 +290,26 @@ class Session:
 
     def examples_by_id(self, ids: Iterable[str]) -> list[Example]:
         """Examples (with their status) for ids known to exist."""
-        store = self.store
-        return [Example.from_record(store.get("examples", i), store.get("labels", i)) for i in ids]
+        return [Example.from_record(self._known_example(i), self.store.get("labels", i)) for i in ids]
+
+    def _known_example(self, example_id: str) -> dict[str, Any]:
+        record = self.store.get("examples", example_id)
+        if record is None:  # a column named it: the index and the records disagree
+            raise NotFoundError(f"no example {example_id!r} in {self.path}")
+        return record
 
     def examples_at(self, cols: Any, rows: np.ndarray) -> list[Example]:
         """The examples at positions ``rows`` of :meth:`select`'s columns (a page), their status as the columns say.
 
         The same as :meth:`examples_by_id` of their ids, without reading a label record.
         """
-        store = self.store
         codes, times = cols.label_state(rows)
         labels = [
             {"status": _LABEL_STATUS[c], "updated": t} if c in _LABEL_STATUS else None
             for c, t in zip(codes, times, strict=True)
         ]
         ids = cols["id"][rows].tolist()
-        return [Example.from_record(store.get("examples", i), label) for i, label in zip(ids, labels, strict=True)]
+        return [Example.from_record(self._known_example(i), label) for i, label in zip(ids, labels, strict=True)]
 
     def status_counts(self, model: ModelRef) -> dict[str, int]:
         return self.index.counts(self.model_record(model)["id"])
@@ -315,7 +319,9 @@ class Session:
         snap: dict[str, list[list[Any]]] = {s: [] for s in SPLITS}
         cols, rows = self.select(model, status="labeled")
         for example_id, split in zip(cols["id"][rows].tolist(), cols["split"][rows].tolist(), strict=True):
-            snap[split].append([example_id, self.store.get("labels", example_id)["version"]])
+            label = self.store.get("labels", example_id)
+            assert label is not None  # the column says it is labeled
+            snap[split].append([example_id, label["version"]])
         for items in snap.values():
             items.sort()
         return snap
