@@ -50,7 +50,9 @@ class Predictions:
         self.session = session
         self._predictors: dict[str, Any] = {}
         self._computed: dict[str, dict[str, dict[str, Any]]] = {}  # run -> example -> prediction, not stored
-        self._agreement: dict[tuple[str, str, int], bool] = {}  # (run, example, label version) -> disagrees
+        #: (run, example, label content) -> disagrees; by content, not version: a batch that is undone
+        #: gives its label version out again, to other content
+        self._agreement: dict[tuple[str, str, str | None, tuple[int, ...]], bool] = {}
 
     def predictor(self, run_id: str) -> Any:
         """The run's network (a ``training.predictor.Predictor``), loaded once (``weights_only``)."""
@@ -94,16 +96,25 @@ class Predictions:
         return self._as_prediction(entry)
 
     def predict_all(self, model: ModelRef, run_id: str, *, progress=None) -> int:
-        """Predict and store every example of the model that has no stored prediction of ``run_id``."""
+        """Predict and store every example of the model that has no stored prediction of ``run_id``;
+        returns how many were stored.
+        """
         record = self.session.model_record(model)
         have = self.session.prediction_records(run_id)
         todo = [i for i in self.session.example_ids(record["id"]) if i not in have]
+        done = 0
         for start in range(0, len(todo), BATCH):
-            chunk = todo[start : start + BATCH]
-            self.session.store_predictions([self._compute(record, run_id, i, self.session.image(i)) for i in chunk])
+            entries = []
+            for example_id in todo[start : start + BATCH]:
+                try:
+                    image = self.session.image(example_id)
+                except NotFoundError:  # deleted since the list was read (labeling goes on meanwhile)
+                    continue
+                entries.append(self._compute(record, run_id, example_id, image))
+            done += self.session.store_predictions(entries)
             if progress is not None:
                 progress(min(start + BATCH, len(todo)), len(todo))
-        return len(todo)
+        return done
 
     def _compute(self, model: dict[str, Any], run_id: str, example_id: str | None, image) -> dict[str, Any]:
         predictor = self.predictor(run_id)
@@ -177,7 +188,7 @@ class Predictions:
             label = self.session.label_record(example_id)
             if label is None or label["status"] == "deleted":
                 continue
-            key = (run_id, example_id, int(label["version"]))
+            key = (run_id, example_id, label.get("mask_ref"), tuple(label["classes"]))
             if key not in self._agreement:
                 self._agreement[key] = self._disagrees(view, stored[example_id], label)
             if self._agreement[key]:

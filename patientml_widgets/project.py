@@ -519,26 +519,27 @@ class Project:
         from .training.search import validate_space
         from .training.spec import parse_budget
 
-        if objective is not None and direction is None:
-            direction = "min" if objective == "loss" else "max"  # lower loss is better
-        if direction is not None and direction not in ("max", "min"):
-            raise ValidationError("direction is 'max' (higher is better) or 'min'")
-        if max_trials is not None and int(max_trials) < 1:
-            raise ValidationError("max_trials must be at least 1")
-        updates = {
-            "hyperparameters": hyperparameters,
-            "search_space": validate_space(search_space) if search_space is not None else None,
-            "max_trials": max_trials,
-            "objective": objective,
-            "direction": direction,
-            "min_margin": min_margin,
-            "auto_deploy": auto_deploy,
-            "model_code": model_code,
-            "budget_s": None if budget is None else parse_budget(budget),
-        }
-        return self._session.configure_training(
-            model, updates, lambda record, config: _check_training(record, config, objective, hyperparameters)
-        )
+        # the checks in the order they always ran: the model, the space and budget, the promotion
+        # rule, then (in the session) the model code and the hyperparameters
+        with self._session.write():  # read and change in one commit: two kernels configuring lose nothing
+            record = self._session.model_record(model)
+            updates = {
+                "hyperparameters": hyperparameters,
+                "search_space": validate_space(search_space) if search_space is not None else None,
+                "max_trials": max_trials,
+                "objective": objective,
+                "direction": direction,
+                "min_margin": min_margin,
+                "auto_deploy": auto_deploy,
+                "model_code": model_code,
+                "budget_s": None if budget is None else parse_budget(budget),
+            }
+            updates["direction"] = _direction(record, objective, direction)
+            if max_trials is not None and int(max_trials) < 1:
+                raise ValidationError("max_trials must be at least 1")
+            return self._session.configure_training(
+                record["id"], updates, lambda record, config: _check_hyperparameters(record, config, hyperparameters)
+            )
 
     def set_retrain_policy(self, model: ModelRef, *, after_labels: int | None) -> Model:
         """Start a run by itself once ``after_labels`` new labels were submitted since the last run.
@@ -559,8 +560,8 @@ class Project:
         or file). ``train_step(model, images, targets, optimizer) -> float`` optionally
         replaces the built-in step (forward, loss, backward, optimizer step).
         """
-        source, factory, step_name = _model_source(code, factory, train_step)
         name = _clean_name(name, "model code name")
+        source, factory, step_name = _model_source(code, factory, train_step)
         try:
             compile(source, f"<model code {name!r}>", "exec")
         except SyntaxError as e:
@@ -587,10 +588,12 @@ class Project:
         ``rendezvous="address:port"`` on this machine; start the other nodes with
         ``handle.node_command(k)`` on machines that see the same project folder.
         """
-        return self._runs.train(
+        handle = self._runs.train(
             model, hyperparameters=hyperparameters, trigger=str(trigger), processes=int(processes),
             nodes=int(nodes), rendezvous=rendezvous,
         )  # fmt: skip
+        handle.project = self
+        return handle
 
     def cancel(self, run: RunRef) -> Run:
         """Stop a queued or running run (it ends as cancelled within about 2 s)."""
@@ -638,14 +641,23 @@ class Project:
         return self._predictions.predictor(self._session.run_record(run)["id"])
 
 
-def _check_training(
-    record: dict[str, Any], config: dict[str, Any], objective: str | None, hyperparameters: dict[str, Any] | None
-) -> None:
-    """A training config checked against its model (inside the commit that stores it)."""
+def _direction(record: dict[str, Any], objective: str | None, direction: str | None) -> str | None:
+    """The promotion rule's direction, checked with the objective against the model."""
     kind = "multi-label classification" if record.get("multi_label") else record["problem_type"]
     if objective is not None and objective not in _OBJECTIVES[kind]:
         metrics = ", ".join(_OBJECTIVES[kind])
         raise ValidationError(f"objective {objective!r} is not a {kind} metric ({metrics})")
+    if objective is not None and direction is None:
+        direction = "min" if objective == "loss" else "max"  # lower loss is better
+    if direction is not None and direction not in ("max", "min"):
+        raise ValidationError("direction is 'max' (higher is better) or 'min'")
+    return direction
+
+
+def _check_hyperparameters(
+    record: dict[str, Any], config: dict[str, Any], hyperparameters: dict[str, Any] | None
+) -> None:
+    """Hyperparameters checked against the model (inside the commit that stores them)."""
     if hyperparameters is not None and not config.get("model_code"):
         from .training.spec import TrainSpec
 

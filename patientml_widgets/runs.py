@@ -39,10 +39,14 @@ class RunHandle:
     """
 
     def __init__(self, owner: Any, run_id: str, process: subprocess.Popen | None = None) -> None:
+        #: the Project the handle was made from or for (None when made from the layers below)
+        self.project: Any = None
         if isinstance(owner, Runs):
             self.runs = owner
-        else:  # a Project or a Session
-            self.runs = Runs(owner if isinstance(owner, Session) else owner.session)
+        elif isinstance(owner, Session):
+            self.runs = Runs(owner)
+        else:  # a Project
+            self.runs, self.project = Runs(owner.session), owner
         self.id = run_id
         self._process = process
         self._watcher: threading.Thread | None = None

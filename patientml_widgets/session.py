@@ -517,9 +517,13 @@ class Session:
             model_id = self.model_record(model)["id"]  # still there?
             for seq, item in enumerate(items):
                 records.append(self._insert_example(model_id, item, seq, stamp))
-            tables = ("examples", "subjects", "labels") if any(i.get("label") for i in items) else ("examples",)
+            tables = ["examples"]
+            if any(item.get("subject") is not None for item in items):
+                tables.append("subjects")  # a new subject, or an updated one (DICOM ids)
+            if any(item.get("label") for item in items):
+                tables.append("labels")
             ids = tuple(r["id"] for r in records)
-            self.emit(Change("examples_added", model_id=model_id, example_ids=ids, tables=tables))
+            self.emit(Change("examples_added", model_id=model_id, example_ids=ids, tables=tuple(tables)))
         return self.examples_by_id(r["id"] for r in records)
 
     def _insert_example(self, model_id: str, item: dict[str, Any], seq: int, stamp: str) -> dict[str, Any]:
@@ -726,9 +730,12 @@ class Session:
 
     # -- predictions -------------------------------------------------------------------
 
-    def store_predictions(self, entries: list[dict[str, Any]]) -> None:
+    def store_predictions(self, entries: list[dict[str, Any]]) -> int:
         """Store predictions (``run_id``, ``example_id``, ``model_id``, ``uncertainty``, ``probabilities``,
-        and for masks ``mask``: uint8 class indices) in one commit.
+        and for masks ``mask``: uint8 class indices) in one commit; returns how many were stored.
+
+        Those of examples or runs deleted since they were predicted (by another kernel while the
+        worker predicts, say) are left out: a prediction never outlives what it is about.
         """
         encoded = []
         for entry in entries:
@@ -736,16 +743,21 @@ class Session:
             png = imaging.encode_mask_png(entry["mask"]) if entry.get("mask") is not None else None
             encoded.append((stored, png))
         if not encoded:
-            return
+            return 0
         with self.write():
+            ids = []
             for stored, png in encoded:
+                example_id, run_id = stored["example_id"], stored["run_id"]
+                if self.store.get("examples", example_id) is None or self.store.get("runs", run_id) is None:
+                    continue
                 if png is not None:
                     stored["mask_ref"] = self.store.put_blob(png, "png")
-                self.store.put("predictions", f"{stored['run_id']}:{stored['example_id']}", stored)
-            model_id = encoded[0][0]["model_id"]
-            ids = tuple(stored["example_id"] for stored, _ in encoded)
-            change = Change("predictions_changed", model_id=model_id, example_ids=ids, tables=("predictions",))
-            self.emit(change)
+                self.store.put("predictions", f"{run_id}:{example_id}", stored)
+                ids.append(example_id)
+            if ids:
+                model_id, tables = encoded[0][0]["model_id"], ("predictions",)
+                self.emit(Change("predictions_changed", model_id=model_id, example_ids=tuple(ids), tables=tables))
+        return len(ids)
 
     def vacuum(self) -> VacuumReport:
         return self.store.vacuum()

@@ -77,7 +77,7 @@ class ExampleBrowser(View, w.VBox):
             filters.append({"key": DISAGREES, "label": "Prediction disagrees", "count": None})
         query, disagreeing = self._query(sort, descending, active_filter)
         if disagreeing:
-            found = project.disagreements(model_id, sort=query["sort"] if query["sort"] != "uncertainty" else "created")
+            found = self._disagreements(query)
             total, examples = len(found), found[page * page_size : (page + 1) * page_size]
         else:
             total = project.count_examples(model_id, status=query.get("status"))
@@ -110,9 +110,13 @@ class ExampleBrowser(View, w.VBox):
         """Example ids in the table's current order and filter (what Previous / Next walk)."""
         query, disagreeing = self._query()
         if disagreeing:
-            sort = query["sort"] if query["sort"] != "uncertainty" else "created"
-            return [e.id for e in self.project.disagreements(self._model_key, sort=sort)]
+            return [e.id for e in self._disagreements(query)]
         return [e.id for e in self.project.examples(self._model_key, **query)]
+
+    def _disagreements(self, query: dict[str, Any]) -> list[Example]:
+        """The labeled examples the deployed run disagrees with, in the table's sort (created for uncertainty)."""
+        sort = query["sort"] if query["sort"] != "uncertainty" else "created"
+        return self.project.disagreements(self._model_key, sort=sort, descending=query["descending"])
 
     def _changed(self, change) -> None:
         """Refresh what the change concerns: the actions when the model changed, the table when its
