@@ -24,8 +24,12 @@ __all__ = ["DISAGREEMENT_DICE", "Predictions", "load_model_code"]
 
 #: a mask prediction "disagrees" with the submitted label below this foreground Dice
 DISAGREEMENT_DICE = 0.8
-#: predictions a batch stores per commit
+#: predictions a batch stores per commit (at least), and the most commits predicting a whole model takes:
+#: each commit rewrites the prediction shards it touches, so a large model commits in about 20 steps
 BATCH = 64
+MAX_COMMITS = 20
+#: a batch also commits once its encoded masks reach this many bytes (memory stays bounded)
+BATCH_BYTES = 64 * 2**20
 
 
 def load_model_code(session: Session, name: str | None) -> tuple[Any, Any, dict[str, Any]]:
@@ -102,19 +106,24 @@ class Predictions:
         record = self.session.model_record(model)
         have = self.session.prediction_records(run_id)
         todo = [i for i in self.session.example_ids(record["id"]) if i not in have]
-        done = 0
-        for start in range(0, len(todo), BATCH):
-            entries = []
-            for example_id in todo[start : start + BATCH]:
-                try:
-                    image = self.session.image(example_id)
-                except NotFoundError:  # deleted since the list was read (labeling goes on meanwhile)
-                    continue
-                entries.append(self._compute(record, run_id, example_id, image))
-            done += self.session.store_predictions(entries)
-            if progress is not None:
-                progress(min(start + BATCH, len(todo)), len(todo))
-        return done
+        per_commit = max(BATCH, -(-len(todo) // MAX_COMMITS))
+        done, entries, pending = 0, [], 0
+        for number, example_id in enumerate(todo, start=1):
+            try:
+                image = self.session.image(example_id)
+            except NotFoundError:  # deleted since the list was read (labeling goes on meanwhile)
+                continue
+            entry = self._compute(record, run_id, example_id, image)
+            if entry.get("mask") is not None:  # held encoded until the commit
+                entry["mask_png"] = imaging.encode_mask_png(entry.pop("mask"))
+                pending += len(entry["mask_png"])
+            entries.append(entry)
+            if len(entries) >= per_commit or pending >= BATCH_BYTES or number == len(todo):
+                done += self.session.store_predictions(entries)
+                entries, pending = [], 0
+                if progress is not None:
+                    progress(number, len(todo))
+        return done + self.session.store_predictions(entries)
 
     def _compute(self, model: dict[str, Any], run_id: str, example_id: str | None, image) -> dict[str, Any]:
         predictor = self.predictor(run_id)

@@ -732,15 +732,18 @@ class Session:
 
     def store_predictions(self, entries: list[dict[str, Any]]) -> int:
         """Store predictions (``run_id``, ``example_id``, ``model_id``, ``uncertainty``, ``probabilities``,
-        and for masks ``mask``: uint8 class indices) in one commit; returns how many were stored.
+        and for masks ``mask``: uint8 class indices, or ``mask_png``: them encoded) in one commit;
+        returns how many were stored.
 
         Those of examples or runs deleted since they were predicted (by another kernel while the
         worker predicts, say) are left out: a prediction never outlives what it is about.
         """
         encoded = []
         for entry in entries:
-            stored = {k: v for k, v in entry.items() if k != "mask"}
-            png = imaging.encode_mask_png(entry["mask"]) if entry.get("mask") is not None else None
+            stored = {k: v for k, v in entry.items() if k not in ("mask", "mask_png")}
+            png = entry.get("mask_png")
+            if png is None and entry.get("mask") is not None:
+                png = imaging.encode_mask_png(entry["mask"])
             encoded.append((stored, png))
         if not encoded:
             return 0

@@ -128,3 +128,26 @@ def test_a_query_predicts_what_is_missing_in_memory_and_writes_nothing(project, 
     assert project.examples(cls, sort="uncertainty")[0].id == examples[3].id  # computed once, kept
     assert sorted(calls) == sorted(e.id for e in examples)
     assert project.session.store.commit == commit and project.session.prediction_records(run_id) == {}
+
+
+def test_predicting_a_whole_model_commits_in_a_bounded_number_of_steps(project, seg, monkeypatch):
+    from patientml_widgets import predictions
+
+    examples = project.add_examples(seg, [image(8, 8, seed=i) for i in range(30)])
+    run_id = deployed(project, seg)
+
+    def compute(self, model, run, example_id, img):
+        mask = np.full(img.shape[:2], 1 + examples.index(project.example(example_id)) % 2, np.uint8)
+        return {"run_id": run, "example_id": example_id, "model_id": model["id"], "created": "t",
+                "uncertainty": 0.5, "probabilities": [0.0, 0.5, 0.5], "mask": mask}  # fmt: skip
+
+    monkeypatch.setattr(Predictions, "_compute", compute)
+    monkeypatch.setattr(predictions, "BATCH", 4)
+    monkeypatch.setattr(predictions, "MAX_COMMITS", 5)
+    commit = project.session.store.commit
+    assert Predictions(project.session).predict_all(seg, run_id) == 30
+    assert project.session.store.commit - commit == 5  # 30 predictions, 6 per commit
+    stored = project.session.prediction_records(run_id)
+    for i, ex in enumerate(examples):
+        assert (project.session.mask_blob(stored[ex.id]["mask_ref"]) == 1 + i % 2).all()
+    assert Predictions(project.session).predict_all(seg, run_id) == 0  # nothing left to predict
