@@ -25,3 +25,12 @@ def image(h=24, w=32, seed=0, dtype=np.uint8):
 def update_run_with_weights(project, run_id: str, weights: bytes, **fields) -> None:
     """Set a run's fields and its weights blob in one commit (a commit keeps no blob nothing refers to)."""
     project.session.store_artifact(run_id, weights, **fields)
+
+
+def deployed_run(project, model) -> str:
+    """A succeeded, deployed run of ``model`` with fake weights (stored predictions need none)."""
+    run = project.create_run(model)
+    classes = [{"index": c.index, "name": c.name, "color": c.color, "description": ""} for c in model.classes]
+    update_run_with_weights(project, run.id, b"w", status="succeeded", classes=classes, spec={"objective": "x"})
+    project.deploy(run.id)
+    return run.id

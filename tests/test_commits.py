@@ -165,7 +165,7 @@ def _write_png(path, arr):
 
 @pytest.fixture
 def template(tmp_path_factory):
-    """A project with two models, labeled examples and a deployed-looking run; an import folder; an export."""
+    """A project with two models, labeled examples and a queued run; an import folder; an export."""
     root = tmp_path_factory.mktemp("template")
     mp = pytest.MonkeyPatch()
     _deterministic(mp)
@@ -177,6 +177,7 @@ def template(tmp_path_factory):
         for i, ex in enumerate(exs[:4]):
             project.submit_label(ex, mask=(image(8, 8, seed=10 + i) > 128).astype(np.uint8))
         project.add_examples(cls, [image(8, 8, seed=20 + i) for i in range(3)])
+        project.create_run(seg)  # queued: what the worker finishes, deploys and predicts with
         folder = root / "incoming"
         rows = []
         for i in range(3):
@@ -205,7 +206,28 @@ CALLS = {
     "submit_label": lambda p: p.submit_label(p.examples("m_000000")[5], mask=np.ones((8, 8), np.uint8)),
     "register_model_code": lambda p: p.register_model_code("net", "def build(in_channels, num_classes):\n    pass\n"),
     "configure_training": lambda p: p.configure_training("m_000000", max_trials=2, budget="1 min"),
+    "finish_and_deploy": lambda p: _finish_and_deploy(p),
+    "store_predictions": lambda p: _store_predictions(p),
 }
+
+
+def _finish_and_deploy(p):
+    """The worker's last commit: weights, metrics, the decision and the deployment together."""
+    run = p.runs("m_000000")[0].id
+    with p.session.write():
+        p.session.store_artifact(run, b"weights", status="succeeded", metrics={"test": {"dice_mean": 0.5}})
+        p.session.deploy(run, actor="system", reason="approved by the promotion rule")
+
+
+def _store_predictions(p):
+    """What the worker commits after deploying: a prediction (and its mask) per example."""
+    run = p.runs("m_000000")[0].id
+    entries = [
+        {"run_id": run, "example_id": ex.id, "model_id": "m_000000", "created": "t", "uncertainty": 0.5,
+         "probabilities": [0.5, 0.5, 0.0], "mask": np.full((8, 8), i % 3, np.uint8)}
+        for i, ex in enumerate(p.examples("m_000000"))
+    ]  # fmt: skip
+    p.session.store_predictions(entries)
 
 
 def _mixed_batch(p):

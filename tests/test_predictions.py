@@ -4,19 +4,10 @@ loaded when the predictions are stored), and the worker stores them for every ex
 
 import numpy as np
 import pytest
-from helpers import image, update_run_with_weights
+from helpers import deployed_run, image
 
 import patientml_widgets as pml
 from patientml_widgets.predictions import Predictions
-
-
-def deployed(project, model):
-    """A succeeded, deployed run of ``model`` (fake weights: the queries must not need them)."""
-    run = project.create_run(model)
-    classes = [{"index": c.index, "name": c.name, "color": c.color, "description": ""} for c in model.classes]
-    update_run_with_weights(project, run.id, b"w", status="succeeded", classes=classes, spec={"objective": "x"})
-    project.deploy(run.id)
-    return run.id
 
 
 @pytest.fixture
@@ -31,7 +22,7 @@ def test_uncertainty_order_and_disagreements_come_from_stored_predictions(projec
     examples = project.add_examples(
         cls, [image(8, 8, seed=i) for i in range(30)], subjects=[f"p{i}" for i in range(30)]
     )
-    run_id = deployed(project, cls)
+    run_id = deployed_run(project, cls)
     rng = np.random.default_rng(0)
     entries, truth = [], {}
     for i, ex in enumerate(examples):
@@ -64,7 +55,7 @@ def test_uncertainty_order_and_disagreements_come_from_stored_predictions(projec
 
 def test_a_mask_prediction_disagrees_below_a_dice_of_0_8(project, seg, no_network_loading):
     a, b = project.add_examples(seg, [image(16, 16, seed=1), image(16, 16, seed=2)])
-    run_id = deployed(project, seg)
+    run_id = deployed_run(project, seg)
     truth = np.zeros((16, 16), np.uint8)
     truth[4:12, 4:12] = 1
     near = truth.copy()
@@ -113,7 +104,7 @@ def test_the_worker_predicts_every_example_after_deploying(demo, monkeypatch):
 
 def test_a_query_predicts_what_is_missing_in_memory_and_writes_nothing(project, cls, monkeypatch):
     examples = project.add_examples(cls, [image(8, 8, seed=i) for i in range(5)])
-    run_id = deployed(project, cls)
+    run_id = deployed_run(project, cls)
     calls = []
 
     def compute(self, model, run, example_id, img):
@@ -134,7 +125,7 @@ def test_predicting_a_whole_model_commits_in_a_bounded_number_of_steps(project, 
     from patientml_widgets import predictions
 
     examples = project.add_examples(seg, [image(8, 8, seed=i) for i in range(30)])
-    run_id = deployed(project, seg)
+    run_id = deployed_run(project, seg)
 
     def compute(self, model, run, example_id, img):
         mask = np.full(img.shape[:2], 1 + examples.index(project.example(example_id)) % 2, np.uint8)

@@ -3,7 +3,7 @@ or where its new paths went wrong. Each test is fast: fake weights, no training.
 """
 
 import pytest
-from helpers import image, update_run_with_weights
+from helpers import deployed_run, image
 
 import patientml_widgets as pml
 from patientml_widgets.errors import NotFoundError, ValidationError
@@ -11,15 +11,6 @@ from patientml_widgets.predictions import Predictions
 from patientml_widgets.runs import RunHandle
 from patientml_widgets.store.check import check
 from patientml_widgets.widgets import ExampleBrowser
-
-
-def deployed(project, model):
-    """A succeeded, deployed run of ``model`` (fake weights: stored predictions need none)."""
-    run = project.create_run(model)
-    classes = [{"index": c.index, "name": c.name, "color": c.color, "description": ""} for c in model.classes]
-    update_run_with_weights(project, run.id, b"w", status="succeeded", classes=classes, spec={"objective": "x"})
-    project.deploy(run.id)
-    return run.id
 
 
 def prediction(run_id, model, example_id, predicted, n=3):
@@ -71,7 +62,7 @@ def test_register_model_code_checks_the_name_before_the_code(project):
 
 def test_the_disagrees_filter_keeps_the_tables_descending_order(project, cls, no_network):
     examples = project.add_examples(cls, [image(8, 8, seed=i) for i in range(6)])
-    run_id = deployed(project, cls)
+    run_id = deployed_run(project, cls)
     project.session.store_predictions([prediction(run_id, cls, ex.id, 0) for ex in examples])
     for ex in examples:
         project.submit_label(ex, classes=[1])  # every one disagrees
@@ -97,7 +88,7 @@ def test_examples_added_with_a_new_subject_say_they_wrote_subjects(project, seg)
 
 def test_disagreements_are_not_remembered_from_a_batch_that_was_undone(project, cls, no_network):
     (ex,) = project.add_examples(cls, [image(8, 8)])
-    run_id = deployed(project, cls)
+    run_id = deployed_run(project, cls)
     project.session.store_predictions([prediction(run_id, cls, ex.id, 0)])
     with pytest.raises(RuntimeError), project.batch():
         project.submit_label(ex, classes=[0])  # agrees with the prediction (version 1, never committed)
@@ -110,7 +101,7 @@ def test_disagreements_are_not_remembered_from_a_batch_that_was_undone(project, 
 
 def test_predicting_every_example_skips_examples_deleted_meanwhile(project, cls, monkeypatch):
     examples = project.add_examples(cls, [image(8, 8, seed=i) for i in range(5)])
-    run_id = deployed(project, cls)
+    run_id = deployed_run(project, cls)
     other = pml.Project.open(project.path, user="labeler")  # another kernel, while the worker predicts
     computed = []
 
@@ -130,7 +121,7 @@ def test_predicting_every_example_skips_examples_deleted_meanwhile(project, cls,
 
 def test_predictions_of_a_model_deleted_meanwhile_are_not_stored(project, cls):
     (ex,) = project.add_examples(cls, [image(8, 8)])
-    run_id = deployed(project, cls)
+    run_id = deployed_run(project, cls)
     entry = prediction(run_id, cls, ex.id, 0)
     pml.Project.open(project.path).delete_model(cls)  # another kernel, while the worker predicted
     project.session.store_predictions([entry])
