@@ -24,12 +24,19 @@ from typing import Any
 import numpy as np
 
 from . import demo as demo_data
-from .errors import ValidationError
+from .arguments import choice as _choice
+from .arguments import flag as _flag
+from .arguments import integer as _integer
+from .arguments import mapping as _mapping
+from .arguments import number as _number
+from .arguments import sequence as _sequence
+from .errors import NotFoundError, ValidationError
 from .exchange import Importer, ImportReport, export_labels, export_snapshot
 from .predictions import Predictions
 from .query import ExampleIndex
 from .records import Change, Example, Label, Model, Prediction, Run, Subject, split_for
 from .records import clean_name as _clean_name
+from .records import clean_text as _clean_text
 from .runs import RunHandle, Runs
 from .session import SORT_KEYS as _STORED_SORTS
 from .session import ExampleRef, ModelRef, RunRef, Session
@@ -169,7 +176,7 @@ class Project:
         return self._session.update_model(model, name=_clean_name(name, "model name"))
 
     def describe_model(self, model: ModelRef, description: str) -> Model:
-        return self._session.update_model(model, description=str(description))
+        return self._session.update_model(model, description=_clean_text(description, "model description"))
 
     def add_class(self, model: ModelRef, name: str, *, color: str | None = None, description: str = "") -> Model:
         """Add a class; it gets a fresh index (never one a removed class had)."""
@@ -195,9 +202,7 @@ class Project:
         metadata: dict[str, str] | None = None,
     ) -> Subject:
         """Create or update a subject (a patient); examples refer to it by ``subject_id``."""
-        return self._session.put_subject(
-            subject_id, name=name, external_ids=external_ids, tags=tuple(tags), metadata=metadata
-        )
+        return self._session.put_subject(subject_id, name=name, external_ids=external_ids, tags=tags, metadata=metadata)
 
     def subjects(self) -> list[Subject]:
         return [Subject.from_record(r) for r in self._session.subject_records()]
@@ -234,7 +239,8 @@ class Project:
         never spans splits) unless given explicitly. A DICOM file's subject defaults to
         its PatientID; multi-frame files go through :meth:`add_folder`.
         """
-        return self._importer.add_examples(model, list(images), subjects=subjects, splits=splits, sources=sources)
+        images = _sequence(images, "images")
+        return self._importer.add_examples(model, images, subjects=subjects, splits=splits, sources=sources)
 
     def add_folder(
         self,
@@ -346,10 +352,10 @@ class Project:
         predictions the worker stored after deploying the run, and predicts what is missing
         (kept in this project object's memory: a query never writes).
         """
-        if sort not in SORT_KEYS:
-            raise ValidationError(f"sort must be one of {SORT_KEYS}, not {sort!r}")
-        if offset < 0 or (limit is not None and limit < 0):
-            raise ValidationError("offset and limit must not be negative")
+        _choice(sort, SORT_KEYS, "sort")
+        descending = _flag(descending, "descending")
+        offset = _integer(offset, "offset", minimum=0)
+        limit = None if limit is None else _integer(limit, "limit", minimum=0)
         filters: dict[str, Any] = {"status": status, "subject": subject, "split": split}
         if sort == "uncertainty":
             ids = self._predictions.uncertainty_order(model, self._session.example_ids(model, **filters))
@@ -375,8 +381,8 @@ class Project:
         predicted mask and the label. Uses the predictions stored after deploy (and predicts
         what is missing, in memory); ``sort`` as in :meth:`examples` (not ``uncertainty``).
         """
-        if sort not in _STORED_SORTS:
-            raise ValidationError(f"sort must be one of {_STORED_SORTS}, not {sort!r}")
+        _choice(sort, _STORED_SORTS, "sort")
+        descending = _flag(descending, "descending")
         ids = self._session.example_ids(model, status="labeled", sort=sort, descending=descending)
         return self._session.examples_by_id(self._predictions.disagreeing(model, ids))
 
@@ -452,7 +458,10 @@ class Project:
 
     def history(self, example: ExampleRef) -> list[dict[str, Any]]:
         """The audit trail of one example's label, oldest first."""
-        return self._session.history(example.id if isinstance(example, Example) else example)
+        key = example.id if isinstance(example, Example) else example
+        if not isinstance(key, str):
+            raise NotFoundError(f"not an example: {example!r}")
+        return self._session.history(key)  # also of a deleted example: the audit trail keeps it
 
     def audit(self, model: ModelRef | None = None) -> list[dict[str, Any]]:
         """Every audit event (of one model, if given), oldest first."""
@@ -477,7 +486,8 @@ class Project:
         self, model: ModelRef, *, trigger: str = "manual", hyperparameters: dict[str, Any] | None = None
     ) -> Run:
         """Record a queued run over a frozen snapshot of the submitted labels."""
-        return self._session.create_run(model, trigger=str(trigger), hyperparameters=hyperparameters)
+        hyperparameters = None if hyperparameters is None else _mapping(hyperparameters, "hyperparameters")
+        return self._session.create_run(model, trigger=_clean_name(trigger, "trigger"), hyperparameters=hyperparameters)
 
     def runs(self, model: ModelRef) -> list[Run]:
         """The model's runs, oldest first."""
@@ -524,7 +534,7 @@ class Project:
         with self._session.write():  # read and change in one commit: two kernels configuring lose nothing
             record = self._session.model_record(model)
             updates = {
-                "hyperparameters": hyperparameters,
+                "hyperparameters": None if hyperparameters is None else _mapping(hyperparameters, "hyperparameters"),
                 "search_space": validate_space(search_space) if search_space is not None else None,
                 "max_trials": max_trials,
                 "objective": objective,
@@ -535,8 +545,14 @@ class Project:
                 "budget_s": None if budget is None else parse_budget(budget),
             }
             updates["direction"] = _direction(record, objective, direction)
-            if max_trials is not None and int(max_trials) < 1:
-                raise ValidationError("max_trials must be at least 1")
+            if max_trials is not None:
+                updates["max_trials"] = _integer(max_trials, "max_trials", minimum=1)
+            if min_margin is not None:
+                updates["min_margin"] = _number(min_margin, "min_margin")
+            if auto_deploy is not None:
+                updates["auto_deploy"] = _flag(auto_deploy, "auto_deploy")
+            if model_code is not None:
+                updates["model_code"] = _code_name(model_code)
             return self._session.configure_training(
                 record["id"], updates, lambda record, config: _check_hyperparameters(record, config, hyperparameters)
             )
@@ -546,9 +562,7 @@ class Project:
 
         ``None``: runs start only on demand.
         """
-        if after_labels is not None and int(after_labels) < 1:
-            raise ValidationError("after_labels must be at least 1, or None")
-        policy = {"after_labels": None if after_labels is None else int(after_labels)}
+        policy = {"after_labels": None if after_labels is None else _integer(after_labels, "after_labels", minimum=1)}
         return self._session.update_model(model, retrain=policy)
 
     def register_model_code(self, name: str, code: Any, *, factory: str | None = None, train_step: Any = None) -> None:
@@ -601,17 +615,17 @@ class Project:
 
     def approve(self, run: RunRef, reason: str = "", *, actor: str | None = None) -> Run:
         """Record a person's approval of a run (deploying it is a separate step: :meth:`deploy`)."""
-        return self._session.decide(run, "approve", str(reason), actor)
+        return self._session.decide(run, "approve", reason, actor)
 
     def reject(self, run: RunRef, reason: str, *, actor: str | None = None) -> Run:
         """Record a person's rejection of a run, with the reason."""
-        if not str(reason).strip():
-            raise ValidationError("a rejection needs a reason")
-        return self._session.decide(run, "reject", str(reason), actor)
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValidationError("a rejection needs a reason (text)")
+        return self._session.decide(run, "reject", reason, actor)
 
     def deploy(self, run: RunRef, *, actor: str | None = None, reason: str = "") -> Model:
         """Make a succeeded run its model's champion: the deployed model that predicts."""
-        return self._session.deploy(run, actor=actor, reason=str(reason))
+        return self._session.deploy(run, actor=actor, reason=reason)
 
     def run_log(self, run: RunRef) -> str:
         """What the run's worker printed."""
@@ -644,13 +658,13 @@ class Project:
 def _direction(record: dict[str, Any], objective: str | None, direction: str | None) -> str | None:
     """The promotion rule's direction, checked with the objective against the model."""
     kind = "multi-label classification" if record.get("multi_label") else record["problem_type"]
-    if objective is not None and objective not in _OBJECTIVES[kind]:
+    if objective is not None and (not isinstance(objective, str) or objective not in _OBJECTIVES[kind]):
         metrics = ", ".join(_OBJECTIVES[kind])
         raise ValidationError(f"objective {objective!r} is not a {kind} metric ({metrics})")
     if objective is not None and direction is None:
         direction = "min" if objective == "loss" else "max"  # lower loss is better
-    if direction is not None and direction not in ("max", "min"):
-        raise ValidationError("direction is 'max' (higher is better) or 'min'")
+    if direction is not None:
+        _choice(direction, ("max", "min"), "direction ('max': higher is better)")
     return direction
 
 
@@ -662,6 +676,11 @@ def _check_hyperparameters(
         from .training.spec import TrainSpec
 
         TrainSpec.build(record["problem_type"], hyperparameters, num_classes=len(record["classes"]))
+
+
+def _code_name(name: Any) -> str:
+    """A model code name as configure_training takes it ("" is the built-in network)."""
+    return "" if isinstance(name, str) and not name else _clean_name(name, "model code name")
 
 
 def _model_source(code: Any, factory: str | None, train_step: Any) -> tuple[str, str, str | None]:
@@ -684,7 +703,12 @@ def _model_source(code: Any, factory: str | None, train_step: Any) -> tuple[str,
                 source += "\n\n" + textwrap.dedent(inspect.getsource(train_step))
         else:
             step_name = str(train_step)
-    return source, factory or "build", step_name
+    factory = "build" if factory is None else factory
+    if not isinstance(factory, str) or not factory.isidentifier():
+        raise ValidationError(f"factory is the name of a function in the model code, not {factory!r}")
+    if step_name is not None and not step_name.isidentifier():
+        raise ValidationError(f"train_step is a function or its name in the model code, not {train_step!r}")
+    return source, factory, step_name
 
 
 def _default_user() -> str:

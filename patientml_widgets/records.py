@@ -9,7 +9,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -35,7 +36,9 @@ __all__ = [
     "class_record",
     "class_records",
     "clean_name",
+    "clean_text",
     "is_color",
+    "name_key",
     "split_for",
 ]
 
@@ -112,9 +115,15 @@ class Model:
 
     def class_index(self, ref: int | str) -> int:
         """The index of a class given by name or index; NotFoundError if the model has none such."""
-        for c in self.classes:
-            if (isinstance(ref, str) and c.name == ref) or (not isinstance(ref, str) and c.index == ref):
-                return c.index
+        if isinstance(ref, str):
+            ref = unicodedata.normalize("NFC", ref)
+            found = [c.index for c in self.classes if c.name == ref]
+        elif isinstance(ref, int | np.integer) and not isinstance(ref, bool | np.bool_):
+            found = [c.index for c in self.classes if c.index == int(ref)]
+        else:
+            raise NotFoundError(f"a class is given by its name or index, not {ref!r}")
+        if found:
+            return found[0]
         raise NotFoundError(f"model {self.name!r} has no class {ref!r} (classes: {self.class_names})")
 
 
@@ -310,19 +319,80 @@ def is_color(value: Any) -> bool:
     return isinstance(value, str) and _COLOR.match(value) is not None
 
 
+#: characters no name or text may hold: control characters (NUL, newline, escape ...), bidirectional
+#: overrides and isolates that make text display in another order than it is stored (U+202E ...),
+#: zero-width and other invisible format characters, line/paragraph separators, surrogates.
+#: Zero-width (non-)joiners stay: scripts such as Persian and Devanagari need them.
+_REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+_JOINERS = {"\u200c", "\u200d"}
+
+
+def _refused_character(text: str, allowed: str = "") -> str | None:
+    for ch in text:
+        if ch in allowed or ch in _JOINERS:
+            continue
+        if unicodedata.category(ch) in _REFUSED_CATEGORIES:
+            return ch
+    return None
+
+
+def _describe(ch: str) -> str:
+    return f"U+{ord(ch):04X} {unicodedata.name(ch, 'control character')}"
+
+
 def clean_name(value: Any, what: str) -> str:
-    """A name stripped of surrounding space; ValidationError if it is empty, not text or too long."""
+    """A name: NFC-normalised, stripped of surrounding space, one line of visible text.
+
+    ValidationError if it is not text, empty, over 200 characters, or holds a control,
+    bidirectional-override or invisible format character (a name is shown, compared and written
+    into files: "Cafe" with a composed and a decomposed accent is one name).
+    """
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(f"a {what} must be a non-empty string, not {value!r}")
-    value = value.strip()
+    value = unicodedata.normalize("NFC", value.strip())
+    bad = _refused_character(value)
+    if bad is not None:
+        raise ValidationError(
+            f"a {what} cannot contain {_describe(bad)} (in {value!r}); use visible characters on one line"
+        )
     if len(value) > 200:
         raise ValidationError(f"a {what} must be at most 200 characters")
     return value
 
 
+def clean_text(value: Any, what: str, *, limit: int = 10_000) -> str:
+    """Free text (a description, a comment): NFC-normalised; line breaks and tabs allowed.
+
+    ValidationError if it is not text, longer than ``limit``, or holds another control,
+    bidirectional-override or invisible format character.
+    """
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValidationError(f"a {what} must be a string, not {type(value).__name__}")
+    value = unicodedata.normalize("NFC", value)
+    bad = _refused_character(value, allowed="\n\t")
+    if bad is not None:
+        raise ValidationError(f"a {what} cannot contain {_describe(bad)}; remove it and try again")
+    if len(value) > limit:
+        raise ValidationError(f"a {what} must be at most {limit} characters, not {len(value)}")
+    return value
+
+
+def name_key(name: str) -> str:
+    """What two names are compared by: NFC, case-folded (so "Café" equals "CAFE\u0301")."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
+
+
 def class_records(classes: Sequence[str | dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Class records in the given order, and the retired placeholders for indices left out."""
-    specs = [{"name": c} if isinstance(c, str) else dict(c) for c in classes]
+    if isinstance(classes, (str, bytes, dict)) or not isinstance(classes, Sequence | Iterable):
+        raise ValidationError(f"classes are a list of names or dicts (name, color, description), not {classes!r}")
+    specs = []
+    for c in classes:
+        if not isinstance(c, str | dict):
+            raise ValidationError(f"a class is a name or a dict (name, color, description), not {c!r}")
+        specs.append({"name": c} if isinstance(c, str) else dict(c))
     given = ["index" in c for c in specs]
     if not any(given):
         return [class_record(i, c) for i, c in enumerate(specs)], []
@@ -349,14 +419,15 @@ def class_record(index: int, spec: str | dict[str, Any]) -> dict[str, Any]:
     unknown = set(spec) - {"name", "color", "description"}
     if unknown:
         raise ValidationError(f"a class has name, color and description, not {sorted(unknown)}")
-    color = spec.get("color") or PALETTE[index % len(PALETTE)]
-    if not _COLOR.match(str(color)):
+    color = spec.get("color")
+    color = PALETTE[index % len(PALETTE)] if color is None or (isinstance(color, str) and not color) else color
+    if not is_color(color):
         raise ValidationError(f"class colors are written #rrggbb, not {color!r}")
     return {
         "index": index,
         "name": clean_name(spec.get("name"), "class name"),
         "color": str(color).lower(),
-        "description": str(spec.get("description") or ""),
+        "description": clean_text(spec.get("description"), "class description"),
     }
 
 
@@ -364,9 +435,9 @@ def check_class_names(names: list[str]) -> None:
     """ValidationError if a class name is given twice (case-insensitively)."""
     seen = set()
     for name in names:
-        if name.casefold() in seen:
+        if name_key(name) in seen:
             raise ValidationError(f"class name {name!r} is given twice")
-        seen.add(name.casefold())
+        seen.add(name_key(name))
 
 
 def class_indices(model: Model, classes: Any) -> list[int]:

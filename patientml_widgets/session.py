@@ -14,6 +14,7 @@ import copy
 import logging
 import secrets
 import threading
+import unicodedata
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ import numpy as np
 import orjson
 
 from . import imaging
+from .arguments import choice, flag, sequence
 from .errors import NotFoundError, ValidationError
 from .query import STATUS_CODES, ExampleIndex
 from .records import (
@@ -41,6 +43,8 @@ from .records import (
     class_record,
     class_records,
     clean_name,
+    clean_text,
+    name_key,
     split_for,
 )
 from .store import Store, VacuumReport, now
@@ -167,6 +171,7 @@ class Session:
             raise NotFoundError(f"not a model: {ref!r}")
         record = store.get("models", key)
         if record is None:
+            key = unicodedata.normalize("NFC", key.strip())
             record = next((r for r in store.records("models") if r["name"] == key), None)
         if record is None:
             raise NotFoundError(f"no model {key!r} in {self.path}")
@@ -219,7 +224,9 @@ class Session:
         return copy.deepcopy([e for e in events if model_id is None or e.get("model_id") == model_id])
 
     def run_record(self, ref: RunRef) -> dict[str, Any]:
-        key = ref if isinstance(ref, str) else ref.id
+        key = ref.id if isinstance(ref, Run) else ref
+        if not isinstance(key, str):
+            raise NotFoundError(f"not a run: {ref!r}")
         record = self.read().get("runs", key)
         if record is None:
             raise NotFoundError(f"no run {key!r}")
@@ -231,7 +238,9 @@ class Session:
         return sorted(runs, key=lambda r: r["created"])
 
     def subject_record(self, subject_id: str) -> dict[str, Any]:
-        record = self.read().get("subjects", subject_id)
+        if not isinstance(subject_id, str):
+            raise NotFoundError(f"not a subject id: {subject_id!r}")
+        record = self.read().get("subjects", unicodedata.normalize("NFC", subject_id.strip()))
         if record is None:
             raise NotFoundError(f"no subject {subject_id!r}")
         return record
@@ -241,7 +250,7 @@ class Session:
 
     def code_record(self, name: str) -> dict[str, Any] | None:
         """Registered model code by name, or None."""
-        return self.read().get("code", name)
+        return self.read().get("code", unicodedata.normalize("NFC", name)) if isinstance(name, str) else None
 
     def prediction_record(self, run_id: str, example_id: str) -> dict[str, Any] | None:
         """A stored prediction of a run for an example, or None."""
@@ -272,11 +281,14 @@ class Session:
     ) -> tuple[Any, np.ndarray]:
         """The model's example columns and the positions of the rows that match the filters."""
         model_id = self.model_record(model)["id"]
-        wanted = {status} if isinstance(status, str) else (set(status) if status is not None else None)
-        if wanted is not None and not wanted <= set(STATUSES):
-            raise ValidationError(f"status must be among {STATUSES}, not {sorted(wanted - set(STATUSES))}")
-        if split is not None and split not in SPLITS:
-            raise ValidationError(f"split must be one of {SPLITS}, not {split!r}")
+        wanted = None
+        if status is not None:
+            given = [status] if isinstance(status, str) else sequence(status, "status")
+            wanted = {choice(s, STATUSES, "status") for s in given}
+        if split is not None:
+            choice(split, SPLITS, "split")
+        if subject is not None and not isinstance(subject, str):
+            raise ValidationError(f"subject is a subject id (a string), not {subject!r}")
         return self.index.select(model_id, statuses=wanted, subject=subject, split=split)
 
     def example_ids(
@@ -338,8 +350,8 @@ class Session:
         multi_label: bool = False,
     ) -> Model:
         """Record a new model config (the vocabulary rules of ``records`` checked first)."""
-        if problem_type not in PROBLEM_TYPES:
-            raise ValidationError(f"problem_type must be one of {PROBLEM_TYPES}, not {problem_type!r}")
+        choice(problem_type, PROBLEM_TYPES, "problem_type")
+        multi_label = flag(multi_label, "multi_label")
         if multi_label and problem_type != "classification":
             raise ValidationError("multi_label applies to classification models only")
         name = clean_name(name, "model name")
@@ -356,7 +368,7 @@ class Session:
         record: dict[str, Any] = {
             "id": new_id("m"),
             "name": name,
-            "description": str(description),
+            "description": clean_text(description, "model description"),
             "problem_type": problem_type,
             "classes": records,
             "retired_classes": retired,
@@ -386,7 +398,7 @@ class Session:
 
     def _check_unique_name(self, name: str, exclude: str | None = None) -> None:
         for other in self.store.records("models"):
-            if other["id"] != exclude and other["name"].casefold() == name.casefold():
+            if other["id"] != exclude and name_key(other["name"]) == name_key(name):
                 raise ValidationError(f"a model named {other['name']!r} already exists; choose another name")
 
     def add_class(self, model: ModelRef, name: str, *, color: str | None = None, description: str = "") -> Model:
@@ -480,10 +492,12 @@ class Session:
             old = self.store.get("subjects", subject_id) or {}
             record = {
                 "id": subject_id,
-                "name": str(name) if name is not None else old.get("name", subject_id),
-                "external_ids": {str(k): str(v) for k, v in (external_ids or old.get("external_ids", {})).items()},
-                "tags": sorted({str(t) for t in tags} | set(old.get("tags", []))),
-                "metadata": {str(k): str(v) for k, v in (metadata or old.get("metadata", {})).items()},
+                "name": clean_name(name, "subject name") if name is not None else old.get("name", subject_id),
+                "external_ids": (
+                    _text_map(external_ids, "external id") if external_ids is not None else old.get("external_ids", {})
+                ),
+                "tags": sorted({clean_name(t, "tag") for t in _items(tags, "tags")} | set(old.get("tags", []))),
+                "metadata": _text_map(metadata, "metadata") if metadata is not None else old.get("metadata", {}),
                 "created": old.get("created") or now(),
             }
             self.store.put("subjects", subject_id, record)
@@ -610,9 +624,9 @@ class Session:
                 "status": status,
                 "classes": present,
                 "mask_ref": mask_ref,
-                "author": author or self.user,
-                "time_spent": None if time_spent is None else float(time_spent),
-                "source": str(source),
+                "author": clean_name(author, "author") if author else self.user,
+                "time_spent": _seconds(time_spent),
+                "source": clean_name(source, "label source"),
                 "version": (old["version"] if old else 0) + 1,
                 "created": live["created"] if live else stamp,
                 "updated": stamp,
@@ -716,7 +730,8 @@ class Session:
 
     def decide(self, run: RunRef, decision: str, reason: str, actor: str | None = None) -> Run:
         """Record an approval, rejection or deployment decision on a run."""
-        event = {"decision": decision, "actor": actor or self.user, "reason": str(reason), "time": now()}
+        actor = clean_name(actor, "actor") if actor is not None else self.user
+        event = {"decision": decision, "actor": actor, "reason": clean_text(reason, "reason"), "time": now()}
         return Run.from_record(self.append_to_run(run, "approvals", event))
 
     def deploy(self, run: RunRef, *, actor: str | None = None, reason: str = "") -> Model:
@@ -784,3 +799,34 @@ def label_event(action: str, new: dict[str, Any], old: dict[str, Any] | None) ->
         "time_spent": new.get("time_spent"),
         "created": new["created"],
     }
+
+
+def _seconds(value: Any) -> float | None:
+    """``time_spent`` checked: None, or a finite number of seconds, not negative."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValidationError(f"time_spent is a number of seconds, not {value!r}") from None
+    if not np.isfinite(seconds) or seconds < 0:
+        raise ValidationError(f"time_spent is a number of seconds, 0 or more, not {value!r}")
+    return seconds
+
+
+def _items(values: Any, what: str) -> list[Any]:
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise ValidationError(f"{what} are a list of strings, not {values!r}")
+    return list(values)
+
+
+def _text_map(values: Any, what: str) -> dict[str, str]:
+    """A {name: text} mapping given by a user, checked (names are one line; values may not hold controls)."""
+    if not isinstance(values, dict):
+        raise ValidationError(f"{what} is a dict of strings, not {type(values).__name__}")
+    out = {}
+    for key, value in values.items():
+        if not isinstance(value, str | int | float):
+            raise ValidationError(f"{what} values are strings, not {value!r}")
+        out[clean_name(key, f"{what} name")] = clean_text(str(value), f"{what} value", limit=1000)
+    return out

@@ -11,6 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "patientml_widgets"
 #: each layer may import itself and the layers below it (lowest first)
 LAYERS = [
     ("errors",),
+    ("arguments",),
     ("records", "store", "imaging", "training", "demo", "dicom_demo"),
     ("query",),
     ("session",),

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .. import imaging
+from ..arguments import choice, mapping, sequence
 from ..errors import ImageError, NotFoundError, ValidationError
 from ..records import SPLITS, Example, Model, class_indices, clean_name
 from ..session import ModelRef, Session
@@ -72,14 +73,13 @@ class Importer:
         """Add many images in one commit: all of them, or (on any bad image) none."""
         model_id = self.session.model_record(model)["id"]
         n = len(images)
-        subjects = list(subjects) if subjects is not None else [None] * n
-        splits = list(splits) if splits is not None else [None] * n
-        sources = list(sources) if sources is not None else [None] * n
+        subjects = sequence(subjects, "subjects") if subjects is not None else [None] * n
+        splits = sequence(splits, "splits") if splits is not None else [None] * n
+        sources = sequence(sources, "sources") if sources is not None else [None] * n
         if not (len(subjects) == len(splits) == len(sources) == n):
             raise ValidationError("images, subjects, splits and sources must have the same length")
-        for s in splits:
-            if s is not None and s not in SPLITS:
-                raise ValidationError(f"split must be one of {SPLITS}, not {s!r}")
+        splits = [s if s is None else choice(s, SPLITS, "split") for s in splits]
+        sources = [s if s is None else mapping(s, "source") for s in sources]
         items = [
             self._item(image, i, n, subject, split, source)
             for i, (image, subject, split, source) in enumerate(zip(images, subjects, splits, sources, strict=True))
@@ -87,6 +87,8 @@ class Importer:
         return self.session.insert_examples(model_id, items)
 
     def _item(self, image: Any, i: int, n: int, subject, split, source) -> dict[str, Any]:
+        if isinstance(image, (str, os.PathLike)) and "\x00" in str(image):
+            raise ImageError(f"{str(image)!r} is not a file path (it holds a NUL character)")
         if isinstance(image, (str, os.PathLike)) and imaging.is_dicom(Path(image)):
             (item,) = self.dicom_items(Path(image), Path(image).name, single=True)
             item.update(split=split, source={**item["source"], **(source or {})})

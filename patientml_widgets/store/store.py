@@ -568,6 +568,8 @@ class Store:
 
     def get(self, table: str, record_id: str) -> dict[str, Any] | None:
         """The record, or None. The dict is the store's own: do not change it."""
+        if not isinstance(record_id, str):
+            return None
         with self._mutex:
             return self._records((table, shard_of(table, record_id))).get(record_id)
 

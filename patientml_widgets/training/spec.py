@@ -119,10 +119,12 @@ class TrainSpec:
 
 def parse_budget(value: Any) -> float:
     """Seconds from ``90``, ``"90 s"``, ``"3 min"``, ``"1.5 h"`` (0 / None: the machine's default)."""
-    if value is None or value == "":
+    if value is None or (isinstance(value, str) and not value.strip()):
         return 0.0
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
+    elif not isinstance(value, str):
+        raise ValidationError(f"a budget is seconds or a text like '90 s', '3 min', '1 h', not {value!r}")
     else:
         text = str(value).strip().lower().replace(" ", "")
         units = {
