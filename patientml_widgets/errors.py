@@ -8,6 +8,7 @@ __all__ = [
     "PatientMLError",
     "SchemaError",
     "StoreError",
+    "UntrustedCodeError",
     "ValidationError",
     "repair_hint",
 ]
@@ -38,6 +39,14 @@ class StoreError(PatientMLError):
 
 class SchemaError(StoreError):
     """The project was written by a schema this version cannot read."""
+
+
+class UntrustedCodeError(PatientMLError):
+    """Model code stored in a project that the current user has not trusted, so it does not run."""
+
+    def __init__(self, message: str, name: str) -> None:
+        super().__init__(message)
+        self.name = name  #: the model code's name (``Project.trust_code(name)`` trusts it)
 
 
 def repair_hint(root: object) -> str:

@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 
 from . import imaging
-from .errors import NotFoundError, ValidationError
+from .errors import NotFoundError, PatientMLError, StoreError, ValidationError, repair_hint
+from .model_code import load_model_code
 from .records import Model, Prediction
 from .session import ExampleRef, ModelRef, Session
 from .store import now
 
-__all__ = ["DISAGREEMENT_DICE", "Predictions", "load_model_code"]
+__all__ = ["DISAGREEMENT_DICE", "Predictions"]
 
 #: a mask prediction "disagrees" with the submitted label below this foreground Dice
 DISAGREEMENT_DICE = 0.8
@@ -30,21 +31,6 @@ BATCH = 64
 MAX_COMMITS = 20
 #: a batch also commits once its encoded masks reach this many bytes (memory stays bounded)
 BATCH_BYTES = 64 * 2**20
-
-
-def load_model_code(session: Session, name: str | None) -> tuple[Any, Any, dict[str, Any]]:
-    """The factory and train step of registered model code (executed from its stored source)."""
-    if not name:
-        return None, None, {}
-    record = session.code_record(name)
-    if record is None:
-        raise NotFoundError(f"no registered model code {name!r}")
-    source = session.blob(record["source_ref"]).decode()
-    namespace: dict[str, Any] = {"__name__": f"patientml_model_code_{name}"}
-    exec(compile(source, f"<model code {name!r}>", "exec"), namespace)
-    factory = namespace[record["factory"]]
-    step = namespace[record["train_step"]] if record.get("train_step") else None
-    return factory, step, record
 
 
 class Predictions:
@@ -67,12 +53,20 @@ class Predictions:
             record = self.session.run_record(run_id)
             if not record.get("artifact_ref"):
                 raise ValidationError(f"run {record['slug']} has no trained weights ({record['status']})")
-            spec = TrainSpec.from_dict(record["spec"])
-            factory = None
-            if spec.architecture.startswith("code:"):
-                factory = load_model_code(self.session, spec.architecture[5:])[0]
-            weights = self.session.blob(record["artifact_ref"])
-            self._predictors[run_id] = Predictor(spec, weights, record["classes"], factory)
+            try:
+                spec = TrainSpec.from_dict(record["spec"])
+                factory = None
+                if spec.architecture.startswith("code:"):
+                    factory = load_model_code(self.session, spec.architecture[5:], "predict with it")[0]
+                weights = self.session.blob(record["artifact_ref"])
+                self._predictors[run_id] = Predictor(spec, weights, record["classes"], factory)
+            except PatientMLError:
+                raise
+            except Exception as e:  # a damaged or crafted run record or weights file: never a crash
+                raise StoreError(
+                    f"run {record.get('slug', run_id)} cannot be loaded for prediction ({type(e).__name__}: {e}); "
+                    f"retrain the model, or check the project: {repair_hint(self.session.path)}"
+                ) from None
         return self._predictors[run_id]
 
     def champion(self, model: ModelRef) -> tuple[dict[str, Any], str]:

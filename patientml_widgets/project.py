@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import demo as demo_data
+from . import model_code
 from .arguments import choice as _choice
 from .arguments import flag as _flag
 from .arguments import integer as _integer
@@ -34,7 +35,7 @@ from .errors import NotFoundError, ValidationError
 from .exchange import Importer, ImportReport, export_labels, export_snapshot
 from .predictions import Predictions
 from .query import ExampleIndex
-from .records import Change, Example, Label, Model, Prediction, Run, Subject, split_for
+from .records import Change, Example, Label, Model, ModelCode, Prediction, Run, Subject, split_for
 from .records import clean_name as _clean_name
 from .records import clean_text as _clean_text
 from .runs import RunHandle, Runs
@@ -42,6 +43,7 @@ from .session import SORT_KEYS as _STORED_SORTS
 from .session import ExampleRef, ModelRef, RunRef, Session
 from .store import Store, VacuumReport
 from .training.metrics import OBJECTIVE_CHOICES as _OBJECTIVES
+from .trust import TrustStore
 
 __all__ = ["SORT_KEYS", "ImportReport", "Project", "split_for"]
 
@@ -578,11 +580,29 @@ class Project:
         source, factory, step_name = _model_source(code, factory, train_step)
         try:
             compile(source, f"<model code {name!r}>", "exec")
-        except SyntaxError as e:
+        except (SyntaxError, ValueError) as e:
             raise ValidationError(f"the model code does not compile: {e}") from None
         if f"def {factory}(" not in source:
             raise ValidationError(f"the model code defines no function {factory!r}; pass factory=")
+        TrustStore().trust(source.encode(), name=name, project=self.path, trusted_by=self.user)  # yours: trusted
         self._session.register_code(name, source, factory=factory, train_step=step_name)
+
+    def model_code(self, name: str) -> ModelCode:
+        """Registered model code: its source, who registered it when, its file, and whether you trust it.
+
+        A project folder can contain code: predicting with or training a model that uses it runs
+        that Python. Only code you trust runs (code you registered is; a copied project's is not).
+        """
+        return ModelCode(**model_code.code_info(self._session, name))
+
+    def trust_code(self, name: str) -> ModelCode:
+        """Trust registered model code as it is stored now, after reading it (:meth:`model_code`).
+
+        Trust belongs to you (kept in your data directory, never in the project) and to this
+        exact source: if the stored source changes, it needs trusting again.
+        """
+        model_code.trust_code(self._session, name)
+        return self.model_code(name)
 
     def train(
         self,

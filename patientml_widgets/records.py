@@ -28,6 +28,7 @@ __all__ = [
     "Example",
     "Label",
     "Model",
+    "ModelCode",
     "Prediction",
     "Run",
     "Subject",
@@ -249,6 +250,25 @@ class Run:
         """The objective metric's name and its value on the test split (None until evaluated)."""
         name = self.spec.get("objective", "")
         return name, self.metrics.get("test", {}).get(name)
+
+
+@dataclass(frozen=True)
+class ModelCode:
+    """Model code stored in a project: its source, where it came from, and whether you trust it."""
+
+    name: str
+    source: str
+    factory: str
+    train_step: str | None
+    registered_by: str
+    registered: str | None
+    file: str  #: the stored source file, to read in any editor
+    trusted: bool  #: by the current user (only trusted code runs)
+
+    def __repr__(self) -> str:
+        state = "trusted by you" if self.trusted else "NOT trusted by you: it does not run"
+        header = f"# model code {self.name!r}, registered by {self.registered_by} on {self.registered}; {state}"
+        return f"{header}\n# stored in {self.file}\n{self.source}"
 
 
 @dataclass(frozen=True, eq=False)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PatientMLError, ValidationError
+from .model_code import require_trusted
 from .policy import check_precision, check_trainable, new_labels_since_last_run, promotion_decision
 from .records import Run
 from .session import FINISHED, ModelRef, RunRef, Session
@@ -139,6 +140,7 @@ class Runs:
             from .training.spec import TrainSpec
 
             TrainSpec.build(record["problem_type"], hyperparameters, num_classes=len(record["classes"]))
+        self._check_code(record)
         check_trainable(self.session.snapshot(record["id"]))
         check_precision(record, hyperparameters)
         if processes < 1 or nodes < 1:
@@ -155,6 +157,7 @@ class Runs:
         ("address:port", reachable from the other nodes); start each other node with
         :meth:`RunHandle.node_command` on a machine that sees the project folder.
         """
+        self._check_code(self.session.model_record(self.session.run_record(run_id)["model_id"]))
         log_path = self.log_file(run_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
@@ -174,6 +177,12 @@ class Runs:
         layout = {"nodes": nodes, "processes_per_node": processes, "rendezvous": rendezvous} if nodes > 1 else {}
         self.session.update_run(run_id, worker={"pid": process.pid, "host": socket.gethostname(), **layout})
         return RunHandle(self, run_id, process)
+
+    def _check_code(self, model_record: dict[str, Any]) -> None:
+        """UntrustedCodeError before a worker starts, if the model trains stored code the user does not trust."""
+        name = (model_record.get("training") or {}).get("model_code")
+        if name:
+            require_trusted(self.session, name, f"train {model_record['name']!r}")
 
     def cancel(self, run: RunRef, process: subprocess.Popen | None = None) -> Run:
         """Ask the worker to stop, then stop it (SIGTERM, SIGKILL after a grace period)."""

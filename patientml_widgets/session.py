@@ -471,7 +471,14 @@ class Session:
         """Store model source code under ``name`` (checked by the caller)."""
         with self.write():
             ref = self.store.put_blob(source.encode(), "py")
-            record = {"name": name, "source_ref": ref, "factory": factory, "train_step": train_step, "created": now()}
+            record = {
+                "name": name,
+                "source_ref": ref,
+                "factory": factory,
+                "train_step": train_step,
+                "author": self.user,
+                "created": now(),
+            }
             self.store.put("code", name, record)
             self.emit(Change("code_registered", tables=("code",)))
 

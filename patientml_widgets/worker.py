@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import NotFoundError, ValidationError
+from .model_code import load_model_code
 from .policy import promotion_decision
-from .predictions import Predictions, load_model_code
+from .predictions import Predictions
 from .records import Model
 from .session import Session
 from .store import Store, now
@@ -186,7 +187,7 @@ def load_context(session: Session, run_id: str) -> Context:
     if not data["train"].images:
         raise ValidationError("the snapshot has no training examples")
     in_channels = 3 if any(img.ndim == 3 for img in data["train"].images) else 1
-    factory, train_step, code_meta = load_model_code(session, config.get("model_code"))
+    factory, train_step, code_meta = load_model_code(session, config.get("model_code"), "train it")
     fixed: dict[str, Any] = {"num_classes": len(model.classes), "multi_label": model.multi_label}
     fixed["in_channels"] = in_channels
     if code_meta:

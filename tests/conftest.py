@@ -20,6 +20,16 @@ def _is_loopback(address) -> bool:
         return False
 
 
+def pytest_configure(config):
+    """Code trust (a key and signatures in the user's data directory) goes to a folder of this test
+    session, never the real user's: kernels, workers and notebooks started by tests inherit it.
+    """
+    import os
+    import tempfile
+
+    os.environ["PATIENTML_DATA_DIR"] = tempfile.mkdtemp(prefix="patientml-data-")
+
+
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """Fail any test that reaches past this machine (loopback stays allowed for kernels)."""

@@ -12,10 +12,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "patientml_widgets"
 LAYERS = [
     ("errors",),
     ("arguments",),
-    ("records", "store", "imaging", "training", "demo", "dicom_demo"),
+    ("records", "store", "imaging", "training", "demo", "dicom_demo", "trust"),
     ("query",),
     ("session",),
-    ("policy", "predictions"),
+    ("policy", "predictions", "model_code"),
     ("exchange", "runs", "worker"),
     ("project",),
     ("widgets",),

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ValidationError
 from .hardware import choose_precision, cpu_flags
 from .spec import TrainSpec
 from .trainer import ModelFactory, build_model, load_state_dict, predict_image
@@ -31,7 +32,11 @@ class Predictor:
         self.classes = classes
         self.class_indices = [int(c["index"]) for c in classes]
         self.net = build_model(spec, factory)
-        self.net.load_state_dict(load_state_dict(weights))
+        state = load_state_dict(weights)
+        try:
+            self.net.load_state_dict(state)
+        except RuntimeError as e:  # missing, unexpected or mis-shaped tensors
+            raise ValidationError(f"the weights do not fit the network of this run's spec: {e}") from None
         self.net.eval()
         self._weights = weights
         # predictions run on the CPU: in fp32 when the run was trained in fp32, else in bf16 only where
@@ -66,5 +71,5 @@ class Predictor:
         config = json.loads((folder / "config.json").read_text())
         spec = TrainSpec.from_dict(config["spec"])
         if spec.architecture.startswith("code:") and factory is None:
-            raise ValueError(f"this run used registered model code ({spec.architecture[5:]}); pass its factory")
+            raise ValidationError(f"this run used registered model code ({spec.architecture[5:]}); pass its factory")
         return cls(spec, (folder / "weights.pt").read_bytes(), config["classes"], factory)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import ValidationError
 from .data import IGNORE, Prepared, augment, crop, restore_proba, to_canvas
 from .hardware import Hardware
 from .metrics import (
@@ -153,10 +154,10 @@ def load_state_dict(data: bytes) -> dict[str, torch.Tensor]:
     """Weights only: anything but a plain dict of tensors is refused (never unpickled)."""
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"not a plain state dict of weights ({type(e).__name__}: {e})") from None
+    except Exception as e:  # torch raises many kinds (unpickling, zip, EOF, runtime) for a damaged file
+        raise ValidationError(f"the weights are damaged or not a plain state dict ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError("not a plain state dict of weights")
+        raise ValidationError("the weights are not a plain state dict of tensors")
     return state
 
 
