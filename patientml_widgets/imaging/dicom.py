@@ -112,13 +112,20 @@ def _dcmread(path: Path, label: str, *, pixels: bool):
             raise
         except InvalidDicomError as e:
             raise ImageError(f"{label} is not a readable DICOM file ({e})") from None
-        except _DICOM_ERRORS as e:  # pydicom raises many kinds for damaged files
+        except _pydicom_errors() as e:  # pydicom raises many kinds for damaged files
             raise ImageError(f"{label} is not a readable DICOM file ({type(e).__name__}: {e})") from None
     return ds
 
 
 #: pydicom also raises AttributeError when a file meta lacks the transfer syntax its decoders need.
 _DECODE_ERRORS: tuple[type[Exception], ...] = (AttributeError, *_DICOM_ERRORS)
+
+
+def _pydicom_errors(base: tuple[type[Exception], ...] = _DICOM_ERRORS) -> tuple[type[Exception], ...]:
+    """``base`` and pydicom's own exception for a value of the wrong length (pydicom is imported late)."""
+    from pydicom.errors import BytesLengthException
+
+    return (*base, BytesLengthException)
 
 
 @contextlib.contextmanager
@@ -130,7 +137,7 @@ def _header_errors(label: str) -> Iterator[None]:
             yield
         except ImageError:
             raise
-        except _DICOM_ERRORS as e:
+        except _pydicom_errors() as e:
             raise ImageError(f"{label} has a damaged DICOM header ({type(e).__name__}: {e})") from None
 
 
@@ -251,7 +258,7 @@ def _decode_frames(
                 yield _frame_and_source(pixels, ds, index, frame, frames, photometric, common)
         except ImageError:
             raise
-        except _DECODE_ERRORS as e:
+        except _pydicom_errors(_DECODE_ERRORS) as e:
             raise ImageError(_decode_failure(label, syntax, e)) from None
 
 
