@@ -268,11 +268,16 @@ class Session:
     def image(self, ref: ExampleRef) -> np.ndarray:
         """The example's image as stored (16-bit stays 16-bit)."""
         image_ref = self.example_record(ref)["image_ref"]
-        return imaging.decode_image(self.blob(image_ref), image_ref.rsplit(".", 1)[1])
+        data, ext = self.blob(image_ref), image_ref.rpartition(".")[2]
+        return imaging.decode_image(data, ext, max_pixels=self._read_limit(), name=f"the stored image {image_ref}")
 
     def mask_blob(self, ref: str) -> np.ndarray:
         """A stored mask (uint8 class indices)."""
-        return imaging.decode_mask_png(self.blob(ref))
+        return imaging.decode_mask_png(self.blob(ref), max_pixels=self._read_limit())
+
+    def _read_limit(self) -> int:
+        """The size limit for stored images: max_image_pixels governs imports, so a lower one hides none."""
+        return max(self.max_image_pixels or 0, imaging.DEFAULT_MAX_PIXELS)
 
     # -- queries -----------------------------------------------------------------------
 

@@ -182,3 +182,158 @@ def test_malformed_wire_masks_are_refused():
         buf = io.BytesIO()
         Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(buf, format="PNG")
         imaging.decode_mask_png(buf.getvalue())
+
+
+# -- files from elsewhere: the format is the suffix's, sizes are checked before decoding ----------
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n%%EOF\n"
+
+
+def _tiff_bytes(arr, **kw) -> bytes:
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, **kw)
+    return buf.getvalue()
+
+
+def _no_eps(monkeypatch):
+    """Fail the test if Pillow's EPS plugin (which runs Ghostscript) is ever reached."""
+    from PIL import EpsImagePlugin
+
+    def refuse(self):
+        raise AssertionError("Pillow's EPS plugin was reached")
+
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", refuse)
+
+
+def test_files_are_read_only_as_the_format_their_suffix_names(tmp_path, monkeypatch):
+    _no_eps(monkeypatch)
+    (tmp_path / "tiff.png").write_bytes(_tiff_bytes(image(8, 8)))
+    buf = io.BytesIO()
+    Image.fromarray(image(8, 8)).save(buf, format="BMP")
+    (tmp_path / "bmp.png").write_bytes(buf.getvalue())
+    (tmp_path / "eps.jpg").write_bytes(EPS)
+    (tmp_path / "eps.png").write_bytes(EPS)
+    (tmp_path / "png.tif").write_bytes(_save(image(8, 8), tmp_path / "real.png").read_bytes())
+    (tmp_path / "npy.png").write_bytes(imaging.encode_image(np.zeros((4, 4), np.int16))[0])
+    cases = {
+        "tiff.png": r"is a TIFF file, not PNG; rename it to \.tif",
+        "bmp.png": r"is a BMP file, not PNG, and that format is not read",
+        "eps.jpg": r"is a PostScript \(EPS\) file, not JPEG, and that format is not read",
+        "eps.png": r"PostScript \(EPS\)",
+        "png.tif": r"is a PNG file, not TIFF; rename it to \.png",
+        "npy.png": r"is a \.npy file, not PNG; rename it to \.npy",
+    }
+    for name, message in cases.items():
+        with pytest.raises(pml.ImageError, match=message):
+            imaging.read_image(tmp_path / name)
+    # every other way in: stored blobs, masks
+    with pytest.raises(pml.ImageError, match="PostScript"):
+        imaging.decode_image(EPS, "png")
+    with pytest.raises(pml.ImageError, match=r"\.png or \.npy, not \.eps"):
+        imaging.decode_image(EPS, "eps")
+    with pytest.raises(pml.ValidationError, match="EPS"):
+        imaging.read_mask_file(tmp_path / "eps.png")
+    with pytest.raises(pml.ValidationError, match="PNG signature"):
+        imaging.decode_mask_png(EPS)
+    with pytest.raises(pml.ValidationError, match="PNG or TIFF"):
+        imaging.read_mask_file(tmp_path / "eps.jpg")
+
+
+def test_a_multi_sample_tiff_is_refused_from_its_header_before_decoding(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "samples.tif"
+    path.write_bytes(
+        _tiff_bytes(
+            np.zeros((512, 512, 400), np.uint8), photometric="minisblack", planarconfig="contig", compression="zlib"
+        )
+    )
+    assert path.stat().st_size < 200_000  # 105 MB of samples in ~119 KB
+    tracemalloc.start()
+    try:
+        with pytest.raises(pml.ImageError, match=r"shape \(512, 512, 400\)"):
+            imaging.read_image(path, max_pixels=512 * 512)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10_000_000
+    # the byte bound: an RGBA float32 TIFF (16 bytes a pixel) is refused from its header too
+    (tmp_path / "rgba.tif").write_bytes(_tiff_bytes(np.zeros((64, 64, 4), np.float32), photometric="rgb"))
+    with pytest.raises(pml.ImageError, match="RGB must be"):
+        imaging.read_image(tmp_path / "rgba.tif")
+    np.save(tmp_path / "rgba64.npy", np.zeros((64, 64, 4), np.int64))  # 32 bytes a pixel
+    with pytest.raises(pml.ImageError, match=r"would decode to 131,072 bytes .* more than the limit of 32,768"):
+        imaging.read_image(tmp_path / "rgba64.npy", max_pixels=64 * 64)
+    # .npy: the header's shape and dtype, before the data is read
+    np.save(tmp_path / "big.npy", np.zeros((100, 100), np.float64))
+    with pytest.raises(pml.ImageError, match="more than the limit"):
+        imaging.read_image(tmp_path / "big.npy", max_pixels=5000)
+    np.save(tmp_path / "stack.npy", np.zeros((50, 50, 7), np.uint8))
+    with pytest.raises(pml.ImageError, match=r"shape \(50, 50, 7\)"):
+        imaging.read_image(tmp_path / "stack.npy")
+    header_only = (tmp_path / "big.npy").read_bytes()[:128]
+    (tmp_path / "short.npy").write_bytes(header_only)
+    with pytest.raises(pml.ImageError, match="truncated"):
+        imaging.read_image(tmp_path / "short.npy")
+
+
+def test_dicom_samples_and_bits_are_checked_in_bytes_before_decoding(tmp_path):
+    import pydicom
+
+    from patientml_widgets.dicom_demo import write_dicom
+
+    path = write_dicom(tmp_path / "a.dcm", np.zeros((64, 64), np.uint16))
+    ds = pydicom.dcmread(path)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 64, 64, 63
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.save_as(path)
+    with pytest.raises(pml.ImageError, match=r"would decode to 98,304 bytes per frame"):
+        list(imaging.read_dicom_frames(path, max_pixels=64 * 64))
+    ds.SamplesPerPixel = 4
+    ds.save_as(path)
+    with pytest.raises(pml.ImageError, match="4 samples per pixel"):
+        list(imaging.read_dicom_frames(path, max_pixels=10**6))
+
+
+def test_values_the_stored_type_cannot_hold_are_refused_not_rounded():
+    with pytest.raises(pml.ImageError, match=r"float32.*rescale"):
+        imaging.read_image(np.array([[0.0, 1e300]]))
+    with pytest.raises(pml.ImageError, match="float32"):
+        imaging.read_image(np.array([[-1e39, 0.0]]))
+    assert imaging.read_image(np.array([[0.0, 3e38]])).dtype == np.float32  # within range
+    for big in (np.array([[0, 2**63 - 1]], np.int64), np.array([[0, 2**64 - 1]], np.uint64)):
+        with pytest.raises(pml.ImageError, match="losslessly"):
+            imaging.read_image(big)  # no overflowing cast (a RuntimeWarning is an error here)
+    assert imaging.read_image(np.array([[0, 2**40]], np.int64)).dtype == np.float32  # exact in float32
+
+
+def test_16_bit_colour_png_is_refused_rather_than_truncated(tmp_path):
+    rgb = np.full((4, 4, 3), 300, np.uint16)
+    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in rgb)
+    ihdr = struct.pack(">IIBBBBB", 4, 4, 16, 2, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(raw))
+    (tmp_path / "rgb16.png").write_bytes(data + _png_chunk(b"IEND", b""))
+    with pytest.raises(pml.ImageError, match=r"16-bit colour.*16-bit TIFF"):
+        imaging.read_image(tmp_path / "rgb16.png")
+    tifffile.imwrite(tmp_path / "rgb16.tif", rgb)
+    np.testing.assert_array_equal(imaging.read_image(tmp_path / "rgb16.tif"), rgb)
+
+
+def test_stored_images_are_checked_like_files(project, seg):
+    ex = project.add_example(seg, image(20, 30, dtype=np.uint16))
+    np.testing.assert_array_equal(project.image(ex), image(20, 30, dtype=np.uint16))
+    ihdr = struct.pack(">IIBBBBB", 65536, 65536, 8, 0, 0, 0, 0)
+    bomb = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IEND", b"")
+    with pytest.raises(pml.ImageError, match=r"decompression bomb|more than the limit"):
+        imaging.decode_image(bomb, "png")
+    with pytest.raises(pml.ValidationError, match=r"decompression bomb|65536 x 65536"):
+        imaging.decode_mask_png(bomb)
+    for arr in (np.zeros((4, 4), np.float64), np.zeros((4, 4, 2), np.uint8), np.array([[np.inf]], np.float32)):
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        with pytest.raises(pml.ImageError, match=r"never stores|NaN or infinite|shape"):
+            imaging.decode_image(buf.getvalue(), "npy")
+    buf = io.BytesIO()
+    np.save(buf, np.array([[1, 2]], dtype=object), allow_pickle=True)
+    with pytest.raises(pml.ImageError, match="Python objects"):
+        imaging.decode_image(buf.getvalue(), "npy")

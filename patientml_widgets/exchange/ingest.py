@@ -321,7 +321,7 @@ def import_label(entry: plan.Entry, model: Model, fields: dict[str, Any]) -> dic
             raise ValidationError(f"{entry.rel}: a segmentation label needs a mask column")
         mask = spec["mask"]
         if not isinstance(mask, np.ndarray):
-            mask = imaging.read_mask_file(mask, name=Path(mask).name)
+            mask = imaging.read_mask_file(mask, name=Path(mask).name, max_pixels=shape[0] * shape[1])
         spec["mask"] = imaging.validate_mask(mask, shape, [c.index for c in model.classes])
         spec.pop("classes", None)
     else:

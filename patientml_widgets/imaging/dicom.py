@@ -10,7 +10,10 @@ so the display inverts it.
 
 from __future__ import annotations
 
+import contextlib
+import struct
 import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImageError
+from .read import MAX_PIXEL_BYTES
 
 __all__ = ["DICOM_SUFFIXES", "DicomHeader", "is_dicom", "read_dicom_frames", "read_dicom_header"]
 
@@ -26,6 +30,24 @@ DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".ima"})
 #: Files with more frames than this, or more decoded bytes than MAX_BYTES, are refused.
 MAX_FRAMES = 4096
 MAX_BYTES = 2 * 1024**3
+
+#: What pydicom and its decoders raise for a damaged or hostile file, on reading or on the
+#: first access of a value (pydicom converts values lazily). Programming errors are not caught.
+_DICOM_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    EOFError,
+    ValueError,  # includes UnicodeDecodeError
+    TypeError,
+    KeyError,
+    IndexError,
+    struct.error,
+    zlib.error,
+    OverflowError,
+    ZeroDivisionError,
+    NotImplementedError,
+    RuntimeError,
+    MemoryError,
+)
 
 #: What to install to decode a transfer syntax that pydicom, numpy and Pillow cannot.
 #: Only permissively licensed decoders are named (pylibjpeg-libjpeg is GPL, so it is not).
@@ -88,9 +110,35 @@ def _dcmread(path: Path, label: str, *, pixels: bool):
                     raise ImageError(f"{label} is not a DICOM file (no 'DICM' marker, no image header)") from None
         except ImageError:
             raise
-        except Exception as e:  # pydicom raises many kinds for damaged files
+        except InvalidDicomError as e:
+            raise ImageError(f"{label} is not a readable DICOM file ({e})") from None
+        except _pydicom_errors() as e:  # pydicom raises many kinds for damaged files
             raise ImageError(f"{label} is not a readable DICOM file ({type(e).__name__}: {e})") from None
     return ds
+
+
+#: pydicom also raises AttributeError when a file meta lacks the transfer syntax its decoders need.
+_DECODE_ERRORS: tuple[type[Exception], ...] = (AttributeError, *_DICOM_ERRORS)
+
+
+def _pydicom_errors(base: tuple[type[Exception], ...] = _DICOM_ERRORS) -> tuple[type[Exception], ...]:
+    """``base`` and pydicom's own exception for a value of the wrong length (pydicom is imported late)."""
+    from pydicom.errors import BytesLengthException
+
+    return (*base, BytesLengthException)
+
+
+@contextlib.contextmanager
+def _header_errors(label: str) -> Iterator[None]:
+    """A damaged header value (pydicom converts values on first access) as an ImageError naming the file."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        except ImageError:
+            raise
+        except _pydicom_errors() as e:
+            raise ImageError(f"{label} has a damaged DICOM header ({type(e).__name__}: {e})") from None
 
 
 def read_dicom_header(path: str | Path, *, name: str | None = None) -> DicomHeader:
@@ -98,19 +146,20 @@ def read_dicom_header(path: str | Path, *, name: str | None = None) -> DicomHead
     path = Path(path)
     label = name or str(path)
     ds = _dcmread(path, label, pixels=False)
-    _check_image(ds, label)
-    return DicomHeader(
-        patient_id=_text(ds, "PatientID"),
-        patient_name=_text(ds, "PatientName"),
-        study_uid=_text(ds, "StudyInstanceUID"),
-        series_uid=_text(ds, "SeriesInstanceUID"),
-        sop_uid=_text(ds, "SOPInstanceUID"),
-        modality=_text(ds, "Modality"),
-        series_description=_text(ds, "SeriesDescription"),
-        instance_number=_int(ds.get("InstanceNumber")),
-        position=_slice_position(ds),
-        frames=_frame_count(ds),
-    )
+    with _header_errors(label):
+        _check_image(ds, label)
+        return DicomHeader(
+            patient_id=_text(ds, "PatientID"),
+            patient_name=_text(ds, "PatientName"),
+            study_uid=_text(ds, "StudyInstanceUID"),
+            series_uid=_text(ds, "SeriesInstanceUID"),
+            sop_uid=_text(ds, "SOPInstanceUID"),
+            modality=_text(ds, "Modality"),
+            series_description=_text(ds, "SeriesDescription"),
+            instance_number=_int(ds.get("InstanceNumber")),
+            position=_slice_position(ds),
+            frames=_frame_count(ds),
+        )
 
 
 def _check_image(ds, label: str) -> None:
@@ -135,28 +184,47 @@ def read_dicom_frames(
     path = Path(path)
     label = name or str(path)
     ds = _dcmread(path, label, pixels=True)
-    _check_image(ds, label)
-    frames = _check_pixel_size(ds, label, max_pixels)
-    photometric = _text(ds, "PhotometricInterpretation").upper()
-    common = _common_source(ds, photometric, frames)
+    with _header_errors(label):
+        _check_image(ds, label)
+        frames = _check_pixel_size(ds, label, max_pixels)
+        photometric = _text(ds, "PhotometricInterpretation").upper()
+        common = _common_source(ds, photometric, frames)
     yield from _decode_frames(pixels, ds, label, frames, photometric, common)
 
 
 def _check_pixel_size(ds, label: str, max_pixels: int) -> int:
-    """The number of frames, once the pixel data is there and within the limits (ImageError if not)."""
+    """The number of frames, once the pixel data is there and within the limits (ImageError if not).
+
+    All from the header, before any pixel is decoded: at most ``max_pixels`` pixels (Rows x Columns)
+    per frame, at most ``max_pixels * MAX_PIXEL_BYTES`` decoded bytes per frame (Rows x Columns x
+    SamplesPerPixel x BitsAllocated / 8), at most MAX_FRAMES frames and MAX_BYTES for the whole file.
+    """
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ImageError(f"{label} has an image header but no pixel data")
-    rows, cols, frames = int(ds.Rows), int(ds.Columns), _frame_count(ds)
-    if rows < 1 or cols < 1 or frames < 1:
+    rows, cols, frames = _int(ds.get("Rows")), _int(ds.get("Columns")), _frame_count(ds)
+    samples, bits = _int(ds.get("SamplesPerPixel")) or 1, _int(ds.get("BitsAllocated")) or 8
+    if rows is None or cols is None or rows < 1 or cols < 1 or frames < 1:
         raise ImageError(f"{label} has an empty image ({cols} x {rows}, {frames} frames)")
     if rows * cols > max_pixels:
         raise ImageError(
             f"{label} has {cols} x {rows} = {rows * cols:,} pixels per frame, more than the limit of {max_pixels:,}"
         )
-    size = rows * cols * frames * int(ds.get("SamplesPerPixel") or 1) * max(1, int(ds.get("BitsAllocated") or 8) // 8)
+    if samples not in (1, 3) or bits not in (1, 8, 16, 32, 64):
+        raise ImageError(
+            f"{label} has {samples} samples per pixel of {bits} bits allocated; only gray or RGB images of "
+            "1, 8, 16, 32 or 64 bits are read"
+        )
+    per_frame = rows * cols * samples * max(1, bits // 8)
+    if per_frame > max_pixels * MAX_PIXEL_BYTES:
+        raise ImageError(
+            f"{label} would decode to {per_frame:,} bytes per frame, more than the limit of "
+            f"{max_pixels * MAX_PIXEL_BYTES:,} ({max_pixels:,} pixels x {MAX_PIXEL_BYTES} bytes)"
+        )
+    size = per_frame * frames
     if frames > MAX_FRAMES or size > MAX_BYTES:
         raise ImageError(
-            f"{label} has {frames} frames ({size / 1e9:.1f} GB decoded); the limits are {MAX_FRAMES} frames"
+            f"{label} has {frames} frames ({size / 1e9:.1f} GB decoded); the limits are {MAX_FRAMES} frames "
+            f"and {MAX_BYTES / 1e9:.1f} GB per file"
         )
     return frames
 
@@ -190,7 +258,7 @@ def _decode_frames(
                 yield _frame_and_source(pixels, ds, index, frame, frames, photometric, common)
         except ImageError:
             raise
-        except Exception as e:
+        except _pydicom_errors(_DECODE_ERRORS) as e:
             raise ImageError(_decode_failure(label, syntax, e)) from None
 
 

@@ -14,16 +14,19 @@ stream of the ``H * W`` bytes in row-major order.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 import warnings
 import zlib
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ValidationError
+from .read import DEFAULT_MAX_PIXELS, sniff_format
 
 __all__ = [
     "present_classes",
@@ -68,37 +71,92 @@ def encode_mask_png(mask: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def decode_mask_png(data: bytes) -> np.ndarray:
+def decode_mask_png(data: bytes, *, max_pixels: int | None = None) -> np.ndarray:
+    """A stored mask PNG (8-bit gray), read by Pillow's PNG plugin alone after its header is checked."""
+    if sniff_format(bytes(data[:132])) != "PNG":
+        raise ValidationError("not a readable mask PNG (its first bytes are not a PNG signature)")
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with _pillow_guard(), Image.open(io.BytesIO(data), formats=["PNG"]) as im:
+            _check_mask_header(im, "the stored mask", max_pixels)
             if im.mode != "L":
                 raise ValidationError(f"a mask PNG must be 8-bit grayscale (mode L), not {im.mode}")
             return np.asarray(im).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except ValidationError:
+        raise
+    except _MASK_ERRORS as e:
         raise ValidationError(f"not a readable mask PNG ({e})") from None
 
 
-def read_mask_file(path, *, name: str | None = None) -> np.ndarray:
+def read_mask_file(path, *, name: str | None = None, max_pixels: int | None = None) -> np.ndarray:
     """A mask made by another tool: a PNG/TIFF of class indices (gray, palette or 16-bit).
 
     Palette PNGs (as many tools write them) give their palette indices. Colour masks are
-    refused: which colour means which class is not written in the file.
+    refused: which colour means which class is not written in the file. The file is read by
+    the Pillow plugin its suffix names alone, once its first bytes agree, and its size is
+    checked from the header (at most ``max_pixels`` pixels) before it is decoded.
     """
     label = name or str(path)
+    fmt = _MASK_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ValidationError(f"the mask {label} must be a PNG or TIFF file (.png, .tif, .tiff)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                if im.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
-                    raise ValidationError(f"the mask {label} is a colour image ({im.mode}); a mask holds class indices")
-                arr = np.asarray(im.convert("L") if im.mode in ("1", "LA") else im)
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError as e:
+        raise ValidationError(f"the mask {label} cannot be read ({e.strerror or e})") from None
+    found = sniff_format(head)
+    if found != fmt:
+        what = f"a {found} file" if found else "not a readable image"
+        raise ValidationError(f"the mask {label} is {what}, not {fmt}; save it as a PNG or TIFF under its own suffix")
+    try:
+        with _pillow_guard(), Image.open(path, formats=[fmt]) as im:
+            _check_mask_header(im, f"the mask {label}", max_pixels)
+            if im.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+                raise ValidationError(f"the mask {label} is a colour image ({im.mode}); a mask holds class indices")
+            arr = np.asarray(im.convert("L") if im.mode in ("1", "LA") else im)
     except ValidationError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
+    except _MASK_ERRORS as e:
         raise ValidationError(f"the mask {label} is not a readable image ({e})") from None
     if arr.dtype.kind not in "biu":
         raise ValidationError(f"the mask {label} holds {arr.dtype} values, not class indices")
     return arr
+
+
+_MASK_FORMATS = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"}
+_MASK_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    EOFError,
+    SyntaxError,
+    ValueError,
+    struct.error,
+    zlib.error,
+    KeyError,
+    IndexError,
+    TypeError,
+    MemoryError,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
+
+
+@contextlib.contextmanager
+def _pillow_guard() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+def _check_mask_header(im: Image.Image, label: str, max_pixels: int | None) -> None:
+    """One frame of at most ``max_pixels`` pixels, read from the header before decoding."""
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
+    width, height = im.size
+    if width < 1 or height < 1 or width * height > limit:
+        raise ValidationError(f"{label} is {width} x {height} pixels; a mask here holds 1 to {limit:,} pixels")
+    frames = getattr(im, "n_frames", 1)
+    if frames != 1:
+        raise ValidationError(f"{label} has {frames} frames; a mask is one image")
 
 
 def encode_mask_wire(mask: np.ndarray) -> bytes:
