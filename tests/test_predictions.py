@@ -142,3 +142,17 @@ def test_predicting_a_whole_model_commits_in_a_bounded_number_of_steps(project, 
     for i, ex in enumerate(examples):
         assert (project.session.mask_blob(stored[ex.id]["mask_ref"]) == 1 + i % 2).all()
     assert Predictions(project.session).predict_all(seg, run_id) == 0  # nothing left to predict
+
+
+def test_damaged_weights_are_a_clear_error_and_the_labeler_still_opens(tmp_path):
+    pytest.importorskip("torch")
+    from patientml_widgets.widgets import LabelCanvas
+
+    proj = pml.Project.open(tmp_path / "study", user="tester")
+    seg = proj.create_model("seg", problem_type="segmentation", classes=["background", "lesion"])
+    ex = proj.add_example(seg, image(), subject="p1")
+    deployed_run(proj, proj.model(seg.id))  # its weights blob is b"w": not a state dict
+    with pytest.raises(pml.StoreError, match="cannot be loaded for prediction"):
+        proj.predict(seg, ex)
+    canvas = LabelCanvas.for_example(proj, ex)
+    assert canvas.prediction is None and canvas.status.startswith("No prediction")

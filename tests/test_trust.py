@@ -140,3 +140,20 @@ def test_built_in_networks_need_no_trust(tmp_path, monkeypatch):
 
     assert load_model_code(proj.session, "") == (None, None, {})
     assert not (tmp_path / "nobody").exists()  # nothing consulted or written for built-in networks
+
+
+def test_the_command_line_lists_shows_and_trusts_stored_code(tmp_path, monkeypatch, capsys):
+    from patientml_widgets.__main__ import main
+
+    proj = pml.Project.open(tmp_path / "study", user="alice")
+    proj.register_model_code("conv", _source(tmp_path / "ran"))
+    monkeypatch.setenv("PATIENTML_DATA_DIR", str(tmp_path / "bob-data"))
+    assert main(["code", str(tmp_path / "study")]) == 0
+    assert "conv: NOT trusted; registered by alice" in capsys.readouterr().out
+    assert main(["code", str(tmp_path / "study"), "--show", "conv"]) == 0
+    assert "def build(in_channels, num_classes)" in capsys.readouterr().out
+    assert main(["code", str(tmp_path / "study"), "--trust", "conv"]) == 0
+    assert pml.Project.open(tmp_path / "study").model_code("conv").trusted
+    assert main(["code", str(tmp_path / "nowhere")]) == 2
+    assert not (tmp_path / "nowhere").exists()
+    assert not (tmp_path / "ran").exists()
