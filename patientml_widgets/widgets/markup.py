@@ -25,7 +25,7 @@ from typing import Any
 import ipywidgets as w
 import traitlets as t
 
-__all__ = ["HTML", "Markup", "escape", "html", "number"]
+__all__ = ["HTML", "Markup", "escape", "html", "is_number", "number"]
 
 
 class Markup(str):
