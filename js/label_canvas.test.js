@@ -9,6 +9,8 @@ import {
   autoWindow,
   windowChoices,
   colorTable,
+  safeColor,
+  FALLBACK_COLOR,
   decodeMask,
   encodeMask,
   fitView,
@@ -188,4 +190,13 @@ test("view: zoom keeps the point under the cursor, fit centres the image", () =>
   assert.equal(zoomAt(view, 1e6, 0, 0).scale, 64);
   const fit = fitView(200, 100, 400, 400);
   assert.deepEqual(fit, { scale: 2, tx: 0, ty: 100 });
+});
+
+test("only #rrggbb colours pass; anything else becomes the fallback grey", () => {
+  assert.equal(safeColor("#1A73e8"), "#1A73e8");
+  for (const bad of ["red", "#fff", "#1a73e8;background:url(javascript:alert(1))", 'x" onerror="alert(1)', " #1a73e8", null, 12, {}]) {
+    assert.equal(safeColor(bad), FALLBACK_COLOR);
+  }
+  const table = colorTable([{ index: 1, color: "expression(alert(1))" }], 1);
+  assert.equal(table[1] & 0xffffff, 0x808080);
 });

@@ -105,6 +105,8 @@ export function moveSelection(selected, delta, rowCount) {
   return Math.max(0, Math.min(rowCount - 1, selected + delta));
 }
 
+const ICON_SVG = '<svg width="18" height="18" viewBox="0 0 24 24" role="img"></svg>';
+
 /** @type {Record<string, string>} */
 const ICONS = {
   "check-circle": '<circle cx="12" cy="12" r="9" fill="#1e8e3e"/><path d="M7.5 12.5l3 3 6-6.5" stroke="#fff" stroke-width="2.2" fill="none"/>',
@@ -173,7 +175,11 @@ function h(tag, attrs = {}, ...children) {
  */
 function icon(name) {
   const span = h("span", { class: "icon" });
-  if (ICONS[name]) span.innerHTML = `<svg width="18" height="18" viewBox="0 0 24 24" aria-label="${name}" role="img">${ICONS[name]}</svg>`; // constant markup only
+  if (typeof name !== "string" || !Object.prototype.hasOwnProperty.call(ICONS, name)) return span; // a name from Python: only the constant icons are drawn
+  span.innerHTML = ICON_SVG; // constant markup only
+  const svg = /** @type {SVGElement} */ (span.firstElementChild);
+  svg.innerHTML = ICONS[name]; // constant markup only
+  svg.setAttribute("aria-label", name);
   return span;
 }
 

@@ -471,12 +471,25 @@ export function windowChoices(dtype, values, channels, given, presets) {
   return { options, selected };
 }
 
+/** The colour shown for a class whose colour is not written #rrggbb. */
+export const FALLBACK_COLOR = "#808080";
+
 /**
- * @param {string} hex "#rrggbb"
+ * `color` if it is written "#rrggbb", else FALLBACK_COLOR: class colours come from Python (and
+ * from project folders anyone may have written), so only this form ever reaches the page.
+ * @param {unknown} color
+ * @returns {string}
+ */
+export function safeColor(color) {
+  return typeof color === "string" && /^#[0-9a-fA-F]{6}$/.test(color) ? color : FALLBACK_COLOR;
+}
+
+/**
+ * @param {unknown} hex "#rrggbb" (anything else reads as FALLBACK_COLOR)
  * @returns {[number, number, number]}
  */
 function parseColor(hex) {
-  const n = parseInt(String(hex).replace("#", ""), 16);
+  const n = parseInt(safeColor(hex).slice(1), 16);
   return [(n >> 16) & 255, (n >> 8) & 255, n & 255];
 }
 
@@ -832,6 +845,16 @@ function toolbar(s) {
   };
 }
 
+/**
+ * A class's colour swatch: the colour is checked and set as one CSS property, never as style text.
+ * @param {unknown} color
+ */
+function swatch(color) {
+  const span = h("span", { class: "swatch" });
+  span.style.backgroundColor = safeColor(color);
+  return span;
+}
+
 /** @param {Canvas} s */
 function renderPalette(s) {
   const { model, ui } = s;
@@ -844,7 +867,7 @@ function renderPalette(s) {
     const box = h(
       "div",
       { class: "class", role: "button", "aria-pressed": String(pressed), title: `${c.description || c.name}${i < 9 ? ` (key ${i + 1})` : ""}`, "data-index": String(c.index) },
-      h("span", { class: "swatch", style: `background:${c.color}` }),
+      swatch(c.color),
       h("span", { class: "name" }, c.name), // textContent: user strings are never parsed as HTML
     );
     if (score !== undefined) box.append(h("span", { class: "score" }, `${Math.round(score * 100)}%`));

@@ -6,7 +6,8 @@ import ipywidgets as w
 
 from ..project import Project
 from ..records import Model
-from .base import View, escape
+from .base import View
+from .markup import HTML, html
 from .model_details import ModelDetails
 from .model_table import ModelTable
 
@@ -28,7 +29,7 @@ class PatientMLApp(View, w.VBox):
         if details is not None:
             details.close()
         self.details = None
-        self.crumbs.children = [w.HTML("<b>Machine Learning</b>")]
+        self.crumbs.children = [HTML(html("<b>Machine Learning</b>"))]
         if hasattr(self, "children") and self.children:  # type: ignore[has-type]  # not yet while building
             self.children = [self.crumbs, self.models]
             self.models.table.refresh()
@@ -38,5 +39,5 @@ class PatientMLApp(View, w.VBox):
         self.details = ModelDetails(self.project, model)
         back = w.Button(description="Machine Learning", icon="arrow-left", tooltip="Back to the models")
         back.on_click(lambda _: self.home())
-        self.crumbs.children = [back, w.HTML(f"&nbsp;&rsaquo;&nbsp;<b>{escape(model.name)}</b>")]
+        self.crumbs.children = [back, HTML(html("&nbsp;&rsaquo;&nbsp;<b>{}</b>", model.name))]
         self.children = [self.crumbs, self.details]

@@ -1,5 +1,5 @@
-"""What the views share: following the project's changes, one notice area per view, callbacks,
-escaped HTML.
+"""What the views share: following the project's changes, one notice area per view, callbacks.
+HTML is built only in :mod:`.markup`.
 
 One way to register callbacks: ``on_<event>(callback, remove=False)``, kept in ipywidgets'
 ``CallbackDispatcher``. One way to show errors: a composed view has one ``notice`` area
@@ -10,7 +10,6 @@ trait. Nothing is swallowed and nothing goes to a warning no one reads.
 
 from __future__ import annotations
 
-import html
 import logging
 import traceback
 from collections.abc import Callable, Iterable
@@ -23,8 +22,9 @@ import traitlets as t
 from ..errors import PatientMLError, ValidationError
 from ..project import Project
 from ..records import Change
+from .markup import HTML, Markup, escape, html
 
-__all__ = ["STATIC", "InvalidTrait", "Notice", "View", "describe_error", "escape", "follow", "message", "run_callbacks"]
+__all__ = ["STATIC", "InvalidTrait", "Notice", "View", "describe_error", "follow", "message", "run_callbacks"]
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +33,12 @@ STATIC = Path(__file__).parent.parent / "static"
 TONES = {"gray": "#5f6368", "red": "#c5221f", "green": "#137333"}
 
 
-def escape(value: Any) -> str:
-    """Text for an HTML widget: every user string goes through here."""
-    return html.escape(str(value), quote=True)
+def message(text: str, tone: str = "gray") -> HTML:
+    return HTML(_span(text, tone))
 
 
-def message(text: str, tone: str = "gray") -> w.HTML:
-    return w.HTML(_span(text, tone))
-
-
-def _span(text: str, tone: str) -> str:
-    return f'<span style="color:{TONES.get(tone, TONES["gray"])}">{escape(text)}</span>'
+def _span(text: str, tone: str) -> Markup:
+    return html('<span style="color:{}">{}</span>', TONES.get(tone, TONES["gray"]), text)
 
 
 class InvalidTrait(t.TraitError, ValidationError):
@@ -57,11 +52,11 @@ def describe_error(error: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(error), error)).strip()
 
 
-class Notice(w.HTML):
+class Notice(HTML):
     """A view's one message area: what it did (gray / green) and what failed (red)."""
 
     def show(self, text: str, tone: str = "gray") -> None:
-        self.value = _span(text, tone) if text else ""
+        self.value = _span(text, tone) if text else escape("")
 
     def error(self, error: BaseException | str, context: str = "") -> None:
         """Show a failure (logging its traceback, so the details are in the log too)."""
@@ -71,7 +66,7 @@ class Notice(w.HTML):
         self.show(f"{context}: {error}" if context else error, "red")
 
     def clear(self) -> None:
-        self.value = ""
+        self.value = escape("")
 
 
 def run_callbacks(callbacks: w.CallbackDispatcher, *args: Any, on_error: Callable[[str], Any]) -> None:

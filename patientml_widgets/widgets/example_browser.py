@@ -8,9 +8,10 @@ import ipywidgets as w
 
 from ..project import Project
 from ..records import Example, Model
-from .base import Notice, View, escape
+from .base import Notice, View
 from .data_table import DataTable
 from .label_canvas import LabelCanvas
+from .markup import HTML, html
 
 __all__ = ["ExampleBrowser"]
 
@@ -154,9 +155,15 @@ class ExampleBrowser(View, w.VBox):
         nxt.on_click(self.guarded(lambda _: self.next()))
         unlabeled.on_click(self.guarded(lambda _: self.next_unlabeled()))
         example = self.project.example(example_id)
-        where = w.HTML(
-            f"<span style='color:#5f6368'>{self._position + 1} of {len(self._order)} - "
-            f"{escape(example.id)}, subject {escape(example.subject_id or '-')}, {escape(example.split)}</span>"
+        where = HTML(
+            html(
+                "<span style='color:#5f6368'>{} of {} - {}, subject {}, {}</span>",
+                self._position + 1,
+                len(self._order),
+                example.id,
+                example.subject_id or "-",
+                example.split,
+            )
         )
         self.children = [w.HBox([back, prev, nxt, unlabeled, where]), self.canvas, self.notice]
 

@@ -11,6 +11,7 @@ import ipywidgets as w
 from ..project import Project
 from ..records import Model, Run
 from .base import Notice, View
+from .markup import HTML, escape, html
 from .poller import Poller
 from .series import SPLITS, learning_curve, metric_names, metric_series
 
@@ -57,9 +58,9 @@ class MetricsChart(View, w.VBox):
             layout=w.Layout(width="100%", height="320px"),
         )  # fmt: skip
         self.details = w.VBox()
-        self.empty = w.HTML()
+        self.empty = HTML()
         left = w.VBox(
-            [w.HTML("<b>Metrics</b>"), self.metric_panel, w.HTML("<b>Splits</b>"), *self.split_boxes.values()]
+            [HTML(html("<b>Metrics</b>")), self.metric_panel, HTML(html("<b>Splits</b>")), *self.split_boxes.values()]
         )
         chart = w.VBox([self.x_axis, self.figure, self.empty], layout=w.Layout(flex="1"))
         curves = w.VBox([w.HBox([self.curve_runs, self.curve_metric]), self.curves])
@@ -161,9 +162,8 @@ class MetricsChart(View, w.VBox):
             bq.Axis(scale=self.y_scale, side="left", label="value"),
         ]
         finished = sum(r.status == "succeeded" for r in runs)
-        self.empty.value = "" if marks else (
-            "<span style='color:#5f6368'>No succeeded runs yet.</span>" if not finished
-            else "<span style='color:#5f6368'>Check a metric and a split.</span>")  # fmt: skip
+        hint = "" if marks else "Check a metric and a split." if finished else "No succeeded runs yet."
+        self.empty.value = html("<span style='color:#5f6368'>{}</span>", hint) if hint else escape("")
 
     def redraw_curves(self) -> None:
         if not self.curve_metric.value:

@@ -6,8 +6,9 @@ import ipywidgets as w
 
 from ..project import Project
 from ..records import Model
-from .base import Notice, View, escape
+from .base import Notice, View
 from .example_browser import ExampleBrowser
+from .markup import HTML, html
 from .metrics_chart import MetricsChart
 from .runs_table import RunsTable
 
@@ -18,7 +19,7 @@ class ModelDetails(View, w.VBox):
     def __init__(self, project: Project, model: Model | str) -> None:
         self.project = project
         self._model = project.model(model)
-        self.header = w.HTML()
+        self.header = HTML()
         self.examples = ExampleBrowser(project, self._model)
         self.runs = RunsTable(project, self._model)
         self.metrics = MetricsChart(project, self._model)
@@ -35,11 +36,15 @@ class ModelDetails(View, w.VBox):
     def _draw_header(self) -> None:
         m = self.project.model(self._model.id)
         badge = (
-            "<span style='background:#e6f4ea;color:#137333;border-radius:10px;padding:1px 8px'>Deployed</span>"
+            html("<span style='background:#e6f4ea;color:#137333;border-radius:10px;padding:1px 8px'>Deployed</span>")
             if m.deployed
-            else "<span style='background:#f1f3f4;color:#5f6368;border-radius:10px;padding:1px 8px'>Not Deployed</span>"
+            else html(
+                "<span style='background:#f1f3f4;color:#5f6368;border-radius:10px;padding:1px 8px'>Not Deployed</span>"
+            )
         )
-        self.header.value = (
-            f"<div style='font-size:15px;font-weight:600'>{escape(m.name)} {badge}</div>"
-            f"<div style='color:#5f6368'>{escape(m.description)}</div>"
+        self.header.value = html(
+            "<div style='font-size:15px;font-weight:600'>{} {}</div><div style='color:#5f6368'>{}</div>",
+            m.name,
+            badge,
+            m.description,
         )

@@ -12,8 +12,9 @@ from PIL import Image
 from .. import imaging
 from ..errors import PatientMLError
 from ..project import Project
-from ..records import Run
-from .base import Notice, View, escape, message
+from ..records import Run, is_color
+from .base import Notice, View, message
+from .markup import HTML, Markup, escape, html, number
 from .series import challenger_table
 
 __all__ = ["RunDetails", "worst_examples"]
@@ -26,121 +27,146 @@ def worst_examples(run: Run, n: int = WORST) -> list[dict[str, Any]]:
     return sorted(run.test_examples, key=lambda e: (e["score"], e["example_id"]))[:n]
 
 
-def _summary_lines(run: Run, deployed: bool) -> list[str]:
+def _summary_lines(run: Run, deployed: bool) -> list[Markup | str]:
     """The run in a few lines: name and status, when, on what, how, progress and errors (escaped)."""
-    duration = ""
-    if run.started and run.ended:
-        from datetime import datetime
-
-        seconds = (datetime.fromisoformat(run.ended) - datetime.fromisoformat(run.started)).total_seconds()
-        duration = f", {seconds:.1f} s"
     counts = ", ".join(f"{s} {len(run.snapshot.get(s, []))}" for s in ("train", "val", "test"))
-    lines = [
-        f"<div style='font-size:15px;font-weight:600'>{escape(run.slug)} - {escape(run.status)}"
-        + (" <span style='color:#137333'>Deployed</span>" if deployed else "")
-        + "</div>",
-        f"trigger {escape(run.trigger)}; started {escape((run.started or '-')[:19])}; "
-        f"ended {escape((run.ended or '-')[:19])}{duration}",
-        f"snapshot: {escape(counts)} submitted labels",
-        "hyperparameters: " + escape(", ".join(f"{k}={v}" for k, v in sorted(run.hyperparameters.items()))),
+    lines: list[Markup | str] = [
+        html(
+            "<div style='font-size:15px;font-weight:600'>{} - {}{}</div>",
+            run.slug,
+            run.status,
+            html(" <span style='color:#137333'>Deployed</span>") if deployed else "",
+        ),
+        html(
+            "trigger {}; started {}; ended {}{}",
+            run.trigger,
+            str(run.started or "-")[:19],
+            str(run.ended or "-")[:19],
+            _duration(run),
+        ),
+        html("snapshot: {} submitted labels", counts),
+        html("hyperparameters: {}", ", ".join(f"{k}={v}" for k, v in sorted(run.hyperparameters.items()))),
         *_machine_lines(run),
     ]
-    if run.status == "running" and run.progress.get("steps"):
-        p = run.progress
+    p = run.progress if isinstance(run.progress, dict) else {}
+    if run.status == "running" and p.get("steps"):
         lines.append(
-            f"progress: step {p.get('step', 0)}/{p['steps']} (epoch {p.get('epoch', 0)}), "
-            f"loss {p.get('loss', 0):.4f}, at most about {p.get('eta_s', 0):.0f} s left"
+            html(
+                "progress: step {}/{} (epoch {}), loss {:.4f}, at most about {:.0f} s left",
+                p.get("step", 0),
+                p["steps"],
+                p.get("epoch", 0),
+                p.get("loss", 0),
+                p.get("eta_s", 0),
+            )
         )
     if run.error:
-        lines.append(f"<span style='color:#c5221f'>{escape(run.error)}</span>")
+        lines.append(html("<span style='color:#c5221f'>{}</span>", run.error))
     if run.traceback:
-        lines.append(f"<pre style='font-size:11px;max-height:180px;overflow:auto'>{escape(run.traceback)}</pre>")
+        lines.append(html("<pre style='font-size:11px;max-height:180px;overflow:auto'>{}</pre>", run.traceback))
     return lines
 
 
-def _comparison(run: Run, champion_label: str) -> str:
+def _duration(run: Run) -> str:
+    """The run's length as ', 12.3 s' (empty without both stamps, or when they are not times)."""
+    if not (run.started and run.ended):
+        return ""
+    from datetime import datetime
+
+    try:
+        seconds = (datetime.fromisoformat(str(run.ended)) - datetime.fromisoformat(str(run.started))).total_seconds()
+    except (TypeError, ValueError):
+        return ""
+    return f", {seconds:.1f} s"
+
+
+def _comparison(run: Run, champion_label: str) -> Markup:
     """The run next to the champion on the same test examples (empty before there is anything to compare)."""
     rows = challenger_table(run)
     if not rows:
-        return ""
+        return escape("")
     table = _table(
         ["metric", "this run", champion_label, "difference"],
-        [[escape(n), _fmt(a), _fmt(b), "-" if d is None else f"{d:+.4f}"] for n, a, b, d in rows],
+        [[n, _fmt(a), _fmt(b), number(d, "+.4f")] for n, a, b, d in rows],
     )
-    error = run.champion.get("error")
-    return (
-        "<b>On the same test examples</b>"
-        + table
-        + (f"<div style='color:#5f6368'>{escape(error)}</div>" if error else "")
+    error = (run.champion or {}).get("error")
+    return html(
+        "<b>On the same test examples</b>{}{}",
+        table,
+        html("<div style='color:#5f6368'>{}</div>", error) if error else "",
     )
 
 
-def _approvals(run: Run) -> str:
+def _approvals(run: Run) -> Markup:
     if not run.approvals:
-        return ""
-    return "<b>Decisions</b><br>" + "<br>".join(
-        f"{escape(a['decision'])} by {escape(a['actor'])} - {escape(a.get('reason') or '')} ({escape(a['time'][:19])})"
-        for a in run.approvals
+        return escape("")
+    return html(
+        "<b>Decisions</b><br>{}",
+        html("<br>").join(
+            html(
+                "{} by {} - {} ({})",
+                a.get("decision"),
+                a.get("actor"),
+                a.get("reason") or "",
+                str(a.get("time") or "")[:19],
+            )
+            for a in run.approvals
+        ),
     )
 
 
 def _machine_lines(run) -> list[str]:
-    """Where and how the run trained, what the plan derived from the data, and why training ended."""
+    """Where and how the run trained, what the plan derived from the data, and why training ended
+    (plain text: the caller escapes it).
+    """
     lines = []
     hw = run.hardware
     if hw:
         lines.append(
-            escape(
-                f"trained on: {hw.get('device')} ({hw.get('name', '')}), {hw.get('precision')}, "
-                f"{hw.get('threads')} threads - {hw.get('reason', '')}"
-            )
+            f"trained on: {hw.get('device')} ({hw.get('name', '')}), {hw.get('precision')}, "
+            f"{hw.get('threads')} threads - {hw.get('reason', '')}"
         )
     plan, fp = run.plan, run.fingerprint
     if plan:
         norm = (plan.get("normalization") or {}).get("scheme", "")
-        budget = f"within {plan['budget_s']:.0f} s" if plan.get("budget_s") else "(no time budget)"
+        budget = f"within {number(plan['budget_s'], '.0f')} s" if plan.get("budget_s") else "(no time budget)"
         canvas, patch = plan.get("canvas") or [], plan.get("patch") or []
         size = "x".join(map(str, canvas)) + (
             f" (patches {'x'.join(map(str, patch))})" if patch and patch != canvas else ""
         )
         lines.append(
-            escape(
-                f"plan: {size}, normalisation {norm}, batch {plan.get('batch_size')}, "
-                f"up to {plan.get('steps')} steps {budget}, "
-                f"lr {plan.get('lr')}, width {plan.get('base_channels')}"
-            )
+            f"plan: {size}, normalisation {norm}, batch {plan.get('batch_size')}, "
+            f"up to {plan.get('steps')} steps {budget}, "
+            f"lr {plan.get('lr')}, width {plan.get('base_channels')}"
         )
     if fp:
         modality = f"{fp['modality']} " if fp.get("modality") else ""
         lines.append(
-            escape(
-                f"data: {fp.get('n')} {modality}training images, median "
-                f"{'x'.join(map(str, fp.get('shape_median', [])))}, channels {fp.get('channels')}"
-            )
+            f"data: {fp.get('n')} {modality}training images, median "
+            f"{'x'.join(map(str, fp.get('shape_median', [])))}, channels {fp.get('channels')}"
         )
     t = run.training
     if t:
         lines.append(
-            escape(
-                f"training: {t.get('steps')} steps in {t.get('seconds')} s, best at step "
-                f"{t.get('best_step')}; ended by {t.get('stopped')}"
-            )
+            f"training: {t.get('steps')} steps in {t.get('seconds')} s, best at step "
+            f"{t.get('best_step')}; ended by {t.get('stopped')}"
         )
     return lines
 
 
 def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return escape(value)
+    """A metric value as text: 4 decimals for a float, the value itself otherwise."""
+    return number(value, ".4f") if isinstance(value, float) else number(value)
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th style='text-align:left;padding:2px 10px'>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td style='padding:2px 10px'>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table style='border-collapse:collapse;font-size:13px'><tr>{head}</tr>{body}</table>"
+def _table(header: list[Any], rows: list[list[Any]]) -> Markup:
+    """A table of text cells (each escaped unless it is Markup)."""
+    head = escape("").join(html("<th style='text-align:left;padding:2px 10px'>{}</th>", h) for h in header)
+    body = escape("").join(
+        html("<tr>{}</tr>", escape("").join(html("<td style='padding:2px 10px'>{}</td>", c) for c in row))
+        for row in rows
+    )
+    return html("<table style='border-collapse:collapse;font-size:13px'><tr>{}</tr>{}</table>", head, body)
 
 
 class RunDetails(View, w.VBox):
@@ -152,10 +178,10 @@ class RunDetails(View, w.VBox):
         self.project = project
         self.run_id = run if isinstance(run, str) else run.id
         self._open_example = open_example
-        self.summary = w.HTML()
-        self.comparison = w.HTML()
-        self.per_class = w.HTML()
-        self.approvals = w.HTML()
+        self.summary = HTML()
+        self.comparison = HTML()
+        self.per_class = HTML()
+        self.approvals = HTML()
         self.notice = Notice()
         self.reason = w.Text(placeholder="reason (needed to reject)", layout=w.Layout(width="320px"))
         self.deploy_button = w.Button(description="Deploy", button_style="primary")
@@ -165,7 +191,7 @@ class RunDetails(View, w.VBox):
         self.approve_button.on_click(self.guarded(lambda _: self._decide("approve")))
         self.reject_button.on_click(self.guarded(lambda _: self._decide("reject")))
         self.worst = w.VBox()
-        self.log_view = w.Accordion(children=[w.HTML()])
+        self.log_view = w.Accordion(children=[HTML()])
         self.log_view.set_title(0, "Log")
         self.log_view.selected_index = None
         self.follow(project, self._changed, kinds={"run_updated", "model_updated"}, tables=("runs", "models"))
@@ -193,16 +219,17 @@ class RunDetails(View, w.VBox):
         project, run = self.project, self.project.run(self.run_id)
         model = project.model(run.model_id)
         deployed = model.champion_run_id == run.id
-        self.summary.value = "<br>".join(_summary_lines(run, deployed))
+        self.summary.value = html("<br>").join(_summary_lines(run, deployed))
         champion = (run.champion or {}).get("run_id")
-        self.comparison.value = _comparison(run, escape(project.run(champion).slug) if champion else "champion")
+        self.comparison.value = _comparison(run, project.run(champion).slug if champion else "champion")
         self.per_class.value = _per_class(run, [c.name for c in model.classes])
         self.approvals.value = _approvals(run)
         finished = run.status == "succeeded"
         self.deploy_button.disabled = not finished or deployed
         self.approve_button.disabled = self.reject_button.disabled = not finished
-        log = escape(project.run_log(run)[-20000:])
-        self.log_view.children[0].value = f"<pre style='font-size:11px;max-height:240px;overflow:auto'>{log}</pre>"
+        self.log_view.children[0].value = html(
+            "<pre style='font-size:11px;max-height:240px;overflow:auto'>{}</pre>", project.run_log(run)[-20000:]
+        )
         if finished and not self.worst.children:
             self._draw_worst(run)
 
@@ -246,8 +273,9 @@ class RunDetails(View, w.VBox):
             thumb, caption = _overlay(display, proba, predictor.class_indices, colors, model, item["score"])
             button = w.Button(description="Label", layout=w.Layout(width="96px"))
             button.on_click(lambda _, example_id=item["example_id"]: self.open_example(example_id))
-            cards.append(w.VBox([w.Image(value=thumb, format="jpeg", width=96, height=96), w.HTML(caption), button]))
-        self.worst.children = [w.HTML("<b>Worst test examples</b> (the run's prediction overlaid)"), w.HBox(cards)]
+            label = HTML(html("<span style='font-size:11px'>{}</span>", caption))
+            cards.append(w.VBox([w.Image(value=thumb, format="jpeg", width=96, height=96), label, button]))
+        self.worst.children = [HTML(html("<b>Worst test examples</b> (the run's prediction overlaid)")), w.HBox(cards)]
 
     def open_example(self, example_id: str) -> None:
         """Open a worst example in the labeling view (from an error to its fix)."""
@@ -268,29 +296,43 @@ class RunDetails(View, w.VBox):
         self.draw()
 
 
-def _per_class(run: Run, names: list[str]) -> str:
-    test = run.metrics.get("test", {})
+def _per_class(run: Run, names: list[str]) -> Markup:
+    test = run.metrics.get("test", {}) if isinstance(run.metrics, dict) else {}
+    if not isinstance(test, dict):
+        return escape("")
+
+    def column(key: str) -> list[Any]:
+        values = test.get(key)
+        return list(values) if isinstance(values, (list, tuple)) else []
+
     if "confusion_matrix" in test:
-        cm = test["confusion_matrix"]
+        cm = [row for row in column("confusion_matrix") if isinstance(row, (list, tuple))]
         matrix = _table(
-            ["truth \\ predicted", *names], [[escape(names[i]), *map(str, row)] for i, row in enumerate(cm)]
+            ["truth \\ predicted", *names],
+            [[names[i] if i < len(names) else f"class {i}", *map(number, row)] for i, row in enumerate(cm)],
         )
         pr = _table(
             ["class", "precision", "recall"],
-            [[escape(n), _fmt(p), _fmt(r)] for n, p, r in zip(names, test["precision"], test["recall"])],
+            [[n, _fmt(p), _fmt(r)] for n, p, r in zip(names, column("precision"), column("recall"))],
         )
-        return f"<b>Confusion matrix (test)</b>{matrix}<b>Per class</b>{pr}"
+        return html("<b>Confusion matrix (test)</b>{}<b>Per class</b>{}", matrix, pr)
     if "dice" in test:
-        return "<b>Per class (test)</b>" + _table(
-            ["class", "Dice", "IoU"],
-            [[escape(n), _fmt(d), _fmt(i)] for n, d, i in zip(names, test["dice"], test["iou"])],
+        return html(
+            "<b>Per class (test)</b>{}",
+            _table(
+                ["class", "Dice", "IoU"],
+                [[n, _fmt(d), _fmt(i)] for n, d, i in zip(names, column("dice"), column("iou"))],
+            ),
         )
     if "precision" in test:
-        return "<b>Per class (test)</b>" + _table(
-            ["class", "precision", "recall"],
-            [[escape(n), _fmt(p), _fmt(r)] for n, p, r in zip(names, test["precision"], test["recall"])],
+        return html(
+            "<b>Per class (test)</b>{}",
+            _table(
+                ["class", "precision", "recall"],
+                [[n, _fmt(p), _fmt(r)] for n, p, r in zip(names, column("precision"), column("recall"))],
+            ),
         )
-    return ""
+    return escape("")
 
 
 def _overlay(rgb, proba, indices, colors, model, score) -> tuple[bytes, str]:
@@ -303,18 +345,18 @@ def _overlay(rgb, proba, indices, colors, model, score) -> tuple[bytes, str]:
                 continue
             where = mask == index
             rgb[where] = (0.55 * rgb[where] + 0.45 * np.array(_rgb(color))).astype(np.uint8)
-        caption = f"Dice {score:.2f}"
+        caption = f"Dice {number(score, '.2f')}"
     else:
         names = {c.index: c.name for c in model.classes}
         top = int(np.argmax(proba))
-        caption = f"predicted {escape(names.get(indices[top], '?'))} ({proba[top]:.0%}); score {score:.2f}"
+        caption = f"predicted {names.get(indices[top], '?')} ({proba[top]:.0%}); score {number(score, '.2f')}"
     im = Image.fromarray(rgb)
     im.thumbnail((96, 96))
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=85)
-    return buf.getvalue(), f"<span style='font-size:11px'>{caption}</span>"
+    return buf.getvalue(), caption
 
 
 def _rgb(color: str) -> tuple[int, int, int]:
-    value = int(color.lstrip("#"), 16)
+    value = int(color[1:], 16) if is_color(color) else 0x808080
     return (value >> 16) & 255, (value >> 8) & 255, value & 255

@@ -12,6 +12,7 @@ from ..project import Project
 from ..records import Model, Run
 from .base import Notice, View
 from .data_table import DataTable
+from .markup import is_number
 
 __all__ = ["RunsTable"]
 
@@ -38,8 +39,9 @@ def _row(run: Run, champion: str | None) -> dict[str, Any]:
     progress = run.progress or {}
     status: dict[str, Any] = {"name": run.status}
     if run.status == "running" and progress.get("steps"):
-        step = progress.get("step", 0)
-        status["text"] = f"{100 * step // progress['steps']}% (step {step}/{progress['steps']})"
+        step, steps = progress.get("step", 0), progress["steps"]
+        done = f"{100 * step // steps}% " if is_number(step) and is_number(steps) else ""
+        status["text"] = f"{done}(step {step}/{steps})"
     elif run.status in ("failed", "cancelled"):
         status["text"] = run.status
     name, value = run.objective

@@ -5,10 +5,11 @@ from __future__ import annotations
 import ipywidgets as w
 
 from ..project import Project
-from .base import Notice, View, escape
+from .base import Notice, View
 from .data_table import DataTable
 from .example_browser import ICON
 from .label_canvas import LabelCanvas
+from .markup import HTML, html
 
 __all__ = ["SubjectViewer"]
 
@@ -73,7 +74,7 @@ class SubjectViewer(View, w.VBox):
         model = self.project.model(self.project.example(example_id).model_id)
         self.children = [
             self.picker,
-            w.HBox([back, w.HTML(f"&nbsp;{escape(model.name)} - {escape(example_id)}")]),
+            w.HBox([back, HTML(html("&nbsp;{} - {}", model.name, example_id))]),
             self.canvas,
             self.notice,
         ]

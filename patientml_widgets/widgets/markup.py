@@ -1,0 +1,104 @@
+"""The one way the views build HTML: every string of markup the package shows is made here.
+
+A project folder can come from anywhere, so every value read from it (a model's name, a run's
+progress, a metric's name, a confusion matrix cell...) is text, never markup:
+
+- :func:`html` fills a *literal* template: each value is escaped (unless it is :class:`Markup`
+  made here), and a format spec (``{:.4f}``) formats numbers only - a record holding a string
+  where a number belongs shows that string, escaped, instead of raising or being pasted in raw;
+- :func:`escape` makes one value safe text; ``Markup.join`` escapes every item it joins;
+- :func:`number` formats a number from a record as text (for text that is escaped later);
+- :class:`HTML` is the only HTML widget the views use: a value that is not :class:`Markup`
+  is escaped, so plain text can never become markup by mistake.
+
+``tests/test_markup.py`` parses the views and fails on markup built any other way.
+"""
+
+from __future__ import annotations
+
+import html as _html
+import numbers
+import string
+from collections.abc import Iterable
+from typing import Any
+
+import ipywidgets as w
+import traitlets as t
+
+__all__ = ["HTML", "Markup", "escape", "html", "is_number", "number"]
+
+
+class Markup(str):
+    """A string of HTML known to be safe: made only by :func:`html`, :func:`escape` and :meth:`join`.
+
+    Any other operation on it (``+``, ``%``, slicing, ``.replace``...) gives a plain ``str``,
+    which :class:`HTML` shows as text.
+    """
+
+    __slots__ = ()
+
+    def join(self, items: Iterable[Any]) -> Markup:
+        """The items (escaped unless they are Markup) joined by this markup."""
+        return Markup(str.join(self, (escape(item) for item in items)))
+
+
+def escape(value: Any) -> Markup:
+    """``value`` as text in HTML (``<``, ``>``, ``&`` and quotes escaped); Markup is kept as it is."""
+    if isinstance(value, Markup):
+        return value
+    return Markup(_html.escape(str(value), quote=True))
+
+
+def is_number(value: Any) -> bool:
+    """A real number (bools are not numbers here)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def number(value: Any, spec: str = "", missing: str = "-") -> str:
+    """A number from a record as text: ``format(value, spec)`` for a number, ``missing`` for None,
+    and ``str(value)`` for anything else (a crafted record may hold text where a number belongs).
+    The result is plain text: it still goes through :func:`html` or :func:`escape`.
+    """
+    if value is None:
+        return missing
+    if is_number(value):
+        try:
+            return format(value, spec)
+        except (TypeError, ValueError):
+            return str(value)
+    return str(value)
+
+
+class _Formatter(string.Formatter):
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if isinstance(value, Markup) and not format_spec:
+            return value
+        return escape(number(value, format_spec, missing="None") if format_spec else value)
+
+    def convert_field(self, value: Any, conversion: str | None) -> Any:
+        if conversion is not None:
+            raise ValueError("html() templates take no conversions (!r, !s, !a): format the value first")
+        return value
+
+
+_FORMATTER = _Formatter()
+
+
+def html(template: str, *args: Any, **kwargs: Any) -> Markup:
+    """Fill the literal ``template`` (``str.format`` syntax) with escaped values.
+
+    ``{}`` shows a value as text (Markup is inserted as it is); ``{:.4f}`` formats a number and
+    shows anything else as text. The template itself is trusted: never pass data as the template.
+    """
+    return Markup(_FORMATTER.vformat(template, args, kwargs))
+
+
+class HTML(w.HTML):
+    """An ipywidgets HTML whose value is :class:`Markup`; any other string is escaped first."""
+
+    @t.validate("value")
+    def _safe_value(self, proposal: dict[str, Any]) -> str:
+        return escape(proposal["value"])
+
+    def __init__(self, value: Any = "", **kwargs: Any) -> None:
+        super().__init__(value=escape(value), **kwargs)
