@@ -61,6 +61,11 @@ _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 TABLES = ("models", "subjects", "examples", "labels", "runs", "predictions", "code")
 
 
+def _whole(value: Any, default: int) -> int:
+    """An integer from a stored source field, or ``default`` if it holds something else."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
 def _build(cls, record: dict[str, Any], **extra: Any):
     """A dataclass from a store record, copying nested values so no one edits the store's own."""
     values = {}
@@ -84,6 +89,19 @@ class ClassInfo:
     color: str
     description: str = ""
 
+    @classmethod
+    def from_record(cls, c: dict[str, Any]) -> ClassInfo:
+        """From a stored class: a colour that is not #rrggbb (a crafted project) gets the palette's."""
+        index = int(c["index"])
+        color = c.get("color")
+        description = c.get("description")
+        return cls(
+            index=index,
+            name=str(c["name"]),
+            color=color.lower() if is_color(color) else PALETTE[index % len(PALETTE)],
+            description=description if isinstance(description, str) else "",
+        )
+
 
 @dataclass(frozen=True)
 class Model:
@@ -103,7 +121,7 @@ class Model:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Model:
-        classes = tuple(ClassInfo(**c) for c in record["classes"])
+        classes = tuple(ClassInfo.from_record(c) for c in record["classes"])
         return _build(cls, record, classes=classes)
 
     @property
@@ -179,9 +197,10 @@ class Example:
         s = self.source
         if s.get("series_uid"):
             words = [s.get("modality", ""), s.get("series_description", "")]
-            if int(s.get("series_size") or 1) > 1:
-                words.append(f"{int(s.get('series_index') or 0) + 1}/{s['series_size']}")
-            return " ".join(w for w in words if w) or s.get("file", "")
+            size, index = _whole(s.get("series_size"), 1), _whole(s.get("series_index"), 0)
+            if size > 1:
+                words.append(f"{index + 1}/{size}")
+            return " ".join(str(w) for w in words if w) or str(s.get("file", ""))
         return str(s.get("file", ""))
 
 

@@ -175,3 +175,36 @@ def test_a_damaged_or_crafted_project_is_a_patientml_error_or_works(template, tm
     finally:
         assert sorted(p.name for p in work.iterdir()) == outside_before, "something was written outside the project"
         shutil.rmtree(work, ignore_errors=True)
+
+
+JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False), st.text(max_size=6)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    max_leaves=8,
+)
+RUN_FIELDS = [
+    "status", "metrics", "history", "progress", "spec", "classes", "hyperparameters", "approvals", "snapshot",
+    "fingerprint", "plan", "hardware", "training", "test_examples", "champion", "error", "traceback", "trials",
+    "started", "ended", "trigger", "slug",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(RUN_FIELDS), value=JSON, nested=st.sampled_from(["", "test", "val", "objective"]))
+def test_a_crafted_run_record_is_shown_or_refused_never_a_crash(template, tmp_path, name, value, nested):
+    """A run record written by hand (any JSON in any field): the views show it or say what is wrong."""
+    work = tmp_path / f"case-{os.urandom(4).hex()}"
+    shutil.copytree(template, work / "study")
+    proj = pml.Project.open(work / "study", user="someone")
+    run = proj.session.run_records(proj.model("seg").id)[0]
+    crafted = {**run, name: {nested: value} if nested else value}
+    with proj.session.write():
+        proj.session.store.put("runs", run["id"], crafted)  # past every check of the API
+    try:
+        _use(work / "study")
+        event("shown")
+    except pml.PatientMLError as e:
+        event(type(e).__name__)
+        assert str(e).strip()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -82,6 +82,66 @@ SCHEMA: dict[str, dict[str, Any]] = {
     },
     "predictions": {"run_id": _text, "model_id": _text},
 }  # fmt: skip
+def _number_or_none(v: Any) -> bool:
+    return v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+
+
+def _flag(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _dict(v: Any) -> bool:
+    return isinstance(v, dict)
+
+
+def _dict_or_none(v: Any) -> bool:
+    return v is None or isinstance(v, dict)
+
+
+def _texts(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(t, str) for t in v)
+
+
+def _text_map(v: Any) -> bool:
+    return isinstance(v, dict) and all(isinstance(t, str) for t in v.values())
+
+
+def _dicts(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(d, dict) for d in v)
+
+
+def _snapshot(v: Any) -> bool:
+    return isinstance(v, dict) and all(
+        isinstance(pairs, list)
+        and all(isinstance(p, list) and len(p) == 2 and _text(p[0]) and _count(p[1]) for p in pairs)
+        for pairs in v.values()
+    )
+
+
+#: fields a record may lack (older versions did not write them) but, when present, must hold this
+#: kind of value: the code reads them without checking again, so a crafted value is damage too
+OPTIONAL: dict[str, dict[str, Any]] = {
+    "models": {
+        "description": _text, "retired_classes": _classes, "multi_label": _flag, "champion_run_id": _text_or_none,
+        "training": _dict, "retrain": _dict, "updated": _text,
+    },
+    "subjects": {"name": _text, "tags": _texts, "created": _text, "external_ids": _text_map, "metadata": _dict},
+    "examples": {"channels": _count, "dtype": _text, "updated": _text, "seq": _count},
+    "labels": {
+        "kind": _one_of("mask", "classes"), "author": _text, "time_spent": _number_or_none, "source": _text,
+        "created": _text,
+    },
+    "runs": {
+        "slug": _text, "trigger": _text, "snapshot": _snapshot, "hyperparameters": _dict, "metrics": _dict,
+        "approvals": _dicts, "history": _dicts, "progress": _dict, "error": _text_or_none, "created": _text,
+        "started": _text_or_none, "ended": _text_or_none, "artifact_ref": _ref_or_none, "classes": _classes,
+        "spec": _dict, "test_examples": _dicts, "fingerprint": _dict, "plan": _dict,
+        "hardware": _dict, "training": _dict, "champion": _dict, "traceback": _text_or_none,
+        "trials": _dicts,
+    },
+    "code": {"factory": _text, "train_step": _text_or_none, "author": _text, "created": _text},
+    "predictions": {"example_id": _text_or_none, "mask_ref": _ref_or_none, "uncertainty": _number_or_none},
+}  # fmt: skip
 #: the field that repeats a record's id
 KEY_FIELD = {"models": "id", "subjects": "id", "runs": "id", "code": "name", "examples": "id", "labels": "example_id"}
 
@@ -97,6 +157,11 @@ def _check_record(table: str, key: str, record: Any, where: Path | str) -> dict[
         if name not in record or not valid(record[name]):
             what = "lacks" if name not in record else f"has a bad {name!r} ({record[name]!r:.40}) - it lacks"
             raise StoreError(f"{where}: {table} record {key!r} {what} a valid {name!r}{_hint(where)}")
+    for name, valid in OPTIONAL.get(table, {}).items():
+        if name in record and not valid(record[name]):
+            raise StoreError(
+                f"{where}: {table} record {key!r} has a bad {name!r} ({record[name]!r:.40}){_hint(where)}"
+            )
     field = KEY_FIELD.get(table)
     if field is not None and record[field] != key:
         raise StoreError(f"{where}: {table} record {key!r} says its id is {record[field]!r}{_hint(where)}")

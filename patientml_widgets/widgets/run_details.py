@@ -24,7 +24,16 @@ WORST = 8
 
 def worst_examples(run: Run, n: int = WORST) -> list[dict[str, Any]]:
     """The test examples the run did worst on (lowest score first)."""
-    return sorted(run.test_examples, key=lambda e: (e["score"], e["example_id"]))[:n]
+    scored = [
+        e
+        for e in run.test_examples
+        if isinstance(e, dict)
+        and isinstance(e.get("example_id"), str)
+        and isinstance(e.get("score"), int | float)
+        and not isinstance(e.get("score"), bool)
+        and e["score"] == e["score"]  # not NaN
+    ]  # a crafted run record may hold anything: what is not a scored example is left out
+    return sorted(scored, key=lambda e: (e["score"], e["example_id"]))[:n]
 
 
 def _summary_lines(run: Run, deployed: bool) -> list[Markup | str]:
