@@ -341,3 +341,46 @@ def test_zip_archives_import_in_place_and_hostile_members_are_refused(project, s
     (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(ValidationError, match="not a readable zip"):
         project.add_folder(seg, tmp_path / "bad.zip")
+
+
+# -- hostile and malformed input: one regression test per finding of "safe with files from elsewhere" --
+
+
+AWKWARD = [
+    "line\rbreak", "crlf\r\nin", "\ttab first", "\rcr first", "=1+1", "+x", "-dr. who", "@sum", "'quoted",
+    "''=twice", "'=guarded", "  padded both  ", " lead", "trail ", 'say "hi", then', "ünïcødé ✓", "\n", "'",
+]  # fmt: skip
+
+
+def test_csv_cells_round_trip_exactly_and_formulas_are_guarded(project, tmp_path):
+    model = project.create_model("kinds", problem_type="classification", classes=["a", "b"])
+    for i, author in enumerate(AWKWARD):
+        project.submit_label(project.add_example(model, image(6, 6, i)), classes=["a"], author=author)
+    out = project.export_labels(model, tmp_path / "out")
+    text = (out / "index.csv").read_bytes().decode()
+    assert text.count("\n") - text.count("\r\n") - text.count('"\n"') >= len(AWKWARD)  # rows end in \n
+    assert '"line\rbreak"' in text and '"crlf\r\nin"' in text  # a line break is always inside quotes
+    for guarded in ("'\ttab first", "'\rcr first", "'=1+1", "'+x", "'-dr. who", "'@sum", "''quoted", "'''=twice"):
+        assert f'"{guarded}"' in text, guarded  # the guard, and quotes around it
+    assert ",=1+1" not in text and ",\t" not in text and ',"\t' not in text
+    other = pml.Project.open(tmp_path / "other", user="importer")
+    copy = other.import_dataset(out).model
+    assert sorted(other.label(e).author for e in other.examples(copy)) == sorted(AWKWARD)
+    # a hand-written index: the author is kept exactly, paths and keywords are read without their spaces
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(image(6, 6)).save(data / "a.png")
+    (data / "index.csv").write_text('image,classes,author\n a.png , b ," dr who "\n', encoding="utf-8-sig")
+    (ex,) = project.add_folder(model, data, index="index.csv").added
+    assert project.label(ex).author == " dr who " and project.label(ex).classes == (1,)
+
+
+def test_every_csv_goes_through_the_one_helper():
+    from patientml_widgets.exchange import csvfile
+
+    for text in [*AWKWARD, "", "plain"]:
+        assert csvfile.unguard_cell(csvfile.guard_cell(text)) == text
+    assert csvfile.unguard_cell("'=hand written") == "=hand written"  # a spreadsheet user's own guard
+    root = __import__("pathlib").Path(pml.__file__).parent
+    users = sorted(p.name for p in root.rglob("*.py") if "import csv" in p.read_text().splitlines())
+    assert users == ["csvfile.py"]

@@ -20,7 +20,6 @@ to the target and renamed into place, so a crash leaves no half-written export.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -38,6 +37,7 @@ from ..records import Example, Model
 from ..session import ModelRef, Session
 from ..store import now
 from ..store.files import inside, publish, remove_abandoned, scratch_folder
+from . import csvfile
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "export_labels", "export_snapshot", "read_coco", "read_manifest"]
 
@@ -332,24 +332,10 @@ def _fsync_tree(root: Path) -> None:
 
 
 def _csv(rows: Iterable[dict[str, Any]]) -> bytes:
+    """``index.csv``: the index columns, then any others in name order (see ``csvfile`` for the cells)."""
     rows = list(rows)
     columns = list(INDEX_COLUMNS) + sorted({k for r in rows for k in r} - set(INDEX_COLUMNS))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _cell(row.get(k, "")) for k in columns})
-    return buf.getvalue().encode()
-
-
-def _cell(value: Any) -> Any:
-    """Spreadsheets run cells that start with = + - @ as formulas; quote those (OWASP CSV injection).
-
-    The import strips the quote again (a cell that starts with a quote gets a second one).
-    """
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "'"):
-        return "'" + value
-    return value
+    return csvfile.write_csv(columns, rows)
 
 
 # -- reading exports back ----------------------------------------------------------------

@@ -18,7 +18,6 @@ planned is skipped with the reason, and the rest still imports.
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import stat
@@ -33,6 +32,7 @@ from ..errors import ImageError, ValidationError
 from ..imaging import IMAGE_SUFFIXES
 from ..imaging.dicom import DicomHeader, is_dicom, read_dicom_header
 from ..store.files import inside
+from . import csvfile
 
 __all__ = ["SPLIT_FOLDERS", "Entry", "Plan", "extract_zip", "plan_coco", "plan_folder"]
 
@@ -53,6 +53,9 @@ SPLIT_FOLDERS = {
     "testing": "test",
 }
 IMAGE_COLUMNS = ("image", "file", "path")
+#: index columns read exactly as written (free text); the others are paths, numbers or keywords,
+#: read without the space around them
+EXACT_COLUMNS = frozenset({"author"})
 SKIPPED_NAMES = frozenset({"DICOMDIR", "Thumbs.db", "desktop.ini"})
 
 SubjectRule = str | Callable[[Path], str | None]
@@ -180,25 +183,21 @@ def _read_index(root: Path, index: Path) -> list[dict[str, str]]:
     path = index if index.is_absolute() else root / index
     if not path.is_file():
         raise ValidationError(f"no index file {path}")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            columns = [c.strip().lower() for c in reader.fieldnames or []]
-            if not any(c in columns for c in IMAGE_COLUMNS):
-                raise ValidationError(
-                    f"{path.name} needs an image column (one of {', '.join(IMAGE_COLUMNS)}); it has {columns}"
-                )
-            return [
-                {(k or "").strip().lower(): _uncell((v or "").strip()) for k, v in row.items() if isinstance(v, str)}
-                for row in reader
-            ]
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise ValidationError(f"{path.name} is not a readable CSV file ({e})") from None
-
-
-def _uncell(value: str) -> str:
-    """Undo the quote an export puts before cells a spreadsheet would run as formulas."""
-    return value[1:] if value[:1] == "'" and value[1:2] in ("=", "+", "-", "@", "'") else value
+    header, table = csvfile.read_csv(path)
+    columns = [c.strip().lower() for c in header]
+    if not any(c in columns for c in IMAGE_COLUMNS):
+        raise ValidationError(
+            f"{path.name} needs an image column (one of {', '.join(IMAGE_COLUMNS)}); it has {columns[:20]}"
+        )
+    rows = []
+    for cells in table:
+        if not any(cells):
+            continue  # a blank line
+        row = dict.fromkeys(columns, "")
+        for column, value in zip(columns, cells, strict=False):  # cells past the header are ignored
+            row[column] = value if column in EXACT_COLUMNS else value.strip()
+        rows.append(row)
+    return rows
 
 
 def _plan_row(base: Path, row: dict[str, str], subject_from, split_from, plan: Plan) -> Entry | None:
