@@ -501,3 +501,56 @@ def test_the_cap_holds_on_the_bytes_written_when_a_directory_lies(project, seg, 
     monkeypatch.setattr(zipfile.ZipFile, "open", full_disk)
     with pytest.raises(StoreError, match="disk is full"):
         project.add_folder(seg, archive)
+
+
+def test_malformed_index_csv_coco_and_manifests_are_patientml_errors(project, seg, tmp_path):
+    from patientml_widgets.errors import PatientMLError
+
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(image(8, 8)).save(data / "a.png")
+    for name, content, match in [
+        ("utf16.csv", "image\na.png\n".encode("utf-16"), "UTF-16.*CSV UTF-8"),
+        ("latin.csv", "image,subject\na.png,J\xf6rg\n".encode("latin-1"), "not UTF-8.*CSV UTF-8"),
+        ("empty.csv", b"", "empty"),
+        ("huge.csv", b'image\n"' + b"x" * 200_000 + b'"\n', "not a readable CSV"),
+    ]:
+        (data / name).write_bytes(content)
+        with pytest.raises(ValidationError, match=match):
+            project.add_folder(seg, data, index=name)
+    (data / "odd.csv").write_text("image,frame,window_center,window_width\nimg/\0.png,,,\n" + "x" * 300 + ".png,,,\n"
+                                  "a.png,²,0,inf\n")  # fmt: skip
+    reasons = dict(project.add_folder(seg, data, index="odd.csv").skipped)
+    assert "NUL" in reasons["img/\0.png"] or "cannot be a file name" in reasons["img/\0.png"]
+    assert "too long" in reasons["x" * 300 + ".png"] and "frame" in reasons["a.png"]
+    coco = tmp_path / "coco"
+    coco.mkdir()
+    Image.fromarray(image(8, 8)).save(coco / "a.png")
+    image_8 = {"id": 1, "file_name": "a.png", "width": 8, "height": 8}
+    cases = [
+        "[" * 100_000,  # too deep for the parser
+        '{"images": [{"id": 1, "file_name": "a.png", "width": Infinity, "height": 8}], "categories": []}',
+        '{"images": [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}], "categories": [], "annotations": [5]}',
+        json.dumps({"images": [image_8], "categories": [{"id": 1}]}),
+        json.dumps({"images": [{"file_name": "a.png"}], "categories": []}),
+        json.dumps({"images": [image_8], "categories": [{"id": 1, "name": "x"}],
+                    "annotations": [{"image_id": 1, "category_id": 1, "segmentation": [[0, 0, "x", 1, 4, 4]]}]}),
+        json.dumps({"images": [image_8], "categories": [{"id": 1, "name": "x"}],
+                    "annotations": [{"image_id": 1, "category_id": 1, "segmentation": {"size": [8, 8], "counts": 7}}]}),
+        json.dumps({"images": [image_8], "categories": [{"id": 1, "name": "x"}],
+                    "annotations": [{"image_id": 1, "category_id": 1, "segmentation": 3}]}),
+        json.dumps({"images": [image_8], "categories": [{"id": 1, "name": "x"}],
+                    "annotations": [{"image_id": 1, "category_id": 2**70, "segmentation": []}]}),
+        '{"images": [{"id": 1' + "0" * 5000 + '}], "categories": []}',  # more digits than Python parses
+    ]  # fmt: skip
+    for text in cases:
+        (coco / "annotations.json").write_text(text)
+        with pytest.raises(ValidationError):
+            project.import_dataset(coco)
+    (coco / "annotations.json").unlink()
+    for manifest in ({"model": [1]}, {"classes": ["a", 1]}, {"classes": [{"index": "x", "name": "a"}]}):
+        full = {"format": "patientml-dataset", "version": 1, "layout": "folder", "classes": [], **manifest}
+        (coco / "dataset.json").write_text(json.dumps(full))
+        with pytest.raises(PatientMLError):
+            project.import_dataset(coco)
+    assert [m.name for m in project.models()] == [seg.name]
