@@ -39,7 +39,7 @@ from ..imaging.dicom import DicomHeader, is_dicom, read_dicom_header
 from ..store.files import inside
 from . import csvfile
 
-__all__ = ["SPLIT_FOLDERS", "Entry", "Plan", "extract_zip", "plan_coco", "plan_folder"]
+__all__ = ["SPLIT_FOLDERS", "Entry", "Plan", "extract_zip", "plan_coco", "plan_folder", "unpack_cap"]
 
 #: Zip archives. One import unpacks at most the smaller of MAX_ARCHIVE_BYTES and
 #: ARCHIVE_FREE_FRACTION of the free space on the project's disk (see ``unpack_cap``): the
