@@ -554,3 +554,14 @@ def test_malformed_index_csv_coco_and_manifests_are_patientml_errors(project, se
         with pytest.raises(PatientMLError):
             project.import_dataset(coco)
     assert [m.name for m in project.models()] == [seg.name]
+
+
+def test_a_file_whose_name_is_not_utf8_is_skipped_not_the_whole_import(project, seg, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(image(8, 8)).save(os.path.join(os.fsencode(data), b"caf\xe9.png"))  # Latin-1 bytes
+    Image.fromarray(image(8, 8, 1)).save(data / "ok.png")
+    report = project.add_folder(seg, data)
+    assert [e.source["file"] for e in report.added] == ["ok.png"]
+    assert "not UTF-8" in dict(report.skipped)[os.fsdecode(b"caf\xe9.png")] and "\\udce9" in str(report)
+    assert check(project.path).ok

@@ -329,6 +329,11 @@ def _read_index(root: Path, index: Path) -> list[dict[str, str]]:
 
 def _plan_row(base: Path, row: dict[str, str], subject_from, split_from, plan: Plan) -> Entry | None:
     rel = next((row[c] for c in IMAGE_COLUMNS if row.get(c)), "")
+    if "\0" in rel or any("\ud800" <= c <= "\udfff" for c in rel):
+        # a file name of bytes that are not UTF-8 (os.fsdecode keeps them as surrogates): the project
+        # stores names as text, so one such file would refuse its whole chunk
+        plan.skipped.append((rel, "its name is not UTF-8 text (or holds a NUL); rename the file and import it again"))
+        return None
     path = inside(base, rel)
     if path is None:
         plan.skipped.append((rel or "(empty)", "the path leaves the import folder or is empty"))
