@@ -269,6 +269,10 @@ class Project:
         folder), ``"folder"``, ``"dicom"``, ``"none"``, or a function of the file's path.
         ``split_from``: ``"auto"`` (the CSV's split, else a train/val/test folder on the path,
         else the hash of the subject) or ``"hash"``.
+        A .zip archive unpacks into a scratch folder inside the project: at most half the free
+        space on the project's disk (never over 64 GiB), else nothing is imported; members that
+        cannot be unpacked safely (a name that leaves the folder or is too long, a clash, a link,
+        encryption, damage, a member over 4 MiB compressed beyond 200:1) are skipped with the reason.
         Unreadable files are skipped and reported with the reason; the rest imports, ``chunk``
         examples per transaction, so an interrupted import keeps what it did (and a rerun adds
         only what is new). ``progress(done, total)`` is called after each file (e.g. to move a

@@ -14,6 +14,7 @@ from patientml_widgets.dicom_demo import write_dicom_sample
 from patientml_widgets.errors import NotFoundError, ValidationError
 from patientml_widgets.exchange import export as exports
 from patientml_widgets.imaging.rle import decode_rle, encode_rle
+from patientml_widgets.store.check import check
 
 
 def read_index(folder):
@@ -324,8 +325,9 @@ def test_zip_archives_import_in_place_and_hostile_members_are_refused(project, s
     report = project.add_folder(seg, archive)
     assert [(e.subject_id, e.split, e.source["file"]) for e in report.added] == [("anna", "train", "train/anna/a.png")]
     reasons = dict(report.skipped)
-    for name in ("../escape.png", "/abs.png", "C:/win.png", "anna/link.png"):
+    for name in ("../escape.png", "/abs.png", "C:/win.png"):
         assert "leaves" in reasons[name], reasons
+    assert "link" in reasons["anna/link.png"]
     assert "test/ben/b.png" in reasons
     assert not (tmp_path / "escape.png").exists() and not [p for p in project.path.iterdir() if ".import-" in p.name]
     assert all(p.is_relative_to(project.path) for p in set(tmp_path.rglob("*")) - before)
@@ -336,8 +338,230 @@ def test_zip_archives_import_in_place_and_hostile_members_are_refused(project, s
     pml.Project.open(project.path)
     assert not stale.exists()
     monkeypatch.setattr(imports, "MAX_ARCHIVE_BYTES", 10)
-    with pytest.raises(ValidationError, match="unpacks to"):
+    with pytest.raises(ValidationError, match="would unpack to"):
         project.add_folder(seg, archive)
     (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(ValidationError, match="not a readable zip"):
         project.add_folder(seg, tmp_path / "bad.zip")
+
+
+# -- hostile and malformed input: one regression test per finding of "safe with files from elsewhere" --
+
+
+AWKWARD = [
+    "line\rbreak", "crlf\r\nin", "\ttab first", "\rcr first", "=1+1", "+x", "-dr. who", "@sum", "'quoted",
+    "''=twice", "'=guarded", "  padded both  ", " lead", "trail ", 'say "hi", then', "ünïcødé ✓", "\n", "'",
+]  # fmt: skip
+
+
+def test_csv_cells_round_trip_exactly_and_formulas_are_guarded(project, tmp_path):
+    model = project.create_model("kinds", problem_type="classification", classes=["a", "b"])
+    for i, author in enumerate(AWKWARD):
+        project.submit_label(project.add_example(model, image(6, 6, i)), classes=["a"], author=author)
+    out = project.export_labels(model, tmp_path / "out")
+    text = (out / "index.csv").read_bytes().decode()
+    assert text.count("\n") - text.count("\r\n") - text.count('"\n"') >= len(AWKWARD)  # rows end in \n
+    assert '"line\rbreak"' in text and '"crlf\r\nin"' in text  # a line break is always inside quotes
+    for guarded in ("'\ttab first", "'\rcr first", "'=1+1", "'+x", "'-dr. who", "'@sum", "''quoted", "'''=twice"):
+        assert f'"{guarded}"' in text, guarded  # the guard, and quotes around it
+    assert ",=1+1" not in text and ",\t" not in text and ',"\t' not in text
+    other = pml.Project.open(tmp_path / "other", user="importer")
+    copy = other.import_dataset(out).model
+    assert sorted(other.label(e).author for e in other.examples(copy)) == sorted(AWKWARD)
+    # a hand-written index: the author is kept exactly, paths and keywords are read without their spaces
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(image(6, 6)).save(data / "a.png")
+    (data / "index.csv").write_text('image,classes,author\n a.png , b ," dr who "\n', encoding="utf-8-sig")
+    (ex,) = project.add_folder(model, data, index="index.csv").added
+    assert project.label(ex).author == " dr who " and project.label(ex).classes == (1,)
+
+
+def test_every_csv_goes_through_the_one_helper():
+    from patientml_widgets.exchange import csvfile
+
+    for text in [*AWKWARD, "", "plain"]:
+        assert csvfile.unguard_cell(csvfile.guard_cell(text)) == text
+    assert csvfile.unguard_cell("'=hand written") == "=hand written"  # a spreadsheet user's own guard
+    root = __import__("pathlib").Path(pml.__file__).parent
+    users = sorted(p.name for p in root.rglob("*.py") if "import csv" in p.read_text().splitlines())
+    assert users == ["csvfile.py"]
+
+
+def crafted_zip(path, members):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data, *method in members:
+            zf.writestr(zipfile.ZipInfo(name), data, compress_type=method[0] if method else zipfile.ZIP_STORED)
+    return path
+
+
+def png_bytes(seed=0):
+    buf = __import__("io").BytesIO()
+    Image.fromarray(image(8, 8, seed)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")
+def test_zip_members_that_cannot_be_unpacked_are_skipped_with_the_reason(project, seg, tmp_path):
+    import zipfile
+
+    png = png_bytes()
+    long_name = "x" * 300 + ".png"
+    archive = crafted_zip(tmp_path / "odd.zip", [
+        ("clash", b"a file"), ("clash/b.png", png),  # a file, then a folder of the same name
+        ("other/c.png", png_bytes(1)), ("other", b"a file"),  # a folder, then a file of the same name
+        (long_name, png), ("d/" + "y" * 260 + "/e.png", png),  # names the file system refuses
+        ("twice.png", png_bytes(2)), ("twice.png", png_bytes(3)),  # the same name twice
+        ("good.png", png_bytes(4)), ("bad-crc.png", png), ("strange.png", png, zipfile.ZIP_DEFLATED),
+        ("locked.png", png),
+    ])  # fmt: skip
+    raw = bytearray(archive.read_bytes())
+    at = raw.index(b"bad-crc.png") + len("bad-crc.png") + 20  # a byte of its data, past the local header
+    raw[at] ^= 0xFF
+    for signature, method_at, flags_at in ((b"PK\x03\x04", 8, 6), (b"PK\x01\x02", 10, 8)):
+        for name, field, value in ((b"strange.png", method_at, 97), (b"locked.png", flags_at, 1)):
+            start = 0
+            while (start := raw.find(signature, start)) >= 0:  # patch the header of that member
+                name_at = start + (30 if signature == b"PK\x03\x04" else 46)
+                if raw[name_at : name_at + len(name)] == name:
+                    raw[start + field] |= value
+                start += 4
+    archive.write_bytes(bytes(raw))
+    report = project.add_folder(seg, archive)
+    reasons = dict(report.skipped)
+    assert sorted(e.source["file"] for e in report.added) == ["good.png", "other/c.png", "twice.png"]
+    assert "clashes" in reasons["clash/b.png"] and "clashes" in reasons["other"] and "clashes" in reasons["twice.png"]
+    assert "too long" in reasons[long_name] and "too long" in reasons["d/" + "y" * 260 + "/e.png"]
+    assert "CRC" in reasons["bad-crc.png"] and "damaged" in reasons["bad-crc.png"]
+    assert "compression method" in reasons["strange.png"] and "encrypted" in reasons["locked.png"]
+    assert "x" * 300 not in str(report) and "(304 characters)" in str(report)  # a long name is shortened
+    assert np.array_equal(project.image(report.added[2]), image(8, 8, 2))  # the first of two of the same name
+    assert not [p for p in project.path.iterdir() if ".import-" in p.name]
+    assert check(project.path).ok
+
+
+def test_a_deflate_bomb_is_refused_by_ratio_and_by_the_absolute_cap(project, seg, tmp_path, monkeypatch):
+    import shutil
+    import zipfile
+
+    from patientml_widgets.exchange import plan as imports
+
+    bomb = crafted_zip(tmp_path / "bomb.zip", [("zeros.npy", b"\0" * (8 << 20), zipfile.ZIP_DEFLATED),
+                                               ("ok.png", png_bytes())])  # fmt: skip
+    assert bomb.stat().st_size < 20_000  # 8 MiB from a few KB: about 1000:1, deflate's best; 1100:1 never fired
+    report = project.add_folder(seg, bomb)
+    assert [e.source["file"] for e in report.added] == ["ok.png"]
+    assert "zip bomb" in dict(report.skipped)["zeros.npy"] and "200:1" in dict(report.skipped)["zeros.npy"]
+    # the absolute cap: half the free space on the project's disk (never over MAX_ARCHIVE_BYTES), from the directory
+    usage = shutil.disk_usage(project.path)
+    monkeypatch.setattr(imports.shutil, "disk_usage", lambda p: usage._replace(free=1000))
+    with pytest.raises(ValidationError, match=r"would unpack to .* at most 5e-07 GB .*half the 1e-06 GB free.*Nothing"):
+        project.add_folder(seg, crafted_zip(tmp_path / "big.zip", [("a.png", b"x" * 2000)]))
+    monkeypatch.setattr(imports.shutil, "disk_usage", lambda p: usage)
+    monkeypatch.setattr(imports, "MAX_ARCHIVE_BYTES", 10)
+    with pytest.raises(ValidationError, match="never over 1e-08 GB"):
+        project.add_folder(seg, bomb)
+    assert imports.unpack_cap(10**12) == 10 and len(project.examples(seg)) == 1
+
+
+def test_the_cap_holds_on_the_bytes_written_when_a_directory_lies(project, seg, tmp_path, monkeypatch):
+    import errno
+    import io
+    import shutil
+    import zipfile
+
+    from patientml_widgets.errors import StoreError
+    from patientml_widgets.exchange import plan as imports
+
+    archive = crafted_zip(tmp_path / "liar.zip", [("a.png", png_bytes()), ("b.png", png_bytes(1))])
+    real_open = zipfile.ZipFile.open
+    extra = {"bytes": 0}
+
+    def lying_open(self, member, *args, **kwargs):  # a reader that yields more than the directory declares
+        real = real_open(self, member, *args, **kwargs)
+        return io.BytesIO(real.read() + b"\0" * extra["bytes"])
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", lying_open)
+    extra["bytes"] = 10
+    report = project.add_folder(seg, archive)
+    assert [why for _, why in report.skipped] == ["it inflates past the size it declares"] * 2
+    usage = shutil.disk_usage(project.path)
+    declared = sum(m.file_size for m in zipfile.ZipFile(archive).infolist())
+    monkeypatch.setattr(imports.shutil, "disk_usage", lambda p: usage._replace(free=2 * declared + 2))
+    extra["bytes"] = 10**6  # past the import's cap: refused as a whole, nothing left behind
+    with pytest.raises(ValidationError, match="unpacked more than it declares"):
+        project.add_folder(seg, archive)
+    assert not [p for p in project.path.iterdir() if ".import-" in p.name] and project.examples(seg) == []
+
+    def full_disk(self, member, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", full_disk)
+    with pytest.raises(StoreError, match="disk is full"):
+        project.add_folder(seg, archive)
+
+
+def test_malformed_index_csv_coco_and_manifests_are_patientml_errors(project, seg, tmp_path):
+    from patientml_widgets.errors import PatientMLError
+
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(image(8, 8)).save(data / "a.png")
+    for name, content, match in [
+        ("utf16.csv", "image\na.png\n".encode("utf-16"), "UTF-16.*CSV UTF-8"),
+        ("latin.csv", "image,subject\na.png,J\xf6rg\n".encode("latin-1"), "not UTF-8.*CSV UTF-8"),
+        ("empty.csv", b"", "empty"),
+        ("huge.csv", b'image\n"' + b"x" * 200_000 + b'"\n', "not a readable CSV"),
+    ]:
+        (data / name).write_bytes(content)
+        with pytest.raises(ValidationError, match=match):
+            project.add_folder(seg, data, index=name)
+    (data / "odd.csv").write_text("image,frame,window_center,window_width\nimg/\0.png,,,\n" + "x" * 300 + ".png,,,\n"
+                                  "a.png,²,0,inf\n")  # fmt: skip
+    reasons = dict(project.add_folder(seg, data, index="odd.csv").skipped)
+    assert "NUL" in reasons["img/\0.png"] or "cannot be a file name" in reasons["img/\0.png"]
+    assert "too long" in reasons["x" * 300 + ".png"] and "frame" in reasons["a.png"]
+    coco = tmp_path / "coco"
+    coco.mkdir()
+    Image.fromarray(image(8, 8)).save(coco / "a.png")
+    image_8 = {"id": 1, "file_name": "a.png", "width": 8, "height": 8}
+    cases = [
+        "[" * 100_000,  # too deep for the parser
+        '{"images": [{"id": 1, "file_name": "a.png", "width": Infinity, "height": 8}], "categories": []}',
+        '{"images": [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}], "categories": [], "annotations": [5]}',
+        json.dumps({"images": [image_8], "categories": [{"id": 1}]}),
+        json.dumps({"images": [{"file_name": "a.png"}], "categories": []}),
+        json.dumps({"images": [image_8], "categories": [{"id": 1, "name": "x"}],
+                    "annotations": [{"image_id": 1, "category_id": 1, "segmentation": [[0, 0, "x", 1, 4, 4]]}]}),
+        json.dumps({"images": [image_8], "categories": [{"id": 1, "name": "x"}],
+                    "annotations": [{"image_id": 1, "category_id": 1, "segmentation": {"size": [8, 8], "counts": 7}}]}),
+        json.dumps({"images": [image_8], "categories": [{"id": 1, "name": "x"}],
+                    "annotations": [{"image_id": 1, "category_id": 1, "segmentation": 3}]}),
+        json.dumps({"images": [image_8], "categories": [{"id": 1, "name": "x"}],
+                    "annotations": [{"image_id": 1, "category_id": 2**70, "segmentation": []}]}),
+        '{"images": [{"id": 1' + "0" * 5000 + '}], "categories": []}',  # more digits than Python parses
+    ]  # fmt: skip
+    for text in cases:
+        (coco / "annotations.json").write_text(text)
+        with pytest.raises(ValidationError):
+            project.import_dataset(coco)
+    (coco / "annotations.json").unlink()
+    for manifest in ({"model": [1]}, {"classes": ["a", 1]}, {"classes": [{"index": "x", "name": "a"}]}):
+        full = {"format": "patientml-dataset", "version": 1, "layout": "folder", "classes": [], **manifest}
+        (coco / "dataset.json").write_text(json.dumps(full))
+        with pytest.raises(PatientMLError):
+            project.import_dataset(coco)
+    assert [m.name for m in project.models()] == [seg.name]
+
+
+def test_a_file_whose_name_is_not_utf8_is_skipped_not_the_whole_import(project, seg, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(image(8, 8)).save(os.path.join(os.fsencode(data), b"caf\xe9.png"))  # Latin-1 bytes
+    Image.fromarray(image(8, 8, 1)).save(data / "ok.png")
+    report = project.add_folder(seg, data)
+    assert [e.source["file"] for e in report.added] == ["ok.png"]
+    assert "not UTF-8" in dict(report.skipped)[os.fsdecode(b"caf\xe9.png")] and "\\udce9" in str(report)
+    assert check(project.path).ok

@@ -20,9 +20,9 @@ to the target and renamed into place, so a crash leaves no half-written export.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -32,12 +32,13 @@ from typing import Any
 import numpy as np
 
 from .. import imaging
-from ..errors import NotFoundError, ValidationError
+from ..errors import NotFoundError, PatientMLError, ValidationError
 from ..imaging.rle import decode_rle, encode_rle, rle_area, rle_bbox
 from ..records import Example, Model
 from ..session import ModelRef, Session
 from ..store import now
 from ..store.files import inside, publish, remove_abandoned, scratch_folder
+from . import csvfile
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "export_labels", "export_snapshot", "read_coco", "read_manifest"]
 
@@ -332,24 +333,10 @@ def _fsync_tree(root: Path) -> None:
 
 
 def _csv(rows: Iterable[dict[str, Any]]) -> bytes:
+    """``index.csv``: the index columns, then any others in name order (see ``csvfile`` for the cells)."""
     rows = list(rows)
     columns = list(INDEX_COLUMNS) + sorted({k for r in rows for k in r} - set(INDEX_COLUMNS))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _cell(row.get(k, "")) for k in columns})
-    return buf.getvalue().encode()
-
-
-def _cell(value: Any) -> Any:
-    """Spreadsheets run cells that start with = + - @ as formulas; quote those (OWASP CSV injection).
-
-    The import strips the quote again (a cell that starts with a quote gets a second one).
-    """
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "'"):
-        return "'" + value
-    return value
+    return csvfile.write_csv(columns, rows)
 
 
 # -- reading exports back ----------------------------------------------------------------
@@ -360,19 +347,34 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     path = folder / "dataset.json"
     if not path.is_file():
         raise NotFoundError(f"{folder} has no dataset.json (not a patientml-widgets export)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValidationError(f"{path} is not valid JSON ({e})") from None
+    manifest = _read_json(path)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValidationError(f"{path} is not a {FORMAT} manifest")
     if manifest.get("version") != FORMAT_VERSION:
         raise ValidationError(
-            f"{path} is format version {manifest.get('version')}; this release reads {FORMAT_VERSION}"
+            f"{path} is format version {str(manifest.get('version'))[:20]}; this release reads {FORMAT_VERSION}"
         )
     if manifest.get("layout") not in LAYOUTS or not isinstance(manifest.get("classes"), list):
         raise ValidationError(f"{path} has no layout or classes")
+    if not all(isinstance(c, dict) for c in manifest["classes"]):
+        raise ValidationError(f"{path}: each class is an object with index and name; export the model again")
+    if not isinstance(manifest.get("model") or {}, dict):
+        raise ValidationError(f"{path}: 'model' is an object with name and problem_type; export the model again")
     return manifest
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file, or ValidationError saying why not."""
+    try:
+        return json.loads(path.read_bytes())
+    except OSError as e:
+        raise ValidationError(f"cannot read {path} ({e.strerror or e}); check that it is a readable file") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, too deep, too many digits
+        raise ValidationError(f"{path} is not valid JSON ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+#: the errors that malformed COCO data raises where it is taken apart (a wrong type, a missing key, ...)
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, RecursionError)
 
 
 def read_coco(folder: Path, annotations: str = "annotations.json") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -380,32 +382,66 @@ def read_coco(folder: Path, annotations: str = "annotations.json") -> tuple[list
 
     Returns ``(categories, images)`` where each image is ``{"file_name", "mask", ...}``.
     Annotations may be RLE (string or list counts) or polygons; later annotations paint
-    over earlier ones where they overlap.
+    over earlier ones where they overlap. A file that is not COCO as this reads it is a
+    ValidationError naming the part that is wrong.
     """
     path = folder / annotations
+    if not path.exists():
+        raise NotFoundError(f"no {annotations} in {folder}")
+    coco = _read_json(path)
+    hint = (
+        "COCO has images [{id, file_name, width, height}], categories [{id, name}] and annotations "
+        "[{image_id, category_id, segmentation}]; fix the file and import again"
+    )
+    part = "the file"
     try:
-        coco = json.loads(path.read_text(encoding="utf-8"))
-        images = {int(im["id"]): dict(im) for im in coco["images"]}
+        if not isinstance(coco, dict):
+            raise TypeError("it is not a JSON object")
+        part = "images"
+        images = {}
+        for im in coco["images"]:
+            im = dict(im)
+            images[_number(im["id"])] = im
+        part = "categories"
         categories = [dict(c) for c in coco["categories"]]
-        anns = list(coco.get("annotations", []))
-    except FileNotFoundError:
-        raise NotFoundError(f"no {annotations} in {folder}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise ValidationError(f"{path} is not a COCO file ({type(e).__name__}: {e})") from None
-    for im in images.values():
-        height, width = int(im["height"]), int(im["width"])
-        if height < 1 or width < 1 or height * width > imaging.DEFAULT_MAX_PIXELS:
-            raise ValidationError(f"{path}: image {im['id']} claims {width} x {height} pixels; refused")
-        im["mask"] = np.zeros((height, width), np.uint8)
-    for ann in anns:
-        target = images.get(int(ann.get("image_id", -1)))
-        if target is None:
-            raise ValidationError(f"{path}: annotation {ann.get('id')} refers to no image")
-        category = int(ann["category_id"])
-        if not 0 < category < 256:
-            raise ValidationError(f"{path}: category ids must be 1-255 (0 is the background), not {category}")
-        target["mask"][_annotation_pixels(ann["segmentation"], target["mask"].shape)] = category
+        for c in categories:
+            c["id"], c["name"] = _number(c["id"]), str(c["name"])
+        anns = coco.get("annotations") or []
+        if not isinstance(anns, list):
+            raise TypeError("annotations are a list")
+        for im in images.values():
+            part = f"image {im['id']}"
+            height, width = _number(im["height"]), _number(im["width"])
+            if height < 1 or width < 1 or height * width > imaging.DEFAULT_MAX_PIXELS:
+                raise ValidationError(f"{path}: image {im['id']} claims {width} x {height} pixels; refused")
+            im["mask"] = np.zeros((height, width), np.uint8)
+        for number, ann in enumerate(anns):
+            part = f"annotation {number}"
+            target = images.get(_number(ann.get("image_id", -1)))
+            if target is None:
+                raise ValidationError(f"{path}: annotation {str(ann.get('id'))[:40]} refers to no image; {hint}")
+            category = _number(ann["category_id"])
+            if not 0 < category < 256:
+                raise ValidationError(f"{path}: category ids must be 1-255 (0 is the background), not {category}")
+            target["mask"][_annotation_pixels(ann["segmentation"], target["mask"].shape)] = category
+    except PatientMLError:
+        raise
+    except _MALFORMED as e:
+        raise ValidationError(
+            f"{path} is not a COCO file ({part}: {type(e).__name__}: {str(e)[:200]}); {hint}"
+        ) from None
     return categories, list(images.values())
+
+
+def _number(value: Any) -> int:
+    """A whole number from JSON (an integer, a float without fraction, digits); TypeError/ValueError otherwise."""
+    if isinstance(value, str) and value.isascii() and value.lstrip("-").isdigit() and len(value) < 20:
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{str(value)[:40]!r} is not a number")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{value} is not a whole number")
+    return int(value)
 
 
 def _annotation_pixels(segmentation: Any, shape: tuple[int, int]) -> np.ndarray:
@@ -416,10 +452,20 @@ def _annotation_pixels(segmentation: Any, shape: tuple[int, int]) -> np.ndarray:
         return pixels
     from PIL import Image, ImageDraw
 
+    if not isinstance(segmentation, list):
+        raise TypeError("a segmentation is an RLE object or a list of polygons")
     canvas = Image.new("L", (shape[1], shape[0]), 0)
     draw = ImageDraw.Draw(canvas)
     for polygon in segmentation:
-        points = [(float(polygon[i]), float(polygon[i + 1])) for i in range(0, len(polygon) - 1, 2)]
+        if not isinstance(polygon, list):
+            raise TypeError("a polygon is a list of numbers x1, y1, x2, y2, ...")
+        points = [(_coordinate(polygon[i]), _coordinate(polygon[i + 1])) for i in range(0, len(polygon) - 1, 2)]
         if len(points) >= 3:
             draw.polygon(points, fill=1, outline=1)
     return np.asarray(canvas, dtype=bool)
+
+
+def _coordinate(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"a polygon coordinate is a finite number, not {str(value)[:40]!r}")
+    return float(value)

@@ -48,9 +48,15 @@ class ImportReport:
         lines = [f"added {len(self.added)} examples ({self.labels} with labels), skipped {len(self.skipped)} files"]
         if self.already:
             lines[0] += f", {self.already} already imported"
-        lines += [f"  skipped {name}: {why}" for name, why in self.skipped]
+        lines += [f"  skipped {shown_name(name)}: {why}" for name, why in self.skipped]
         lines += [f"  warning: {text}" for text in self.warnings]
         return "\n".join(lines)
+
+
+def shown_name(name: str, limit: int = 100) -> str:
+    """A file name from elsewhere as a report shows it: control characters escaped, a long name shortened."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+    return text if len(text) <= limit else f"{text[: limit - 30]}...{text[-27:]} ({len(name)} characters)"
 
 
 class Importer:
@@ -328,7 +334,10 @@ def import_label(entry: plan.Entry, model: Model, fields: dict[str, Any]) -> dic
         if "classes" not in spec:
             raise ValidationError(f"{entry.rel}: a classification label needs a classes column")
         names = set(model.class_names)
-        refs = [int(c) if isinstance(c, str) and c.isdigit() and c not in names else c for c in spec["classes"]]
+        refs = [
+            int(c) if isinstance(c, str) and c.isascii() and c.isdigit() and c not in names else c
+            for c in spec["classes"]
+        ]
         spec["classes"] = class_indices(model, refs)
         spec.pop("mask", None)
     return spec

@@ -18,29 +18,43 @@ planned is skipped with the reason, and the rest still imports.
 
 from __future__ import annotations
 
-import csv
+import errno
+import lzma
+import math
 import os
 import shutil
 import stat
 import zipfile
+import zlib
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ImageError, ValidationError
+from ..errors import ImageError, PatientMLError, StoreError, ValidationError
 from ..imaging import IMAGE_SUFFIXES
 from ..imaging.dicom import DicomHeader, is_dicom, read_dicom_header
 from ..store.files import inside
+from . import csvfile
 
-__all__ = ["SPLIT_FOLDERS", "Entry", "Plan", "extract_zip", "plan_coco", "plan_folder"]
+__all__ = ["SPLIT_FOLDERS", "Entry", "Plan", "extract_zip", "plan_coco", "plan_folder", "unpack_cap"]
 
-#: Zip archives: the most one archive may unpack to (and never more than the free disk space),
-#: and the most a member may be compressed: deflate cannot pass about 1032:1, so a higher ratio
-#: means a crafted archive.
+#: Zip archives. One import unpacks at most the smaller of MAX_ARCHIVE_BYTES and
+#: ARCHIVE_FREE_FRACTION of the free space on the project's disk (see ``unpack_cap``): the
+#: absolute cap is what stops a bomb, however its bytes are spread over members.
 MAX_ARCHIVE_BYTES = 64 * 1024**3
-MAX_COMPRESSION_RATIO = 1100
+ARCHIVE_FREE_FRACTION = 0.5
+#: A member over RATIO_FROM_BYTES that inflates more than MAX_COMPRESSION_RATIO times is refused.
+#: DEFLATE tops out near 1032:1 (reached only by long runs of one byte), so the old 1100:1 never
+#: fired. Real images stay far below 200:1: deflated DICOM CT/MR and 16-bit .npy scans run about
+#: 2-10:1, mostly-black radiographs and scans with wide air margins 10-50:1; PNG/JPEG/compressed
+#: DICOM are already compressed (about 1:1). Only near-constant data (a crafted bomb, or an
+#: empty image no model learns from) passes 200:1. Small members are exempt: a blank 1 MB mask
+#: at 1000:1 costs nothing, and whatever they add up to is bounded by the absolute cap.
+MAX_COMPRESSION_RATIO = 200
+RATIO_FROM_BYTES = 4 * 1024**2
 
 #: Folder names that set the split (case-insensitive).
 SPLIT_FOLDERS = {
@@ -53,6 +67,9 @@ SPLIT_FOLDERS = {
     "testing": "test",
 }
 IMAGE_COLUMNS = ("image", "file", "path")
+#: index columns read exactly as written (free text); the others are paths, numbers or keywords,
+#: read without the space around them
+EXACT_COLUMNS = frozenset({"author"})
 SKIPPED_NAMES = frozenset({"DICOMDIR", "Thumbs.db", "desktop.ini"})
 
 SubjectRule = str | Callable[[Path], str | None]
@@ -108,7 +125,14 @@ def plan_folder(
         base = root
         rows = [{"image": p.relative_to(root).as_posix()} for p in _walk(root, recursive)]
     for row in rows:
-        entry = _plan_row(base, row, subject_from, split_from, plan)
+        try:
+            entry = _plan_row(base, row, subject_from, split_from, plan)
+        except (OSError, ValueError, RuntimeError) as e:  # a name the file system cannot take, a link loop
+            if isinstance(e, PatientMLError):
+                raise
+            rel = next((row[c] for c in IMAGE_COLUMNS if row.get(c)), "") or "(empty)"
+            plan.skipped.append((rel, _os_reason(e)))
+            continue
         if entry is not None:
             plan.entries.append(entry)
     _order_series(plan.entries)
@@ -119,48 +143,154 @@ def plan_folder(
 def extract_zip(archive: Path, target: Path) -> list[tuple[str, str]]:
     """Unpack ``archive`` into the empty folder ``target``; return the members skipped and why.
 
-    Member names never escape ``target``: names that resolve outside it (absolute, ``..`` past
-    the top), drive letters and links are skipped. Sizes are checked against the header before
-    reading and again while reading (a member that inflates past what it declared, or past
-    MAX_COMPRESSION_RATIO, is refused).
+    Each member that cannot be unpacked safely is skipped with its reason and the rest goes on:
+    a name that leaves ``target`` (absolute, ``..`` past the top, a drive letter), a link, a
+    name the file system refuses (too long, a NUL), a name another member already took (a file
+    and a folder of the same name, or the same name twice), an encrypted member, an unsupported
+    compression method, damaged data (bad CRC, truncated), and a member compressed beyond
+    MAX_COMPRESSION_RATIO. The whole archive is refused (ValidationError) when its members
+    unpack to more than :func:`unpack_cap` - checked from the archive's directory before
+    anything is written, and again on the bytes actually written, since a directory can lie.
     """
     skipped: list[tuple[str, str]] = []
     try:
         zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise ValidationError(f"{archive.name} is not a readable zip archive ({e})") from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+        raise ValidationError(
+            f"{archive.name} is not a readable zip archive ({e}); check the file, or unpack it and import the folder"
+        ) from None
     with zf:
-        members = [m for m in zf.infolist() if not m.is_dir()]
-        total = sum(m.file_size for m in members)
+        members = []
+        for member in zf.infolist():
+            if member.is_dir():
+                continue
+            reason = _member_refused(member)
+            if reason:
+                skipped.append((member.filename, reason))
+            else:
+                members.append(member)
         free = shutil.disk_usage(target).free
-        if total > min(MAX_ARCHIVE_BYTES, free):
-            raise ValidationError(
-                f"{archive.name} unpacks to {total / 1e9:.1f} GB; the limit is {MAX_ARCHIVE_BYTES / 1e9:.0f} GB "
-                f"and {free / 1e9:.1f} GB are free"
-            )
+        cap = unpack_cap(free)
+        total = sum(m.file_size for m in members)
+        if total > cap:
+            raise _too_big(archive, total, cap, free)
+        written = 0
         for member in members:
-            drive = ":" in member.filename.replace("\\", "/").split("/")[0]
-            link = stat.S_ISLNK(member.external_attr >> 16)
-            path = None if drive or link else inside(target, member.filename)
-            if path is None or path == target.resolve():
-                skipped.append((member.filename, "the name leaves the archive's folder, or is a link"))
-                continue
-            if member.file_size > max(member.compress_size, 1) * MAX_COMPRESSION_RATIO:
-                skipped.append((member.filename, "refused as a possible zip bomb (compression ratio too high)"))
-                continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with zf.open(member) as src, open(path, "wb") as dst:
-                    written = 0
-                    while chunk := src.read(1 << 20):
-                        written += len(chunk)
-                        if written > member.file_size:
-                            raise ValidationError("it inflates past the size it declares")
-                        dst.write(chunk)
-            except (ValidationError, zipfile.BadZipFile, OSError, EOFError, RuntimeError) as e:
-                path.unlink(missing_ok=True)
-                skipped.append((member.filename, f"could not be unpacked ({e})"))
+            reason, size = _extract_member(zf, member, target, cap - written)
+            written += size
+            if reason:
+                skipped.append((member.filename, reason))
+            if written > cap:  # the directory lied: stop now
+                raise _too_big(archive, written, cap, free, counted=True)
     return skipped
+
+
+def unpack_cap(free: int) -> int:
+    """The most one archive import may unpack, given the free bytes on the project's disk.
+
+    Half the free space, because the import then stores each image again (losslessly) in the
+    project's blobs before the unpacked copy is removed; and never more than MAX_ARCHIVE_BYTES.
+    """
+    return min(MAX_ARCHIVE_BYTES, int(free * ARCHIVE_FREE_FRACTION))
+
+
+def _too_big(archive: Path, total: int, cap: int, free: int, *, counted: bool = False) -> ValidationError:
+    how = "unpacked more than it declares, past" if counted else "would unpack to"
+    return ValidationError(
+        f"{archive.name} {how} {_gb(total)} GB; one import may unpack at most {_gb(cap)} GB here "
+        f"(half the {_gb(free)} GB free on the project's disk, and never over {_gb(MAX_ARCHIVE_BYTES)} GB). "
+        "Nothing was imported: free disk space, split the archive, or unpack it yourself and import the folder"
+    )
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.3g}"
+
+
+def _member_refused(member: zipfile.ZipInfo) -> str | None:
+    """Why a member is skipped before any byte of it is read, or None."""
+    name = member.filename
+    if "\0" in name:
+        return "its name holds a NUL character"
+    if ":" in name.replace("\\", "/").split("/")[0] or name.replace("\\", "/").startswith("/"):
+        return "the name leaves the archive's folder (an absolute path or a drive letter)"
+    if stat.S_ISLNK(member.external_attr >> 16):
+        return "it is a link (links are not followed)"
+    if member.flag_bits & 0x1:
+        return "it is encrypted; unpack the archive with its password and import the folder"
+    if member.file_size > RATIO_FROM_BYTES and member.file_size > max(member.compress_size, 1) * MAX_COMPRESSION_RATIO:
+        ratio = member.file_size / max(member.compress_size, 1)
+        return (
+            f"refused as a possible zip bomb: {member.file_size / 1e6:.0f} MB from {member.compress_size / 1e3:.0f} KB "
+            f"({ratio:.0f}:1; real images stay below {MAX_COMPRESSION_RATIO}:1)"
+        )
+    return None
+
+
+def _extract_member(zf: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path, budget: int) -> tuple[str | None, int]:
+    """Unpack one member: (why it was skipped or None, the bytes written and kept).
+
+    Writes at most its declared size and at most ``budget`` bytes (a file that passes either is
+    removed); a full disk is a StoreError for the whole import.
+    """
+    try:
+        path = inside(target, member.filename)
+    except (OSError, ValueError, RuntimeError) as e:
+        return _os_reason(e), 0
+    if path is None or path == target.resolve():
+        return "the name leaves the archive's folder", 0
+    created = False
+    written = 0
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # "xb": never over another member (a clash is skipped, not merged); zf.open fails first
+        with zf.open(member) as src, open(path, "xb") as dst:
+            created = True
+            limit = min(member.file_size, budget)
+            while chunk := src.read(1 << 20):
+                written += len(chunk)
+                if written > limit:
+                    path.unlink()
+                    if written > budget:
+                        return None, written  # past the import's cap: the caller refuses the archive
+                    return "it inflates past the size it declares", 0
+                dst.write(chunk)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StoreError(
+                f"the disk is full while unpacking {member.filename}; free space and import the archive again"
+            ) from None
+        reason = _os_reason(e)
+    except zipfile.BadZipFile as e:
+        reason = f"it is damaged ({e}); the archive may be truncated or corrupt"
+    except (EOFError, zlib.error, lzma.LZMAError) as e:
+        reason = f"it is damaged or truncated ({type(e).__name__}: {e})"
+    except NotImplementedError:
+        reason = f"its compression method ({member.compress_type}) is not supported; repack it with deflate"
+    except RuntimeError as e:  # zipfile: encrypted without a password flag, and the like
+        reason = f"it cannot be unpacked ({e})"
+    except ValueError as e:
+        reason = f"it cannot be unpacked ({e})"
+    else:
+        return None, written
+    if created:
+        with suppress(OSError):
+            path.unlink()
+    return reason, 0
+
+
+def _os_reason(e: BaseException) -> str:
+    """A skipped file's reason for an error of the file system (or of a name it cannot take)."""
+    code = getattr(e, "errno", None)
+    if code == errno.ENAMETOOLONG:
+        return "its name is too long for this file system"
+    if code in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+        return "its name clashes with another member (a file and a folder, or two files, of the same name)"
+    if code == errno.ELOOP or isinstance(e, RuntimeError):
+        return "its path runs through a loop of links"
+    if isinstance(e, ValueError):
+        return f"its name cannot be a file name ({e})"
+    return f"it could not be written ({getattr(e, 'strerror', None) or e})"
 
 
 def _walk(root: Path, recursive: bool) -> list[Path]:
@@ -180,29 +310,30 @@ def _read_index(root: Path, index: Path) -> list[dict[str, str]]:
     path = index if index.is_absolute() else root / index
     if not path.is_file():
         raise ValidationError(f"no index file {path}")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            columns = [c.strip().lower() for c in reader.fieldnames or []]
-            if not any(c in columns for c in IMAGE_COLUMNS):
-                raise ValidationError(
-                    f"{path.name} needs an image column (one of {', '.join(IMAGE_COLUMNS)}); it has {columns}"
-                )
-            return [
-                {(k or "").strip().lower(): _uncell((v or "").strip()) for k, v in row.items() if isinstance(v, str)}
-                for row in reader
-            ]
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise ValidationError(f"{path.name} is not a readable CSV file ({e})") from None
-
-
-def _uncell(value: str) -> str:
-    """Undo the quote an export puts before cells a spreadsheet would run as formulas."""
-    return value[1:] if value[:1] == "'" and value[1:2] in ("=", "+", "-", "@", "'") else value
+    header, table = csvfile.read_csv(path)
+    columns = [c.strip().lower() for c in header]
+    if not any(c in columns for c in IMAGE_COLUMNS):
+        raise ValidationError(
+            f"{path.name} needs an image column (one of {', '.join(IMAGE_COLUMNS)}); it has {columns[:20]}"
+        )
+    rows = []
+    for cells in table:
+        if not any(cells):
+            continue  # a blank line
+        row = dict.fromkeys(columns, "")
+        for column, value in zip(columns, cells, strict=False):  # cells past the header are ignored
+            row[column] = value if column in EXACT_COLUMNS else value.strip()
+        rows.append(row)
+    return rows
 
 
 def _plan_row(base: Path, row: dict[str, str], subject_from, split_from, plan: Plan) -> Entry | None:
     rel = next((row[c] for c in IMAGE_COLUMNS if row.get(c)), "")
+    if "\0" in rel or any("\ud800" <= c <= "\udfff" for c in rel):
+        # a file name of bytes that are not UTF-8 (os.fsdecode keeps them as surrogates): the project
+        # stores names as text, so one such file would refuse its whole chunk
+        plan.skipped.append((rel, "its name is not UTF-8 text (or holds a NUL); rename the file and import it again"))
+        return None
     path = inside(base, rel)
     if path is None:
         plan.skipped.append((rel or "(empty)", "the path leaves the import folder or is empty"))
@@ -232,7 +363,7 @@ def _plan_row(base: Path, row: dict[str, str], subject_from, split_from, plan: P
             split = next((SPLIT_FOLDERS[p.lower()] for p in parts if p.lower() in SPLIT_FOLDERS), None)
     frame = None
     if row.get("frame"):
-        if header is None or not row["frame"].isdigit():
+        if header is None or not (row["frame"].isascii() and row["frame"].isdigit()):
             plan.skipped.append((rel, f"frame {row['frame']!r}: a frame number (from 0) of a DICOM file"))
             return None
         frame = int(row["frame"])
@@ -256,7 +387,7 @@ def _display(row: dict[str, str]) -> dict[str, Any]:
     except ValueError:
         pass
     else:
-        if width > 0:
+        if width > 0 and math.isfinite(width) and math.isfinite(center):
             out["window"] = {"center": center, "width": width}
             out["windows"] = [dict(out["window"])]
     if row.get("invert", "").lower() in ("1", "true", "yes"):
