@@ -12,7 +12,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
 
@@ -353,7 +353,7 @@ def split_for(key: str) -> str:
     return "val" if h < SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1] else "test"
 
 
-def is_color(value: Any) -> bool:
+def is_color(value: Any) -> TypeGuard[str]:
     """Whether ``value`` is a colour written ``#rrggbb``."""
     return isinstance(value, str) and _COLOR.match(value) is not None
 

@@ -82,6 +82,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
     },
     "predictions": {"run_id": _text, "model_id": _text},
 }  # fmt: skip
+
+
 def _number_or_none(v: Any) -> bool:
     return v is None or (isinstance(v, int | float) and not isinstance(v, bool))
 
@@ -159,9 +161,7 @@ def _check_record(table: str, key: str, record: Any, where: Path | str) -> dict[
             raise StoreError(f"{where}: {table} record {key!r} {what} a valid {name!r}{_hint(where)}")
     for name, valid in OPTIONAL.get(table, {}).items():
         if name in record and not valid(record[name]):
-            raise StoreError(
-                f"{where}: {table} record {key!r} has a bad {name!r} ({record[name]!r:.40}){_hint(where)}"
-            )
+            raise StoreError(f"{where}: {table} record {key!r} has a bad {name!r} ({record[name]!r:.40}){_hint(where)}")
     field = KEY_FIELD.get(table)
     if field is not None and record[field] != key:
         raise StoreError(f"{where}: {table} record {key!r} says its id is {record[field]!r}{_hint(where)}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..records import Run
 
@@ -31,8 +31,13 @@ class LearningCurve:
     best_value: float | None = None
 
 
-def _scalar(value: Any) -> bool:
+def _scalar(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """A dict from a run record, or an empty one where a crafted record holds something else."""
+    return value if isinstance(value, dict) else {}
 
 
 def split_metrics(run: Run, split: str) -> dict[str, float]:
@@ -41,9 +46,9 @@ def split_metrics(run: Run, split: str) -> dict[str, float]:
         best = run.metrics.get("best_epoch")
         for record in run.history:
             if record.get("epoch") == best and "trial" not in record:
-                return {k: v for k, v in record.get("train", {}).items() if _scalar(v)}
+                return {k: v for k, v in _mapping(record.get("train")).items() if _scalar(v)}
         return {}
-    return {k: v for k, v in run.metrics.get(split, {}).items() if _scalar(v) and k != "n"}
+    return {k: v for k, v in _mapping(run.metrics.get(split)).items() if _scalar(v) and k != "n"}
 
 
 def metric_names(runs: list[Run]) -> list[str]:
@@ -84,9 +89,10 @@ def learning_curve(run: Run, metric: str, split: str = "val", *, direction: str 
     if trials:
         history = [r for r in history if r.get("trial") == trials[-1]]
     for record in history:
-        value = record.get(split, {}).get(metric)
-        if _scalar(value):
-            curve.epochs.append(int(record.get("step", record["epoch"])))
+        value = _mapping(record.get(split)).get(metric)
+        step = record.get("step", record.get("epoch"))
+        if _scalar(value) and _scalar(step):
+            curve.epochs.append(int(step))
             curve.values.append(float(value))
     if curve.values:
         pick = max if (direction == "max" and metric != "loss") else min
@@ -98,7 +104,8 @@ def learning_curve(run: Run, metric: str, split: str = "val", *, direction: str 
 def challenger_table(run: Run) -> list[tuple[str, float | None, float | None, float | None]]:
     """``(metric, this run, champion, difference)`` on the same test examples."""
     ours = split_metrics(run, "test")
-    theirs = {k: v for k, v in ((run.champion or {}).get("metrics") or {}).get("test", {}).items() if _scalar(v)}
+    champion_metrics = _mapping(_mapping(run.champion).get("metrics"))
+    theirs = {k: v for k, v in _mapping(champion_metrics.get("test")).items() if _scalar(v)}
     theirs.pop("n", None)
     rows = []
     for name in sorted(set(ours) | set(theirs), key=lambda n: (n != run.spec.get("objective"), n)):
