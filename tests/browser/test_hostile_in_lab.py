@@ -91,7 +91,7 @@ CELLS = [
     "ModelDetails(proj, ids['seg'])",  # 9
     "app = PatientMLApp(proj)\napp.open_model(proj.model(ids['seg']))\napp",  # 10
     "SubjectViewer(proj, ids['subject'])",  # 11
-    # 12: the model whose colours were crafted: the canvas refuses it, the notice says why (as text)
+    # 12: the model whose colours were crafted: the canvas opens it in the palette's colours (d0d38f7)
     "b = ExampleBrowser(proj, ids['kind'])\nb.guarded(b.open_example)(ids['cls_ex'])\nb",
     "RunDetails(proj, ids['run_seg'])",  # 13
 ]
@@ -163,7 +163,7 @@ def test_hostile_project_renders_as_text_in_every_view(tmp_path, browser):
             shows(9, f"seg {IMG}", f"{SCRIPT} {JS}")
             shows(10, f"seg {IMG}")
             shows(11, f"name {SCRIPT}", f"seg {IMG}")
-            shows(12, BAD_COLOR)  # the refusal quotes the crafted colour
+            shows(12, IMG, SCRIPT)  # its class names, as text
             shows(13, EVIL)  # a status that is a payload
 
             # the front end takes no colour it was sent past the trait
@@ -172,6 +172,12 @@ def test_hostile_project_renders_as_text_in_every_view(tmp_path, browser):
             for k in range(3):
                 assert swatches.nth(k).evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(128, 128, 128)"
                 assert "javascript" not in (swatches.nth(k).get_attribute("style") or "")
+            # the stored crafted colours were replaced by the palette's (records.ClassInfo.from_record)
+            crafted = outputs.nth(12).locator(".swatch")
+            assert crafted.count() == 3
+            for k, rgb in enumerate(["rgb(31, 119, 180)", "rgb(214, 39, 40)", "rgb(44, 160, 44)"]):
+                assert crafted.nth(k).evaluate("e => getComputedStyle(e).backgroundColor") == rgb
+                assert "javascript" not in (crafted.nth(k).get_attribute("style") or "")
             # the chart's tooltips (bqplot) are text too
             dot = outputs.nth(8).locator(".scatter .dot, .dot").first
             assert dot.count()
