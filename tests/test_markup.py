@@ -8,6 +8,7 @@ progress line and confusion matrix cells that were once pasted into RunDetails' 
 from __future__ import annotations
 
 import ast
+import html as _html
 import re
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from patientml_widgets.widgets import LabelCanvas, RunDetails
-from patientml_widgets.widgets.markup import HTML, Markup, escape, html, number
+from patientml_widgets.widgets.markup import HTML, NO_MATH, Markup, description, escape, html, number
 
 PACKAGE = Path(__file__).resolve().parent.parent / "patientml_widgets"
 WIDGETS = PACKAGE / "widgets"
@@ -51,6 +52,27 @@ def test_the_html_widget_escapes_plain_strings():
     assert "<img" not in widget.value
     widget.value = html("<b>{}</b>", EVIL)
     assert widget.value.startswith("<b>&lt;img")
+
+
+TEX = r"$\href{javascript:window.__pwned=1}{x}$ \(\unicode{x263A}\) \begin{matrix}M\end{matrix} <b>&"
+
+
+def test_the_html_widget_is_skipped_by_mathjax():
+    assert set(NO_MATH) <= set(HTML(TEX)._dom_classes) == {"mathjax_ignore", "tex2jax_ignore"}
+
+
+def test_a_description_is_text_that_mathjax_skips():
+    # no TeX to find: given as it is (ipywidgets sets it as text)
+    assert description("dice mean <b>") == {"description": "dice mean <b>", "description_allow_html": False}
+    # TeX: escaped, $ and backslashes as character references, in a span MathJax skips
+    out = description(TEX)
+    assert out["description_allow_html"] is True and isinstance(out["description"], Markup)
+    shown = out["description"]
+    assert shown.startswith('<span class="mathjax_ignore tex2jax_ignore">') and shown.endswith("</span>")
+    inner = shown.removeprefix('<span class="mathjax_ignore tex2jax_ignore">').removesuffix("</span>")
+    assert "$" not in inner and "\\" not in inner and "<" not in inner
+    assert _html.unescape(inner) == TEX  # what the browser shows: the text as written
+    assert description("a\\b")["description_allow_html"] is True
 
 
 # -- the views -----------------------------------------------------------------------------
@@ -160,6 +182,11 @@ def _html_attributes(trees: dict[str, ast.Module]) -> set[str]:
     return found
 
 
+def _is_ipywidget(func: ast.AST) -> bool:
+    """``w.Checkbox``, ``ipywidgets.Label``: a class taken from ipywidgets' module."""
+    return isinstance(func, ast.Attribute) and _name(func.value) in {"w", "ipywidgets", "widgets"}
+
+
 def markup_findings(trees: dict[str, ast.Module]) -> list[str]:
     """Every place in ``trees`` (module name -> parsed source) that builds HTML without the helper."""
     makers, html_names = _markup_makers(trees), _html_attributes(trees)
@@ -190,6 +217,28 @@ def markup_findings(trees: dict[str, ast.Module]) -> list[str]:
                 and {a.name for a in node.names} & HTML_CLASSES
             ):
                 findings.append(f"{where} imports ipywidgets' HTML (use markup.HTML)")
+            if isinstance(node, ast.Call) and _is_ipywidget(node.func):
+                # MathJax typesets a Label's value and every description: text from data goes through
+                # markup.description(); a Label is not used (markup.HTML shows text)
+                if _name(node.func) == "Label":
+                    findings.append(f"{where} uses {ast.unparse(node.func)} (MathJax typesets it: use markup.HTML)")
+                for k in node.keywords:
+                    if k.arg == "description" and not (
+                        isinstance(k.value, ast.Constant) and isinstance(k.value.value, str)
+                    ):
+                        findings.append(f"{where} description={ast.unparse(k.value)[:60]} (use **description(...))")
+            if (
+                isinstance(node, ast.Assign)
+                and any(isinstance(t, ast.Attribute) and t.attr == "description" for t in node.targets)
+                and not (isinstance(node.value, ast.Constant) and isinstance(node.value.value, str))
+            ):
+                findings.append(f"{where} a description is given {ast.unparse(node.value)[:60]} (use description())")
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "ipywidgets"
+                and "Label" in {a.name for a in node.names}
+            ):
+                findings.append(f"{where} imports ipywidgets' Label (MathJax typesets it: use markup.HTML)")
             if (
                 isinstance(node, ast.keyword)
                 and node.arg == "description_allow_html"
@@ -259,6 +308,18 @@ def test_the_checker_catches_the_old_run_details_bug():
     assert "self.summary.value is given '<br>'.join" in text  # the progress line joined into HTML raw
     assert "self.per_class.value is given _table(" in text  # the matrix cells pasted into <td> raw
     assert "markup outside html(): '<td>'" in text and "markup outside html(): '<br>'" in text
+    # text from data as a description or a Label (MathJax typesets both)
+    tex = (
+        "import ipywidgets as w\nfrom .markup import description\n"
+        "def f(name):\n    box = w.Checkbox(description=name)\n    box.description = name\n"
+        "    ok = w.Checkbox(indent=False, **description(name))\n"
+        "    return w.Label(name), w.Button(description='Back')\n"
+    )
+    assert sorted(f.split(" ", 1)[1] for f in markup_findings({"widgets.m": ast.parse(tex)})) == [
+        "a description is given name (use description())",
+        "description=name (use **description(...))",
+        "uses w.Label (MathJax typesets it: use markup.HTML)",
+    ]
     # and the fixed pattern passes
     fixed = (
         "from .markup import HTML, html\n"

@@ -1,4 +1,4 @@
-"""The one way the views build HTML: every string of markup the package shows is made here.
+r"""The one way the views build HTML: every string of markup the package shows is made here.
 
 A project folder can come from anywhere, so every value read from it (a model's name, a run's
 progress, a metric's name, a confusion matrix cell...) is text, never markup:
@@ -9,7 +9,15 @@ progress, a metric's name, a confusion matrix cell...) is text, never markup:
 - :func:`escape` makes one value safe text; ``Markup.join`` escapes every item it joins;
 - :func:`number` formats a number from a record as text (for text that is escaped later);
 - :class:`HTML` is the only HTML widget the views use: a value that is not :class:`Markup`
-  is escaped, so plain text can never become markup by mistake.
+  is escaped, so plain text can never become markup by mistake;
+- :func:`description` gives the keyword arguments that show a value as a widget's description.
+
+TeX is text too. JupyterLab's MathJax typesets what ipywidgets shows in a ``Label`` and in every
+``description`` (ipywidgets' ``typeset()``), so a metric named ``$\href{...}{x}$`` would become
+math (a link, a styled or ``\unicode`` glyph) instead of its name. ipywidgets' ``HTML`` is not
+typeset; :class:`HTML` still carries MathJax's ignore classes (:data:`NO_MATH`) for a host that
+typesets whole output areas, and :func:`description` puts text MathJax could read as TeX in a span
+with those classes. The views use no ``Label``; tests/test_markup.py holds them to these rules.
 
 ``tests/test_markup.py`` parses the views and fails on markup built any other way.
 """
@@ -25,7 +33,7 @@ from typing import Any
 import ipywidgets as w
 import traitlets as t
 
-__all__ = ["HTML", "Markup", "escape", "html", "is_number", "number"]
+__all__ = ["HTML", "NO_MATH", "Markup", "description", "escape", "html", "is_number", "number"]
 
 
 class Markup(str):
@@ -93,8 +101,19 @@ def html(template: str, *args: Any, **kwargs: Any) -> Markup:
     return Markup(_FORMATTER.vformat(template, args, kwargs))
 
 
+#: the classes MathJax leaves alone: ``mathjax_ignore`` (MathJax 3's ``ignoreHtmlClass``, JupyterLab 4)
+#: and ``tex2jax_ignore`` (MathJax 2, ipywidgets' fallback where no typesetter is given)
+NO_MATH = ("mathjax_ignore", "tex2jax_ignore")
+#: what can open TeX for MathJax (``$``, ``\(``, ``\[``, ``\begin``, ``\ref``) or for ipywidgets'
+#: ``inline_sanitize`` (which takes ``$...$`` out before sanitizing and re-escapes it)
+_TEX = ("$", "\\")
+
+
 class HTML(w.HTML):
-    """An ipywidgets HTML whose value is :class:`Markup`; any other string is escaped first."""
+    """An ipywidgets HTML whose value is :class:`Markup`; any other string is escaped first.
+
+    Its element carries :data:`NO_MATH`: a host that typesets the output area skips it.
+    """
 
     @t.validate("value")
     def _safe_value(self, proposal: dict[str, Any]) -> str:
@@ -102,3 +121,20 @@ class HTML(w.HTML):
 
     def __init__(self, value: Any = "", **kwargs: Any) -> None:
         super().__init__(value=escape(value), **kwargs)
+        for name in NO_MATH:
+            self.add_class(name)
+
+
+def description(value: Any) -> dict[str, Any]:
+    """The keyword arguments that show ``value`` as an ipywidgets description, as written.
+
+    ipywidgets typesets descriptions with MathJax. Text that holds no ``$`` or backslash has no
+    TeX to find and is given as it is; other text is escaped, its ``$`` and backslashes written
+    as character references, in a span carrying :data:`NO_MATH` (``description_allow_html``).
+    """
+    text = str(value)
+    if not any(c in text for c in _TEX):
+        return {"description": text, "description_allow_html": False}
+    inner = escape(text).replace("$", "&#36;").replace("\\", "&#92;")
+    return {"description": html('<span class="{}">{}</span>', " ".join(NO_MATH), Markup(inner)),
+            "description_allow_html": True}  # fmt: skip

@@ -11,7 +11,7 @@ import ipywidgets as w
 from ..project import Project
 from ..records import Model, Run
 from .base import Notice, View
-from .markup import HTML, escape, html
+from .markup import HTML, description, escape, html
 from .poller import Poller
 from .series import SPLITS, learning_curve, metric_names, metric_series
 
@@ -31,7 +31,7 @@ class MetricsChart(View, w.VBox):
         runs = project.runs(self._model_key)
         objective = _objective(project, self._model_key)
         self.metric_boxes: dict[str, w.Checkbox] = {}
-        self.split_boxes = {s: w.Checkbox(value=s in ("val", "test"), description=s, indent=False) for s in SPLITS}
+        self.split_boxes = {s: w.Checkbox(value=s in ("val", "test"), indent=False, **description(s)) for s in SPLITS}
         for box in self.split_boxes.values():
             box.observe(lambda _: self.redraw(), names="value")
         self.metric_panel = w.VBox(layout=w.Layout(width="190px"))
@@ -92,7 +92,8 @@ class MetricsChart(View, w.VBox):
     def _sync_metric_boxes(self, names: list[str], default: frozenset[str] | set[str] = frozenset()) -> None:
         for name in names:
             if name not in self.metric_boxes:
-                box = w.Checkbox(value=name in default, description=name.replace("_", " "), indent=False)
+                # a metric's name is text from a run record: MathJax must not typeset it
+                box = w.Checkbox(value=name in default, indent=False, **description(name.replace("_", " ")))
                 box.observe(lambda _: self.redraw(), names="value")
                 self.metric_boxes[name] = box
         self.metric_panel.children = list(self.metric_boxes.values())

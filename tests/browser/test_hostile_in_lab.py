@@ -7,6 +7,12 @@ confusion matrix cells, hyperparameters, decisions, history) - through the lowes
 reaches the view, as a crafted folder would. All views render in one notebook; nothing may run
 (``window.__pwned`` stays unset, no dialog opens, no element carries an event attribute), and
 the payloads are visible as text where the fields are shown.
+
+The payloads carry TeX too (``$\\href{javascript:...}{..}$``, ``\\(\\unicode..\\style..\\class..\\)``, an
+environment): JupyterLab's MathJax typesets ipywidgets' Label values and descriptions (a metric's
+checkbox here), so user text must reach the page in a form MathJax skips. A control cell (an
+ipywidgets Label of ``$x^2$``) proves the typesetter is live; no other MathJax output may exist,
+no ``a[href^=javascript:]`` anywhere, and the TeX is shown as written, dollar signs and all.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ import patientml_widgets as pml
 
 from .lab import run_all, running_lab, write_notebook
 
-IMG = '<img src=x onerror="window.__pwned=1">'
+TEX = r"$\href{javascript:window.__pwned=1}{tex}$ \(\unicode{x263A}\style{color:red}{R}\class{pwn}{C}\)"
+TEX += r" \begin{matrix}M\end{matrix}"  # an environment
+IMG = '<img src=x onerror="window.__pwned=1"> ' + TEX
 SCRIPT = '"><script>window.__pwned=1</script>'
 JS = "javascript:window.__pwned=1"
 EVIL = f"{IMG} {SCRIPT} {JS}"
@@ -94,7 +102,10 @@ CELLS = [
     # 12: the model whose colours were crafted: the canvas opens it in the palette's colours (d0d38f7)
     "b = ExampleBrowser(proj, ids['kind'])\nb.guarded(b.open_example)(ids['cls_ex'])\nb",
     "RunDetails(proj, ids['run_seg'])",  # 13
+    "import ipywidgets\nipywidgets.Label('control $x^2$')",  # 14: MathJax is live here (typesets a Label)
 ]
+#: what MathJax 3 (and 2) leave in the page for typeset math
+MATH = "mjx-container, mjx-math, .MathJax, .MathJax_Preview, .MathJax_Display, script[type^='math/tex']"
 
 
 @pytest.mark.slow
@@ -113,7 +124,7 @@ def test_hostile_project_renders_as_text_in_every_view(tmp_path, browser):
             run_all(page, lab, "hostile.ipynb")
             panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
             outputs = panel.locator(".jp-Cell .jp-OutputArea")
-            last = outputs.nth(len(CELLS) - 1)
+            last = outputs.nth(13)
             last.locator(".widget-html", has_text="traceback").first.wait_for(timeout=60_000)
             panel.locator(".pml-lc .class").first.wait_for(timeout=30_000)
             page.wait_for_function(
@@ -123,7 +134,10 @@ def test_hostile_project_renders_as_text_in_every_view(tmp_path, browser):
                 arg=len(CELLS),
                 timeout=60_000,
             )
-            page.wait_for_timeout(1500)  # let late renders (bqplot, tables' first page) land
+            control = outputs.nth(14)
+            control.scroll_into_view_if_needed()
+            control.locator("mjx-container").first.wait_for(timeout=30_000)  # MathJax loaded and typesetting
+            page.wait_for_timeout(1500)  # let late renders (bqplot, tables' first page, typesetting) land
             text = []
             for i in range(len(CELLS)):  # offscreen cells are not laid out (content-visibility): scroll to each
                 outputs.nth(i).scroll_into_view_if_needed()
@@ -143,6 +157,16 @@ def test_hostile_project_renders_as_text_in_every_view(tmp_path, browser):
                 ".map(e => e.outerHTML.slice(0, 200))"
             )
             assert hostile == []
+            # TeX: no link from \href, no MathJax output but the control's, no \class applied
+            assert page.locator('a[href^="javascript:" i]').count() == 0
+            math = page.evaluate(
+                "([sel, control]) => [...document.querySelectorAll(sel)].filter(e => !control.contains(e)).map(e =>"
+                " e.tagName + ' in: ' + (e.closest('.widget-checkbox, .widget-label, label') || e.parentElement)"
+                ".textContent.slice(0, 100))",
+                [MATH, control.element_handle()],
+            )
+            assert math == [], f"MathJax typeset user text: {math}"
+            assert page.locator(".pwn").count() == 0
 
             # ...and the payloads are there, as text, where the fields are shown
             def shows(i: int, *needles: str) -> None:
