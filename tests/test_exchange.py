@@ -355,26 +355,39 @@ AWKWARD = [
 
 
 def test_csv_cells_round_trip_exactly_and_formulas_are_guarded(project, tmp_path):
-    model = project.create_model("kinds", problem_type="classification", classes=["a", "b"])
-    for i, author in enumerate(AWKWARD):
-        project.submit_label(project.add_example(model, image(6, 6, i)), classes=["a"], author=author)
-    out = project.export_labels(model, tmp_path / "out")
-    text = (out / "index.csv").read_bytes().decode()
-    assert text.count("\n") - text.count("\r\n") - text.count('"\n"') >= len(AWKWARD)  # rows end in \n
-    assert '"line\rbreak"' in text and '"crlf\r\nin"' in text  # a line break is always inside quotes
+    from patientml_widgets.exchange import csvfile
+
+    # any text in any cell: line breaks always inside quotes, every formula start guarded
+    text = csvfile.write_csv(["author"], [{"author": a} for a in AWKWARD]).decode()
+    assert '"line\rbreak"' in text and '"crlf\r\nin"' in text
     for guarded in ("'\ttab first", "'\rcr first", "'=1+1", "'+x", "'-dr. who", "'@sum", "''quoted", "'''=twice"):
         assert f'"{guarded}"' in text, guarded  # the guard, and quotes around it
     assert ",=1+1" not in text and ",\t" not in text and ',"\t' not in text
+
+    # authors are names (one line, no surrounding space): every one a user can give survives
+    # export and import exactly, the ones a spreadsheet would evaluate included
+    authors = [a for a in AWKWARD if a.strip() == a and a and not any(c in a for c in "\r\n\t")]
+    assert {"=1+1", "+x", "-dr. who", "@sum", "'quoted", "''=twice", "'=guarded", 'say "hi", then'} <= set(authors)
+    model = project.create_model("kinds", problem_type="classification", classes=["a", "b"])
+    for i, author in enumerate(authors):
+        project.submit_label(project.add_example(model, image(6, 6, i)), classes=["a"], author=author)
+    out = project.export_labels(model, tmp_path / "out")
+    exported = (out / "index.csv").read_bytes().decode()
+    for guarded in ("'=1+1", "'+x", "'-dr. who", "'@sum", "''quoted", "'''=twice"):
+        assert f'"{guarded}"' in exported, guarded
     other = pml.Project.open(tmp_path / "other", user="importer")
     copy = other.import_dataset(out).model
-    assert sorted(other.label(e).author for e in other.examples(copy)) == sorted(AWKWARD)
-    # a hand-written index: the author is kept exactly, paths and keywords are read without their spaces
+    assert sorted(other.label(e).author for e in other.examples(copy)) == sorted(authors)
+    # a hand-written index: paths and keywords are read without their spaces, and the author
+    # like every name (stored NFC, without surrounding space)
     data = tmp_path / "data"
     data.mkdir()
     Image.fromarray(image(6, 6)).save(data / "a.png")
     (data / "index.csv").write_text('image,classes,author\n a.png , b ," dr who "\n', encoding="utf-8-sig")
     (ex,) = project.add_folder(model, data, index="index.csv").added
-    assert project.label(ex).author == " dr who " and project.label(ex).classes == (1,)
+    assert project.label(ex).author == "dr who" and project.label(ex).classes == (1,)
+    with pytest.raises(pml.ValidationError, match="U\\+000D"):
+        project.submit_label(ex, classes=["a"], author="line\rbreak")
 
 
 def test_every_csv_goes_through_the_one_helper():
