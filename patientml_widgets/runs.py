@@ -213,7 +213,7 @@ class Runs:
             if run["status"] not in ("queued", "running"):
                 continue
             worker = run.get("worker") or {}
-            if worker.get("host") == host and worker.get("pid") and not _alive(worker["pid"]):
+            if worker.get("host") == host and worker.get("pid") and _worker_pid(worker, run["id"]) is None:
                 error = "the training worker is gone (killed, or its machine restarted)"
                 reaped += self.session.finish_run(run["id"], "failed", error=error)
         return reaped
@@ -252,9 +252,7 @@ class Runs:
     def local_pid(self, run_id: str) -> int | None:
         """The pid of the run's worker if it runs on this machine and is alive."""
         worker = self.session.run_record(run_id).get("worker") or {}
-        if worker.get("host") == socket.gethostname() and worker.get("pid") and _alive(worker["pid"]):
-            return int(worker["pid"])
-        return None
+        return _worker_pid(worker, run_id) if worker.get("host") == socket.gethostname() else None
 
 
 def distributed_command(
@@ -272,6 +270,27 @@ def distributed_command(
     return [*command, "-m", WORKER_MODULE, str(project_path), run_id]
 
 
+def _worker_pid(worker: dict[str, Any], run_id: str) -> int | None:
+    """The recorded pid if it is a live worker process of this run, else None.
+
+    The pid comes from the project folder, which may be crafted: only a positive number that is not
+    init's nor ours is signalled (``os.kill`` reads 0 and -1 as whole process groups), and where the
+    system shows command lines, only a process started as this run's worker.
+    """
+    pid = worker.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1 or pid == os.getpid() or not _alive(pid):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return None if Path("/proc/self/cmdline").exists() else pid  # gone, or no /proc on this system
+    except OSError:
+        return None
+    if WORKER_MODULE.encode() not in cmdline or os.fsencode(run_id) not in cmdline:
+        return None
+    return pid
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -287,5 +306,5 @@ def _alive(pid: int) -> bool:
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)

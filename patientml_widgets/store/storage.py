@@ -139,7 +139,7 @@ OPTIONAL: dict[str, dict[str, Any]] = {
         "started": _text_or_none, "ended": _text_or_none, "artifact_ref": _ref_or_none, "classes": _classes,
         "spec": _dict, "test_examples": _dicts, "fingerprint": _dict, "plan": _dict,
         "hardware": _dict, "training": _dict, "champion": _dict, "traceback": _text_or_none,
-        "trials": _dicts,
+        "trials": _dicts, "worker": _dict,
     },
     "code": {"factory": _text, "train_step": _text_or_none, "author": _text, "created": _text},
     "predictions": {"example_id": _text_or_none, "mask_ref": _ref_or_none, "uncertainty": _number_or_none},
