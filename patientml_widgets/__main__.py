@@ -43,6 +43,7 @@ def _code(args: argparse.Namespace) -> int:
 
     from .errors import StoreError
     from .project import Project
+    from .records import visible
 
     if not (Path(args.path) / "patientml.json").exists():
         raise StoreError(f"{args.path} is not a project folder")
@@ -56,7 +57,7 @@ def _code(args: argparse.Namespace) -> int:
         for name in sorted(names):
             info = proj.model_code(name)
             state = "trusted" if info.trusted else "NOT trusted"
-            print(f"{name}: {state}; registered by {info.registered_by} on {info.registered}; {info.file}")
+            print(visible(f"{name}: {state}; registered by {info.registered_by} on {info.registered}; {info.file}"))
         if not names:
             print("no model code: this project trains only the built-in networks")
     return 0

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import ValidationError
 
-__all__ = ["choice", "flag", "integer", "mapping", "number", "sequence"]
+__all__ = ["choice", "flag", "integer", "mapping", "number", "path", "sequence"]
 
 
 def choice(value: Any, choices: Iterable[str], what: str) -> str:
@@ -75,6 +77,18 @@ def sequence(value: Any, what: str) -> list[Any]:
     if isinstance(value, np.ndarray) and value.ndim == 0:
         raise ValidationError(f"{what} must be a list, not a single value")
     return list(value)
+
+
+def path(value: Any, what: str) -> Path:
+    """A file system path given as text or a path object (not bytes, not holding a NUL)."""
+    if not isinstance(value, str | os.PathLike) or isinstance(value, bytes):
+        raise ValidationError(f"{what} is a path (text or pathlib.Path), not {_short(value)}")
+    text = os.fspath(value)
+    if not isinstance(text, str) or not text.strip():
+        raise ValidationError(f"{what} is a path (text or pathlib.Path), not {_short(value)}")
+    if "\x00" in text:
+        raise ValidationError(f"{what} {text!r} holds a NUL character; no file can have that name")
+    return Path(text)
 
 
 def _short(value: Any) -> str:

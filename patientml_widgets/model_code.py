@@ -16,7 +16,20 @@ from .errors import NotFoundError, UntrustedCodeError, ValidationError
 from .session import Session
 from .trust import TrustStore
 
-__all__ = ["code_info", "code_source", "is_trusted", "load_model_code", "require_trusted", "trust_code"]
+__all__ = [
+    "code_info", "code_source", "is_trusted", "load_model_code", "require_trusted", "signed", "trust_code",
+]  # fmt: skip
+
+
+def signed(source: bytes, factory: str, train_step: str | None) -> bytes:
+    """What a signature covers: the source and the names it is entered by (a crafted record cannot
+    point trusted source's entry at another function).
+    """
+    return b"\x00".join([source, factory.encode(), (train_step or "").encode()])
+
+
+def _signed(record: dict[str, Any], source: bytes) -> bytes:
+    return signed(source, str(record.get("factory")), record.get("train_step"))
 
 
 def code_source(session: Session, name: str) -> tuple[dict[str, Any], bytes]:
@@ -38,18 +51,19 @@ def code_info(session: Session, name: str) -> dict[str, Any]:
         "registered_by": record.get("author") or "unknown",
         "registered": record.get("created"),
         "file": str(session.store.blobs.path(record["source_ref"])),
-        "trusted": TrustStore().is_trusted(source),
+        "trusted": TrustStore().is_trusted(_signed(record, source)),
     }
 
 
 def is_trusted(session: Session, name: str) -> bool:
-    return TrustStore().is_trusted(code_source(session, name)[1])
+    record, source = code_source(session, name)
+    return TrustStore().is_trusted(_signed(record, source))
 
 
 def require_trusted(session: Session, name: str, doing: str = "run it") -> tuple[dict[str, Any], bytes]:
     """The code's record and source, or UntrustedCodeError if the current user does not trust it."""
     record, source = code_source(session, name)
-    if not TrustStore().is_trusted(source):
+    if not TrustStore().is_trusted(_signed(record, source)):
         raise UntrustedCodeError(
             f"the model code {name!r} stored in the project {session.path} (registered by "
             f"{record.get('author') or 'unknown'} on {str(record.get('created', '?'))[:10]}, file "
@@ -64,7 +78,7 @@ def require_trusted(session: Session, name: str, doing: str = "run it") -> tuple
 def trust_code(session: Session, name: str) -> None:
     """Trust the code as it is stored now (a later change to the source needs trusting again)."""
     record, source = code_source(session, name)
-    TrustStore().trust(source, name=record["name"], project=session.path, trusted_by=session.user)
+    TrustStore().trust(_signed(record, source), name=record["name"], project=session.path, trusted_by=session.user)
 
 
 def load_model_code(session: Session, name: str | None, doing: str = "run it") -> tuple[Any, Any, dict[str, Any]]:

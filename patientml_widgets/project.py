@@ -30,6 +30,7 @@ from .arguments import flag as _flag
 from .arguments import integer as _integer
 from .arguments import mapping as _mapping
 from .arguments import number as _number
+from .arguments import path as _path
 from .arguments import sequence as _sequence
 from .errors import NotFoundError, ValidationError
 from .exchange import Importer, ImportReport, export_labels, export_snapshot
@@ -55,7 +56,8 @@ class Project:
     """A labeling project in one folder. Safe to share between processes and kernels."""
 
     def __init__(self, store: Store, *, user: str | None = None, max_image_pixels: int | None = None) -> None:
-        self._session = Session(store, user=user or _default_user(), max_image_pixels=max_image_pixels)
+        user = _clean_name(user, "user name") if user is not None else _default_user()
+        self._session = Session(store, user=user, max_image_pixels=max_image_pixels)
         self._importer = Importer(self._session)
         self._runs = Runs(self._session)
         self._predictions = Predictions(self._session)
@@ -72,7 +74,11 @@ class Project:
         max_image_pixels: int | None = None,
     ) -> Project:
         """Open the project in ``path``, creating the folder if it is new (unless ``create=False``)."""
-        return cls(Store(path, create=create), user=user, max_image_pixels=max_image_pixels)
+        if max_image_pixels is not None:
+            max_image_pixels = _integer(max_image_pixels, "max_image_pixels", minimum=1)
+        return cls(
+            Store(_path(path, "the project folder"), create=create), user=user, max_image_pixels=max_image_pixels
+        )
 
     @classmethod
     def demo(cls, path: str | os.PathLike | None = None, *, fresh: bool = False, user: str | None = None) -> Project:
@@ -93,7 +99,7 @@ class Project:
 
     @user.setter
     def user(self, value: str) -> None:
-        self._session.user = str(value)
+        self._session.user = _clean_name(value, "user name")
 
     @property
     def max_image_pixels(self) -> int | None:
@@ -278,9 +284,15 @@ class Project:
         only what is new). ``progress(done, total)`` is called after each file (e.g. to move a
         progress bar).
         """
+        folder = _path(folder, "folder")
+        index = None if index is None else _path(index, "index")
+        if not (callable(subject_from) or isinstance(subject_from, str)):
+            raise ValidationError(f"subject_from is a name of a rule or a function of the path, not {subject_from!r}")
+        if progress is not None and not callable(progress):
+            raise ValidationError("progress is a function progress(done, total), or None")
         report = self._importer.add_folder(
             model, folder, index=index, subject_from=subject_from, split_from=split_from,
-            recursive=recursive, chunk=int(chunk), progress=progress,
+            recursive=_flag(recursive, "recursive"), chunk=_integer(chunk, "chunk", minimum=1), progress=progress,
         )  # fmt: skip
         if report.labels:
             self._runs.maybe_retrain(self._session.model_record(model)["id"])
@@ -308,14 +320,17 @@ class Project:
         ``include_metadata=True``. :meth:`import_dataset` reads either layout back.
         """
         return export_labels(
-            self._session, model, folder, layout=layout, include_drafts=include_drafts,
+            self._session, model, _path(folder, "folder"), layout=layout, include_drafts=include_drafts,
             include_subjects=include_subjects, include_metadata=include_metadata,
         )  # fmt: skip
 
     def export_snapshot(self, run: RunRef, folder: str | os.PathLike, *, include_subjects: bool = True) -> Path:
         """Write the exact label versions a run's snapshot froze, with the images, as an export folder."""
         return export_snapshot(
-            self._session, self._session.run_record(run)["id"], folder, include_subjects=include_subjects
+            self._session,
+            self._session.run_record(run)["id"],
+            _path(folder, "folder"),
+            include_subjects=include_subjects,
         )
 
     def import_dataset(self, folder: str | os.PathLike, *, name: str | None = None) -> ImportReport:
@@ -329,7 +344,7 @@ class Project:
         :meth:`add_folder`; the rest is one commit: a full disk or a kill leaves no part of it
         (other processes' writes wait until it is done).
         """
-        return self._importer.import_dataset(folder, name=name)
+        return self._importer.import_dataset(_path(folder, "folder"), name=name)
 
     # -- reading examples ------------------------------------------------------------------
 
@@ -588,7 +603,8 @@ class Project:
             raise ValidationError(f"the model code does not compile: {e}") from None
         if f"def {factory}(" not in source:
             raise ValidationError(f"the model code defines no function {factory!r}; pass factory=")
-        TrustStore().trust(source.encode(), name=name, project=self.path, trusted_by=self.user)  # yours: trusted
+        signed = model_code.signed(source.encode(), factory, step_name)
+        TrustStore().trust(signed, name=name, project=self.path, trusted_by=self.user)  # yours: trusted
         self._session.register_code(name, source, factory=factory, train_step=step_name)
 
     def model_code(self, name: str) -> ModelCode:
@@ -664,7 +680,7 @@ class Project:
         model = self._session.model_record(record["model_id"])
         info = {k: record[k] for k in ("id", "slug", "hyperparameters", "metrics", "snapshot")}
         meta = {k: model[k] for k in ("id", "name", "problem_type", "multi_label", "classes")}
-        return self._predictions.predictor(record["id"]).export(folder, model=meta, run=info)
+        return self._predictions.predictor(record["id"]).export(_path(folder, "folder"), model=meta, run=info)
 
     # -- predictions -------------------------------------------------------------------
 

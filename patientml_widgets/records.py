@@ -41,6 +41,7 @@ __all__ = [
     "is_color",
     "name_key",
     "split_for",
+    "visible",
 ]
 
 ProblemType = Literal["classification", "segmentation"]
@@ -59,6 +60,13 @@ PALETTE = (
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 #: the tables of a project (``Change.tables`` names these)
 TABLES = ("models", "subjects", "examples", "labels", "runs", "predictions", "code")
+
+
+def visible(text: str) -> str:
+    """``text`` with every character a name may not hold (but line breaks and tabs) written as an escape."""
+    return "".join(
+        ch if ch in "\n\t" or not _refused_character(ch) else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
 
 
 def _whole(value: Any, default: int) -> int:
@@ -285,9 +293,18 @@ class ModelCode:
     trusted: bool  #: by the current user (only trusted code runs)
 
     def __repr__(self) -> str:
+        """The source as it would run, with every hidden character shown (an escape sequence that
+        conceals a line in a terminal, a bidi override that reorders it: "Trojan Source").
+        """
         state = "trusted by you" if self.trusted else "NOT trusted by you: it does not run"
-        header = f"# model code {self.name!r}, registered by {self.registered_by} on {self.registered}; {state}"
-        return f"{header}\n# stored in {self.file}\n{self.source}"
+        who, when = visible(self.registered_by), visible(str(self.registered))
+        header = f"# model code {self.name!r}, registered by {who} on {when}; {state}"
+        hidden = sum(1 for line in self.source.splitlines() for ch in line if _refused_character(ch, "\t"))
+        if hidden:
+            header += (
+                f"\n# WARNING: the source holds {hidden} hidden character(s), shown as \\x.. / \\u....; read it closely"
+            )
+        return f"{header}\n# stored in {visible(self.file)}\n{visible(self.source)}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -361,9 +378,13 @@ def is_color(value: Any) -> TypeGuard[str]:
 #: characters no name or text may hold: control characters (NUL, newline, escape ...), bidirectional
 #: overrides and isolates that make text display in another order than it is stored (U+202E ...),
 #: zero-width and other invisible format characters, line/paragraph separators, surrogates.
-#: Zero-width (non-)joiners stay: scripts such as Persian and Devanagari need them.
-_REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
-_JOINERS = {"\u200c", "\u200d"}
+#: Zero-width (non-)joiners stay: scripts such as Persian and Devanagari, and emoji, need them.
+_REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Zl", "Zp"}
+_JOINERS = "\u200c\u200d"
+#: invisible characters pasted text carries that free text (not a name) may keep: the left-to-right,
+#: right-to-left and Arabic letter marks (they change no order of what is stored), the soft hyphen,
+#: and the tag characters of flag emoji
+_TEXT_MARKS = "\u200e\u200f\u061c\u00ad"
 
 
 def _refused_character(text: str, allowed: str = "") -> str | None:
@@ -373,6 +394,11 @@ def _refused_character(text: str, allowed: str = "") -> str | None:
         if unicodedata.category(ch) in _REFUSED_CATEGORIES:
             return ch
     return None
+
+
+def _flag_tags(text: str) -> str:
+    """The tag characters (U+E0020-E007F) of flag emoji in ``text`` (they follow U+1F3F4)."""
+    return "".join({ch for ch in text if "\U000e0020" <= ch <= "\U000e007f"}) if "\U0001f3f4" in text else ""
 
 
 def _describe(ch: str) -> str:
@@ -389,7 +415,9 @@ def clean_name(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(f"a {what} must be a non-empty string, not {value!r}")
     value = unicodedata.normalize("NFC", value.strip())
-    bad = _refused_character(value)
+    if unicodedata.category(value[0]).startswith("M"):
+        raise ValidationError(f"a {what} cannot begin with a combining mark (in {value!r})")
+    bad = _refused_character(value, allowed=_flag_tags(value))
     if bad is not None:
         raise ValidationError(
             f"a {what} cannot contain {_describe(bad)} (in {value!r}); use visible characters on one line"
@@ -410,7 +438,7 @@ def clean_text(value: Any, what: str, *, limit: int = 10_000) -> str:
     if not isinstance(value, str):
         raise ValidationError(f"a {what} must be a string, not {type(value).__name__}")
     value = unicodedata.normalize("NFC", value)
-    bad = _refused_character(value, allowed="\n\t")
+    bad = _refused_character(value, allowed="\n\t" + _TEXT_MARKS + _flag_tags(value))
     if bad is not None:
         raise ValidationError(f"a {what} cannot contain {_describe(bad)}; remove it and try again")
     if len(value) > limit:
@@ -419,8 +447,10 @@ def clean_text(value: Any, what: str, *, limit: int = 10_000) -> str:
 
 
 def name_key(name: str) -> str:
-    """What two names are compared by: NFC, case-folded (so "Café" equals "CAFE\u0301")."""
-    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
+    """What two names are compared by: compatibility-normalised and case-folded, so "Café" equals
+    "CAFE\u0301" and a fullwidth "A" (U+FF21) equals "a" (names that look the same are one name).
+    """
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
 
 
 def class_records(classes: Sequence[str | dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

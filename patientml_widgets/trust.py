@@ -26,6 +26,7 @@ from .errors import StoreError
 __all__ = ["TrustStore", "data_dir"]
 
 _DOMAIN = b"patientml-widgets model code v1\x00"
+_KEY_BYTES = 32
 
 
 def data_dir() -> Path:
@@ -64,7 +65,8 @@ class TrustStore:
     def trust(self, source: bytes, **about: Any) -> None:
         """Trust ``source`` from now on (``about``: where it came from, kept for the user to read)."""
         signature = self.signature(source, create=True)
-        assert signature is not None
+        if signature is None:
+            raise StoreError(f"no code-trust key in {self.directory}")
         with self._lock():
             signatures = self._signatures()
             signatures[signature] = {k: str(v) for k, v in about.items()}
@@ -84,28 +86,43 @@ class TrustStore:
     # -- files -----------------------------------------------------------------------
 
     def _key(self, create: bool) -> bytes | None:
-        try:
-            return self._secret_path.read_bytes() or None
-        except FileNotFoundError:
-            if not create:
-                return None
-        except OSError as e:
-            raise StoreError(f"cannot read the code-trust key {self._secret_path}: {e.strerror}") from None
+        """The user's key; made (atomically: written whole, then linked into place) if ``create``."""
+        key = self._read_key()
+        if key is not None or not create:
+            return key
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self._secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another kernel made it first
-            return self._secret_path.read_bytes()
+            tmp = self.directory / f".secret.{secrets.token_hex(4)}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(_KEY_BYTES))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, self._secret_path)  # never replaces a key another kernel made first
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink(missing_ok=True)
         except OSError as e:
             raise StoreError(
                 f"cannot create the code-trust key in {self.directory} ({e.strerror}); "
                 "set PATIENTML_DATA_DIR to a folder of yours that is writable"
             ) from None
-        key = secrets.token_bytes(32)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
-            f.flush()
-            os.fsync(f.fileno())
+        return self._read_key()
+
+    def _read_key(self) -> bytes | None:
+        try:
+            key = self._secret_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StoreError(f"cannot read the code-trust key {self._secret_path}: {e.strerror}") from None
+        if len(key) != _KEY_BYTES:
+            raise StoreError(
+                f"the code-trust key {self._secret_path} is damaged ({len(key)} bytes); delete it and trust "
+                "your model code again (proj.trust_code(name))"
+            )
         return key
 
     def _signatures(self) -> dict[str, Any]:

@@ -5,6 +5,7 @@ Closes the class of "an error a user can cause escapes as TypeError/ValueError/K
 """
 
 import inspect
+import tempfile
 
 import numpy as np
 import pytest
@@ -109,3 +110,30 @@ def test_the_project_checks_clean_after_the_fuzzing(world):
     proj, _ = world
     report = check(proj.path)
     assert report.ok, report.problems
+
+
+FOLDER_JUNK = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), st.binary(max_size=4),
+    st.lists(st.text(max_size=3), max_size=2),
+    st.sampled_from(["", "   ", "a\x00b", object(), lambda p: p]),
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["add_folder", "import_dataset", "export_labels", "export_snapshot", "export_run"])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(junk=FOLDER_JUNK)
+def test_junk_folders_are_a_patientml_error(world, method, junk, tmp_path_factory):
+    proj, valid = world
+    args = {"import_dataset": (junk,), "export_snapshot": (valid["run"], junk), "export_run": (valid["run"], junk)}
+    with pytest.raises(pml.PatientMLError):
+        getattr(proj, method)(*args.get(method, (valid["model"], junk)))
+
+
+@settings(max_examples=20, deadline=None)
+@given(path=FOLDER_JUNK, user=JUNK)
+def test_open_refuses_junk_paths_and_user_names(path, user):
+    with pytest.raises(pml.PatientMLError):
+        pml.Project.open(path)
+    if not (isinstance(user, str) and user.strip()) and user is not None:
+        with pytest.raises(pml.PatientMLError):
+            pml.Project.open(tempfile.mkdtemp(), user=user)

@@ -79,3 +79,20 @@ def test_wrong_kinds_of_values_are_validation_errors_that_say_what_to_pass(proje
     with pytest.raises(pml.PatientMLError, match=words):
         call(project, seg, ex)
     assert project.label(ex) is None
+
+
+def test_names_that_look_the_same_are_one_name_and_pasted_text_keeps_its_marks(project):
+    project.create_model("A1", problem_type="classification", classes=["a", "b"])
+    with pytest.raises(pml.ValidationError, match="already exists"):
+        project.create_model("\uff21\uff11", problem_type="classification", classes=["a", "b"])  # fullwidth
+    with pytest.raises(pml.ValidationError, match="combining mark"):
+        project.create_model("\u0301\u0301", problem_type="classification", classes=["a", "b"])
+    # text pasted from Office or a PDF: the right-to-left mark and the soft hyphen change no order
+    pasted = "\u05d2\u05d9\u05d3\u05d5\u05dc\u200f tu\u00admor"
+    assert (
+        project.create_model("m", problem_type="classification", classes=["a", "b"], description=pasted).description
+        == pasted
+    )
+    england = "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f"
+    assert project.add_subject(f"site {england}").id == f"site {england}"
+    assert project.add_subject("p1", name="Dr. \u00c9milie").name == "Dr. \u00c9milie"

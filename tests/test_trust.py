@@ -157,3 +157,30 @@ def test_the_command_line_lists_shows_and_trusts_stored_code(tmp_path, monkeypat
     assert main(["code", str(tmp_path / "nowhere")]) == 2
     assert not (tmp_path / "nowhere").exists()
     assert not (tmp_path / "ran").exists()
+
+
+def test_the_source_shown_to_decide_on_trust_shows_every_hidden_character(tmp_path, monkeypatch):
+    proj = pml.Project.open(tmp_path / "study", user="alice")
+    concealed = "import torch  # \x1b[8m\nimport os  # would run unseen\n# \x1b[0m \u202e\ndef build(i, n):\n    pass\n"
+    proj.register_model_code("conv", concealed)
+    shown = repr(proj.model_code("conv"))
+    assert "\x1b" not in shown and "\u202e" not in shown
+    assert "\\x1b[8m" in shown and "\\u202e" in shown and "3 hidden character(s)" in shown
+
+
+def test_trust_covers_the_entry_points_not_only_the_source(tmp_path):
+    proj = pml.Project.open(tmp_path / "study", user="alice")
+    source = "def build(i, n):\n    pass\n\ndef other(i, n):\n    pass\n"
+    proj.register_model_code("conv", source)
+    record = dict(proj.session.code_record("conv"), factory="other")  # a crafted record, same source
+    with proj.session.write():
+        proj.session.store.put("code", "conv", record)
+    assert not proj.model_code("conv").trusted
+
+
+def test_a_damaged_trust_key_is_a_clear_error(tmp_path):
+    store = TrustStore(tmp_path / "data")
+    store.trust(b"x")
+    (tmp_path / "data" / "secret").write_bytes(b"")
+    with pytest.raises(pml.StoreError, match="damaged"):
+        store.is_trusted(b"x")

@@ -401,4 +401,4 @@ def _text(ds, keyword: str) -> str:
         value = ds.get(keyword)
     except Exception:  # an unparsable value in a damaged header
         return ""
-    return "" if value is None else str(value).strip()
+    return "" if value is None else str(value).strip(" \x00")  # DICOM pads values with spaces or NULs
