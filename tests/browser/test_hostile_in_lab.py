@@ -38,7 +38,7 @@ BAD_COLOR = "#123456;background-image:url(javascript:window.__pwned=1)"
 
 def hostile_project(path) -> dict[str, str]:
     """The crafted project; returns the ids the notebook needs."""
-    proj = pml.Project.open(path, user=EVIL)
+    proj = pml.Project.open(path, user=f"{SCRIPT} {JS}")  # a user name is a name: at most 200 characters
     session = proj.session
     seg = proj.create_model(f"seg {IMG}", problem_type="segmentation", classes=["background", IMG, SCRIPT],
                             description=f"{SCRIPT} {JS}")  # fmt: skip
@@ -48,6 +48,9 @@ def hostile_project(path) -> dict[str, str]:
     image = (np.arange(32 * 32).reshape(32, 32) % 256).astype(np.uint8)
     ex = proj.add_example(seg, image, subject=f"patient {IMG}", split="train", source={"file": f"{SCRIPT}.png"})
     cls_ex = proj.add_example(kind, image, subject=f"patient {IMG}", split="test", source={"file": IMG})
+    # DICOM header strings as an import stores them (a crafted file's Modality and SeriesDescription)
+    dicom = {"series_uid": "1.2.3", "modality": IMG, "series_description": SCRIPT, "series_size": 2, "series_index": 0}
+    proj.add_example(seg, image, subject=f"patient {IMG}", split="train", source={"file": "x.dcm", **dicom})
     # past the API: a class colour no #rrggbb check let through (a crafted folder's models table)
     with session.write():
         record = dict(session.model_record(kind.id))
@@ -175,7 +178,7 @@ def test_hostile_project_renders_as_text_in_every_view(tmp_path, browser):
                 assert not missing, f"cell {i} does not show {missing} in:\n{text[i][:3000]}"
 
             shows(1, f"seg {IMG}", f"{SCRIPT} {JS}", f"cls {SCRIPT}")  # model names, descriptions
-            shows(2, f"patient {IMG}", f"{SCRIPT}.png")  # subject, source
+            shows(2, f"patient {IMG}", f"{SCRIPT}.png", f"{IMG} {SCRIPT} 1/2")  # subject, source, DICOM header
             shows(3, IMG, SCRIPT)  # class names in the palette
             shows(4, IMG, SCRIPT)
             shows(5, f"run {IMG}", f"done {SCRIPT}", SCRIPT)  # slugs, trigger
