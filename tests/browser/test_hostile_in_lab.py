@@ -79,6 +79,9 @@ def hostile_project(path) -> dict[str, str]:
             test_examples=[],
         )
         runs[name] = run.id
+        log = Path(path) / "logs" / f"{run.id}.log"  # the worker's log, as a crafted folder may hold it
+        log.parent.mkdir(exist_ok=True)
+        log.write_text(f"log {EVIL}\n")
     return {"seg": seg.id, "kind": kind.id, "ex": ex.id, "cls_ex": cls_ex.id, "subject": f"patient {IMG}", **runs}
 
 
@@ -96,7 +99,7 @@ CELLS = [
     "bad = [dict(k, color={BAD!r}) for k in c.classes]\n"
     "c.comm.send({{'method': 'update', 'state': {{'classes': bad}}, 'buffer_paths': []}})\nc",
     "RunsTable(proj, ids['kind'])",  # 5
-    "RunDetails(proj, ids['run_running'])",  # 6
+    "d = RunDetails(proj, ids['run_running'])\nd.log_view.selected_index = 0  # the log, open\nd",  # 6
     "RunDetails(proj, ids['run_done'])",  # 7
     "MetricsChart(proj, ids['kind'])",  # 8
     "ModelDetails(proj, ids['seg'])",  # 9
@@ -185,6 +188,7 @@ def test_hostile_project_renders_as_text_in_every_view(tmp_path, browser):
             shows(6, f"run {IMG}", f"progress: step {SCRIPT}/{IMG} (epoch {JS}), loss 0.2500", f"error {IMG}")
             shows(6, f"traceback {SCRIPT}", f"{IMG}={SCRIPT}", f"{IMG} by {SCRIPT} - {JS}", f"trained on: {IMG}")
             shows(6, IMG, SCRIPT, JS)  # the confusion matrix and per-class cells
+            shows(6, f"log {EVIL}")  # the worker's log text
             shows(7, f"done {SCRIPT}")
             shows(8, IMG.replace("_", " "))  # a metric named with a payload (checkbox)
             shows(9, f"seg {IMG}", f"{SCRIPT} {JS}")
