@@ -34,3 +34,10 @@ def deployed_run(project, model) -> str:
     update_run_with_weights(project, run.id, b"w", status="succeeded", classes=classes, spec={"objective": "x"})
     project.deploy(run.id)
     return run.id
+
+
+def fuzz_examples(default: int) -> int:
+    """Examples per generated (hypothesis) test: ``default`` keeps CI short; FUZZ_N=500 searches harder."""
+    import os
+
+    return int(os.environ.get("FUZZ_N", default))

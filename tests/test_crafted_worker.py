@@ -53,6 +53,7 @@ def test_a_crafted_worker_pid_is_never_signalled(project, monkeypatch, pid):
         assert sent == []
         assert other.poll() is None
     finally:
+        monkeypatch.undo()  # the real os.kill again (Popen.kill uses it)
         other.kill()
         other.wait()
 

@@ -9,7 +9,7 @@ import tempfile
 
 import numpy as np
 import pytest
-from helpers import image
+from helpers import fuzz_examples, image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -94,7 +94,7 @@ def _arguments(fn, valid, junk_name, junk):
 
 
 @pytest.mark.parametrize(("method", "argument"), list(_calls()))
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=fuzz_examples(20), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(junk=JUNK)
 def test_junk_in_one_argument_is_a_patientml_error_or_works(world, method, argument, junk):
     proj, valid = world
@@ -120,7 +120,7 @@ FOLDER_JUNK = st.one_of(
 
 
 @pytest.mark.parametrize("method", ["add_folder", "import_dataset", "export_labels", "export_snapshot", "export_run"])
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=fuzz_examples(10), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(junk=FOLDER_JUNK)
 def test_junk_folders_are_a_patientml_error(world, method, junk, tmp_path_factory):
     proj, valid = world
@@ -129,7 +129,7 @@ def test_junk_folders_are_a_patientml_error(world, method, junk, tmp_path_factor
         getattr(proj, method)(*args.get(method, (valid["model"], junk)))
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=fuzz_examples(20), deadline=None)
 @given(path=FOLDER_JUNK, user=JUNK)
 def test_open_refuses_junk_paths_and_user_names(path, user):
     with pytest.raises(pml.PatientMLError):

@@ -10,14 +10,13 @@ import contextlib
 import io
 import itertools
 import json
-import os
 import unicodedata
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import image
+from helpers import fuzz_examples, image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -28,7 +27,7 @@ from patientml_widgets.exchange import csvfile
 from patientml_widgets.store.check import check
 
 FUZZ = settings(
-    max_examples=int(os.environ.get("FUZZ_N", 60)),
+    max_examples=fuzz_examples(60),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -248,7 +247,7 @@ def test_zip_archives_of_random_or_corrupted_bytes(ws, data, flip):
 # -- CSV cells round trip ----------------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=fuzz_examples(300), deadline=None)
 @given(cells=st.lists(st.text(), min_size=1, max_size=5), rows=st.integers(1, 3))
 def test_any_text_survives_a_csv_write_and_read(tmp_path_factory, cells, rows):
     path = tmp_path_factory.mktemp("csv") / "t.csv"
@@ -265,7 +264,7 @@ NAMES = st.text(
 ).filter(lambda s: s == s.strip() and unicodedata.is_normalized("NFC", s))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=fuzz_examples(12), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     author=NAMES,
     subject=NAMES,

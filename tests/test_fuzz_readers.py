@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import tifffile
+from helpers import fuzz_examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -21,7 +22,7 @@ from patientml_widgets import imaging
 from patientml_widgets.dicom_demo import write_dicom
 from patientml_widgets.errors import PatientMLError
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=fuzz_examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LIMIT = 256 * 256
 STORED = {
     (2, np.dtype(np.uint8)),
@@ -259,7 +260,7 @@ def _write_fuzzed_dicom(path, pixels, header, syntax, payload, cut, flips) -> No
     path.write_bytes(bytes(data[:cut] if cut is not None else data))
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=fuzz_examples(80), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(dicom_files())
 def test_random_dicom_headers_read_or_are_refused(spec):
     def run(folder):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from helpers import deployed_run, image
+from helpers import deployed_run, fuzz_examples, image
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -159,7 +159,7 @@ def _views(proj) -> None:
         SubjectViewer(proj, subject.id)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=fuzz_examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(which=st.integers(0, 1000), how=damage())
 def test_a_damaged_or_crafted_project_is_a_patientml_error_or_works(template, tmp_path, which, how):
     work = tmp_path / f"case-{os.urandom(4).hex()}"
@@ -191,7 +191,7 @@ RUN_FIELDS = [
 ]  # fmt: skip
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=fuzz_examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.sampled_from(RUN_FIELDS), value=JSON, nested=st.sampled_from(["", "test", "val", "objective"]))
 def test_a_crafted_run_record_is_shown_or_refused_never_a_crash(template, tmp_path, name, value, nested):
     """A run record written by hand (any JSON in any field): the views show it or say what is wrong."""
