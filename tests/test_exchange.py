@@ -547,12 +547,6 @@ def test_malformed_index_csv_coco_and_manifests_are_patientml_errors(project, se
         json.dumps({"images": [image_8], "categories": [{"id": 1}]}),
         json.dumps({"images": [{"file_name": "a.png"}], "categories": []}),
         json.dumps({"images": [image_8], "categories": [{"id": 1, "name": "x"}],
-                    "annotations": [{"image_id": 1, "category_id": 1, "segmentation": [[0, 0, "x", 1, 4, 4]]}]}),
-        json.dumps({"images": [image_8], "categories": [{"id": 1, "name": "x"}],
-                    "annotations": [{"image_id": 1, "category_id": 1, "segmentation": {"size": [8, 8], "counts": 7}}]}),
-        json.dumps({"images": [image_8], "categories": [{"id": 1, "name": "x"}],
-                    "annotations": [{"image_id": 1, "category_id": 1, "segmentation": 3}]}),
-        json.dumps({"images": [image_8], "categories": [{"id": 1, "name": "x"}],
                     "annotations": [{"image_id": 1, "category_id": 2**70, "segmentation": []}]}),
         '{"images": [{"id": 1' + "0" * 5000 + '}], "categories": []}',  # more digits than Python parses
     ]  # fmt: skip
@@ -560,6 +554,14 @@ def test_malformed_index_csv_coco_and_manifests_are_patientml_errors(project, se
         (coco / "annotations.json").write_text(text)
         with pytest.raises(ValidationError):
             project.import_dataset(coco)
+    # a segmentation that cannot be painted skips its image, with the reason (painted one image at a time)
+    for segmentation in ([[0, 0, "x", 1, 4, 4]], {"size": [8, 8], "counts": 7}, 3):
+        annotation = {"image_id": 1, "category_id": 1, "segmentation": segmentation}
+        text = {"images": [image_8], "categories": [{"id": 1, "name": "x"}], "annotations": [annotation]}
+        (coco / "annotations.json").write_text(json.dumps(text))
+        report = project.import_dataset(coco)
+        assert report.added == [] and report.skipped[0][0] == "a.png" and "annotation 0" in report.skipped[0][1]
+        project.delete_model(report.model)
     (coco / "annotations.json").unlink()
     for manifest in ({"model": [1]}, {"classes": ["a", 1]}, {"classes": [{"index": "x", "name": "a"}]}):
         full = {"format": "patientml-dataset", "version": 1, "layout": "folder", "classes": [], **manifest}
@@ -578,3 +580,27 @@ def test_a_file_whose_name_is_not_utf8_is_skipped_not_the_whole_import(project, 
     assert [e.source["file"] for e in report.added] == ["ok.png"]
     assert "not UTF-8" in dict(report.skipped)[os.fsdecode(b"caf\xe9.png")] and "\\udce9" in str(report)
     assert check(project.path).ok
+
+
+def test_a_coco_file_claiming_many_huge_images_costs_no_memory_until_one_is_imported(project, tmp_path):
+    import tracemalloc
+
+    coco = tmp_path / "coco"
+    coco.mkdir()
+    Image.fromarray(image(8, 8)).save(coco / "a.png")
+    images = [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}]
+    images += [{"id": i, "file_name": f"missing-{i}.png", "width": 8192, "height": 8192} for i in range(2, 202)]
+    polygon = [[0, 0, 8000, 0, 8000, 8000]]
+    annotations = [{"image_id": i, "category_id": 1, "segmentation": polygon} for i in range(2, 202)]
+    annotations.append({"image_id": 1, "category_id": 1, "segmentation": [[0, 0, 7, 0, 7, 7]]})
+    text = {"images": images, "categories": [{"id": 1, "name": "x"}], "annotations": annotations}
+    (coco / "annotations.json").write_text(json.dumps(text))
+    tracemalloc.start()
+    try:
+        report = project.import_dataset(coco)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(report.added) == 1 and len(report.skipped) == 200  # the claimed images are missing files
+    assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MB for 200 claimed 8192^2 images that are not there"
+    assert project.mask(report.added[0]).sum() > 0

@@ -40,7 +40,7 @@ from ..store import now
 from ..store.files import inside, publish, remove_abandoned, scratch_folder
 from . import csvfile
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "export_labels", "export_snapshot", "read_coco", "read_manifest"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "coco_mask", "export_labels", "export_snapshot", "read_coco", "read_manifest"]
 
 FORMAT = "patientml-dataset"
 FORMAT_VERSION = 1
@@ -378,12 +378,12 @@ _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, Overf
 
 
 def read_coco(folder: Path, annotations: str = "annotations.json") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """COCO images and, per image, the class-index mask its annotations paint.
+    """COCO images, each with its checked annotations (painted later, one image at a time: :func:`coco_mask`).
 
-    Returns ``(categories, images)`` where each image is ``{"file_name", "mask", ...}``.
-    Annotations may be RLE (string or list counts) or polygons; later annotations paint
-    over earlier ones where they overlap. A file that is not COCO as this reads it is a
-    ValidationError naming the part that is wrong.
+    Returns ``(categories, images)`` where each image is ``{"file_name", "width", "height",
+    "annotations", ...}``. A file that is not COCO as this reads it is a ValidationError naming
+    the part that is wrong. Nothing is painted here, so a file claiming many large images costs
+    no memory until an image that exists is imported.
     """
     path = folder / annotations
     if not path.exists():
@@ -414,7 +414,7 @@ def read_coco(folder: Path, annotations: str = "annotations.json") -> tuple[list
             height, width = _number(im["height"]), _number(im["width"])
             if height < 1 or width < 1 or height * width > imaging.DEFAULT_MAX_PIXELS:
                 raise ValidationError(f"{path}: image {im['id']} claims {width} x {height} pixels; refused")
-            im["mask"] = np.zeros((height, width), np.uint8)
+            im["height"], im["width"], im["annotations"] = height, width, []
         for number, ann in enumerate(anns):
             part = f"annotation {number}"
             target = images.get(_number(ann.get("image_id", -1)))
@@ -423,7 +423,7 @@ def read_coco(folder: Path, annotations: str = "annotations.json") -> tuple[list
             category = _number(ann["category_id"])
             if not 0 < category < 256:
                 raise ValidationError(f"{path}: category ids must be 1-255 (0 is the background), not {category}")
-            target["mask"][_annotation_pixels(ann["segmentation"], target["mask"].shape)] = category
+            target["annotations"].append({"category": category, "segmentation": ann["segmentation"], "number": number})
     except PatientMLError:
         raise
     except _MALFORMED as e:
@@ -431,6 +431,24 @@ def read_coco(folder: Path, annotations: str = "annotations.json") -> tuple[list
             f"{path} is not a COCO file ({part}: {type(e).__name__}: {str(e)[:200]}); {hint}"
         ) from None
     return categories, list(images.values())
+
+
+def coco_mask(image: dict[str, Any], where: str = "annotations.json") -> np.ndarray:
+    """The class-index mask an image's COCO annotations paint (RLE or polygons; later ones paint over
+    earlier ones where they overlap); ValidationError naming the annotation that is malformed.
+    """
+    mask = np.zeros((image["height"], image["width"]), np.uint8)
+    for ann in image["annotations"]:
+        try:
+            mask[_annotation_pixels(ann["segmentation"], mask.shape)] = ann["category"]
+        except PatientMLError:
+            raise
+        except _MALFORMED as e:
+            raise ValidationError(
+                f"its annotation {ann['number']} in {where} cannot be painted ({type(e).__name__}: {str(e)[:200]}); "
+                "a segmentation is an RLE {size, counts} or a list of polygons [x1, y1, x2, y2, ...]"
+            ) from None
+    return mask
 
 
 def _number(value: Any) -> int:

@@ -323,6 +323,8 @@ def import_label(entry: plan.Entry, model: Model, fields: dict[str, Any]) -> dic
     spec = dict(entry.label or {})
     shape = (fields["height"], fields["width"])
     if model.problem_type == "segmentation":
+        if "coco" in spec:
+            spec["mask"] = export.coco_mask(spec.pop("coco"))
         if "mask" not in spec:
             raise ValidationError(f"{entry.rel}: a segmentation label needs a mask column")
         mask = spec["mask"]

@@ -458,7 +458,8 @@ def plan_coco(root: Path, categories: list[dict[str, Any]], images: list[dict[st
         split = SPLIT_FOLDERS.get(str(im.get("split") or "").lower())
         subject = str(im["subject"]) if im.get("subject") else None
         status = str(im.get("status") or "submitted")
-        label = {"mask": im["mask"], "status": status if status in ("draft", "submitted") else "submitted"}
+        # the mask is painted when this image is imported (exchange.export.coco_mask), not before
+        label = {"coco": im, "status": status if status in ("draft", "submitted") else "submitted"}
         plan.entries.append(Entry(path=path, rel=rel, subject=subject, split=split, label=label))
     _check_splits(plan)
     return plan
