@@ -184,3 +184,32 @@ def test_a_damaged_trust_key_is_a_clear_error(tmp_path):
     (tmp_path / "data" / "secret").write_bytes(b"")
     with pytest.raises(pml.StoreError, match="damaged"):
         store.is_trusted(b"x")
+
+
+def test_model_details_shows_untrusted_code_and_trusts_it_on_a_click(tmp_path, monkeypatch):
+    from patientml_widgets.widgets import ModelDetails
+
+    proj = pml.Project.open(tmp_path / "study", user="alice")
+    marker = tmp_path / "ran"
+    seg, examples = _deployed_code_model(proj, marker)
+    assert ModelDetails(proj, seg).code.children[0].value.count("trusted by you") == 1  # yours: one line
+    marker.unlink(missing_ok=True)
+    shutil.copytree(tmp_path / "study", tmp_path / "copy")
+    monkeypatch.setenv("PATIENTML_DATA_DIR", str(tmp_path / "bob-data"))
+    other = pml.Project.open(tmp_path / "copy", user="bob")
+    panel = ModelDetails(other, seg.id).code
+    shown = " ".join(c.value for c in panel.children if hasattr(c, "value"))
+    assert "contains code you have not trusted" in shown and "alice" in shown
+    assert "def build(in_channels, num_classes)" in shown and "NOT trusted" in shown
+    assert panel.trust_button in panel.children and not marker.exists()
+    panel.trust_button.click()
+    assert other.model_code("conv").trusted and panel.trust_button not in panel.children
+    assert "trusted" in panel.notice.value
+    assert other.predict(seg, examples[0]).mask.shape == (24, 32)
+
+
+def test_models_on_built_in_networks_show_no_code_panel(project):
+    from patientml_widgets.widgets import ModelDetails
+
+    seg = project.create_model("seg", problem_type="segmentation", classes=["background", "lesion"])
+    assert ModelDetails(project, seg).code.children == ()

@@ -1,6 +1,7 @@
 """The views: anywidget front ends and ipywidgets compositions over a :class:`~patientml_widgets.Project`."""
 
 from .app import PatientMLApp
+from .code_trust import CodeTrust
 from .data_table import DataTable
 from .example_browser import ExampleBrowser
 from .label_canvas import LabelCanvas
@@ -12,6 +13,7 @@ from .runs_table import RunsTable
 from .subject_viewer import SubjectViewer
 
 __all__ = [
+    "CodeTrust",
     "DataTable",
     "ExampleBrowser",
     "LabelCanvas",

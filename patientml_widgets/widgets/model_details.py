@@ -1,4 +1,6 @@
-"""ModelDetails: a model's Examples (default), Runs and Metrics tabs."""
+"""ModelDetails: a model's Examples (default), Runs and Metrics tabs (and, for a model on stored
+code you have not trusted, the code and a button to trust it).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import ipywidgets as w
 from ..project import Project
 from ..records import Model
 from .base import Notice, View
+from .code_trust import CodeTrust
 from .example_browser import ExampleBrowser
 from .markup import HTML, html
 from .metrics_chart import MetricsChart
@@ -20,6 +23,7 @@ class ModelDetails(View, w.VBox):
         self.project = project
         self._model = project.model(model)
         self.header = HTML()
+        self.code = CodeTrust(project, self._model)
         self.examples = ExampleBrowser(project, self._model)
         self.runs = RunsTable(project, self._model)
         self.metrics = MetricsChart(project, self._model)
@@ -31,7 +35,7 @@ class ModelDetails(View, w.VBox):
         self.notice = Notice()
         kinds = {"model_updated"}
         self.follow(project, lambda _: self._draw_header(), model_id=self._model.id, kinds=kinds, tables=("models",))
-        super().__init__([self.header, self.tabs, self.notice])
+        super().__init__([self.header, self.code, self.tabs, self.notice])
 
     def _draw_header(self) -> None:
         m = self.project.model(self._model.id)

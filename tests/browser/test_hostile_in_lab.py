@@ -45,6 +45,9 @@ def hostile_project(path) -> dict[str, str]:
     kind = proj.create_model(f"cls {SCRIPT}", problem_type="classification", classes=[IMG, SCRIPT, JS],
                              description=IMG)  # fmt: skip
     proj.add_subject(f"patient {IMG}", name=f"name {SCRIPT}")
+    # stored model code (the Lab runs as another user, who has not trusted it: ModelDetails shows it)
+    proj.register_model_code(f"net {SCRIPT}", f"# {IMG}\ndef build(c, n):\n    return None\n")
+    proj.configure_training(seg, model_code=f"net {SCRIPT}")
     image = (np.arange(32 * 32).reshape(32, 32) % 256).astype(np.uint8)
     ex = proj.add_example(seg, image, subject=f"patient {IMG}", split="train", source={"file": f"{SCRIPT}.png"})
     cls_ex = proj.add_example(kind, image, subject=f"patient {IMG}", split="test", source={"file": IMG})
@@ -120,7 +123,8 @@ def test_hostile_project_renders_as_text_in_every_view(tmp_path, browser):
     cells = [c.format(path=str(tmp_path / "hostile"), ids=json.dumps(ids), IMG=IMG, SCRIPT=SCRIPT, BAD=BAD_COLOR)
              for c in CELLS]  # fmt: skip
     package = str(pml.__file__)
-    with running_lab(tmp_path / "lab", {"PYTHONPATH": str(Path(pml.__file__).parent.parent)}) as lab:
+    env = {"PYTHONPATH": str(Path(pml.__file__).parent.parent), "PATIENTML_DATA_DIR": str(tmp_path / "reader")}
+    with running_lab(tmp_path / "lab", env) as lab:
         write_notebook(lab.root / "hostile.ipynb", cells)
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         page = context.new_page()
@@ -192,6 +196,7 @@ def test_hostile_project_renders_as_text_in_every_view(tmp_path, browser):
             shows(7, f"done {SCRIPT}")
             shows(8, IMG.replace("_", " "))  # a metric named with a payload (checkbox)
             shows(9, f"seg {IMG}", f"{SCRIPT} {JS}")
+            shows(9, "This project contains code you have not trusted", f"net {SCRIPT}", f"# {IMG}", "Trust this code")
             shows(10, f"seg {IMG}")
             shows(11, f"name {SCRIPT}", f"seg {IMG}")
             shows(12, IMG, SCRIPT)  # its class names, as text
