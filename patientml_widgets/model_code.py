@@ -17,7 +17,7 @@ from .session import Session
 from .trust import TrustStore
 
 __all__ = [
-    "code_info", "code_source", "is_trusted", "load_model_code", "require_trusted", "signed", "trust_code",
+    "code_info", "code_source", "load_model_code", "require_trusted", "signed", "trust_code",
 ]  # fmt: skip
 
 
@@ -53,11 +53,6 @@ def code_info(session: Session, name: str) -> dict[str, Any]:
         "file": str(session.store.blobs.path(record["source_ref"])),
         "trusted": TrustStore().is_trusted(_signed(record, source)),
     }
-
-
-def is_trusted(session: Session, name: str) -> bool:
-    record, source = code_source(session, name)
-    return TrustStore().is_trusted(_signed(record, source))
 
 
 def require_trusted(session: Session, name: str, doing: str = "run it") -> tuple[dict[str, Any], bytes]:

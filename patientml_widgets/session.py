@@ -508,7 +508,7 @@ class Session:
                 "external_ids": (
                     _text_map(external_ids, "external id") if external_ids is not None else old.get("external_ids", {})
                 ),
-                "tags": sorted({clean_name(t, "tag") for t in _items(tags, "tags")} | set(old.get("tags", []))),
+                "tags": sorted({clean_name(t, "tag") for t in sequence(tags, "tags")} | set(old.get("tags", []))),
                 "metadata": _text_map(metadata, "metadata") if metadata is not None else old.get("metadata", {}),
                 "created": old.get("created") or now(),
             }
@@ -824,12 +824,6 @@ def _seconds(value: Any) -> float | None:
     if not np.isfinite(seconds) or seconds < 0:
         raise ValidationError(f"time_spent is a number of seconds, 0 or more, not {value!r}")
     return seconds
-
-
-def _items(values: Any, what: str) -> list[Any]:
-    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
-        raise ValidationError(f"{what} are a list of strings, not {values!r}")
-    return list(values)
 
 
 def _text_map(values: Any, what: str) -> dict[str, str]:
