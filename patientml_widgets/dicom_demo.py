@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["phantom_slice", "write_dicom", "write_dicom_sample"]
+__all__ = ["phantom_slice", "write_dicom", "write_dicom_sample", "write_series"]
 
 _UID_ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's root, for example UIDs
 
@@ -46,7 +46,7 @@ def write_dicom(path: str | os.PathLike, pixels: np.ndarray, **header: Any) -> P
 
     path = Path(path)
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPClassUID = header.get("SOPClassUID") or SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = header.get("SOPInstanceUID") or generate_uid(_UID_ROOT)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
@@ -125,3 +125,64 @@ def write_dicom_sample(
             WindowCenterWidthExplanation=["NORMAL", "HARDER"],
         )
     return masks
+
+
+def write_series(
+    folder: str | os.PathLike,
+    volume: np.ndarray,
+    *,
+    spacing: tuple[float, float, float] = (2.5, 0.8, 0.8),
+    orientation: tuple[float, ...] = (1, 0, 0, 0, 1, 0),
+    origin: tuple[float, float, float] = (-100.0, -100.0, -50.0),
+    patient_id: str = "PHANTOM-001",
+    modality: str = "CT",
+    **header: Any,
+) -> np.ndarray:
+    """Write a CT (or MR) series of ``volume`` ((Z, Y, X) values, e.g. Hounsfield units) under ``folder``.
+
+    Slice ``k`` lies at ``origin + k * spacing[0] * normal`` in patient coordinates (LPS, mm), with
+    rows along ``orientation[:3]`` and columns along ``orientation[3:]`` (the DICOM
+    ImageOrientationPatient); a negative ``spacing[0]`` writes the slices against the normal.
+    Values are stored as int16 with the rescale a scanner writes (slope 1, intercept -1024 on
+    uint16 when the values allow). File names are shuffled: the order must come from the headers.
+    Returns the 4 x 4 affine from (column, row, slice) indices to LPS millimetres.
+    """
+    from pydicom.uid import CTImageStorage, MRImageStorage, generate_uid
+
+    folder = Path(folder)
+    volume = np.asarray(volume)
+    row, col = np.array(orientation[:3], float), np.array(orientation[3:6], float)
+    normal = np.cross(row, col)
+    affine = np.eye(4)
+    affine[:3, 0], affine[:3, 1] = row * spacing[2], col * spacing[1]
+    affine[:3, 2], affine[:3, 3] = normal * spacing[0], origin
+    study, series, frame = (generate_uid(_UID_ROOT) for _ in range(3))
+    order = np.random.default_rng(len(volume)).permutation(len(volume))
+    shifted = volume.min() >= -1024 and volume.max() <= 64511
+    sop_class = CTImageStorage if modality == "CT" else MRImageStorage
+    for k, plane in enumerate(volume):
+        pixels = (plane.astype(np.int32) + 1024).astype(np.uint16) if shifted else plane.astype(np.int16)
+        common: dict[str, Any] = {
+            "Modality": modality,
+            "PatientID": patient_id,
+            "PatientName": f"Phantom^{patient_id}",
+            "StudyInstanceUID": study,
+            "SeriesInstanceUID": series,
+            "FrameOfReferenceUID": frame,
+            "SeriesDescription": "Synthetic series",
+            "SeriesNumber": 1,
+            "InstanceNumber": k + 1,
+            "ImageOrientationPatient": [float(v) for v in orientation],
+            "ImagePositionPatient": [float(v) for v in affine[:3, :3] @ [0, 0, k] + affine[:3, 3]],
+            "PixelSpacing": [float(spacing[1]), float(spacing[2])],
+            "SliceThickness": abs(float(spacing[0])),
+            "RescaleSlope": 1,
+            "RescaleIntercept": -1024 if shifted else 0,
+            "WindowCenter": 40,
+            "WindowWidth": 400,
+        }
+        if modality == "CT":
+            common["RescaleType"] = "HU"
+        common["SOPClassUID"] = sop_class
+        write_dicom(folder / f"IM{int(order[k]):05d}.dcm", pixels, **{**common, **header})
+    return affine
