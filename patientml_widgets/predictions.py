@@ -89,9 +89,20 @@ class Predictions:
         stored = self.session.prediction_record(run_id, ex["id"])
         if stored is not None:
             return self._as_prediction(stored)
-        entry = self._compute(record, run_id, ex["id"], self.session.image(ex["id"]))
+        entry = self._compute(record, run_id, ex["id"], self._image(ex["id"]))
         self.session.store_predictions([entry])
         return self._as_prediction(entry)
+
+    def _image(self, example_id: str) -> np.ndarray:
+        """The image a run predicts on; a volume is refused (this version trains and predicts on 2-D images)."""
+        if self.session.example_record(example_id).get("depth") is not None:
+            raise ValidationError(
+                f"example {example_id} is a volume; this version trains and predicts on 2-D images only"
+            )
+        return self.session.image(example_id)
+
+    def _images_only(self, ids: Iterable[str]) -> list[str]:
+        return [i for i in ids if self.session.example_record(i).get("depth") is None]
 
     def predict_all(self, model: ModelRef, run_id: str, *, progress=None) -> int:
         """Predict and store every example of the model that has no stored prediction of ``run_id``;
@@ -100,6 +111,7 @@ class Predictions:
         record = self.session.model_record(model)
         have = self.session.prediction_records(run_id)
         todo = [i for i in self.session.example_ids(record["id"]) if i not in have]
+        todo = self._images_only(todo)  # volumes are not predicted in this version
         per_commit = max(BATCH, -(-len(todo) // MAX_COMMITS))
         done, entries, pending = 0, [], 0
         for number, example_id in enumerate(todo, start=1):
@@ -155,8 +167,8 @@ class Predictions:
         Predicts what has no stored prediction (kept in memory, not stored: a query never writes).
         """
         record, run_id = self.champion(model)
-        stored = self._known(record, run_id, ids)
-        scored = sorted(ids, key=lambda i: -stored[i]["uncertainty"])
+        stored = self._known(record, run_id, self._images_only(ids))
+        scored = sorted(ids, key=lambda i: -stored[i]["uncertainty"] if i in stored else 1.0)  # volumes last
         rng = random.Random(len(ids))
         share = max(1, len(scored) // 10) if scored else 0
         picks = rng.sample(scored[len(scored) // 2 :], min(share, len(scored) // 2))
@@ -175,7 +187,7 @@ class Predictions:
         for example_id in ids:
             if example_id not in known:
                 known[example_id] = computed[example_id] = self._compute(
-                    model, run_id, example_id, self.session.image(example_id)
+                    model, run_id, example_id, self._image(example_id)
                 )
         return known
 
@@ -184,6 +196,7 @@ class Predictions:
         other classes, or a mask whose foreground Dice with the label is below ``DISAGREEMENT_DICE``.
         """
         record, run_id = self.champion(model)
+        ids = self._images_only(ids)
         stored = self._known(record, run_id, ids)
         view = Model.from_record(record)
         out = []

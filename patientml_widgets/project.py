@@ -250,6 +250,31 @@ class Project:
         images = _sequence(images, "images")
         return self._importer.add_examples(model, images, subjects=subjects, splits=splits, sources=sources)
 
+    def add_volume(
+        self,
+        model: ModelRef,
+        volume: Any,
+        *,
+        spacing: Sequence[float] | None = None,
+        affine: Any = None,
+        subject: str | None = None,
+        split: str | None = None,
+        source: dict[str, Any] | None = None,
+    ) -> Example:
+        """Add one CT/MR volume: a folder holding one DICOM series, a NIfTI file, or a 3-D array.
+
+        The array is (slices, rows, columns) with ``spacing`` (dz, dy, dx) in mm or a 4 x 4 ``affine``
+        from (column, row, slice) indices to RAS+ mm (neither: 1 mm voxels). A DICOM series is
+        stacked along the slice normal with its geometry from the headers (and is refused, saying
+        why, when slices are missing, two share a position, the steps are uneven, or the sizes or
+        orientations differ); a NIfTI file keeps its affine. Values are kept losslessly (Hounsfield
+        units as int16); the volume is stored compressed, slice by slice. Its label is a
+        (slices, rows, columns) mask: ``submit_label(ex, mask=mask3d)``.
+        """
+        return self._importer.add_volume(
+            model, volume, spacing=spacing, affine=affine, subject=subject, split=split, source=source
+        )
+
     def add_folder(
         self,
         model: ModelRef,
@@ -259,6 +284,7 @@ class Project:
         subject_from: str | Callable[[Path], str | None] = "auto",
         split_from: str = "auto",
         recursive: bool = True,
+        volumes: bool = False,
         chunk: int = 64,
         progress: Callable[[int, int], Any] | None = None,
     ) -> ImportReport:
@@ -270,6 +296,11 @@ class Project:
         listing the files to import in an ``image`` column, and optionally ``subject``,
         ``split``, ``mask`` (a PNG of class indices), ``classes`` (names joined by ``|``),
         ``status`` (``submitted`` by default) and ``author`` - labels given there are imported.
+
+        ``volumes=True``: each DICOM series of two or more slices becomes one volume (a series
+        mixing slice sizes or orientations is split into parts, a part of one image stays a 2-D
+        example; a series that cannot be stacked is skipped whole with the reason), and NIfTI
+        files (.nii, .nii.gz) are volumes, with a NIfTI ``mask`` in an index imported as the label.
 
         ``subject_from``: ``"auto"`` (the CSV's subject, else DICOM PatientID, else the parent
         folder), ``"folder"``, ``"dicom"``, ``"none"``, or a function of the file's path.
@@ -292,7 +323,8 @@ class Project:
             raise ValidationError("progress is a function progress(done, total), or None")
         report = self._importer.add_folder(
             model, folder, index=index, subject_from=subject_from, split_from=split_from,
-            recursive=_flag(recursive, "recursive"), chunk=_integer(chunk, "chunk", minimum=1), progress=progress,
+            recursive=_flag(recursive, "recursive"), volumes=_flag(volumes, "volumes"),
+            chunk=_integer(chunk, "chunk", minimum=1), progress=progress,
         )  # fmt: skip
         if report.labels:
             self._runs.maybe_retrain(self._session.model_record(model)["id"])

@@ -190,14 +190,27 @@ class Example:
     updated: str = ""
     status: ExampleStatus = "unlabeled"
     label_updated: str | None = None
+    #: volumes only: the number of slices, ``(dz, dy, dx)`` in mm, and the 4 x 4 affine from
+    #: (column, row, slice) indices to RAS+ mm (see ``imaging.volumes``)
+    depth: int | None = None
+    spacing: tuple[float, ...] | None = None
+    affine: tuple[tuple[float, ...], ...] | None = None
 
     @classmethod
     def from_record(cls, record: dict[str, Any], label: dict[str, Any] | None = None) -> Example:
-        return _build(cls, record, status=status_of(label), label_updated=label_time(label))
+        example = _build(cls, record, status=status_of(label), label_updated=label_time(label))
+        if example.affine is not None:  # rows as tuples too: the record's lists are not shared
+            object.__setattr__(example, "affine", tuple(tuple(row) for row in example.affine))
+        return example
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return (self.height, self.width)
+    def is_volume(self) -> bool:
+        return self.depth is not None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(height, width)``, or ``(depth, height, width)`` for a volume: the shape of its mask."""
+        return (self.height, self.width) if self.depth is None else (self.depth, self.height, self.width)
 
     @property
     def origin(self) -> str:
@@ -227,6 +240,8 @@ class Label:
     source: str = "human"
     created: str = ""
     updated: str = ""
+    #: volumes only: the slices that hold a class other than the background
+    slices: tuple[int, ...] | None = None
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Label:

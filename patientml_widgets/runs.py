@@ -141,7 +141,14 @@ class Runs:
 
             TrainSpec.build(record["problem_type"], hyperparameters, num_classes=len(record["classes"]))
         self._check_code(record)
-        check_trainable(self.session.snapshot(record["id"]))
+        snapshot = self.session.snapshot(record["id"])
+        check_trainable(snapshot)
+        volumes = [i for items in snapshot.values() for i, _ in items if self.session.example_record(i).get("depth")]
+        if volumes:
+            raise ValidationError(
+                f"{len(volumes)} of the labeled examples are volumes; this version trains on 2-D images only "
+                "(keep volumes in a model of their own, or delete their labels, to train on the 2-D images)"
+            )
         check_precision(record, hyperparameters)
         if processes < 1 or nodes < 1:
             raise ValidationError("processes and nodes must be at least 1")

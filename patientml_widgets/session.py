@@ -26,7 +26,8 @@ import orjson
 
 from . import imaging
 from .arguments import choice, flag, sequence
-from .errors import NotFoundError, ValidationError
+from .errors import NotFoundError, StoreError, ValidationError
+from .imaging import volumes
 from .query import STATUS_CODES, ExampleIndex
 from .records import (
     PROBLEM_TYPES,
@@ -266,13 +267,46 @@ class Session:
         return self.store.blobs.get(ref)
 
     def image(self, ref: ExampleRef) -> np.ndarray:
-        """The example's image as stored (16-bit stays 16-bit)."""
-        image_ref = self.example_record(ref)["image_ref"]
+        """The example's image as stored (16-bit stays 16-bit); a volume's whole (Z, Y, X) array."""
+        record = self.example_record(ref)
+        image_ref = record["image_ref"]
         data, ext = self.blob(image_ref), image_ref.rpartition(".")[2]
-        return imaging.decode_image(data, ext, max_pixels=self._read_limit(), name=f"the stored image {image_ref}")
+        name = f"the stored image {image_ref}"
+        if record.get("depth") is not None:
+            return self._volume(data, ext, name, record)
+        return imaging.decode_image(data, ext, max_pixels=self._read_limit(), name=name)
+
+    def image_slice(self, ref: ExampleRef, k: int) -> np.ndarray:
+        """Slice ``k`` of a volume, decoding only that slice."""
+        record = self.example_record(ref)
+        if record.get("depth") is None:
+            raise ValidationError(f"example {record['id']} is a 2-D image, not a volume")
+        image_ref = record["image_ref"]
+        name = f"the stored volume {image_ref}"
+        plane = volumes.read_volume_slice(self.blob(image_ref), int(k), max_pixels=self._read_limit(), name=name)
+        if plane.shape != (record["height"], record["width"]):
+            raise StoreError(
+                f"{name} has slices of {plane.shape}; its example says {record['height']} x {record['width']}"
+            )
+        return plane
+
+    def _volume(self, data: bytes, ext: str, name: str, record: dict[str, Any]) -> np.ndarray:
+        if ext != "tif":
+            raise StoreError(f"{name}: a stored volume is a .tif, not .{ext}; the project is damaged")
+        arr = volumes.decode_volume(data, max_pixels=self._read_limit(), name=name)
+        if arr.shape != (record["depth"], record["height"], record["width"]):
+            raise StoreError(
+                f"{name} holds {arr.shape}; its example says {record['depth']} x {record['height']} x {record['width']}"
+            )
+        return arr
 
     def mask_blob(self, ref: str) -> np.ndarray:
-        """A stored mask (uint8 class indices)."""
+        """A stored mask (uint8 class indices): (H, W), or (Z, H, W) for a volume's."""
+        if ref.endswith(".tif"):
+            arr = volumes.decode_volume(self.blob(ref), max_pixels=self._read_limit(), name=f"the stored mask {ref}")
+            if arr.dtype != np.uint8:
+                raise StoreError(f"the stored mask {ref} holds {arr.dtype}, not uint8 class indices")
+            return arr
         return imaging.decode_mask_png(self.blob(ref), max_pixels=self._read_limit())
 
     def _read_limit(self) -> int:
@@ -624,8 +658,9 @@ class Session:
             model = Model.from_record(self.model_record(record["model_id"]))
             old = self.store.get("labels", record["id"])
             live = old if old is not None and old["status"] != "deleted" else None
+            slices = None
             if model.problem_type == "segmentation":
-                mask_ref, present = self._mask_content(record, model, live, mask, classes)
+                mask_ref, present, slices = self._mask_content(record, model, live, mask, classes)
             else:
                 mask_ref, present = None, self._class_content(record, model, live, mask, classes)
             stamp = now()
@@ -643,22 +678,29 @@ class Session:
                 "created": live["created"] if live else stamp,
                 "updated": stamp,
             }
+            if slices is not None:
+                new["slices"] = slices
             self.store.log(label_event("submit" if status == "submitted" else "save", new, old))
             self.store.put("labels", record["id"], new)
             kind = "label_submitted" if status == "submitted" else "label_saved"
             self.emit(Change(kind, model_id=record["model_id"], example_ids=(record["id"],), tables=("labels",)))
         return Label.from_record(new)
 
-    def _mask_content(self, record, model: Model, live, mask, classes) -> tuple[str, list[int]]:
+    def _mask_content(self, record, model: Model, live, mask, classes) -> tuple[str, list[int], list[int] | None]:
+        """The mask's blob, its classes, and (a volume's) the slices holding a class other than the background."""
         if classes is not None:
             raise ValidationError("a segmentation label is a mask; pass mask=, not classes=")
         if mask is None:
             if live is None or live["mask_ref"] is None:
                 raise ValidationError(f"example {record['id']} has no mask yet; pass mask=")
-            return live["mask_ref"], live["classes"]
+            return live["mask_ref"], live["classes"], live.get("slices")
         valid = [c.index for c in model.classes]
-        mask = imaging.validate_mask(mask, (record["height"], record["width"]), valid)
-        return self.store.put_blob(imaging.encode_mask_png(mask), "png"), imaging.present_classes(mask)
+        mask = imaging.validate_mask(mask, Example.from_record(record).shape, valid)
+        present = imaging.present_classes(mask)
+        if mask.ndim == 3:
+            slices = np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1)).tolist()
+            return self.store.put_blob(volumes.encode_volume(mask), "tif"), present, slices
+        return self.store.put_blob(imaging.encode_mask_png(mask), "png"), present, None
 
     def _class_content(self, record, model: Model, live, mask, classes) -> list[int]:
         if mask is not None:

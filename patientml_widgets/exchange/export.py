@@ -10,6 +10,10 @@ versions, and the index as JSON):
 - ``coco``: the images as above and ``annotations.json`` in COCO format, one annotation per
   class present in an image, its pixels as RLE (pycocotools' compact string); background is
   not a category.
+- ``nifti`` (volumes): ``images/<example>.nii.gz`` with the volume's values and affine (RAS+
+  mm, sform and qform "scanner"), ``masks/<example>.nii.gz`` (uint8 class indices, the same
+  affine), and ``index.csv`` as in ``folder``. 2-D images export with ``folder``, volumes with
+  ``nifti``: a layout refuses the other kind, saying so.
 
 Only submitted labels are exported unless drafts are asked for. Names in the export are the
 project's own example ids, never names from files or headers, and every write is checked to
@@ -44,7 +48,7 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "coco_mask", "export_labels", "export_sna
 
 FORMAT = "patientml-dataset"
 FORMAT_VERSION = 1
-LAYOUTS = ("folder", "coco")
+LAYOUTS = ("folder", "coco", "nifti")
 #: the scratch folder of an export in progress: .<target>.partial-<random>, next to the target
 PARTIAL = ".partial-"
 INDEX_COLUMNS = (
@@ -101,8 +105,9 @@ def export_snapshot(session: Session, run_id: str, folder: str | os.PathLike, *,
             )
             rows.append((ex, fields))
     info = {k: run[k] for k in ("id", "slug", "hyperparameters", "status")}
+    layout = "nifti" if any(ex.is_volume for ex, _ in rows) else "folder"
     return _write(
-        session, model, rows, Path(folder), "folder", include_subjects, False, {"run": info, "missing": missing}
+        session, model, rows, Path(folder), layout, include_subjects, False, {"run": info, "missing": missing}
     )
 
 
@@ -128,6 +133,7 @@ def _write(
     extra: dict[str, Any],
 ) -> Path:
     _check_export(model, target, layout)
+    _check_kinds([ex for ex, _ in rows], layout)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned(target.parent, ".", PARTIAL)  # partials of exports here that were killed
     with scratch_folder(target.parent, f".{target.name}{PARTIAL}") as work:
@@ -135,7 +141,7 @@ def _write(
             work, session, model, rows, layout, include_subjects, include_metadata
         )
         manifest = _manifest(session, model, layout, index, extra)
-        if layout == "folder":
+        if layout in ("folder", "nifti"):
             _put(work, "index.csv", _csv(index))
         else:
             _put(work, "annotations.json", _coco_file(model, manifest["exported"], coco_images, annotations))
@@ -156,6 +162,18 @@ def _check_export(model: Model, target: Path, layout: str) -> None:
         raise ValidationError(f"{target} exists and is not an empty folder; export into a new folder")
 
 
+def _check_kinds(examples: list[Example], layout: str) -> None:
+    """2-D images export as ``folder`` or ``coco``, volumes as ``nifti``: refuse a mix before writing."""
+    volumes = sum(1 for ex in examples if ex.is_volume)
+    images = len(examples) - volumes
+    if layout == "nifti" and images:
+        raise ValidationError(
+            f"layout='nifti' exports volumes; {images} of these labels are of 2-D images (use 'folder')"
+        )
+    if layout != "nifti" and volumes:
+        raise ValidationError(f"{volumes} of these labels are of volumes; export them with layout='nifti'")
+
+
 def _write_examples(
     work: Path,
     session: Session,
@@ -171,11 +189,16 @@ def _write_examples(
     coco_images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     for number, (ex, label) in enumerate(rows, start=1):
-        image_name = _write_image(work, session.image(ex.id), ex.id)
+        if ex.is_volume:
+            image_name = _write_nifti(work, f"images/{_safe(ex.id)}.nii.gz", session.image(ex.id), ex)
+        else:
+            image_name = _write_image(work, session.image(ex.id), ex.id)
         entry = _index_entry(ex, label, image_name, names, include_subjects, include_metadata)
         if model.problem_type == "segmentation":
             mask = session.mask_blob(label["mask_ref"])
-            if layout == "folder":
+            if layout == "nifti":
+                entry["mask"] = _write_nifti(work, f"masks/{_safe(ex.id)}.nii.gz", mask, ex)
+            elif layout == "folder":
                 entry["mask"] = f"masks/{_safe(ex.id)}.png"
                 _put(work, entry["mask"], imaging.encode_mask_png(mask))
             else:
@@ -308,6 +331,15 @@ def _write_image(work: Path, arr: np.ndarray, example_id: str) -> str:
         data, name = buf.getvalue(), f"images/{_safe(example_id)}.tif"
     _put(work, name, data)
     return name
+
+
+def _write_nifti(work: Path, relative: str, arr: np.ndarray, ex: Example) -> str:
+    path = inside(work, relative)
+    if path is None:
+        raise ValidationError(f"refusing to write {relative!r} outside the export folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imaging.write_nifti(path, arr, np.asarray(ex.affine, float))
+    return relative
 
 
 def _safe(name: str) -> str:

@@ -153,6 +153,128 @@ class Importer:
             )
         return items
 
+    # -- volumes -------------------------------------------------------------------------
+
+    def add_volume(
+        self,
+        model: ModelRef,
+        volume: Any,
+        *,
+        spacing: Sequence[float] | None = None,
+        affine: Any = None,
+        subject: str | None = None,
+        split: str | None = None,
+        source: dict[str, Any] | None = None,
+    ) -> Example:
+        """One volume: a 3-D array (Z, Y, X), a NIfTI file, or a folder holding one DICOM series."""
+        model_id = self.session.model_record(model)["id"]
+        split = None if split is None else choice(split, SPLITS, "split")
+        source = {} if source is None else mapping(source, "source")
+        if isinstance(volume, (str, os.PathLike)):
+            if spacing is not None or affine is not None:
+                raise ValidationError(
+                    "a file or a series carries its own geometry; spacing= and affine= are for arrays"
+                )
+            path = Path(volume)
+            if "\x00" in str(volume):
+                raise ImageError(f"{str(volume)!r} is not a file path (it holds a NUL character)")
+            if not path.exists():
+                raise NotFoundError(f"no file or folder {path}")
+            item = self._volume_path_item(path, subject, split)
+        else:
+            vol = imaging.volume_from_array(
+                volume, spacing=spacing, affine=affine, max_pixels=self.session.max_image_pixels
+            )
+            item = {"fields": self.prepare_volume(vol, source), "source": {}, "subject": subject, "split": split}
+        item["source"] = {**item["source"], **source}
+        if subject is not None:
+            item["subject"] = subject
+        if item["subject"] is not None:
+            item["subject"] = clean_name(item["subject"], "subject id")
+        return self.session.insert_examples(model_id, [item])[0]
+
+    def _volume_path_item(self, path: Path, subject: str | None, split: str | None) -> dict[str, Any]:
+        if path.is_file() and not imaging.is_nifti(path):
+            raise ValidationError(
+                f"{path.name}: a volume is a NIfTI file (.nii, .nii.gz) or a folder holding one DICOM series"
+            )
+        planned = plan.plan_folder(path, volumes=True, subject_from="dicom" if subject is None else "none")
+        found = [(v.rel, v) for v in planned.volumes] + [(e.rel, e) for e in planned.entries if e.nifti]
+        if len(found) != 1:
+            reasons = "; ".join(f"{shown_name(name)}: {why}" for name, why in planned.skipped[:3])
+            what = f"{len(found)} volumes" if found else "no volume"
+            hint = " (add_folder(model, path, volumes=True) imports each)" if len(found) > 1 else ""
+            raise ValidationError(f"{path} holds {what}{hint}" + (f"; skipped {reasons}" if reasons else ""))
+        ((rel, found_item),) = found
+        if isinstance(found_item, plan.SeriesVolume):
+            item = self.series_item(found_item)
+        else:
+            item = self.nifti_item(found_item.path, rel)
+        if split is not None:
+            item["split"] = split
+        return item
+
+    def prepare_volume(self, vol: imaging.Volume, source: dict[str, Any]) -> dict[str, Any]:
+        """A checked volume's stored fields and blobs (a multi-page TIFF, and its middle slice as the thumbnail)."""
+        arr = vol.array
+        data = imaging.encode_volume(arr)
+        middle = arr[len(arr) // 2]
+        thumbnail = imaging.make_thumbnail(middle, window=source.get("window"), invert=bool(source.get("invert")))
+        return {
+            "width": int(arr.shape[2]),
+            "height": int(arr.shape[1]),
+            "depth": int(arr.shape[0]),
+            "channels": 1,
+            "dtype": str(arr.dtype),
+            "spacing": [round(v, 6) for v in vol.spacing],
+            "affine": [[float(v) for v in row] for row in vol.affine],
+            "image_ref": blob_ref(data, "tif"),
+            "thumbnail_ref": blob_ref(thumbnail, "jpg"),
+            "blobs": ((data, "tif"), (thumbnail, "jpg")),
+        }
+
+    def nifti_item(self, path: Path, rel: str, entry: plan.Entry | None = None) -> dict[str, Any]:
+        vol = imaging.read_nifti(path, max_pixels=self.session.max_image_pixels, name=rel)
+        source = {"file": rel, **(entry.display if entry is not None else {})}
+        return {
+            "fields": self.prepare_volume(vol, source),
+            "source": source,
+            "subject": entry.subject if entry is not None else None,
+            "split": entry.split if entry is not None else None,
+        }
+
+    def series_item(self, series: plan.SeriesVolume) -> dict[str, Any]:
+        """A DICOM series stacked into one volume item: every slice decoded, rescaled and checked."""
+        headers = [e.dicom for e in series.entries if e.dicom is not None]
+        first = headers[0]
+        limit = self.session.max_image_pixels or imaging.DEFAULT_MAX_PIXELS
+        imaging.check_volume_size((len(headers), first.rows or 0, first.columns or 0), 2, series.rel, limit)
+        planes, sources = [], []
+        for e in series.entries:
+            frames = list(imaging.read_dicom_frames(e.path, max_pixels=limit, name=e.rel))
+            array, frame_source = frames[0]
+            if array.ndim != 2:
+                raise ImageError(f"{e.rel} is a colour image; a volume is stacked from gray slices")
+            planes.append(imaging.stored_values(array, e.rel))
+            sources.append(frame_source)
+        stacked = imaging.stored_values(np.stack(planes), series.rel)
+        del planes
+        vol = imaging.Volume(np.ascontiguousarray(stacked), np.asarray(series.affine, float))
+        common = sources[len(sources) // 2]
+        source: dict[str, Any] = {
+            "file": series.rel,
+            **{k: common[k] for k in ("modality", "study_uid", "series_uid", "series_description", "photometric",
+                                      "window", "windows", "invert") if k in common},
+            "dicom": series_reference(headers),
+        }  # fmt: skip
+        return {
+            "fields": self.prepare_volume(vol, source),
+            "source": source,
+            "subject": series.subject,
+            "split": series.split,
+            "subject_info": dicom_subject_info(first),
+        }
+
     # -- folders, zips, exports ------------------------------------------------------------
 
     def add_folder(
@@ -164,6 +286,7 @@ class Importer:
         subject_from: plan.SubjectRule = "auto",
         split_from: str = "auto",
         recursive: bool = True,
+        volumes: bool = False,
         chunk: int = 64,
         progress: Callable[[int, int], Any] | None = None,
     ) -> ImportReport:
@@ -173,14 +296,14 @@ class Importer:
             raise NotFoundError(f"no folder or file {root}")
         model_id = self.session.model_record(model)["id"]
         if root.is_file() and root.suffix.lower() == ".zip":
-            return self._import_zip(model_id, root, index, subject_from, split_from, chunk, progress)
+            return self._import_zip(model_id, root, index, subject_from, split_from, volumes, chunk, progress)
         planned = plan.plan_folder(
-            root, index=index, subject_from=subject_from, split_from=split_from, recursive=recursive
+            root, index=index, subject_from=subject_from, split_from=split_from, recursive=recursive, volumes=volumes
         )
         return self.run_plan(model_id, planned, chunk, progress)
 
     def _import_zip(
-        self, model_id: str, archive: Path, index, subject_from, split_from, chunk, progress
+        self, model_id: str, archive: Path, index, subject_from, split_from, volumes, chunk, progress
     ) -> ImportReport:
         """Unpack into a scratch folder inside the project (patient data goes nowhere else), import, remove it.
 
@@ -188,7 +311,9 @@ class Importer:
         """
         with scratch_folder(self.session.path, IMPORT_PREFIX) as scratch:
             skipped = plan.extract_zip(archive, scratch)
-            planned = plan.plan_folder(scratch, index=index, subject_from=subject_from, split_from=split_from)
+            planned = plan.plan_folder(
+                scratch, index=index, subject_from=subject_from, split_from=split_from, volumes=volumes
+            )
             planned.skipped[:0] = skipped
             return self.run_plan(model_id, planned, chunk, progress)
 
@@ -204,9 +329,13 @@ class Importer:
         pending: list[dict[str, Any]] = []
         pending_bytes = 0
         decoded: dict[Path, list] = {}
-        for done, entry in enumerate(planned.entries, start=1):
+        work: list[plan.Entry | plan.SeriesVolume] = [*planned.entries, *planned.volumes]
+        for done, entry in enumerate(work, start=1):
             try:
-                items = self.entry_items(entry, model_view, decoded)
+                if isinstance(entry, plan.SeriesVolume):
+                    items = [self.series_item(entry)]
+                else:
+                    items = self.entry_items(entry, model_view, decoded)
             except (ImageError, ValidationError) as e:
                 report.skipped.append((entry.rel, str(e)))
                 items = []
@@ -222,7 +351,7 @@ class Importer:
                 self._commit(model_id, pending, report)
                 pending, pending_bytes = [], 0
             if progress is not None:
-                progress(done, len(planned.entries))
+                progress(done, len(work))
         if pending:
             self._commit(model_id, pending, report)
         return report
@@ -243,8 +372,8 @@ class Importer:
                 "import_dataset(folder, name=...) imports under another name"
             )
         # plan before creating the model: an unreadable export leaves the project as it was
-        if layout == "folder":
-            planned = plan.plan_folder(root, index="index.csv")
+        if layout in ("folder", "nifti"):
+            planned = plan.plan_folder(root, index="index.csv", volumes=layout == "nifti")
         else:
             planned = plan.plan_coco(root, *export.read_coco(root))
         with self.session.write():  # one commit: the model with all its examples and labels, or nothing
@@ -257,7 +386,9 @@ class Importer:
         """The import items of one planned file; ``decoded`` keeps the last DICOM file's frames
         (index rows that label frames of one file one by one decode it once).
         """
-        if entry.dicom is not None:
+        if entry.nifti:
+            items = [self.nifti_item(entry.path, entry.rel, entry)]
+        elif entry.dicom is not None:
             decoded = {} if decoded is None else decoded
             if entry.path not in decoded:
                 decoded.clear()
@@ -308,6 +439,26 @@ def import_key(image_ref: str, source: dict[str, Any]) -> tuple[Any, ...]:
     return (image_ref, source.get("file"), source.get("frame"))
 
 
+def series_reference(headers: Sequence[imaging.DicomHeader]) -> dict[str, Any]:
+    """What a DICOM SEG of a volume must reference, kept with the volume (its files may move or go)."""
+    first = headers[0]
+    return {
+        "sop_class_uid": first.sop_class_uid,
+        "frame_of_reference_uid": first.frame_of_reference_uid,
+        "study_uid": first.study_uid,
+        "series_uid": first.series_uid,
+        "sop_uids": [h.sop_uid for h in headers],
+        "positions": [list(h.image_position or ()) for h in headers],
+        "orientation": list(first.orientation or ()),
+        "pixel_spacing": list(first.pixel_spacing or ()),
+        "slice_thickness": first.slice_thickness,
+        "modality": first.modality,
+        "series_number": first.series_number,
+        "patient": {k: v for k, v in first.identity.items() if k.startswith("Patient")},
+        "study": {k: v for k, v in first.identity.items() if not k.startswith("Patient")},
+    }
+
+
 def dicom_subject_info(header: imaging.DicomHeader) -> dict[str, Any]:
     """What a DICOM header says about its patient: PatientID as an external id, the name as metadata."""
     info: dict[str, Any] = {"external_ids": {}, "metadata": {}}
@@ -321,14 +472,18 @@ def dicom_subject_info(header: imaging.DicomHeader) -> dict[str, Any]:
 def import_label(entry: plan.Entry, model: Model, fields: dict[str, Any]) -> dict[str, Any]:
     """An index row's label, checked against the image and the model before anything is written."""
     spec = dict(entry.label or {})
-    shape = (fields["height"], fields["width"])
+    shape: tuple[int, ...] = (fields["height"], fields["width"])
+    if fields.get("depth") is not None:
+        shape = (fields["depth"], *shape)
     if model.problem_type == "segmentation":
         if "coco" in spec:
             spec["mask"] = export.coco_mask(spec.pop("coco"))
         if "mask" not in spec:
             raise ValidationError(f"{entry.rel}: a segmentation label needs a mask column")
         mask = spec["mask"]
-        if not isinstance(mask, np.ndarray):
+        if len(shape) == 3:
+            mask = volume_mask(Path(mask), fields)
+        elif not isinstance(mask, np.ndarray):
             mask = imaging.read_mask_file(mask, name=Path(mask).name, max_pixels=shape[0] * shape[1])
         spec["mask"] = imaging.validate_mask(mask, shape, [c.index for c in model.classes])
         spec.pop("classes", None)
@@ -343,3 +498,23 @@ def import_label(entry: plan.Entry, model: Model, fields: dict[str, Any]) -> dic
         spec["classes"] = class_indices(model, refs)
         spec.pop("mask", None)
     return spec
+
+
+def volume_mask(path: Path, fields: dict[str, Any]) -> np.ndarray:
+    """A volume's label from a NIfTI file of class indices, on the same voxels as the volume."""
+    if not imaging.is_nifti(path):
+        raise ValidationError(f"{path.name}: the label of a volume is a NIfTI file of class indices (.nii, .nii.gz)")
+    mask = imaging.read_nifti(path, name=path.name)
+    if mask.array.dtype.kind not in "iu":
+        raise ValidationError(f"{path.name} holds {mask.array.dtype} values; a mask holds integer class indices")
+    shape = (fields["depth"], fields["height"], fields["width"])
+    if mask.array.shape != shape:
+        raise ValidationError(
+            f"{path.name} has {mask.array.shape} voxels; its volume has {shape} (slices, rows, columns)"
+        )
+    if not np.allclose(mask.affine, fields["affine"], atol=1e-3):
+        raise ValidationError(
+            f"{path.name} lies elsewhere in space than its volume (their affines differ); resample the mask onto "
+            "the volume's voxels first"
+        )
+    return mask.array

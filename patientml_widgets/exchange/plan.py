@@ -36,10 +36,11 @@ from typing import Any
 from ..errors import ImageError, PatientMLError, StoreError, ValidationError
 from ..imaging import IMAGE_SUFFIXES
 from ..imaging.dicom import DicomHeader, is_dicom, read_dicom_header
+from ..imaging.volumes import is_nifti, stack_series
 from ..store.files import inside
 from . import csvfile
 
-__all__ = ["SPLIT_FOLDERS", "Entry", "Plan", "extract_zip", "plan_coco", "plan_folder", "unpack_cap"]
+__all__ = ["SPLIT_FOLDERS", "Entry", "Plan", "SeriesVolume", "extract_zip", "plan_coco", "plan_folder", "unpack_cap"]
 
 #: Zip archives. One import unpacks at most the smaller of MAX_ARCHIVE_BYTES and
 #: ARCHIVE_FREE_FRACTION of the free space on the project's disk (see ``unpack_cap``): the
@@ -92,6 +93,19 @@ class Entry:
     #: DICOM: where this file's first frame sits in its series, and the series' frame count
     series_start: int = 0
     series_size: int = 1
+    #: a NIfTI file: one volume
+    nifti: bool = False
+
+
+@dataclass
+class SeriesVolume:
+    """One DICOM series (or the part of it of one size and orientation) to stack into a volume."""
+
+    rel: str  # the series' folder, as the report names it
+    entries: list[Entry]  # in slice order
+    affine: Any  # 4 x 4, voxel indices to RAS+ mm
+    subject: str | None
+    split: str | None
 
 
 @dataclass
@@ -99,6 +113,8 @@ class Plan:
     entries: list[Entry] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: ``plan_folder(..., volumes=True)``: the DICOM series stacked as volumes (their files are not in ``entries``)
+    volumes: list[SeriesVolume] = field(default_factory=list)
 
 
 def plan_folder(
@@ -108,8 +124,14 @@ def plan_folder(
     subject_from: SubjectRule = "auto",
     split_from: str = "auto",
     recursive: bool = True,
+    volumes: bool = False,
 ) -> Plan:
-    """The import plan for ``root`` (a folder, or one file)."""
+    """The import plan for ``root`` (a folder, or one file).
+
+    ``volumes``: every DICOM series of two or more slices becomes one volume (split by slice size
+    and orientation, a part of one image staying a 2-D example), and NIfTI files are volumes;
+    without it, every DICOM frame is an image and NIfTI files are skipped (saying why).
+    """
     if not (callable(subject_from) or subject_from in ("auto", "folder", "dicom", "none")):
         raise ValidationError("subject_from must be 'auto', 'folder', 'dicom', 'none' or a function of the path")
     if split_from not in ("auto", "hash"):
@@ -126,7 +148,7 @@ def plan_folder(
         rows = [{"image": p.relative_to(root).as_posix()} for p in _walk(root, recursive)]
     for row in rows:
         try:
-            entry = _plan_row(base, row, subject_from, split_from, plan)
+            entry = _plan_row(base, row, subject_from, split_from, plan, volumes)
         except (OSError, ValueError, RuntimeError) as e:  # a name the file system cannot take, a link loop
             if isinstance(e, PatientMLError):
                 raise
@@ -136,6 +158,8 @@ def plan_folder(
         if entry is not None:
             plan.entries.append(entry)
     _order_series(plan.entries)
+    if volumes:
+        _stack_series(plan, root.name)
     _check_splits(plan)
     return plan
 
@@ -301,7 +325,7 @@ def _walk(root: Path, recursive: bool) -> list[Path]:
             if name.startswith(".") or name in SKIPPED_NAMES:
                 continue
             path = Path(dirpath) / name
-            if path.suffix.lower() in IMAGE_SUFFIXES or is_dicom(path):
+            if path.suffix.lower() in IMAGE_SUFFIXES or is_nifti(path) or is_dicom(path):
                 found.append(path)
     return found
 
@@ -327,7 +351,7 @@ def _read_index(root: Path, index: Path) -> list[dict[str, str]]:
     return rows
 
 
-def _plan_row(base: Path, row: dict[str, str], subject_from, split_from, plan: Plan) -> Entry | None:
+def _plan_row(base: Path, row: dict[str, str], subject_from, split_from, plan: Plan, volumes: bool) -> Entry | None:
     rel = next((row[c] for c in IMAGE_COLUMNS if row.get(c)), "")
     if "\0" in rel or any("\ud800" <= c <= "\udfff" for c in rel):
         # a file name of bytes that are not UTF-8 (os.fsdecode keeps them as surrogates): the project
@@ -342,7 +366,11 @@ def _plan_row(base: Path, row: dict[str, str], subject_from, split_from, plan: P
         plan.skipped.append((rel, "no such file"))
         return None
     header = None
-    if is_dicom(path):
+    if is_nifti(path):
+        if not volumes:
+            plan.skipped.append((rel, "a NIfTI volume: import it with add_folder(..., volumes=True) or add_volume"))
+            return None
+    elif is_dicom(path):
         try:
             header = read_dicom_header(path, name=rel)
         except ImageError as e:
@@ -374,6 +402,7 @@ def _plan_row(base: Path, row: dict[str, str], subject_from, split_from, plan: P
     spec = label if isinstance(label, dict) and label else None
     entry = Entry(path=path, rel=rel, subject=subject, split=split, label=spec, dicom=header, frame=frame)
     entry.display = _display(row)
+    entry.nifti = is_nifti(path)
     return entry
 
 
@@ -502,9 +531,70 @@ def _slice_key(e: Entry):
     )
 
 
+def _stack_series(plan: Plan, root_name: str) -> None:
+    """Move every DICOM series of two or more slices out of ``plan.entries`` into ``plan.volumes``.
+
+    A series is split by slice size and orientation (a localizer at another angle is its own
+    part); a part of one image stays a 2-D entry; a part that cannot be stacked (slices missing,
+    two at one position, uneven steps) is skipped whole with the reason, so no volume is ever
+    half-imported.
+    """
+    groups: dict[tuple[Any, ...], list[Entry]] = defaultdict(list)
+    for e in plan.entries:
+        h = e.dicom
+        if h is not None and h.series_uid and h.frames == 1 and e.frame is None and not e.label:
+            cosines = tuple(round(v, 3) for v in h.orientation) if h.orientation else None
+            groups[(h.study_uid, h.series_uid, h.rows, h.columns, cosines)].append(e)
+    parts: dict[tuple[str, str], int] = defaultdict(int)
+    for key in groups:
+        parts[key[:2]] += 1
+    stacked: set[int] = set()
+    for key, members in groups.items():
+        if len(members) < 2:
+            if parts[key[:2]] > 1:
+                plan.warnings.append(
+                    f"{members[0].rel}: one image of its series differs in size or orientation (a localizer?); "
+                    "it is imported as a 2-D image"
+                )
+            continue
+        rel = _series_folder(members, root_name)
+        label = f"the series {rel}" + (
+            f" ({members[0].dicom.series_description})"
+            if members[0].dicom and members[0].dicom.series_description
+            else ""
+        )
+        if parts[key[:2]] > 1:
+            plan.warnings.append(
+                f"{label} mixes slice sizes or orientations; each part of two or more slices is its own volume"
+            )
+        stacked.update(id(e) for e in members)
+        try:
+            order, affine = stack_series([e.dicom for e in members if e.dicom is not None], label)
+        except ImageError as e:
+            plan.skipped.append((rel, f"{e} (none of its {len(members)} files was imported)"))
+            continue
+        ordered = [members[i] for i in order]
+        subjects = {e.subject for e in ordered}
+        splits = {e.split for e in ordered}
+        if len(subjects) > 1 or len(splits) > 1:
+            plan.skipped.append((rel, "its slices belong to different subjects or splits; a volume is one patient's"))
+            continue
+        plan.volumes.append(SeriesVolume(rel, ordered, affine, subjects.pop(), splits.pop()))
+    plan.entries = [e for e in plan.entries if id(e) not in stacked]
+
+
+def _series_folder(members: list[Entry], root_name: str) -> str:
+    """The folder the series' files share, relative to the import folder (named ``root_name``)."""
+    common = os.path.commonpath([e.rel for e in members])
+    if common in {e.rel for e in members}:
+        common = str(Path(common).parent)
+    return common if common not in ("", ".") else root_name
+
+
 def _check_splits(plan: Plan) -> None:
     splits: dict[str, set[str]] = defaultdict(set)
-    for e in plan.entries:
+    items: list[Entry | SeriesVolume] = [*plan.entries, *plan.volumes]
+    for e in items:
         if e.subject is not None and e.split is not None:
             splits[e.subject].add(e.split)
     mixed = sorted(s for s, found in splits.items() if len(found) > 1)

@@ -10,8 +10,19 @@ from .masks import (
     read_mask_file,
     validate_mask,
 )
-from .read import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, decode_image, encode_image, read_image
+from .read import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, decode_image, encode_image, read_image, stored_values
 from .thumbnails import make_thumbnail
+from .volumes import (
+    Volume,
+    check_volume_size,
+    decode_volume,
+    encode_volume,
+    is_nifti,
+    read_nifti,
+    read_volume_slice,
+    volume_from_array,
+    write_nifti,
+)
 from .window import MODALITY_PRESETS, apply_window, window_presets
 
 __all__ = [
@@ -35,4 +46,14 @@ __all__ = [
     "read_mask_file",
     "window_presets",
     "validate_mask",
+    "Volume",
+    "check_volume_size",
+    "decode_volume",
+    "encode_volume",
+    "is_nifti",
+    "read_nifti",
+    "read_volume_slice",
+    "stored_values",
+    "volume_from_array",
+    "write_nifti",
 ]

@@ -27,6 +27,18 @@ from .read import MAX_PIXEL_BYTES
 __all__ = ["DICOM_SUFFIXES", "DicomHeader", "is_dicom", "read_dicom_frames", "read_dicom_header"]
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".ima"})
+#: patient and study attributes kept with a volume, for the objects derived from it (DICOM SEG)
+IDENTITY_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
 #: Files with more frames than this, or more decoded bytes than MAX_BYTES, are refused.
 MAX_FRAMES = 4096
 MAX_BYTES = 2 * 1024**3
@@ -78,7 +90,18 @@ class DicomHeader:
     instance_number: int | None
     position: float | None  # along the slice normal, in mm
     frames: int
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: geometry, for stacking slices into a volume (None where the header lacks it)
+    rows: int | None = None
+    columns: int | None = None
+    orientation: tuple[float, ...] | None = None  # ImageOrientationPatient: row then column cosines
+    image_position: tuple[float, ...] | None = None  # ImagePositionPatient (LPS, mm)
+    pixel_spacing: tuple[float, ...] | None = None  # PixelSpacing: between rows, between columns (mm)
+    slice_thickness: float | None = None
+    frame_of_reference_uid: str = ""
+    sop_class_uid: str = ""
+    series_number: int | None = None
+    #: patient and study attributes a derived object (a DICOM SEG) copies so viewers file it with the study
+    identity: dict[str, str] = field(default_factory=dict)
 
 
 def is_dicom(path: str | Path) -> bool:
@@ -159,6 +182,16 @@ def read_dicom_header(path: str | Path, *, name: str | None = None) -> DicomHead
             instance_number=_int(ds.get("InstanceNumber")),
             position=_slice_position(ds),
             frames=_frame_count(ds),
+            rows=_int(ds.get("Rows")),
+            columns=_int(ds.get("Columns")),
+            orientation=_floats(ds.get("ImageOrientationPatient"), 6),
+            image_position=_floats(ds.get("ImagePositionPatient"), 3),
+            pixel_spacing=_floats(ds.get("PixelSpacing"), 2),
+            slice_thickness=_float(ds.get("SliceThickness"), None),
+            frame_of_reference_uid=_text(ds, "FrameOfReferenceUID"),
+            sop_class_uid=_text(ds, "SOPClassUID"),
+            series_number=_int(ds.get("SeriesNumber")),
+            identity={k: _text(ds, k) for k in IDENTITY_KEYWORDS if _text(ds, k)},
         )
 
 
@@ -367,6 +400,14 @@ def _slice_position(ds) -> float | None:
         return float(np.dot(np.cross(row, col), np.array(position[:3], float)))
     except (TypeError, ValueError, IndexError):
         return None
+
+
+def _floats(value, n: int) -> tuple[float, ...] | None:
+    """``n`` finite numbers from a multi-valued header value, or None."""
+    values = [_float(v, None) for v in _many(value)]
+    if len(values) != n or any(v is None for v in values):
+        return None
+    return tuple(float(v) for v in values if v is not None)
 
 
 def _frame_count(ds) -> int:

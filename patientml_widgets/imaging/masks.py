@@ -42,12 +42,16 @@ _MAGIC = b"PMLM"
 _HEADER = struct.Struct("<4sII")
 
 
-def validate_mask(mask, shape: tuple[int, int], classes: Collection[int]) -> np.ndarray:
-    """Return ``mask`` as a uint8 array, or raise ValidationError saying what is wrong."""
+def validate_mask(mask, shape: tuple[int, ...], classes: Collection[int]) -> np.ndarray:
+    """Return ``mask`` as a uint8 array, or raise ValidationError saying what is wrong.
+
+    ``shape`` is the image's (height, width), or a volume's (slices, height, width).
+    """
     if not isinstance(mask, np.ndarray):
         raise ValidationError(f"a mask must be a numpy array, not {type(mask).__name__}")
-    if mask.ndim != 2 or mask.shape != tuple(shape):
-        raise ValidationError(f"the mask has shape {mask.shape}; the image needs {tuple(shape)} (height, width)")
+    if mask.shape != tuple(shape):
+        what, axes = ("image", "(height, width)") if len(shape) == 2 else ("volume", "(slices, height, width)")
+        raise ValidationError(f"the mask has shape {mask.shape}; the {what} needs {tuple(shape)} {axes}")
     if mask.dtype.kind not in "biu":
         raise ValidationError(f"the mask has dtype {mask.dtype}; expected integer class indices (e.g. uint8)")
     unknown = sorted(set(present_classes(mask)) - set(classes))

@@ -37,6 +37,7 @@ __all__ = [
     "encode_image",
     "read_image",
     "sniff_format",
+    "stored_values",
 ]
 
 #: Images with more pixels than this are refused (a configurable guard against
@@ -354,19 +355,27 @@ def _normalize(arr: np.ndarray, limit: int, label: str) -> np.ndarray:
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
         raise _shape_error(label, arr.shape)
     _check_size(arr.shape, limit, label)
-    kind = arr.dtype.kind
-    if kind == "b":
-        arr = arr.astype(np.uint8) * 255
-    elif kind == "f":
-        arr = _to_float32(arr, label)
-    elif kind in "iu":
-        if arr.dtype not in (np.uint8, np.uint16, np.int16):
-            arr = _narrow_integers(arr, label)
-    else:
-        raise ImageError(f"{label} has dtype {arr.dtype}; expected integers or floats")
+    arr = stored_values(arr, label)
     if arr.ndim == 3 and arr.dtype not in (np.uint8, np.uint16):
         raise ImageError(f"{label} is RGB with dtype {arr.dtype}; RGB must be uint8 or uint16")
     return np.ascontiguousarray(arr)
+
+
+def stored_values(arr: np.ndarray, label: str) -> np.ndarray:
+    """The values of ``arr`` in the type the project stores them as, losslessly (ImageError if impossible).
+
+    Booleans become uint8 0/255; floats float32 (refused when non-finite or beyond float32's range);
+    integers the narrowest of uint8, uint16 and int16 that holds every value, else float32 where it
+    holds them exactly.
+    """
+    kind = arr.dtype.kind
+    if kind == "b":
+        return arr.astype(np.uint8) * 255
+    if kind == "f":
+        return _to_float32(arr, label)
+    if kind in "iu":
+        return arr if arr.dtype in (np.uint8, np.uint16, np.int16) else _narrow_integers(arr, label)
+    raise ImageError(f"{label} has dtype {arr.dtype}; expected integers or floats")
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)

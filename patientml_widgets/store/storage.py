@@ -10,6 +10,7 @@ through :class:`~patientml_widgets.Project`).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -112,6 +113,26 @@ def _dicts(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(d, dict) for d in v)
 
 
+def _real(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _spacing(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 3 and all(_real(x) and x > 0 for x in v)
+
+
+def _affine(v: Any) -> bool:
+    return (
+        isinstance(v, list)
+        and len(v) == 4
+        and all(isinstance(r, list) and len(r) == 4 and all(map(_real, r)) for r in v)
+    )
+
+
+def _counts(v: Any) -> bool:
+    return isinstance(v, list) and all(_count(x) for x in v)
+
+
 def _snapshot(v: Any) -> bool:
     return isinstance(v, dict) and all(
         isinstance(pairs, list)
@@ -128,10 +149,13 @@ OPTIONAL: dict[str, dict[str, Any]] = {
         "training": _dict, "retrain": _dict, "updated": _text,
     },
     "subjects": {"name": _text, "tags": _texts, "created": _text, "external_ids": _text_map, "metadata": _dict},
-    "examples": {"channels": _count, "dtype": _text, "updated": _text, "seq": _count},
+    "examples": {
+        "channels": _count, "dtype": _text, "updated": _text, "seq": _count, "depth": _count, "spacing": _spacing,
+        "affine": _affine,
+    },
     "labels": {
         "kind": _one_of("mask", "classes"), "author": _text, "time_spent": _number_or_none, "source": _text,
-        "created": _text,
+        "created": _text, "slices": _counts,
     },
     "runs": {
         "slug": _text, "trigger": _text, "snapshot": _snapshot, "hyperparameters": _dict, "metrics": _dict,
