@@ -271,6 +271,8 @@ class Project:
         units as int16); the volume is stored compressed, slice by slice. Its label is a
         (slices, rows, columns) mask: ``submit_label(ex, mask=mask3d)``.
         """
+        if isinstance(volume, str | os.PathLike):
+            volume = _path(volume, "volume")
         return self._importer.add_volume(
             model, volume, spacing=spacing, affine=affine, subject=subject, split=split, source=source
         )
