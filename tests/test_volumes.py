@@ -297,3 +297,56 @@ def test_path_names_in_a_report_are_relative(tmp_path, project, seg):
     write_series(tmp_path / "root/deep/ct", ct((3, 8, 8)))
     report = project.add_folder(seg, tmp_path / "root", volumes=True)
     assert [e.source["file"] for e in report.added] == [str(Path("deep/ct"))]
+
+
+@pytest.mark.parametrize("name", ["oblique", "flipped"])
+def test_labels_round_trip_through_dicom_seg_with_their_series(project, seg, tmp_path, name):
+    volume = ct()
+    write_series(tmp_path / "scan/ct", volume, **GEOMETRIES[name])
+    ex = project.add_volume(seg, tmp_path / "scan/ct")
+    mask = np.zeros(volume.shape, np.uint8)
+    mask[1:4, 2:6, 3:9] = 1
+    mask[4, 8:12, 10:15] = 2
+    project.submit_label(ex, mask=mask)
+    out = project.export_labels(seg, tmp_path / "seg-out", layout="dicom-seg")
+    (seg_file,) = (out / "segmentations").iterdir()
+    ds = pydicom.dcmread(seg_file)
+    assert ds.Modality == "SEG" and ds.ReferencedSeriesSequence[0].SeriesInstanceUID == ex.source["series_uid"]
+    assert ds.PatientID == "PHANTOM-001" and ds.FrameOfReferenceUID == ex.source["dicom"]["frame_of_reference_uid"]
+    with pytest.raises(ValidationError, match="holds the labels, not the images"):
+        project.import_dataset(out)
+
+    # the series and its SEG, imported together into another model: the same voxels as the label
+    (tmp_path / "scan/seg").mkdir()
+    seg_file.rename(tmp_path / "scan/seg/labels.dcm")
+    other = project.create_model("other", problem_type="segmentation", classes=["background", "lesion", "margin"])
+    report = project.add_folder(other, tmp_path / "scan", volumes=True)
+    assert report.labels == 1 and not report.skipped, report
+    (back,) = project.examples(other)
+    assert np.array_equal(project.mask(back), mask) and project.label(back).source == "import"
+    assert project.add_folder(other, tmp_path / "scan", volumes=True).already == 2  # the volume and its label
+
+
+def test_a_seg_that_does_not_fit_is_skipped_with_the_reason(project, seg, tmp_path):
+    write_series(tmp_path / "scan/ct", ct())
+    ex = project.add_volume(seg, tmp_path / "scan/ct")
+    mask = np.zeros(ex.shape, np.uint8)
+    mask[2, 2:5, 2:5] = 2
+    project.submit_label(ex, mask=mask)
+    out = project.export_labels(seg, tmp_path / "seg-out", layout="dicom-seg")
+    (seg_file,) = (out / "segmentations").iterdir()
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    seg_file.rename(alone / "labels.dcm")
+    report = project.add_folder(seg, alone, volumes=True)  # its volume has this very label already
+    assert report.labels == 0 and report.already == 1 and not report.skipped
+    project.submit_label(ex, mask=np.zeros(ex.shape, np.uint8))
+    report = project.add_folder(seg, alone, volumes=True)  # a different label is never overwritten
+    assert report.labels == 0 and "already has a label (version 2)" in report.skipped[0][1]
+    narrow = project.create_model("narrow", problem_type="segmentation", classes=["background", "lesion"])
+    report = project.add_folder(narrow, alone, volumes=True)
+    assert "not among this model's volumes" in report.skipped[0][1]
+    nifti = project.add_volume(seg, ct((3, 8, 8)), spacing=(1, 1, 1))
+    project.submit_label(nifti, mask=np.ones(nifti.shape, np.uint8))
+    with pytest.raises(ValidationError, match="did not come from a DICOM series"):
+        project.export_labels(seg, tmp_path / "x", layout="dicom-seg")

@@ -39,7 +39,9 @@ __all__ = [
     "MAX_SEG_BYTES",
     "SEG_SOP_CLASSES",
     "dicom_lab_to_rgb",
+    "is_segmentation",
     "read_dicom_seg",
+    "referenced_series",
     "reference_datasets",
     "rgb_to_dicom_lab",
     "write_dicom_seg",
@@ -304,7 +306,7 @@ def write_dicom_seg(
             device_serial_number="0",
             series_description=_lo(series_description) or None,
             content_description=_lo(series_description) or None,
-            content_creator_name=content_creator or None,
+            content_creator_name=_person(content_creator),
         )
         buffer = io.BytesIO()
         seg.save_as(buffer, enforce_file_format=True)
@@ -314,6 +316,14 @@ def write_dicom_seg(
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, buffer.getvalue())
     return path
+
+
+def _person(name: str) -> str | None:
+    """A user name as a DICOM person name: one component is the family name (a trailing caret says so)."""
+    name = name.strip()
+    if not name:
+        return None
+    return name if "^" in name else f"{name}^"
 
 
 def _software_version() -> str:
@@ -340,6 +350,33 @@ def _dcmread(path: Path, *, pixels: bool) -> Any:
             raise ImageError(f"{path.name} is not a DICOM file (no 'DICM' marker after the preamble)") from None
         except _DICOM_ERRORS as e:
             raise ImageError(f"{path.name} is not a readable DICOM file ({type(e).__name__}: {e})") from None
+
+
+def is_segmentation(path: str | os.PathLike) -> bool:
+    """Whether a DICOM file is a Segmentation (by its SOP class or modality), read without pixels."""
+    try:
+        ds = _dcmread(Path(path), pixels=False)
+        return str(ds.get("SOPClassUID", "")) in SEG_SOP_CLASSES or str(ds.get("Modality", "")).upper() == "SEG"
+    except ImageError:
+        return False
+    except _DICOM_ERRORS:
+        return False
+
+
+def referenced_series(path: str | os.PathLike, *, name: str | None = None) -> str:
+    """The SeriesInstanceUID of the images a DICOM SEG segments (ValidationError if it names none)."""
+    label = name or Path(path).name
+    ds = _dcmread(Path(path), pixels=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            item = _item(ds, "ReferencedSeriesSequence")
+            uid = str(item.get("SeriesInstanceUID") or "") if item is not None else ""
+        except _DICOM_ERRORS as e:
+            raise ImageError(f"{label} has a damaged header ({type(e).__name__}: {e})") from None
+    if not uid:
+        raise ValidationError(f"{label} is a DICOM SEG that names no referenced series")
+    return uid
 
 
 def _size(n: int) -> str:

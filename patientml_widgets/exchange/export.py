@@ -14,6 +14,11 @@ versions, and the index as JSON):
   mm, sform and qform "scanner"), ``masks/<example>.nii.gz`` (uint8 class indices, the same
   affine), and ``index.csv`` as in ``folder``. 2-D images export with ``folder``, volumes with
   ``nifti``: a layout refuses the other kind, saying so.
+- ``dicom-seg`` (volumes imported from DICOM): ``segmentations/<example>.dcm``, a BINARY DICOM
+  SEG per label that references the source series' instances (for 3D Slicer, OHIF, a PACS),
+  and ``index.csv``. A SEG carries the patient and study attributes, as DICOM objects do; it
+  holds no image, so the series and its SEG import back together with ``add_folder(...,
+  volumes=True)``. Labels with no labelled voxel are listed in ``dataset.json`` as ``empty``.
 
 Only submitted labels are exported unless drafts are asked for. Names in the export are the
 project's own example ids, never names from files or headers, and every write is checked to
@@ -48,7 +53,7 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "coco_mask", "export_labels", "export_sna
 
 FORMAT = "patientml-dataset"
 FORMAT_VERSION = 1
-LAYOUTS = ("folder", "coco", "nifti")
+LAYOUTS = ("folder", "coco", "nifti", "dicom-seg")
 #: the scratch folder of an export in progress: .<target>.partial-<random>, next to the target
 PARTIAL = ".partial-"
 INDEX_COLUMNS = (
@@ -137,11 +142,17 @@ def _write(
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned(target.parent, ".", PARTIAL)  # partials of exports here that were killed
     with scratch_folder(target.parent, f".{target.name}{PARTIAL}") as work:
-        index, coco_images, annotations = _write_examples(
-            work, session, model, rows, layout, include_subjects, include_metadata
-        )
+        if layout == "dicom-seg":
+            index, empty = _write_segmentations(work, session, model, rows, include_subjects, include_metadata)
+            coco_images: list[dict[str, Any]] = []
+            annotations: list[dict[str, Any]] = []
+            extra = {**extra, "empty": empty}
+        else:
+            index, coco_images, annotations = _write_examples(
+                work, session, model, rows, layout, include_subjects, include_metadata
+            )
         manifest = _manifest(session, model, layout, index, extra)
-        if layout in ("folder", "nifti"):
+        if layout in ("folder", "nifti", "dicom-seg"):
             _put(work, "index.csv", _csv(index))
         else:
             _put(work, "annotations.json", _coco_file(model, manifest["exported"], coco_images, annotations))
@@ -166,12 +177,19 @@ def _check_kinds(examples: list[Example], layout: str) -> None:
     """2-D images export as ``folder`` or ``coco``, volumes as ``nifti``: refuse a mix before writing."""
     volumes = sum(1 for ex in examples if ex.is_volume)
     images = len(examples) - volumes
-    if layout == "nifti" and images:
+    if layout in ("nifti", "dicom-seg") and images:
         raise ValidationError(
-            f"layout='nifti' exports volumes; {images} of these labels are of 2-D images (use 'folder')"
+            f"layout={layout!r} exports volumes; {images} of these labels are of 2-D images (use 'folder')"
         )
-    if layout != "nifti" and volumes:
+    if layout not in ("nifti", "dicom-seg") and volumes:
         raise ValidationError(f"{volumes} of these labels are of volumes; export them with layout='nifti'")
+    if layout == "dicom-seg":
+        other = sum(1 for ex in examples if not isinstance(ex.source.get("dicom"), dict))
+        if other:
+            raise ValidationError(
+                f"{other} of these volumes did not come from a DICOM series (NIfTI or arrays), so a DICOM SEG has "
+                "nothing to reference; export them with layout='nifti'"
+            )
 
 
 def _write_examples(
@@ -206,6 +224,35 @@ def _write_examples(
                 annotations += _coco_annotations(mask, number, len(annotations))
         index.append(entry)
     return index, coco_images, annotations
+
+
+def _write_segmentations(
+    work: Path,
+    session: Session,
+    model: Model,
+    rows: list[tuple[Example, dict[str, Any]]],
+    include_subjects: bool,
+    include_metadata: bool,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each volume's label as ``segmentations/<example>.dcm``; labels without a labelled voxel are left out."""
+    from .dicom_seg import write_dicom_seg
+
+    names = {c.index: c.name for c in model.classes}
+    index: list[dict[str, Any]] = []
+    empty: list[str] = []
+    for ex, label in rows:
+        mask = session.mask_blob(label["mask_ref"])
+        if not mask.any():
+            empty.append(ex.id)
+            continue
+        name = f"segmentations/{_safe(ex.id)}.dcm"
+        path = inside(work, name)
+        assert path is not None
+        write_dicom_seg(path, mask, ex.source["dicom"], model.classes, content_creator=label["author"])
+        entry = _index_entry(ex, label, "", names, include_subjects, include_metadata)
+        entry["mask"] = name
+        index.append(entry)
+    return index, empty
 
 
 def _index_entry(

@@ -23,7 +23,7 @@ from ..session import ModelRef, Session
 from ..store import blob_ref
 from ..store.files import scratch_folder
 from ..store.store import IMPORT_PREFIX
-from . import export, plan
+from . import dicom_seg, export, plan
 
 __all__ = ["IMPORT_CHUNK_BYTES", "ImportReport", "Importer"]
 
@@ -354,7 +354,47 @@ class Importer:
                 progress(done, len(work))
         if pending:
             self._commit(model_id, pending, report)
+        for rel, path in planned.segmentations:
+            try:
+                self._import_segmentation(model_view, path, rel, report)
+            except (ImageError, ValidationError) as e:
+                report.skipped.append((rel, str(e)))
         return report
+
+    def _import_segmentation(self, model: Model, path: Path, rel: str, report: ImportReport) -> None:
+        """A DICOM SEG as the submitted label of the model's volume of the series it segments."""
+        if model.problem_type != "segmentation":
+            raise ValidationError("a DICOM SEG is a segmentation; this model classifies")
+        series = dicom_seg.referenced_series(path, name=rel)
+        found = [
+            r
+            for r in self.session.read().records("examples")
+            if r["model_id"] == model.id and (r["source"].get("dicom") or {}).get("series_uid") == series
+        ]
+        if not found:
+            raise ValidationError(
+                f"a DICOM SEG of the series {series}, which is not among this model's volumes; import the series "
+                "with it (add_folder(..., volumes=True))"
+            )
+        record = max(found, key=lambda r: r["created"])
+        example = Example.from_record(record)
+        meta = record["source"]["dicom"]
+        shape = (record["depth"], record["height"], record["width"])
+        mask, segments = dicom_seg.read_dicom_seg(
+            path, meta["sop_uids"], shape, positions=meta["positions"], orientation=meta["orientation"]
+        )
+        mask = seg_classes(mask, segments, model, rel)
+        live = self.session.label_record(example.id)
+        if live is not None and live["status"] != "deleted":
+            if live.get("mask_ref") and np.array_equal(self.session.mask_blob(live["mask_ref"]), mask):
+                report.already += 1
+                return
+            raise ValidationError(
+                f"its volume ({example.id}) already has a label (version {live['version']}); delete that label to "
+                "import this SEG"
+            )
+        self.session.write_label(example.id, "submitted", mask=mask, source="import")
+        report.labels += 1
 
     def _commit(self, model_id: str, items: list[dict[str, Any]], report: ImportReport) -> None:
         report.added += self.session.insert_examples(model_id, items)
@@ -366,6 +406,11 @@ class Importer:
         if not root.is_dir():
             raise NotFoundError(f"no folder {root}")
         spec, layout = dataset_spec(root, name)
+        if layout == "dicom-seg":
+            raise ValidationError(
+                f"{root} is a DICOM SEG export: it holds the labels, not the images; import the series with their "
+                "SEG files: add_folder(model, folder, volumes=True)"
+            )
         if any(m["name"].casefold() == spec["name"].casefold() for m in self.session.model_records()):
             raise ValidationError(
                 f"this project already has a model named {spec['name']!r}; "
@@ -518,3 +563,28 @@ def volume_mask(path: Path, fields: dict[str, Any]) -> np.ndarray:
             "the volume's voxels first"
         )
     return mask.array
+
+
+def seg_classes(mask: np.ndarray, segments: list[dict[str, Any]], model: Model, rel: str) -> np.ndarray:
+    """A SEG's array as the model's class indices: our own class markers, else segment labels as class names."""
+    known = {c.index for c in model.classes}
+    if segments and all(s["index"] is not None for s in segments):
+        unknown = sorted({s["index"] for s in segments} - known)
+        if unknown:
+            raise ValidationError(f"{rel} holds class indices {unknown} that this model does not have")
+        return mask
+    by_name = {c.name.casefold(): c.index for c in model.classes}
+    lut = np.zeros(256, np.uint8)
+    missing = []
+    for s in segments:
+        index = by_name.get(str(s["label"]).strip().casefold())
+        if index is None or index == 0:
+            missing.append(str(s["label"]))
+        else:
+            lut[s["number"]] = index
+    if missing:
+        raise ValidationError(
+            f"{rel} has segments {missing} that name none of the model's classes ({[c.name for c in model.classes]}); "
+            "rename them or add the classes"
+        )
+    return lut[mask]

@@ -39,6 +39,7 @@ from ..imaging.dicom import DicomHeader, is_dicom, read_dicom_header
 from ..imaging.volumes import is_nifti, stack_series
 from ..store.files import inside
 from . import csvfile
+from .dicom_seg import is_segmentation
 
 __all__ = ["SPLIT_FOLDERS", "Entry", "Plan", "SeriesVolume", "extract_zip", "plan_coco", "plan_folder", "unpack_cap"]
 
@@ -115,6 +116,8 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     #: ``plan_folder(..., volumes=True)``: the DICOM series stacked as volumes (their files are not in ``entries``)
     volumes: list[SeriesVolume] = field(default_factory=list)
+    #: ``volumes=True``: DICOM SEG files, imported as the labels of the volumes they segment
+    segmentations: list[tuple[str, Path]] = field(default_factory=list)
 
 
 def plan_folder(
@@ -374,7 +377,10 @@ def _plan_row(base: Path, row: dict[str, str], subject_from, split_from, plan: P
         try:
             header = read_dicom_header(path, name=rel)
         except ImageError as e:
-            plan.skipped.append((rel, str(e)))
+            if volumes and is_segmentation(path):
+                plan.segmentations.append((rel, path))
+            else:
+                plan.skipped.append((rel, str(e)))
             return None
     elif path.suffix.lower() not in IMAGE_SUFFIXES:
         plan.skipped.append((rel, f"unsupported file type {path.suffix or '(none)'}"))

@@ -1,6 +1,7 @@
 """Imaging: read images, encode them losslessly, thumbnails, mask codecs."""
 
 from .dicom import DicomHeader, is_dicom, read_dicom_frames, read_dicom_header
+from .interpolate import interpolate_slices
 from .masks import (
     decode_mask_png,
     decode_mask_wire,
@@ -50,6 +51,7 @@ __all__ = [
     "check_volume_size",
     "decode_volume",
     "encode_volume",
+    "interpolate_slices",
     "is_nifti",
     "read_nifti",
     "read_volume_slice",
