@@ -195,10 +195,19 @@ class Example:
     depth: int | None = None
     spacing: tuple[float, ...] | None = None
     affine: tuple[tuple[float, ...], ...] | None = None
+    #: volumes only: how many slices the current label gives a class other than the background
+    labeled_slices: int | None = None
 
     @classmethod
     def from_record(cls, record: dict[str, Any], label: dict[str, Any] | None = None) -> Example:
-        example = _build(cls, record, status=status_of(label), label_updated=label_time(label))
+        slices = label.get("slices") if label is not None and label["status"] != "deleted" else None
+        example = _build(
+            cls,
+            record,
+            status=status_of(label),
+            label_updated=label_time(label),
+            labeled_slices=len(slices) if isinstance(slices, list) else None,
+        )
         if example.affine is not None:  # rows as tuples too: the record's lists are not shared
             object.__setattr__(example, "affine", tuple(tuple(row) for row in example.affine))
         return example
@@ -211,6 +220,18 @@ class Example:
     def shape(self) -> tuple[int, ...]:
         """``(height, width)``, or ``(depth, height, width)`` for a volume: the shape of its mask."""
         return (self.height, self.width) if self.depth is None else (self.depth, self.height, self.width)
+
+    @property
+    def size(self) -> str:
+        """``"512 x 512"``, or a volume's ``"512 x 512 x 300 (0.70 x 0.70 x 2.50 mm)"`` (columns, rows, slices)."""
+        text = f"{self.width} x {self.height}"
+        if self.depth is None:
+            return text
+        text += f" x {self.depth}"
+        if self.spacing:
+            dz, dy, dx = self.spacing
+            text += f" ({dx:.2f} x {dy:.2f} x {dz:.2f} mm)"
+        return text
 
     @property
     def origin(self) -> str:

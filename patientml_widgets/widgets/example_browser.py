@@ -26,9 +26,18 @@ COLUMNS: list[dict[str, Any]] = [
     {"key": "subject_id", "label": "Subject", "sortable": True},
     {"key": "source", "label": "Source", "sortable": True},
     {"key": "split", "label": "Split", "sortable": True},
+    {"key": "size", "label": "Size"},
+    {"key": "slices", "label": "Slices labeled"},
 ]
 UNCERTAIN = "most uncertain first"
 DISAGREES = "disagrees"
+
+
+def slices_labeled(ex: Example) -> str:
+    """``"12 / 300"`` for a volume (slices holding a class other than the background), else blank."""
+    if ex.depth is None:
+        return ""
+    return f"{ex.labeled_slices or 0} / {ex.depth}"
 
 
 class ExampleBrowser(View, w.VBox):
@@ -94,6 +103,8 @@ class ExampleBrowser(View, w.VBox):
                 "subject_id": ex.subject_id or "",
                 "source": ex.origin,
                 "split": ex.split,
+                "size": ex.size,
+                "slices": slices_labeled(ex),
             }
             for ex in examples
         ]

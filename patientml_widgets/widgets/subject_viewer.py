@@ -7,7 +7,7 @@ import ipywidgets as w
 from ..project import Project
 from .base import Notice, View
 from .data_table import DataTable
-from .example_browser import ICON
+from .example_browser import ICON, slices_labeled
 from .label_canvas import LabelCanvas
 from .markup import HTML, html
 
@@ -21,6 +21,8 @@ COLUMNS = [
     {"key": "status", "label": "Labeled", "type": "icon"},
     {"key": "label_updated", "label": "Label Last Updated", "type": "time"},
     {"key": "split", "label": "Split"},
+    {"key": "size", "label": "Size"},
+    {"key": "slices", "label": "Slices labeled"},
 ]
 
 
@@ -60,6 +62,8 @@ class SubjectViewer(View, w.VBox):
                         "status": ICON[ex.status],
                         "label_updated": ex.label_updated,
                         "split": ex.split,
+                        "size": ex.size,
+                        "slices": slices_labeled(ex),
                     }
                 )
         return rows[page * page_size : (page + 1) * page_size], len(rows), []
