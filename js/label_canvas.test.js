@@ -22,6 +22,10 @@ import {
   strokeSegment,
   toImage,
   zoomAt,
+  pixelOf,
+  voxelOf,
+  prefetchOrder,
+  SliceCache,
 } from "../patientml_widgets/static/label_canvas.js";
 
 const count = (map, value) => map.reduce((n, v) => n + (v === value ? 1 : 0), 0);
@@ -199,4 +203,47 @@ test("only #rrggbb colours pass; anything else becomes the fallback grey", () =>
   }
   const table = colorTable([{ index: 1, color: "expression(alert(1))" }], 1);
   assert.equal(table[1] & 0xffffff, 0x808080);
+});
+
+// the layouts patientml_widgets.imaging.planes gives an axial CT of shape (30, 40, 50)
+const AXIAL_CT = {
+  axial: { axis: 0, rows: 1, cols: 2, flip_rows: false, flip_cols: false, depth: 30, height: 40, width: 50 },
+  coronal: { axis: 1, rows: 0, cols: 2, flip_rows: true, flip_cols: false, depth: 40, height: 30, width: 50 },
+  sagittal: { axis: 2, rows: 0, cols: 1, flip_rows: true, flip_cols: false, depth: 50, height: 30, width: 40 },
+};
+
+test("volumes: a voxel's pixel in each plane and back (the crosshair links the planes)", () => {
+  const at = [7, 11, 23];
+  assert.deepEqual(pixelOf(AXIAL_CT.axial, at), { index: 7, x: 23, y: 11 });
+  assert.deepEqual(pixelOf(AXIAL_CT.coronal, at), { index: 11, x: 23, y: 30 - 1 - 7 }); // superior at the top
+  assert.deepEqual(pixelOf(AXIAL_CT.sagittal, at), { index: 23, x: 11, y: 22 });
+  for (const plane of Object.values(AXIAL_CT)) {
+    const { index, x, y } = pixelOf(plane, at);
+    assert.deepEqual(voxelOf(plane, index, x, y), at);
+  }
+  const flipped = { ...AXIAL_CT.axial, flip_cols: true };
+  assert.deepEqual(voxelOf(flipped, 3, 0, 0), [3, 0, 49]);
+});
+
+test("volumes: prefetch the nearest slices first, inside the volume", () => {
+  assert.deepEqual(prefetchOrder(5, 10), [6, 4, 7, 3, 8, 2]);
+  assert.deepEqual(prefetchOrder(0, 3), [1, 2]);
+  assert.deepEqual(prefetchOrder(9, 10, 2), [8, 7]);
+});
+
+test("volumes: the slice cache keeps at most its bytes, least recently used out first", () => {
+  const slice = (n) => ({ values: new Uint8Array(n), meta: {}, label: new Uint8Array(n), prediction: null });
+  const cache = new SliceCache(100);
+  cache.set("axial:0", slice(20));
+  cache.set("axial:1", slice(20));
+  cache.get("axial:0"); // used: axial:1 is now the oldest
+  cache.set("axial:2", slice(20));
+  assert.equal(cache.bytes, 80); // three slices of 40 bytes over a limit of 100: one went
+  assert.ok(cache.get("axial:0") && cache.get("axial:2") && !cache.entries.has("axial:1"));
+  cache.set("coronal:4", slice(10));
+  cache.dropLabels("axial"); // an edit in the axial plane: the other planes' labels are out of date
+  assert.ok(cache.get("axial:0").label && cache.get("coronal:4").label === null && cache.get("coronal:4").values);
+  cache.dropLabels();
+  assert.equal(cache.get("axial:2").label, null);
+  assert.equal(cache.bytes, 20 + 20 + 10);
 });

@@ -360,7 +360,13 @@ class Session:
             for c, t in zip(codes, times, strict=True)
         ]
         ids = cols["id"][rows].tolist()
-        return [Example.from_record(self._known_example(i), label) for i, label in zip(ids, labels, strict=True)]
+        out = []
+        for example_id, label in zip(ids, labels, strict=True):
+            record = self._known_example(example_id)
+            if label is not None and record.get("depth") is not None:  # a volume's labeled slices are on its label
+                label["slices"] = (self.store.get("labels", example_id) or {}).get("slices")
+            out.append(Example.from_record(record, label))
+        return out
 
     def status_counts(self, model: ModelRef) -> dict[str, int]:
         return self.index.counts(self.model_record(model)["id"])

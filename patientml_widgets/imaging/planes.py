@@ -37,6 +37,9 @@ class Plane:
     row_mm: float  # spacing down the image and across it
     col_mm: float
     slice_mm: float  # between slices
+    #: the world coordinate (RAS mm) along the plane's normal of slice 0's centre, and per slice
+    origin_mm: float = 0.0
+    step_mm: float = 0.0
 
 
 def _directions(affine) -> np.ndarray:
@@ -49,7 +52,8 @@ def _directions(affine) -> np.ndarray:
 def layout(shape: tuple[int, ...], affine) -> dict[str, Plane]:
     """The three planes of a volume of ``shape`` (Z, Y, X) with ``affine``, by name."""
     directions = _directions(affine)
-    spacing = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)[::-1]  # (dz, dy, dx)
+    a = np.asarray(affine, float)
+    spacing = np.linalg.norm(a[:3, :3], axis=0)[::-1]  # (dz, dy, dx)
     # the array axis along each world axis (R-L, A-P, S-I): the assignment that lines them up best
     world_axis = max(
         itertools.permutations(range(3)),
@@ -75,6 +79,8 @@ def layout(shape: tuple[int, ...], affine) -> dict[str, Plane]:
             row_mm=float(spacing[rows]),
             col_mm=float(spacing[cols]),
             slice_mm=float(spacing[along[normal]]),
+            origin_mm=float(a[_WORLD[normal], 3]),
+            step_mm=float(a[_WORLD[normal], 2 - along[normal]]),
         )
     return out
 

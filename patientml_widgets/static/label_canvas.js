@@ -30,9 +30,33 @@
  * @prop {boolean} bound
  * @prop {DataView} _image zlib of the image's little-endian bytes
  * @prop {{ width: number, height: number, channels: number, dtype: string }} _image_meta
+ * @prop {Record<string, PlaneInfo>} planes volume mode: each plane's layout ({} for a 2-D image)
+ * @prop {string} plane the plane shown
+ * @prop {number} slice_index the slice shown
+ * @prop {number[]} crosshair (z, y, x): the voxel the planes meet at
+ * @prop {number[]} labeled_slices slices of the shown plane holding a class other than the background
+ * @prop {string} last_operation the volume operation "Undo" reverts ("" when none)
  */
 
-/** @typedef {"brush" | "eraser" | "fill" | "pan" | "window"} Tool */
+/**
+ * How a plane is cut from the (Z, Y, X) volume (patientml_widgets/imaging/planes.py).
+ * @typedef PlaneInfo
+ * @prop {number} axis the array axis the plane is normal to
+ * @prop {number} rows the array axis down the image
+ * @prop {number} cols the array axis across it
+ * @prop {boolean} flip_rows
+ * @prop {boolean} flip_cols
+ * @prop {number} depth slices
+ * @prop {number} height
+ * @prop {number} width
+ * @prop {number} row_mm
+ * @prop {number} col_mm
+ * @prop {number} slice_mm
+ * @prop {number} origin_mm the world position (RAS mm) of slice 0 along the plane's normal
+ * @prop {number} step_mm and its change per slice
+ */
+
+/** @typedef {"brush" | "eraser" | "fill" | "pan" | "window" | "crosshair"} Tool */
 /** @typedef {{ index: number, name: string, color: string, description?: string }} ClassInfo */
 /** @typedef {{ center: number, width: number }} Window */
 /** @typedef {{ name: string, center: number, width: number }} WindowPreset */
@@ -584,6 +608,114 @@ export function imageValues(bytes, dtype) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Volumes: where a voxel shows in a plane, and the slices the browser keeps.
+
+/**
+ * Where voxel `at` (z, y, x) shows in `plane`: its slice and its pixel.
+ * @param {PlaneInfo} plane
+ * @param {number[]} at
+ * @returns {{ index: number, x: number, y: number }}
+ */
+export function pixelOf(plane, at) {
+  const r = at[plane.rows];
+  const c = at[plane.cols];
+  return { index: at[plane.axis], x: plane.flip_cols ? plane.width - 1 - c : c, y: plane.flip_rows ? plane.height - 1 - r : r };
+}
+
+/**
+ * The voxel (z, y, x) under pixel (x, y) of slice `index` of `plane`.
+ * @param {PlaneInfo} plane
+ * @param {number} index
+ * @param {number} x
+ * @param {number} y
+ * @returns {number[]}
+ */
+export function voxelOf(plane, index, x, y) {
+  const at = [0, 0, 0];
+  at[plane.axis] = index;
+  at[plane.rows] = plane.flip_rows ? plane.height - 1 - y : y;
+  at[plane.cols] = plane.flip_cols ? plane.width - 1 - x : x;
+  return at;
+}
+
+/**
+ * The slices to fetch around `index` of a plane of `depth` slices, nearest first.
+ * @param {number} index
+ * @param {number} depth
+ * @param {number} [reach]
+ * @returns {number[]}
+ */
+export function prefetchOrder(index, depth, reach = 3) {
+  const out = [];
+  for (let d = 1; d <= reach; d++) {
+    if (index + d < depth) out.push(index + d);
+    if (index - d >= 0) out.push(index - d);
+  }
+  return out;
+}
+
+/** @typedef {{ values: ImageValues, meta: { width: number, height: number, channels: number, dtype: string }, label: Uint8Array | null, prediction: Uint8Array | null }} Slice */
+
+/** Slices by "plane:index", least recently used dropped first once over `limit` bytes. */
+export class SliceCache {
+  /** @param {number} limit */
+  constructor(limit) {
+    this.limit = limit;
+    this.bytes = 0;
+    /** @type {Map<string, Slice>} */
+    this.entries = new Map();
+  }
+
+  /**
+   * @param {string} key
+   * @returns {Slice | undefined}
+   */
+  get(key) {
+    const entry = this.entries.get(key);
+    if (entry) {
+      this.entries.delete(key); // most recently used last
+      this.entries.set(key, entry);
+    }
+    return entry;
+  }
+
+  /**
+   * @param {string} key
+   * @param {Slice} entry
+   */
+  set(key, entry) {
+    const old = this.entries.get(key);
+    if (old) this.bytes -= SliceCache.size(old);
+    this.entries.delete(key);
+    this.entries.set(key, entry);
+    this.bytes += SliceCache.size(entry);
+    for (const [k, e] of this.entries) {
+      if (this.bytes <= this.limit || k === key) break;
+      this.entries.delete(k);
+      this.bytes -= SliceCache.size(e);
+    }
+  }
+
+  /**
+   * Forget the labels (they changed elsewhere), except those of `keep` (a plane name) when given.
+   * @param {string | null} [keep]
+   */
+  dropLabels(keep = null) {
+    for (const [k, e] of this.entries) {
+      if (keep === null || !k.startsWith(`${keep}:`)) {
+        if (e.label) this.bytes -= e.label.length;
+        e.label = null;
+      }
+    }
+  }
+
+  /** @param {Slice} e */
+  static size(e) {
+    return e.values.byteLength + (e.label ? e.label.length : 0) + (e.prediction ? e.prediction.length : 0);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 // The widget.
 
 const CSS = `
@@ -609,6 +741,13 @@ const CSS = `
 .pml-lc .status { color: #444; min-height: 1.3em; }
 .pml-lc .error { color: #c5221f; white-space: pre-wrap; }
 .pml-lc label { display: inline-flex; align-items: center; gap: 3px; }
+.pml-lc .slices { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; margin-bottom: 4px; }
+.pml-lc .slider { display: inline-flex; flex-direction: column; flex: 1 1 240px; min-width: 160px; }
+.pml-lc .slider input { width: 100%; margin: 0; }
+.pml-lc .slider canvas { width: 100%; height: 6px; }
+.pml-lc .where { font-variant-numeric: tabular-nums; color: #333; min-width: 14em; }
+.pml-lc .xh { position: absolute; left: 0; top: 0; pointer-events: none; display: none; }
+.pml-lc .xh div { position: absolute; background: #ffd400; opacity: .8; }
 `;
 
 const TRASH_ICON =
@@ -691,6 +830,22 @@ export const stats = { frames: [], wireBytes: [], roundTrips: [] };
  * @prop {Map<number, number>} pending send times of the masks not yet acked, by seq
  * @prop {Promise<unknown>} outbox the messages in order
  * @prop {(() => void)[]} disposers
+ * @prop {number} aspect height of a pixel over its width on screen (a volume's row_mm / col_mm)
+ * @prop {VolumeState | null} volume volume mode's state (null for a 2-D image)
+ */
+
+/**
+ * @typedef VolumeState
+ * @prop {Record<string, PlaneInfo>} planes
+ * @prop {string} plane the plane shown
+ * @prop {number} index the slice shown
+ * @prop {number[]} at the crosshair (z, y, x)
+ * @prop {SliceCache} cache slices received, by "plane:index"
+ * @prop {Map<string, UndoStack>} histories undo per slice
+ * @prop {Map<string, number>} asked slices requested and not yet here, with the edit count then
+ * @prop {string | null} waiting the slice to show when it arrives
+ * @prop {number} edits edits so far (a reply older than an edit of its slice does not replace it)
+ * @prop {number} wheel the wheel's travel not yet turned into slices
  */
 
 /** @type {import("@anywidget/types").Render<Model>} */
@@ -701,7 +856,9 @@ async function render({ model, el }) {
   Object.assign(root, { pmlStats: stats }); // read by the benchmarks
   el.append(style, root);
   const s = await canvasState(model, root);
-  root.append(s.ui.bar1, s.ui.bar2, s.layers.viewport, s.ui.palette, s.ui.actions, s.ui.status, s.ui.errorBox);
+  root.append(s.ui.bar1, s.ui.bar2);
+  if (s.volume) root.append(s.ui.slices.bar);
+  root.append(s.layers.viewport, s.ui.palette, s.ui.actions, s.ui.status, s.ui.errorBox);
   listen(s);
   bindPointer(s);
   bindKeys(s);
@@ -752,12 +909,50 @@ async function canvasState(model, root) {
     pending: new Map(),
     outbox: Promise.resolve(),
     disposers: [],
+    aspect: 1,
+    volume: volumeState(model, meta),
   };
   const s = /** @type {Canvas} */ (data); // complete once it has the toolbar and the layers
   s.ui = toolbar(s);
   s.ui.windowSelect.value = choices.selected;
   s.layers = layers(s);
   return s;
+}
+
+/**
+ * Volume mode's state, or null for a 2-D image. The cache holds at most about the volume's own
+ * bytes (images and labels), so the browser never holds more than twice the volume.
+ * @param {CanvasModel} model
+ * @param {{ width: number, height: number, channels: number, dtype: string }} meta
+ * @returns {VolumeState | null}
+ */
+function volumeState(model, meta) {
+  const planes = model.get("planes") || {};
+  if (!planes.axial) return null;
+  const bytesPerVoxel = ({ uint8: 1, uint16: 2, int16: 2, float32: 4 })[meta.dtype] || 4;
+  const a = planes.axial;
+  const plane = model.get("plane");
+  const index = model.get("slice_index");
+  return {
+    planes,
+    plane,
+    index,
+    at: [...model.get("crosshair")],
+    cache: new SliceCache(a.depth * a.height * a.width * (bytesPerVoxel + 1)),
+    histories: new Map(),
+    asked: new Map(),
+    waiting: sliceKey(plane, index), // the first slice's label comes with Python's answer to "ready"
+    edits: 0,
+    wheel: 0,
+  };
+}
+
+/**
+ * @param {string} plane
+ * @param {number} index
+ */
+function sliceKey(plane, index) {
+  return `${plane}:${index}`;
 }
 
 /** @param {Canvas} s */
@@ -769,16 +964,21 @@ function firstPaint(s) {
   setTool(s, s.segmentation ? s.tool : "pan");
   ui.status.textContent = model.get("status");
   ui.errorBox.textContent = model.get("error");
+  if (s.volume) {
+    const info = s.volume.planes[s.volume.plane];
+    resize(s, s.W, s.H, info.row_mm / info.col_mm);
+    updateSliceBar(s);
+  }
   refreshButtons(s);
   let fitted = false;
-  const resize = new ResizeObserver(() => {
+  const observer = new ResizeObserver(() => {
     if (!fitted && s.layers.viewport.clientWidth) {
       fitted = true; // fit once the viewport has a size; later resizes keep the user's zoom
       fit(s);
     }
   });
-  resize.observe(s.layers.viewport);
-  s.disposers.push(() => resize.disconnect());
+  observer.observe(s.layers.viewport);
+  s.disposers.push(() => observer.disconnect());
 }
 
 // -- toolbar: buttons, class boxes, palette ------------------------------------------------
@@ -833,6 +1033,8 @@ function toolbar(s) {
     bar1.append(tool("pan", "✥ Pan", "Pan (H, or hold Space)"));
   }
   bar1.append(tool("window", "◐ W/L", "Window / level: drag (W)"), windowSelect, zoomIn, zoomOut, zoomFit);
+  if (s.volume) bar1.append(tool("crosshair", "✛ Crosshair", "Crosshair: click to link the planes (C)"));
+  const slices = sliceBar(s);
   const bar2 = h("div", { class: "bar" });
   if (segmentation) {
     bar2.append(h("label", { title: "Overlay opacity" }, "Opacity", opacityInput), h("label", {}, predictionBox, "Show prediction"), fromPrediction);
@@ -841,8 +1043,34 @@ function toolbar(s) {
   // prettier-ignore
   return {
     toolButtons, sizeInput, sizeLabel, opacityInput, preserveBox, predictionBox, windowSelect, undoButton, redoButton,
-    fromPrediction, saveButton, submitButton, deleteButton, status, errorBox, palette, bar1, bar2, actions,
+    fromPrediction, saveButton, submitButton, deleteButton, status, errorBox, palette, bar1, bar2, actions, slices,
   };
+}
+
+/**
+ * Volume mode's slice bar: the planes, a slider with ticks at labeled slices, where the slice is,
+ * copy the previous slice, interpolate, and undo of those.
+ * @param {Canvas} s
+ */
+function sliceBar(s) {
+  const bar = h("div", { class: "slices" });
+  const vol = s.volume;
+  /** @type {Record<string, HTMLButtonElement>} */
+  const planeButtons = {};
+  const slider = h("input", { type: "range", min: "0", max: "0", value: "0", title: "Slice (wheel, PageUp / PageDown)", "aria-label": "Slice" });
+  const ticks = h("canvas", { height: "6", width: "400" });
+  const where = h("span", { class: "where" });
+  const copyButton = h("button", { title: "Copy the label of the previous slice onto this one (undoable)", onclick: () => operation(s, "copy_previous") }, "Copy previous slice");
+  const interpolateButton = h("button", { title: "Fill the slices between labeled slices of this plane (undoable)", onclick: () => operation(s, "interpolate") }, "Interpolate");
+  const undoOperation = h("button", { title: "Undo the last copy or interpolation", onclick: () => operation(s, "undo_operation") }, "Undo");
+  if (!vol) return { bar, planeButtons, slider, ticks, where, copyButton, interpolateButton, undoOperation };
+  for (const name of ["axial", "coronal", "sagittal"]) {
+    if (!vol.planes[name]) continue;
+    planeButtons[name] = h("button", { "aria-pressed": "false", title: `Show the ${name} plane`, onclick: () => showPlane(s, name) }, name[0].toUpperCase() + name.slice(1));
+  }
+  slider.addEventListener("input", () => goTo(s, vol.plane, Number(slider.value)));
+  bar.append(...Object.values(planeButtons), h("span", { class: "slider" }, slider, ticks), where, copyButton, interpolateButton, undoOperation);
+  return { bar, planeButtons, slider, ticks, where, copyButton, interpolateButton, undoOperation };
 }
 
 /**
@@ -908,6 +1136,12 @@ function refreshButtons(s) {
   const bound = model.get("bound");
   ui.saveButton.style.display = ui.deleteButton.style.display = bound ? "" : "none";
   ui.saveButton.disabled = ui.submitButton.disabled = ui.deleteButton.disabled = busy;
+  if (s.volume) {
+    const operation = model.get("last_operation");
+    ui.slices.undoOperation.disabled = !operation;
+    ui.slices.undoOperation.textContent = operation ? `Undo ${operation}` : "Undo";
+    ui.slices.copyButton.disabled = s.volume.index === 0;
+  }
 }
 
 /**
@@ -950,7 +1184,10 @@ function layers(s) {
   const imageCanvas = h("canvas", { class: "image", width: String(W), height: String(H) });
   const predCanvas = h("canvas", { class: "prediction", width: String(W), height: String(H) });
   const labelCanvas = h("canvas", { class: "labels", width: String(W), height: String(H) });
-  const stage = h("div", { class: "stage" }, imageCanvas, predCanvas, labelCanvas);
+  const crossRow = h("div", {});
+  const crossCol = h("div", {});
+  const cross = h("div", { class: "xh" }, crossRow, crossCol);
+  const stage = h("div", { class: "stage" }, imageCanvas, predCanvas, labelCanvas, cross);
   const cursor = h("div", { class: "cursor" });
   const viewport = h("div", { class: "view" }, stage, cursor);
   const imageCtx = /** @type {CanvasRenderingContext2D} */ (imageCanvas.getContext("2d"));
@@ -959,7 +1196,37 @@ function layers(s) {
   const imageData = imageCtx.createImageData(W, H);
   const labelData = labelCtx.createImageData(W, H);
   const labels32 = new Uint32Array(labelData.data.buffer);
-  return { stage, cursor, viewport, imageCtx, labelCtx, predCtx, imageData, labelData, labels32 };
+  const canvases = [imageCanvas, predCanvas, labelCanvas];
+  return { stage, cursor, viewport, imageCtx, labelCtx, predCtx, imageData, labelData, labels32, canvases, cross, crossRow, crossCol };
+}
+
+/**
+ * Give the canvases a new image size (a volume's planes differ) and a pixel aspect; the maps start empty.
+ * @param {Canvas} s
+ * @param {number} W
+ * @param {number} H
+ * @param {number} aspect
+ */
+function resize(s, W, H, aspect) {
+  const L = s.layers;
+  if (W !== s.W || H !== s.H) {
+    s.W = W;
+    s.H = H;
+    s.map = new Uint8Array(W * H);
+    s.before = new Uint8Array(W * H);
+    for (const c of L.canvases) {
+      c.width = W;
+      c.height = H;
+    }
+    L.imageData = L.imageCtx.createImageData(W, H);
+    L.labelData = L.labelCtx.createImageData(W, H);
+    L.labels32 = new Uint32Array(L.labelData.data.buffer);
+  }
+  s.aspect = aspect > 0 && Number.isFinite(aspect) ? aspect : 1;
+  for (const c of L.canvases) {
+    c.style.width = `${W}px`;
+    c.style.height = `${H * s.aspect}px`;
+  }
 }
 
 /** @param {Canvas} s */
@@ -1022,12 +1289,13 @@ function applyView(s) {
   stage.style.transform = `translate(${s.view.tx}px, ${s.view.ty}px) scale(${s.view.scale})`;
   stage.classList.toggle("pixelated", s.view.scale >= 2);
   updateCursor(s);
+  drawCrosshair(s);
 }
 
 /** @param {Canvas} s */
 function fit(s) {
   const { viewport } = s.layers;
-  s.view = fitView(s.W, s.H, viewport.clientWidth || 600, viewport.clientHeight || 520);
+  s.view = fitView(s.W, s.H * s.aspect, viewport.clientWidth || 600, viewport.clientHeight || 520);
   applyView(s);
 }
 
@@ -1051,9 +1319,11 @@ function updateCursor(s) {
   cursor.style.display = show ? "block" : "none";
   if (!show || !s.pointer) return;
   const d = s.model.get("brush_size") * s.view.scale;
-  cursor.style.width = cursor.style.height = `${d}px`;
+  const dy = d * s.aspect;
+  cursor.style.width = `${d}px`;
+  cursor.style.height = `${dy}px`;
   cursor.style.left = `${s.pointer.x - d / 2}px`;
-  cursor.style.top = `${s.pointer.y - d / 2}px`;
+  cursor.style.top = `${s.pointer.y - dy / 2}px`;
 }
 
 // -- tools: marker, eraser, fill, undo, pointer and keys ------------------------------------
@@ -1069,7 +1339,7 @@ function setTool(s, name) {
   model.set("tool", name);
   model.save_changes();
   for (const [k, b] of Object.entries(ui.toolButtons)) b.setAttribute("aria-pressed", String(k === name));
-  s.layers.viewport.style.cursor = name === "pan" ? "grab" : name === "window" ? "ns-resize" : name === "fill" ? "cell" : "none";
+  s.layers.viewport.style.cursor = name === "pan" ? "grab" : name === "window" ? "ns-resize" : name === "fill" ? "cell" : name === "crosshair" ? "crosshair" : "none";
   updateCursor(s);
 }
 
@@ -1098,8 +1368,21 @@ function beginEdit(s) {
  * @param {string} reason
  */
 function endEdit(s, box, reason) {
-  if (s.history.record(s.before, s.map, s.W, box)) sendMask(s, reason, box);
+  if (s.history.record(s.before, s.map, s.W, box)) {
+    sendMask(s, reason, box);
+    edited(s);
+  }
   refreshButtons(s);
+}
+
+/**
+ * After an edit of the shown slice: the other planes' labels in the cache are out of date.
+ * @param {Canvas} s
+ */
+function edited(s) {
+  if (!s.volume) return;
+  s.volume.edits += 1;
+  s.volume.cache.dropLabels(s.volume.plane);
 }
 
 /**
@@ -1128,6 +1411,7 @@ function undo(s) {
   if (box) {
     invalidate(s, box);
     sendMask(s, "undo", box);
+    edited(s);
   }
   refreshButtons(s);
 }
@@ -1138,6 +1422,7 @@ function redo(s) {
   if (box) {
     invalidate(s, box);
     sendMask(s, "redo", box);
+    edited(s);
   }
   refreshButtons(s);
 }
@@ -1157,6 +1442,17 @@ function startFromPrediction(s) {
   s.map.set(s.prediction);
   invalidate(s, whole(s));
   endEdit(s, whole(s), "prediction");
+}
+
+/**
+ * A viewport point in image pixels (a volume's planes may have pixels taller than wide).
+ * @param {Canvas} s
+ * @param {Point} p
+ * @returns {Point}
+ */
+function imagePoint(s, p) {
+  const q = toImage(s.view, p.x, p.y);
+  return { x: q.x, y: q.y / s.aspect };
 }
 
 /**
@@ -1188,14 +1484,16 @@ function pointerDown(s, e) {
     viewport.style.cursor = "grabbing";
   } else if (mode === "window") {
     s.drag = { kind: "window", x: p.x, y: p.y, win: { ...s.windowState } };
+  } else if (s.volume && mode === "crosshair") {
+    setCrosshair(s, imagePoint(s, p));
   } else if (s.segmentation && mode === "fill") {
-    const q = toImage(s.view, p.x, p.y);
+    const q = imagePoint(s, p);
     beginEdit(s);
     const box = floodFill(s.map, s.W, s.H, q.x, q.y, model.get("active_class"));
     invalidate(s, box);
     endEdit(s, box, "fill");
   } else if (s.segmentation && (mode === "brush" || mode === "eraser") && e.button === 0) {
-    const q = toImage(s.view, p.x, p.y);
+    const q = imagePoint(s, p);
     beginEdit(s);
     s.stroke = { last: q, box: emptyBox() };
     paintTo(s, q);
@@ -1214,8 +1512,7 @@ function pointerMove(s, e) {
   const drag = s.drag;
   if (s.stroke) {
     for (const ev of events.length ? events : [e]) {
-      const q = local(s, ev);
-      paintTo(s, toImage(s.view, q.x, q.y));
+      paintTo(s, imagePoint(s, local(s, ev)));
     }
   } else if (drag && drag.kind === "pan") {
     s.view = { ...drag.view, tx: drag.view.tx + pointer.x - drag.x, ty: drag.view.ty + pointer.y - drag.y };
@@ -1264,9 +1561,13 @@ function bindPointer(s) {
   viewport.addEventListener(
     "wheel",
     (e) => {
-      const p = local(s, e);
-      s.view = zoomAt(s.view, Math.exp(-e.deltaY * 0.0015), p.x, p.y);
-      applyView(s);
+      if (s.volume && !(e.ctrlKey || e.metaKey)) {
+        scrollSlices(s, e.deltaY); // volumes: the wheel moves through the slices, Ctrl+wheel zooms
+      } else {
+        const p = local(s, e);
+        s.view = zoomAt(s.view, Math.exp(-e.deltaY * 0.0015), p.x, p.y);
+        applyView(s);
+      }
       e.preventDefault();
     },
     { passive: false },
@@ -1301,6 +1602,9 @@ function keyDown(s, e) {
   else if (key === "f") setTool(s, "fill");
   else if (key === "h") setTool(s, "pan");
   else if (key === "w") setTool(s, "window");
+  else if (s.volume && (key === "PageDown" || key === "ArrowDown")) goTo(s, s.volume.plane, target(s.volume) + 1);
+  else if (s.volume && (key === "PageUp" || key === "ArrowUp")) goTo(s, s.volume.plane, target(s.volume) - 1);
+  else if (s.volume && key === "c") setTool(s, "crosshair");
   else if (key === "+" || key === "=") zoomCenter(s, 1.25);
   else if (key === "-") zoomCenter(s, 0.8);
   else if (key === "0") fit(s);
@@ -1321,6 +1625,240 @@ function bindKeys(s) {
       e.stopPropagation();
     }
   });
+}
+
+// -- volumes: slices on demand, planes, the crosshair -----------------------------------------
+
+/**
+ * Show slice `index` of `plane`: at once when the browser has it, else when it arrives; then
+ * fetch its neighbours, so the next slices are there before they are asked for.
+ * @param {Canvas} s
+ * @param {string} plane
+ * @param {number} index
+ */
+function goTo(s, plane, index) {
+  const vol = s.volume;
+  if (!vol || !vol.planes[plane]) return;
+  const info = vol.planes[plane];
+  index = Math.max(0, Math.min(info.depth - 1, Math.round(index)));
+  if (plane === vol.plane && index === vol.index && !vol.waiting) return;
+  const { model } = s;
+  model.set("plane", plane);
+  model.set("slice_index", index);
+  model.save_changes();
+  vol.at[info.axis] = index;
+  const key = sliceKey(plane, index);
+  const entry = vol.cache.get(key);
+  if (entry && entry.label) {
+    vol.waiting = null;
+    showSlice(s, plane, index, entry);
+  } else {
+    vol.waiting = key;
+    request(s, plane, index, false);
+    updateSliceBar(s);
+  }
+  for (const i of prefetchOrder(index, info.depth)) {
+    const near = vol.cache.entries.get(sliceKey(plane, i));
+    if (!near || !near.label) request(s, plane, i, true);
+  }
+}
+
+/**
+ * Switch to `plane` at the slice through the crosshair.
+ * @param {Canvas} s
+ * @param {string} plane
+ */
+function showPlane(s, plane) {
+  const vol = s.volume;
+  if (!vol || !vol.planes[plane]) return;
+  goTo(s, plane, pixelOf(vol.planes[plane], vol.at).index);
+}
+
+/**
+ * Move `delta` wheel units through the slices (a notch of a mouse wheel is one slice).
+ * @param {Canvas} s
+ * @param {number} delta
+ */
+function scrollSlices(s, delta) {
+  const vol = s.volume;
+  if (!vol) return;
+  vol.wheel += delta;
+  const steps = Math.trunc(vol.wheel / 100) || (Math.abs(vol.wheel) >= 40 ? Math.sign(vol.wheel) : 0);
+  if (!steps) return;
+  vol.wheel = 0;
+  goTo(s, vol.plane, target(vol) + steps);
+}
+
+/**
+ * The slice being shown, or on its way (keys and the wheel count from there).
+ * @param {VolumeState} vol
+ */
+function target(vol) {
+  return vol.waiting ? Number(vol.waiting.split(":")[1]) : vol.index;
+}
+
+/**
+ * Ask Python for a slice (in order after the strokes before it, so its label has them).
+ * @param {Canvas} s
+ * @param {string} plane
+ * @param {number} index
+ * @param {boolean} prefetch
+ */
+function request(s, plane, index, prefetch) {
+  const vol = /** @type {VolumeState} */ (s.volume);
+  const key = sliceKey(plane, index);
+  if (vol.asked.has(key)) return;
+  vol.asked.set(key, vol.edits);
+  enqueue(s, async () => s.model.send({ kind: "plane", plane, index, prefetch }));
+}
+
+/**
+ * A slice from Python: into the cache, and on screen if it is the one shown or awaited.
+ * @param {Canvas} s
+ * @param {{ plane: string, index: number, seq: number | null, reset_history: boolean, width: number, height: number, channels: number, dtype: string }} msg
+ * @param {DataView[]} buffers
+ */
+async function receiveSlice(s, msg, buffers) {
+  const vol = /** @type {VolumeState} */ (s.volume);
+  const key = sliceKey(msg.plane, msg.index);
+  const meta = { width: msg.width, height: msg.height, channels: msg.channels, dtype: msg.dtype };
+  const values = imageValues(await inflate(toUint8(buffers[0])), meta.dtype);
+  const label = (await decodeMask(toUint8(buffers[1]))).map;
+  const prediction = buffers.length > 2 ? (await decodeMask(toUint8(buffers[2]))).map : null;
+  const askedAt = vol.asked.get(key);
+  vol.asked.delete(key);
+  const pushed = msg.seq === null || msg.seq === undefined || msg.reset_history; // Python's own news: it is the truth
+  const current = key === sliceKey(vol.plane, vol.index);
+  const shown = current && !vol.waiting;
+  if (msg.reset_history) vol.histories.clear();
+  // Edited since it was asked for: the shown slice on screen is newer, and another plane's label
+  // may lack the edit (a slice of the shown plane is untouched by edits of the shown slice).
+  if (!pushed && askedAt !== undefined && askedAt !== vol.edits && (current || msg.plane !== vol.plane)) {
+    if (shown) return;
+    vol.cache.set(key, { values, meta, label: null, prediction });
+    if (vol.waiting === key) request(s, msg.plane, msg.index, false); // asked again, after the edit
+    return;
+  }
+  vol.cache.set(key, { values, meta, label, prediction });
+  if (vol.waiting === key || shown || (msg.reset_history && key === sliceKey(vol.plane, vol.index))) {
+    vol.waiting = null;
+    showSlice(s, msg.plane, msg.index, /** @type {Slice} */ (vol.cache.get(key)));
+  }
+}
+
+/**
+ * Put a slice on screen: its image, label and prediction, its own undo history.
+ * @param {Canvas} s
+ * @param {string} plane
+ * @param {number} index
+ * @param {Slice} entry
+ */
+function showSlice(s, plane, index, entry) {
+  const vol = /** @type {VolumeState} */ (s.volume);
+  const current = vol.cache.entries.get(sliceKey(vol.plane, vol.index));
+  if (current && current.label && current.label.length === s.map.length) current.label = s.map.slice(); // keep edits
+  const info = vol.planes[plane];
+  const newPlane = plane !== vol.plane || entry.meta.width !== s.W || entry.meta.height !== s.H;
+  vol.plane = plane;
+  vol.index = index;
+  vol.at[info.axis] = index;
+  resize(s, entry.meta.width, entry.meta.height, info.row_mm / info.col_mm);
+  s.values = entry.values;
+  s.channels = entry.meta.channels;
+  if (entry.label) s.map.set(entry.label);
+  s.prediction = entry.prediction;
+  const key = sliceKey(plane, index);
+  if (!vol.histories.has(key)) vol.histories.set(key, new UndoStack(50));
+  s.history = /** @type {UndoStack} */ (vol.histories.get(key));
+  drawImage(s);
+  invalidate(s, whole(s));
+  drawPrediction(s);
+  if (newPlane) fit(s);
+  updateSliceBar(s);
+  drawCrosshair(s);
+  refreshButtons(s);
+}
+
+/**
+ * The slice bar: plane buttons, the slider and where the slice lies.
+ * @param {Canvas} s
+ */
+function updateSliceBar(s) {
+  const vol = s.volume;
+  if (!vol) return;
+  const { slices } = s.ui;
+  const info = vol.planes[vol.plane];
+  const shown = target(vol);
+  for (const [name, button] of Object.entries(slices.planeButtons)) button.setAttribute("aria-pressed", String(name === vol.plane));
+  slices.slider.max = String(info.depth - 1);
+  slices.slider.value = String(shown);
+  const mm = info.origin_mm + shown * info.step_mm;
+  const side = { axial: ["S", "I"], coronal: ["A", "P"], sagittal: ["R", "L"] }[vol.plane] || ["", ""];
+  slices.where.textContent = `Slice ${shown + 1} / ${info.depth} · ${mm >= 0 ? side[0] : side[1]} ${Math.abs(mm).toFixed(1)} mm${vol.waiting ? " · loading" : ""}`;
+  drawTicks(s);
+}
+
+/**
+ * Ticks under the slider at the slices that hold a class other than the background.
+ * @param {Canvas} s
+ */
+function drawTicks(s) {
+  const vol = s.volume;
+  if (!vol) return;
+  const canvas = s.ui.slices.ticks;
+  const width = canvas.clientWidth || 400;
+  if (canvas.width !== width) canvas.width = width;
+  const ctx = canvas.getContext("2d");
+  if (!ctx) return;
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  ctx.fillStyle = "#1a73e8";
+  const depth = vol.planes[vol.plane].depth;
+  for (const i of s.model.get("labeled_slices")) {
+    const x = depth > 1 ? (i / (depth - 1)) * (canvas.width - 2) : 0;
+    ctx.fillRect(Math.round(x), 0, 2, canvas.height);
+  }
+}
+
+/**
+ * The crosshair: the two other planes' slices through the shown one, as lines.
+ * @param {Canvas} s
+ */
+function drawCrosshair(s) {
+  const vol = s.volume;
+  const { cross, crossRow, crossCol } = s.layers;
+  if (!vol) return;
+  const p = pixelOf(vol.planes[vol.plane], vol.at);
+  const thick = 1 / s.view.scale;
+  cross.style.display = "block";
+  Object.assign(crossRow.style, { left: "0px", width: `${s.W}px`, top: `${(p.y + 0.5) * s.aspect - thick / 2}px`, height: `${thick}px` });
+  Object.assign(crossCol.style, { top: "0px", height: `${s.H * s.aspect}px`, left: `${p.x + 0.5 - thick / 2}px`, width: `${thick}px` });
+}
+
+/**
+ * Move the crosshair to an image point of the shown slice (the other planes follow it).
+ * @param {Canvas} s
+ * @param {Point} q
+ */
+function setCrosshair(s, q) {
+  const vol = /** @type {VolumeState} */ (s.volume);
+  const x = Math.max(0, Math.min(s.W - 1, Math.floor(q.x)));
+  const y = Math.max(0, Math.min(s.H - 1, Math.floor(q.y)));
+  vol.at = voxelOf(vol.planes[vol.plane], vol.index, x, y);
+  s.model.set("crosshair", [...vol.at]);
+  s.model.save_changes();
+  drawCrosshair(s);
+}
+
+/**
+ * Copy the previous slice, interpolate, or undo one of those: done in Python, which sends the slices back.
+ * @param {Canvas} s
+ * @param {"copy_previous" | "interpolate" | "undo_operation"} kind
+ */
+function operation(s, kind) {
+  const vol = s.volume;
+  if (!vol) return;
+  const { plane, index } = vol;
+  enqueue(s, async () => s.model.send({ kind, plane, index }));
 }
 
 // -- wire: the queue of mask messages, acks, trait listeners --------------------------------
@@ -1348,8 +1886,9 @@ function sendMask(s, reason, box = null) {
   const { W, H } = s;
   const mySeq = ++s.seq;
   const t0 = performance.now();
-  /** @type {{ kind: "mask", seq: number, reason: string, region?: number[] }} */
+  /** @type {{ kind: "mask", seq: number, reason: string, region?: number[], plane?: string, index?: number }} */
   const content = { kind: "mask", seq: mySeq, reason };
+  if (s.volume) Object.assign(content, { plane: s.volume.plane, index: s.volume.index }); // the slice it belongs to
   let bytes; // a copy of the state at this edit, whatever comes next
   let rows = H;
   let cols = W;
@@ -1383,7 +1922,7 @@ function save(s, kind) {
   /** @type {{ kind: string, seq: number, value?: number[] }} */
   const content = { kind, seq: ++s.seq };
   if (!s.segmentation) content.value = model.get("value");
-  const bytes = s.segmentation && kind !== "delete" ? s.map.slice() : null;
+  const bytes = s.segmentation && kind !== "delete" && !s.volume ? s.map.slice() : null; // a volume's is current in Python
   return enqueue(s, async () => {
     const buffers = bytes ? [/** @type {ArrayBuffer} */ ((await encodeMask(bytes, s.H, s.W)).buffer)] : [];
     model.send(content, undefined, buffers);
@@ -1393,11 +1932,20 @@ function save(s, kind) {
 /**
  * Python's messages: an ack of a mask, or a mask (the label or the prediction).
  * @param {Canvas} s
- * @param {{ kind: string, seq?: number, target?: string, reset_history?: boolean }} msg
+ * @param {{ kind: string, seq?: number, target?: string, reset_history?: boolean, plane?: string, index?: number }} msg
  * @param {DataView[]} buffers
  */
 function onMessage(s, msg, buffers) {
-  if (msg.kind === "ack") {
+  if (s.volume && msg.kind === "plane") {
+    receiveSlice(s, /** @type {any} */ (msg), buffers);
+  } else if (s.volume && msg.kind === "labels_changed") {
+    s.volume.cache.dropLabels(); // Python changed many slices; it sends the shown one next
+    s.volume.histories.clear();
+    s.history = new UndoStack(50);
+    refreshButtons(s);
+  } else if (s.volume && msg.kind === "go") {
+    goTo(s, /** @type {string} */ (msg.plane), /** @type {number} */ (msg.index));
+  } else if (msg.kind === "ack") {
     const t0 = s.pending.get(/** @type {number} */ (msg.seq));
     if (t0 !== undefined) {
       stats.roundTrips.push(performance.now() - t0);
@@ -1466,6 +2014,13 @@ function followTraits(s) {
     "change:error": () => (ui.errorBox.textContent = model.get("error")),
     "change:brush_size": () => setBrushSize(s, model.get("brush_size")),
     "change:tool": () => model.get("tool") !== s.tool && setTool(s, model.get("tool")),
+    "change:labeled_slices": () => drawTicks(s),
+    "change:last_operation": () => refreshButtons(s),
+    "change:crosshair": () => {
+      if (!s.volume) return;
+      s.volume.at = [...model.get("crosshair")];
+      drawCrosshair(s);
+    },
   };
   for (const [event, fn] of Object.entries(onChange)) {
     model.on(event, fn);

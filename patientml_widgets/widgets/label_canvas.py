@@ -9,6 +9,12 @@ Standalone (no project)::
 Bound to a project example (``LabelCanvas.for_example(project, example)``): it loads the
 image, the current label and the deployed model's prediction; every stroke end saves a
 draft, Submit confirms, Delete removes the label - all through the project (audited).
+
+A volume (a (Z, Y, X) array with ``spacing=`` or ``affine=``, or a volume example) opens in
+volume mode: one slice at a time of the axial, coronal or sagittal plane, a slider, a
+crosshair linking the planes, "copy the previous slice" and "interpolate between labeled
+slices"; ``mask`` is then the whole (Z, Y, X) label map. Slices travel to the browser when it
+asks for them (it prefetches around the current one); strokes still send only their region.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import traitlets as t
 
 from .. import imaging
 from ..errors import PatientMLError, ValidationError
+from ..imaging import planes as planes_of
+from ..imaging.interpolate import interpolate_slices
 from ..project import Project
 from ..records import PALETTE, ClassInfo, Example, Model, is_color
 from .base import STATIC, InvalidTrait, run_callbacks
@@ -33,7 +41,7 @@ from .base import STATIC, InvalidTrait, run_callbacks
 __all__ = ["LabelCanvas"]
 
 log = logging.getLogger(__name__)
-TOOLS = ("brush", "eraser", "fill", "pan", "window")
+TOOLS = ("brush", "eraser", "fill", "pan", "window", "crosshair")
 
 
 class LabelCanvas(anywidget.AnyWidget):
@@ -66,6 +74,16 @@ class LabelCanvas(anywidget.AnyWidget):
     bound = t.Bool(False).tag(sync=True)
     _image = t.Bytes().tag(sync=True)
     _image_meta = t.Dict().tag(sync=True)
+    #: volume mode: each plane's layout and size (empty for a 2-D image), the plane and slice
+    #: shown, the crosshair (z, y, x) that links the planes, and the slices of the shown plane
+    #: that hold a class other than the background (ticks on the slider)
+    planes = t.Dict().tag(sync=True)
+    plane = t.Unicode("axial").tag(sync=True)
+    slice_index = t.Int(0).tag(sync=True)
+    crosshair = t.List(t.Int()).tag(sync=True)
+    labeled_slices = t.List(t.Int()).tag(sync=True)
+    #: the last volume operation that "Undo" of the slice bar reverts ("" when none)
+    last_operation = t.Unicode("").tag(sync=True)
 
     def __init__(
         self,
@@ -81,10 +99,17 @@ class LabelCanvas(anywidget.AnyWidget):
         window: dict[str, float] | None = None,
         window_presets: str | Sequence[dict[str, Any]] | None = None,
         invert: bool = False,
+        spacing: Sequence[float] | None = None,
+        affine: Any = None,
     ) -> None:
         if mode not in ("segmentation", "classification"):
             raise ValidationError(f"mode is 'segmentation' or 'classification', not {mode!r}")
-        array = imaging.read_image(image)
+        volume = None
+        if _is_volume(image, spacing, affine):
+            volume = imaging.volume_from_array(image, spacing=spacing, affine=affine)
+            if mode != "segmentation":
+                raise ValidationError("a volume opens for segmentation; classify it with project.submit_label")
+        array = imaging.read_image(image) if volume is None else volume.array[len(volume.array) // 2]
         class_list = _class_dicts(classes)
         if mode == "segmentation" and len(class_list) < 2:
             raise ValidationError("segmentation needs at least two classes (the first is the background)")
@@ -105,12 +130,17 @@ class LabelCanvas(anywidget.AnyWidget):
                 "dtype": str(array.dtype),
             },
         )
-        self._shape = (int(array.shape[0]), int(array.shape[1]))
+        self._volume: _Volume | None = None
+        self._shape: tuple[int, ...] = (int(array.shape[0]), int(array.shape[1]))
+        if volume is not None:
+            self._volume = _Volume(volume.array, volume.affine)
+            self._shape = tuple(int(v) for v in volume.array.shape)
         self._mask = np.zeros(self._shape, np.uint8)
         self._prediction: np.ndarray | None = None
         self._submit_callbacks = w.CallbackDispatcher()
         self._project: Project | None = None
         self._example_id: str | None = None
+        self._unsaved = False
         if mask is not None:
             self._mask = self._check_mask(mask)
         if prediction is not None:
@@ -119,13 +149,34 @@ class LabelCanvas(anywidget.AnyWidget):
             self.value = self._class_indices(value)
         if prediction_scores:
             self.prediction_scores = {str(self._class_indices([k])[0]): float(v) for k, v in prediction_scores.items()}
+        if self._volume is not None:
+            self._open_volume()
         self.on_msg(self._handle_message)
+
+    def _open_volume(self) -> None:
+        """Volume mode: the planes' layout, and the middle axial slice as the first image."""
+        vol = self._volume
+        assert vol is not None
+        centre = [n // 2 for n in self._shape]
+        axial = vol.planes["axial"]
+        index = planes_of.pixel(axial, (centre[0], centre[1], centre[2]))[0]
+        with self.hold_sync():
+            self.planes = {name: _plane_info(p) for name, p in vol.planes.items()}
+            self.plane, self.slice_index, self.crosshair = "axial", index, centre
+            self._image, self._image_meta = _wire_image(planes_of.take(vol.image, axial, index))
+            self.labeled_slices = self._ticks("axial")
 
     # -- the public state ------------------------------------------------------------------
 
     @property
+    def is_volume(self) -> bool:
+        return self._volume is not None
+
+    @property
     def mask(self) -> np.ndarray:
-        """The current mask (uint8 class indices, the image's shape). Read-only; assign to replace."""
+        """The current mask (uint8 class indices, the image's shape; a volume's is (Z, Y, X)).
+        Read-only; assign to replace.
+        """
         view = self._mask.view()
         view.flags.writeable = False
         return view
@@ -133,7 +184,10 @@ class LabelCanvas(anywidget.AnyWidget):
     @mask.setter
     def mask(self, mask: np.ndarray) -> None:
         self._mask = self._check_mask(mask)
-        self._send_mask(self._mask, target="label")
+        if self._volume is not None:
+            self._labels_changed("")
+        else:
+            self._send_mask(self._mask, target="label")
 
     @property
     def prediction(self) -> np.ndarray | None:
@@ -143,7 +197,10 @@ class LabelCanvas(anywidget.AnyWidget):
     def prediction(self, mask: np.ndarray | None) -> None:
         self._prediction = None if mask is None else self._check_mask(mask)
         if self._prediction is not None:
-            self._send_mask(self._prediction, target="prediction")
+            if self._volume is not None:
+                self._labels_changed(self.last_operation)  # the browser asks for its slices again
+            else:
+                self._send_mask(self._prediction, target="prediction")
 
     def on_submit(self, callback: Callable[[LabelCanvas], Any], remove: bool = False) -> None:
         """Call ``callback(canvas)`` after each Submit (after the project saved it, when bound)."""
@@ -224,6 +281,13 @@ class LabelCanvas(anywidget.AnyWidget):
         source = ex.source
         window = source.get("window") if isinstance(source.get("window"), dict) else None
         kwargs.update(window=window, window_presets=imaging.window_presets(source), invert=bool(source.get("invert")))
+        if ex.is_volume:
+            if model.problem_type != "segmentation":
+                raise ValidationError(
+                    f"example {ex.id} is a volume; a volume is labeled with a mask (a segmentation model), and a "
+                    "classification of it with project.submit_label(example, classes=...)"
+                )
+            kwargs["affine"] = np.asarray(ex.affine, float)
         canvas = cls(project.image(ex), model, **kwargs)
         canvas._project, canvas._example_id = project, ex.id
         canvas.bound = True
@@ -236,14 +300,29 @@ class LabelCanvas(anywidget.AnyWidget):
         kind = content.get("kind") if isinstance(content, dict) else None
         try:
             if kind == "ready":
-                self._send_mask(self._mask, target="label", reset_history=True)
-                if self._prediction is not None:
-                    self._send_mask(self._prediction, target="prediction")
+                if self._volume is not None:
+                    self._send_plane(self.plane, self.slice_index, content.get("seq"), reset_history=True)
+                else:
+                    self._send_mask(self._mask, target="label", reset_history=True)
+                    if self._prediction is not None:
+                        self._send_mask(self._prediction, target="prediction")
             elif kind == "mask":
-                self._receive_mask(buffers, content.get("region"))
+                if self._volume is not None:
+                    self._receive_volume_region(content, buffers)
+                else:
+                    self._receive_mask(buffers, content.get("region"))
                 self.send({"kind": "ack", "seq": content.get("seq")})  # the mask is current
                 if self._project is not None:
-                    self._save("draft")
+                    if self._volume is None:
+                        self._save("draft")
+                    else:
+                        self._unsaved = True  # a volume's draft is saved when the slice changes (below)
+            elif kind == "plane" and self._volume is not None:
+                self._send_plane(_plane_name(content.get("plane")), content.get("index"), content.get("seq"))
+                if self._unsaved and self._project is not None and not content.get("prefetch"):
+                    self._save("draft")  # after the answer: the browser is not kept waiting
+            elif kind in ("copy_previous", "interpolate", "undo_operation") and self._volume is not None:
+                self._volume_operation(kind, content)
             elif kind in ("save", "submit", "delete"):
                 self._action(kind, content, buffers)
             else:
@@ -261,7 +340,8 @@ class LabelCanvas(anywidget.AnyWidget):
         if not buffers:
             raise ValidationError("a mask message carries no mask")
         if region is None:
-            self._mask = self._check_mask(imaging.decode_mask_wire(bytes(buffers[0]), self._shape))
+            shape = (self._shape[0], self._shape[1])  # 2-D: a volume's strokes come by plane and slice
+            self._mask = self._check_mask(imaging.decode_mask_wire(bytes(buffers[0]), shape))
         else:
             if not (isinstance(region, list) and len(region) == 4 and all(isinstance(v, int) for v in region)):
                 raise ValidationError(f"a mask region is [x, y, width, height], not {region!r}")
@@ -279,8 +359,8 @@ class LabelCanvas(anywidget.AnyWidget):
 
     def _action(self, kind: str, content: dict[str, Any], buffers: list) -> None:
         try:
-            if self.mode == "segmentation" and kind != "delete":
-                self._receive_mask(buffers)
+            if self.mode == "segmentation" and kind != "delete" and self._volume is None:
+                self._receive_mask(buffers)  # a volume's map is current in Python already (stroke by stroke)
             if self.mode == "classification" and "value" in content:
                 self.value = self._class_indices(content["value"])
             if self._project is not None:
@@ -301,8 +381,12 @@ class LabelCanvas(anywidget.AnyWidget):
                 project.delete_label(example)
             self._mask = np.zeros(self._shape, np.uint8)
             self.value = []
-            self._send_mask(self._mask, target="label", reset_history=True)
+            if self._volume is not None:
+                self._labels_changed("")
+            else:
+                self._send_mask(self._mask, target="label", reset_history=True)
             self.status = f"Label deleted {clock}"
+            self._unsaved = False
             return
         data = {"mask": self._mask} if self.mode == "segmentation" else {"classes": list(self.value)}
         if status == "draft":
@@ -311,6 +395,7 @@ class LabelCanvas(anywidget.AnyWidget):
         else:
             label = project.submit_label(example, **data)
             self.status = f"Submitted {clock} (version {label.version})"
+        self._unsaved = False
         self.error = ""
 
     def _run_callbacks(self) -> None:
@@ -321,6 +406,138 @@ class LabelCanvas(anywidget.AnyWidget):
 
     def _send_mask(self, mask: np.ndarray, *, target: str, reset_history: bool = False) -> None:
         self.send({"kind": "mask", "target": target, "reset_history": reset_history}, [imaging.encode_mask_wire(mask)])
+
+    # -- volumes: planes on request, strokes into the volume, operations ----------------------
+
+    def go_to(self, plane: str, index: int) -> None:
+        """Show slice ``index`` of ``plane`` ("axial", "coronal" or "sagittal") - as the slider does."""
+        vol = self._require_volume()
+        layout = vol.planes[_plane_name(plane)]
+        index = _slice_number(index, layout)
+        with self.hold_sync():
+            self.plane, self.slice_index = layout.name, index
+            self._image, self._image_meta = _wire_image(planes_of.take(vol.image, layout, index))
+            self.labeled_slices = self._ticks(layout.name)
+        self.send({"kind": "go", "plane": layout.name, "index": index})
+
+    @t.observe("plane", "slice_index")
+    def _followed(self, change) -> None:
+        """The browser moved (slider, wheel, keys, plane buttons): the crosshair and the ticks follow.
+
+        A new plane shows the slice through the crosshair; a new slice moves the crosshair along it.
+        """
+        if self._volume is None or self.plane not in self._volume.planes:
+            return
+        layout = self._volume.planes[self.plane]
+        at = list(self.crosshair or [0, 0, 0])
+        if change["name"] == "plane":
+            self.labeled_slices = self._ticks(self.plane)
+            self.slice_index = at[layout.axis]
+        elif 0 <= self.slice_index < layout.depth and at[layout.axis] != self.slice_index:
+            at[layout.axis] = self.slice_index
+            self.crosshair = at
+
+    def _require_volume(self) -> _Volume:
+        if self._volume is None:
+            raise ValidationError("this canvas shows a 2-D image, not a volume")
+        return self._volume
+
+    def _send_plane(self, plane: str, index: Any, seq: Any, *, reset_history: bool = False) -> None:
+        """One slice of one plane: its image, label and prediction, for the browser's cache."""
+        vol = self._require_volume()
+        layout = vol.planes[plane]
+        index = _slice_number(index, layout)
+        data, meta = _wire_image(planes_of.take(vol.image, layout, index))
+        buffers = [data, imaging.encode_mask_wire(planes_of.take(self._mask, layout, index))]
+        if self._prediction is not None:
+            buffers.append(imaging.encode_mask_wire(planes_of.take(self._prediction, layout, index)))
+        head = {"kind": "plane", "plane": plane, "index": index, "seq": seq, "reset_history": reset_history, **meta}
+        self.send(head, buffers)
+
+    def _receive_volume_region(self, content: dict[str, Any], buffers: list) -> None:
+        """A stroke's region of one slice of one plane, written into the (Z, Y, X) map."""
+        vol = self._require_volume()
+        if not buffers:
+            raise ValidationError("a mask message carries no mask")
+        layout = vol.planes[_plane_name(content.get("plane"))]
+        index = _slice_number(content.get("index"), layout)
+        region = content.get("region")
+        if region is None:
+            region = [0, 0, layout.width, layout.height]
+        if not (isinstance(region, list) and len(region) == 4 and all(type(v) is int for v in region)):
+            raise ValidationError(f"a mask region is [x, y, width, height], not {region!r}")
+        x, y, width, height = region
+        if x < 0 or y < 0 or width < 1 or height < 1 or x + width > layout.width or y + height > layout.height:
+            raise ValidationError(
+                f"the mask region {region} lies outside the {layout.width} x {layout.height} {layout.name} slice"
+            )
+        patch = imaging.decode_mask_wire(bytes(buffers[0]), (height, width))
+        imaging.validate_mask(patch, (height, width), [c["index"] for c in self.classes])
+        planes_of.put(self._mask, layout, index, x, y, patch)
+        self._update_tick(layout, index)
+        self.error = ""
+
+    def _ticks(self, plane: str) -> list[int]:
+        """The slices of ``plane`` that hold a class other than the background."""
+        layout = self._require_volume().planes[plane]
+        others = tuple(a for a in range(3) if a != layout.axis)
+        return np.flatnonzero(self._mask.any(axis=others)).tolist()
+
+    def _update_tick(self, layout: planes_of.Plane, index: int) -> None:
+        if layout.name != self.plane:
+            return
+        has = bool(planes_of.take(self._mask, layout, index).any())
+        ticks = set(self.labeled_slices)
+        if has != (index in ticks):
+            self.labeled_slices = sorted(ticks ^ {index})
+
+    def _volume_operation(self, kind: str, content: dict[str, Any]) -> None:
+        """Copy the previous slice, interpolate between labeled slices, or undo the last of these."""
+        vol = self._require_volume()
+        layout = vol.planes[_plane_name(content.get("plane", self.plane))]
+        moved = np.moveaxis(self._mask, layout.axis, 0)  # a view: slices of this plane along axis 0
+        if kind == "undo_operation":
+            if not vol.undo:
+                raise ValidationError("there is no operation to undo")
+            _name, axis, start, before = vol.undo.pop()
+            np.moveaxis(self._mask, axis, 0)[start : start + len(before)] = before
+            self._labels_changed(vol.undo[-1][0] if vol.undo else "")
+            self._mark_changed()
+            return
+        if kind == "copy_previous":
+            index = _slice_number(content.get("index", self.slice_index), layout)  # a slice's number is its index
+            if index == 0:  # along the plane's axis, so "previous" is the slice before on the slider
+                raise ValidationError(f"slice 1 is the first of the {layout.name} plane; there is none before it")
+            vol.remember("copy the previous slice", layout.axis, index, moved[index : index + 1].copy())
+            moved[index] = moved[index - 1]
+            self._labels_changed("copy the previous slice")
+        else:
+            ticks = self._ticks(layout.name)
+            if len(ticks) < 2:
+                raise ValidationError(
+                    f"interpolation needs at least two labeled {layout.name} slices; this plane has {len(ticks)}"
+                )
+            first, last = min(ticks), max(ticks)
+            in_plane = (layout.row_mm, layout.col_mm) if layout.rows < layout.cols else (layout.col_mm, layout.row_mm)
+            result = interpolate_slices(moved[first : last + 1], [i - first for i in ticks], spacing=in_plane)
+            vol.remember("interpolation", layout.axis, first, moved[first : last + 1].copy())
+            moved[first : last + 1] = result
+            self._labels_changed("interpolation")
+        self._mark_changed()
+
+    def _mark_changed(self) -> None:
+        if self._project is not None:
+            self._save("draft")
+
+    def _labels_changed(self, operation: str) -> None:
+        """The map changed in Python (an operation, a new mask): the browser drops its labels and asks again."""
+        with self.hold_sync():
+            self.last_operation = operation
+            if self._volume is not None:
+                self.labeled_slices = self._ticks(self.plane)
+        if self._volume is not None:
+            self.send({"kind": "labels_changed"})
+            self._send_plane(self.plane, self.slice_index, None)
 
     # -- checks ------------------------------------------------------------------------------
 
@@ -339,6 +556,61 @@ class LabelCanvas(anywidget.AnyWidget):
         if self.mode == "classification" and not self.multi_label and len(out) > 1:
             raise ValidationError("this canvas takes one class (multi_label=False)")
         return sorted(set(out))
+
+
+class _Volume:
+    """A volume canvas's image, its planes, and the undo of its operations."""
+
+    UNDO_BYTES = 512 * 2**20  # the most label bytes the undo of operations keeps
+
+    def __init__(self, image: np.ndarray, affine: np.ndarray) -> None:
+        self.image = image
+        self.planes = planes_of.layout(image.shape, affine)
+        self.undo: list[tuple[str, int, int, np.ndarray]] = []
+
+    def remember(self, name: str, axis: int, start: int, before: np.ndarray) -> None:
+        self.undo.append((name, axis, start, before))
+        while len(self.undo) > 1 and sum(u[3].nbytes for u in self.undo) > self.UNDO_BYTES:
+            self.undo.pop(0)
+
+
+def _is_volume(image: Any, spacing: Any, affine: Any) -> bool:
+    """A 3-D array with a spacing or affine, or whose last axis cannot be colour, is a volume."""
+    if spacing is not None or affine is not None:
+        return True
+    return isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] not in (1, 3, 4)
+
+
+def _wire_image(array: np.ndarray) -> tuple[bytes, dict[str, Any]]:
+    """An image's little-endian bytes, deflated, and what the browser needs to read them."""
+    data = zlib.compress(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes(), 1)
+    meta = {
+        "width": int(array.shape[1]),
+        "height": int(array.shape[0]),
+        "channels": 1 if array.ndim == 2 else int(array.shape[2]),
+        "dtype": str(array.dtype),
+    }
+    return data, meta
+
+
+def _plane_info(p: planes_of.Plane) -> dict[str, Any]:
+    return {
+        "axis": p.axis, "rows": p.rows, "cols": p.cols, "flip_rows": p.flip_rows, "flip_cols": p.flip_cols,
+        "depth": p.depth, "height": p.height, "width": p.width, "row_mm": p.row_mm, "col_mm": p.col_mm,
+        "slice_mm": p.slice_mm, "origin_mm": p.origin_mm, "step_mm": p.step_mm,
+    }  # fmt: skip
+
+
+def _plane_name(value: Any) -> str:
+    if value not in planes_of.PLANES:
+        raise ValidationError(f"a plane is one of {planes_of.PLANES}, not {value!r}")
+    return str(value)
+
+
+def _slice_number(value: Any, layout: planes_of.Plane) -> int:
+    if type(value) is not int or not 0 <= value < layout.depth:
+        raise ValidationError(f"the {layout.name} plane has slices 0 to {layout.depth - 1}, not {value!r}")
+    return value
 
 
 def _class_dicts(classes: Sequence[str | dict[str, Any] | ClassInfo] | Model) -> list[dict[str, Any]]:
