@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import demo as demo_data
-from . import model_code
+from . import imaging, model_code
 from .arguments import choice as _choice
 from .arguments import flag as _flag
 from .arguments import integer as _integer
@@ -448,6 +448,14 @@ class Project:
     def image(self, example: ExampleRef) -> np.ndarray:
         """The example's image as stored (16-bit stays 16-bit)."""
         return self._session.image(example)
+
+    def image_slice(self, example: ExampleRef, index: int) -> np.ndarray:
+        """Slice ``index`` (0-based, along the volume's first axis) of a volume, decoding only that slice."""
+        return self._session.image_slice(example, _integer(index, "index", minimum=0))
+
+    def volume(self, example: ExampleRef) -> imaging.StoredVolume:
+        """A volume example's image to read as needed: ``.slice(k)`` decodes one slice, ``.load()`` all of it."""
+        return self._session.stored_volume(example)
 
     def thumbnail(self, example: ExampleRef) -> bytes:
         """A JPEG preview of the example (cached in the project when the example was added)."""

@@ -290,6 +290,23 @@ class Session:
             )
         return plane
 
+    def stored_volume(self, ref: ExampleRef) -> volumes.StoredVolume:
+        """A volume example's image, to read slice by slice (the whole array decoded only if asked)."""
+        record = self.example_record(ref)
+        if record.get("depth") is None:
+            raise ValidationError(f"example {record['id']} is a 2-D image, not a volume")
+        image_ref = record["image_ref"]
+        name = f"the stored volume {image_ref}"
+        if not image_ref.endswith(".tif"):
+            raise StoreError(f"{name}: a stored volume is a .tif; the project is damaged")
+        stored = volumes.StoredVolume(
+            self.blob(image_ref), record.get("affine") or np.eye(4), max_pixels=self._read_limit(), name=name
+        )
+        if stored.shape != (record["depth"], record["height"], record["width"]):
+            expected = f"{record['depth']} x {record['height']} x {record['width']}"
+            raise StoreError(f"{name} holds {stored.shape}; its example says {expected}")
+        return stored
+
     def _volume(self, data: bytes, ext: str, name: str, record: dict[str, Any]) -> np.ndarray:
         if ext != "tif":
             raise StoreError(f"{name}: a stored volume is a .tif, not .{ext}; the project is damaged")

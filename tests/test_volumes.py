@@ -350,3 +350,18 @@ def test_a_seg_that_does_not_fit_is_skipped_with_the_reason(project, seg, tmp_pa
     project.submit_label(nifti, mask=np.ones(nifti.shape, np.uint8))
     with pytest.raises(ValidationError, match="did not come from a DICOM series"):
         project.export_labels(seg, tmp_path / "x", layout="dicom-seg")
+
+
+def test_a_stored_volume_reads_one_slice_before_the_whole(project, seg):
+    arr = ct((5, 8, 9))
+    ex = project.add_volume(seg, arr, spacing=(2, 1, 1))
+    stored = project.volume(ex)
+    assert stored.shape == (5, 8, 9) and not stored.loaded
+    assert np.array_equal(stored.slice(3), arr[3]) and not stored.loaded
+    assert np.array_equal(project.image_slice(ex, 4), arr[4])
+    assert np.array_equal(stored.load(), arr) and stored.loaded and np.array_equal(stored.slice(1), arr[1])
+    flat = project.add_example(seg, np.zeros((8, 9), np.uint8))
+    with pytest.raises(ValidationError, match="2-D image, not a volume"):
+        project.volume(flat)
+    with pytest.raises(ImageError, match="slices 0 to 4, not 5"):
+        project.image_slice(ex, 5)

@@ -14,6 +14,7 @@ from .masks import (
 from .read import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, decode_image, encode_image, read_image, stored_values
 from .thumbnails import make_thumbnail
 from .volumes import (
+    StoredVolume,
     Volume,
     check_volume_size,
     decode_volume,
@@ -47,6 +48,7 @@ __all__ = [
     "read_mask_file",
     "window_presets",
     "validate_mask",
+    "StoredVolume",
     "Volume",
     "check_volume_size",
     "decode_volume",

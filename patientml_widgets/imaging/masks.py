@@ -63,10 +63,29 @@ def validate_mask(mask, shape: tuple[int, ...], classes: Collection[int]) -> np.
 
 
 def present_classes(mask: np.ndarray) -> list[int]:
-    """The values a mask holds, sorted (a histogram, not a sort: ~1 ms for 1024^2 uint8)."""
+    """The values a mask holds, sorted (a histogram, not a sort: ~1 ms for 1024^2 uint8).
+
+    A large mask (a volume's) is counted in chunks of slices that hold a class other than the
+    background, so an 80 M-voxel label map costs tens of milliseconds, not seconds.
+    """
     if mask.dtype == np.uint8 or (mask.dtype.kind in "bu" and mask.size and int(mask.max()) < 256):
-        return np.flatnonzero(np.bincount(mask.ravel().astype(np.uint8, copy=False), minlength=256)).tolist()
+        flat = mask.reshape(len(mask), -1) if mask.ndim == 3 else mask.reshape(1, -1)
+        if flat.size <= _CHUNK:
+            return np.flatnonzero(np.bincount(flat.ravel().astype(np.uint8, copy=False), minlength=256)).tolist()
+        counts = np.zeros(256, np.int64)
+        rows = np.flatnonzero(flat.any(axis=1))
+        counts[0] = flat.size - sum(np.count_nonzero(flat[r]) for r in rows)
+        step = max(1, _CHUNK // flat.shape[1])
+        for start in range(0, len(rows), step):
+            part = flat[rows[start : start + step]].astype(np.uint8, copy=False)
+            nonzero = part[part != 0]
+            counts += np.bincount(nonzero, minlength=256)
+        return np.flatnonzero(counts).tolist()
     return np.unique(mask).astype(np.int64).tolist()
+
+
+#: voxels a histogram counts at once
+_CHUNK = 1 << 22
 
 
 def encode_mask_png(mask: np.ndarray) -> bytes:

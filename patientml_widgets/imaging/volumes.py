@@ -40,6 +40,7 @@ __all__ = [
     "MAX_SLICES",
     "MAX_VOLUME_BYTES",
     "NIFTI_SUFFIXES",
+    "StoredVolume",
     "Volume",
     "check_affine",
     "check_volume_size",
@@ -257,6 +258,41 @@ def read_volume_slice(data: bytes, k: int, *, max_pixels: int | None = None, nam
     if plane.shape != shape[1:] or plane.dtype != dtype:
         raise ImageError(f"{label}: slice {k} differs in size or type from the first; the project is damaged")
     return plane.astype(plane.dtype.newbyteorder("="), copy=False)
+
+
+class StoredVolume:
+    """A stored volume read as it is needed: its size at once, a slice on request, the whole array once.
+
+    Opening a volume for labeling shows one slice long before the whole volume is decoded.
+    """
+
+    def __init__(self, data: bytes, affine, *, max_pixels: int | None = None, name: str | None = None) -> None:
+        self.label = name or "the stored volume"
+        tif, shape, dtype = _pages(data, self.label, max_pixels)
+        tif.close()
+        self.shape: tuple[int, int, int] = (int(shape[0]), int(shape[1]), int(shape[2]))
+        self.dtype = dtype.newbyteorder("=")
+        self.affine = check_affine(affine, f"the affine of {self.label}")
+        self._data = data
+        self._array: np.ndarray | None = None
+        self._max_pixels = max_pixels
+
+    @property
+    def loaded(self) -> bool:
+        return self._array is not None
+
+    def slice(self, k: int) -> np.ndarray:
+        """Slice ``k`` (along the first axis), decoding only it unless the whole volume is loaded."""
+        if self._array is not None:
+            return self._array[k]
+        return read_volume_slice(self._data, k, max_pixels=self._max_pixels, name=self.label)
+
+    def load(self) -> np.ndarray:
+        """The whole (Z, Y, X) array (decoded once; the compressed bytes are let go then)."""
+        if self._array is None:
+            self._array = decode_volume(self._data, max_pixels=self._max_pixels, name=self.label)
+            self._data = b""
+        return self._array
 
 
 # -- NIfTI ------------------------------------------------------------------------------

@@ -783,10 +783,11 @@ function toUint8(dataView) {
 }
 
 /**
- * Timing hooks for benchmarks and tests (frame times, wire sizes, round trips).
- * @type {{ frames: number[], wireBytes: number[], roundTrips: number[] }}
+ * Timing hooks for benchmarks and tests (frame times, wire sizes, round trips; volumes: ms from a
+ * slice change to the slice on screen, whether the browser had it, and when the first image showed).
+ * @type {{ frames: number[], wireBytes: number[], roundTrips: number[], slices: { ms: number, cached: boolean }[], shownAt: number }}
  */
-export const stats = { frames: [], wireBytes: [], roundTrips: [] };
+export const stats = { frames: [], wireBytes: [], roundTrips: [], slices: [], shownAt: 0 };
 
 // render() composes four parts that share one Canvas object, `s`: the toolbar (buttons,
 // class boxes, palette), the view (the canvas stack, zoom / pan / fit, drawing the image,
@@ -846,6 +847,7 @@ export const stats = { frames: [], wireBytes: [], roundTrips: [] };
  * @prop {string | null} waiting the slice to show when it arrives
  * @prop {number} edits edits so far (a reply older than an edit of its slice does not replace it)
  * @prop {number} wheel the wheel's travel not yet turned into slices
+ * @prop {{ key: string, t0: number, cached: boolean } | null} [started] the slice change being timed
  */
 
 /** @type {import("@anywidget/types").Render<Model>} */
@@ -865,6 +867,8 @@ async function render({ model, el }) {
   bindControls(s);
   followTraits(s);
   firstPaint(s);
+  stats.shownAt = Date.now(); // the first image is on screen (a volume's middle slice, from the traits)
+  Object.assign(root, { pmlVolume: s.volume }); // read by the benchmarks (the slice cache's bytes)
   return () => s.disposers.forEach((d) => d());
 }
 
@@ -1649,6 +1653,7 @@ function goTo(s, plane, index) {
   vol.at[info.axis] = index;
   const key = sliceKey(plane, index);
   const entry = vol.cache.get(key);
+  vol.started = { key, t0: performance.now(), cached: Boolean(entry && entry.label) };
   if (entry && entry.label) {
     vol.waiting = null;
     showSlice(s, plane, index, entry);
@@ -1777,6 +1782,10 @@ function showSlice(s, plane, index, entry) {
   updateSliceBar(s);
   drawCrosshair(s);
   refreshButtons(s);
+  if (vol.started && vol.started.key === key) {
+    stats.slices.push({ ms: performance.now() - vol.started.t0, cached: vol.started.cached });
+    vol.started = null;
+  }
 }
 
 /**

@@ -19,6 +19,7 @@ asks for them (it prefetches around the current one); strokes still send only th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import zlib
@@ -104,12 +105,15 @@ class LabelCanvas(anywidget.AnyWidget):
     ) -> None:
         if mode not in ("segmentation", "classification"):
             raise ValidationError(f"mode is 'segmentation' or 'classification', not {mode!r}")
-        volume = None
-        if _is_volume(image, spacing, affine):
-            volume = imaging.volume_from_array(image, spacing=spacing, affine=affine)
-            if mode != "segmentation":
-                raise ValidationError("a volume opens for segmentation; classify it with project.submit_label")
-        array = imaging.read_image(image) if volume is None else volume.array[len(volume.array) // 2]
+        volume: _Volume | None = None
+        if isinstance(image, imaging.StoredVolume):  # a project's volume: slices decoded as they are needed
+            volume = _Volume(image, image.affine)
+        elif _is_volume(image, spacing, affine):
+            checked = imaging.volume_from_array(image, spacing=spacing, affine=affine)
+            volume = _Volume(checked.array, checked.affine)
+        if volume is not None and mode != "segmentation":
+            raise ValidationError("a volume opens for segmentation; classify it with project.submit_label")
+        array = imaging.read_image(image) if volume is None else volume.middle()
         class_list = _class_dicts(classes)
         if mode == "segmentation" and len(class_list) < 2:
             raise ValidationError("segmentation needs at least two classes (the first is the background)")
@@ -130,11 +134,10 @@ class LabelCanvas(anywidget.AnyWidget):
                 "dtype": str(array.dtype),
             },
         )
-        self._volume: _Volume | None = None
+        self._volume = volume
         self._shape: tuple[int, ...] = (int(array.shape[0]), int(array.shape[1]))
         if volume is not None:
-            self._volume = _Volume(volume.array, volume.affine)
-            self._shape = tuple(int(v) for v in volume.array.shape)
+            self._shape = volume.shape
         self._mask = np.zeros(self._shape, np.uint8)
         self._prediction: np.ndarray | None = None
         self._submit_callbacks = w.CallbackDispatcher()
@@ -163,7 +166,7 @@ class LabelCanvas(anywidget.AnyWidget):
         with self.hold_sync():
             self.planes = {name: _plane_info(p) for name, p in vol.planes.items()}
             self.plane, self.slice_index, self.crosshair = "axial", index, centre
-            self._image, self._image_meta = _wire_image(planes_of.take(vol.image, axial, index))
+            self._image, self._image_meta = _wire_image(vol.plane_image(axial, index))
             self.labeled_slices = self._ticks("axial")
 
     # -- the public state ------------------------------------------------------------------
@@ -258,6 +261,11 @@ class LabelCanvas(anywidget.AnyWidget):
         """A canvas that loads and saves one example's label through ``project``."""
         ex = project.example(example)
         model = project.model(ex.model_id)
+        if ex.is_volume and model.problem_type != "segmentation":
+            raise ValidationError(
+                f"example {ex.id} is a volume; the canvas labels a volume with a mask (a segmentation model); "
+                "classify it with project.submit_label(example, classes=...)"
+            )
         label = project.label(ex)
         kwargs: dict[str, Any] = {"mode": model.problem_type, "multi_label": model.multi_label}
         if model.problem_type == "segmentation":
@@ -281,14 +289,7 @@ class LabelCanvas(anywidget.AnyWidget):
         source = ex.source
         window = source.get("window") if isinstance(source.get("window"), dict) else None
         kwargs.update(window=window, window_presets=imaging.window_presets(source), invert=bool(source.get("invert")))
-        if ex.is_volume:
-            if model.problem_type != "segmentation":
-                raise ValidationError(
-                    f"example {ex.id} is a volume; a volume is labeled with a mask (a segmentation model), and a "
-                    "classification of it with project.submit_label(example, classes=...)"
-                )
-            kwargs["affine"] = np.asarray(ex.affine, float)
-        canvas = cls(project.image(ex), model, **kwargs)
+        canvas = cls(project.volume(ex) if ex.is_volume else project.image(ex), model, **kwargs)
         canvas._project, canvas._example_id = project, ex.id
         canvas.bound = True
         canvas.status = status or _describe(label)
@@ -416,7 +417,7 @@ class LabelCanvas(anywidget.AnyWidget):
         index = _slice_number(index, layout)
         with self.hold_sync():
             self.plane, self.slice_index = layout.name, index
-            self._image, self._image_meta = _wire_image(planes_of.take(vol.image, layout, index))
+            self._image, self._image_meta = _wire_image(vol.plane_image(layout, index))
             self.labeled_slices = self._ticks(layout.name)
         self.send({"kind": "go", "plane": layout.name, "index": index})
 
@@ -447,7 +448,7 @@ class LabelCanvas(anywidget.AnyWidget):
         vol = self._require_volume()
         layout = vol.planes[plane]
         index = _slice_number(index, layout)
-        data, meta = _wire_image(planes_of.take(vol.image, layout, index))
+        data, meta = _wire_image(vol.plane_image(layout, index))
         buffers = [data, imaging.encode_mask_wire(planes_of.take(self._mask, layout, index))]
         if self._prediction is not None:
             buffers.append(imaging.encode_mask_wire(planes_of.take(self._prediction, layout, index)))
@@ -559,14 +560,32 @@ class LabelCanvas(anywidget.AnyWidget):
 
 
 class _Volume:
-    """A volume canvas's image, its planes, and the undo of its operations."""
+    """A volume canvas's image (an array, or a project's stored volume read as needed), its planes,
+    and the undo of its operations.
+    """
 
     UNDO_BYTES = 512 * 2**20  # the most label bytes the undo of operations keeps
 
-    def __init__(self, image: np.ndarray, affine: np.ndarray) -> None:
-        self.image = image
-        self.planes = planes_of.layout(image.shape, affine)
+    def __init__(self, image: np.ndarray | imaging.StoredVolume, affine: np.ndarray) -> None:
+        self.source = image
+        self.shape: tuple[int, ...] = tuple(int(v) for v in image.shape)
+        self.planes = planes_of.layout(self.shape, affine)
         self.undo: list[tuple[str, int, int, np.ndarray]] = []
+
+    def middle(self) -> np.ndarray:
+        """The middle slice of the first axis (to show while the rest is read)."""
+        k = self.shape[0] // 2
+        return self.source.slice(k) if isinstance(self.source, imaging.StoredVolume) else self.source[k]
+
+    def plane_image(self, layout: planes_of.Plane, index: int) -> np.ndarray:
+        """Slice ``index`` of a plane; a slice of the stored axis is read alone until the whole volume is needed."""
+        source = self.source
+        if isinstance(source, imaging.StoredVolume):
+            if layout.axis == 0 and not source.loaded:
+                one = dataclasses.replace(layout, depth=1)
+                return planes_of.take(source.slice(_slice_number(index, layout))[None], one, 0)
+            return planes_of.take(source.load(), layout, index)
+        return planes_of.take(source, layout, index)
 
     def remember(self, name: str, axis: int, start: int, before: np.ndarray) -> None:
         self.undo.append((name, axis, start, before))
