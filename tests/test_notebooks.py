@@ -18,6 +18,7 @@ def test_there_are_notebooks():
         "04_embed_the_canvas.ipynb",
         "05_bring_your_own_model.ipynb",
         "06_dicom_and_exports.ipynb",
+        "07_volumes.ipynb",
     ]
 
 

@@ -2026,8 +2026,11 @@ function followTraits(s) {
     "change:labeled_slices": () => drawTicks(s),
     "change:last_operation": () => refreshButtons(s),
     "change:crosshair": () => {
-      if (!s.volume) return;
-      s.volume.at = [...model.get("crosshair")];
+      const vol = s.volume;
+      if (!vol) return;
+      const at = [...model.get("crosshair")];
+      at[vol.planes[vol.plane].axis] = target(vol); // an echo of an earlier slice never moves the shown one
+      vol.at = at;
       drawCrosshair(s);
     },
   };

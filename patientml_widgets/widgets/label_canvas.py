@@ -188,7 +188,7 @@ class LabelCanvas(anywidget.AnyWidget):
     def mask(self, mask: np.ndarray) -> None:
         self._mask = self._check_mask(mask)
         if self._volume is not None:
-            self._labels_changed("")
+            self._labels_changed("", new_map=True)
         else:
             self._send_mask(self._mask, target="label")
 
@@ -383,7 +383,7 @@ class LabelCanvas(anywidget.AnyWidget):
             self._mask = np.zeros(self._shape, np.uint8)
             self.value = []
             if self._volume is not None:
-                self._labels_changed("")
+                self._labels_changed("", new_map=True)
             else:
                 self._send_mask(self._mask, target="label", reset_history=True)
             self.status = f"Label deleted {clock}"
@@ -530,8 +530,14 @@ class LabelCanvas(anywidget.AnyWidget):
         if self._project is not None:
             self._save("draft")
 
-    def _labels_changed(self, operation: str) -> None:
-        """The map changed in Python (an operation, a new mask): the browser drops its labels and asks again."""
+    def _labels_changed(self, operation: str, *, new_map: bool = False) -> None:
+        """The map changed in Python (an operation, a new mask): the browser drops its labels and asks again.
+
+        ``new_map``: a mask assigned or deleted, which also ends the undo of operations (their
+        regions belong to the old map).
+        """
+        if new_map and self._volume is not None:
+            self._volume.undo.clear()
         with self.hold_sync():
             self.last_operation = operation
             if self._volume is not None:
