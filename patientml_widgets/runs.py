@@ -148,11 +148,11 @@ class Runs:
             TrainSpec.build(record["problem_type"], hyperparameters, num_classes=len(record["classes"]))
         self._check_code(record)
         snapshot = self.session.snapshot(record["id"])
-        check_trainable(snapshot)
         flags = [
             self.session.example_record(i).get("depth") is not None for items in snapshot.values() for i, _ in items
         ]
         check_volume_model(record["problem_type"], sum(flags), len(flags) - sum(flags))
+        check_trainable(snapshot)
         check_precision(record, hyperparameters)
         if processes < 1 or nodes < 1:
             raise ValidationError("processes and nodes must be at least 1")
