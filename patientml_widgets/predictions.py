@@ -99,7 +99,7 @@ class Predictions:
         if stored is not None:
             return self._as_prediction(stored)
         self._check_kind(run_id, ex)
-        entry = self._compute(record, run_id, ex["id"], self.session.image(ex["id"]), ex.get("spacing"))
+        entry = self._compute(record, run_id, ex["id"], self.session.image(ex["id"]))
         self.session.store_predictions([entry])
         return self._as_prediction(entry)
 
@@ -135,10 +135,9 @@ class Predictions:
         for number, example_id in enumerate(todo, start=1):
             try:
                 image = self.session.image(example_id)
-                spacing = self.session.example_record(example_id).get("spacing")
             except NotFoundError:  # deleted since the list was read (labeling goes on meanwhile)
                 continue
-            entry = self._compute(record, run_id, example_id, image, spacing)
+            entry = self._compute(record, run_id, example_id, image)
             if entry.get("mask") is not None:  # held encoded until the commit
                 mask = entry.pop("mask")
                 if mask.ndim == 3:  # a volume's, stored like its label (the slices holding a class too)
@@ -155,16 +154,16 @@ class Predictions:
                     progress(number, len(todo))
         return done + self.session.store_predictions(entries)
 
-    def _compute(
-        self, model: dict[str, Any], run_id: str, example_id: str | None, image, spacing: Any = None
-    ) -> dict[str, Any]:
-        """A prediction entry. A volume (a run trained on volumes): its (Z, Y, X) mask predicted slice by slice,
-        the uncertainty (1 - the mean top probability) and each class's mean probability over its voxels.
+    def _compute(self, model: dict[str, Any], run_id: str, example_id: str | None, image) -> dict[str, Any]:
+        """A prediction entry. A volume (a run trained on volumes): its (Z, Y, X) mask predicted slice by slice
+        with the example's spacing, the uncertainty (1 - the mean top probability) and each class's mean
+        probability over its voxels.
         """
         predictor = self.predictor(run_id)
         indices = predictor.class_indices
         entry: dict[str, Any] = {"run_id": run_id, "example_id": example_id, "model_id": model["id"], "created": now()}
         if predictor.volumes:
+            spacing = self.session.example_record(example_id).get("spacing") if example_id else None
             out = predictor.predict_volume(image, spacing or (1.0, 1.0, 1.0))
             entry["uncertainty"] = out.uncertainty
             entry["probabilities"] = [float(p) for p in out.mean_proba]
@@ -221,9 +220,8 @@ class Predictions:
         computed = self._computed.setdefault(run_id, {})
         for example_id in ids:
             if example_id not in known:
-                spacing = self.session.example_record(example_id).get("spacing")
                 known[example_id] = computed[example_id] = self._compute(
-                    model, run_id, example_id, self.session.image(example_id), spacing
+                    model, run_id, example_id, self.session.image(example_id)
                 )
         return known
 

@@ -39,6 +39,7 @@ _NOT_HYPERPARAMETERS = frozenset(
     {"problem_type", "num_classes", "multi_label", "in_channels", "objective", "extra", "normalization",
      "class_weights", "fit"}
 )  # fmt: skip
+_VOLUME_FIELDS = frozenset({"volume_mode", "context", "context_stride", "spacing"})
 
 
 class Reporter:
@@ -405,7 +406,7 @@ def evaluate_champion(session: Session, model: Model, champion_id: str, test: Sp
         return {"run_id": champion_id, "error": f"the champion could not be loaded: {e}"}
     if predictor.class_indices != [c.index for c in model.classes]:
         return {"run_id": champion_id, "error": "the class vocabulary changed since the champion was trained"}
-    volumes = bool(test.is_volume) and all(test.is_volume)
+    volumes = all(test.is_volume) if test.is_volume else predictor.volumes  # an empty split: nothing to score
     if volumes != predictor.volumes:
         kind = "volumes" if predictor.volumes else "2-D images"
         return {"run_id": champion_id, "error": f"the champion was trained on {kind}; it cannot be scored on these"}
@@ -421,8 +422,12 @@ def evaluate_champion(session: Session, model: Model, champion_id: str, test: Sp
 
 
 def hyperparameters(spec) -> dict[str, Any]:
-    """The hyperparameters of a resolved spec (what a user could set), as recorded on the run."""
-    return {k: v for k, v in spec.to_dict().items() if k not in _NOT_HYPERPARAMETERS} | dict(spec.extra)
+    """The hyperparameters of a resolved spec (what a user could set), as recorded on the run.
+
+    The 2.5-D settings (neighbouring slices) only for a run trained on volumes.
+    """
+    left_out = _NOT_HYPERPARAMETERS | (_VOLUME_FIELDS if not spec.volume_mode else {"volume_mode", "spacing"})
+    return {k: v for k, v in spec.to_dict().items() if k not in left_out} | dict(spec.extra)
 
 
 def per_example_scores(spec, outputs, targets, example_ids) -> list[dict[str, Any]]:
