@@ -33,7 +33,7 @@ def check_trainable(snapshot: dict[str, list]) -> None:
 
 
 def check_volume_model(problem_type: str, volumes: int, images: int) -> None:
-    """Refuse a run whose labeled examples mix volumes and 2-D images, or that classifies volumes.
+    """Refuse a run whose labeled examples mix volumes and 2-D images (``problem_type``: either kind).
 
     Volumes train 2.5-D (each slice with its neighbours as channels, normalised per volume, at a pixel
     size in mm); 2-D images have no neighbours nor spacing, so one network for both would be trained
@@ -44,11 +44,6 @@ def check_volume_model(problem_type: str, volumes: int, images: int) -> None:
             f"{volumes} of the labeled examples are volumes and {images} are 2-D images; a model trains on one "
             "kind (volumes slice by slice with their neighbouring slices, 2-D images alone): keep volumes in a "
             "model of their own, or delete the labels of one kind"
-        )
-    if volumes and problem_type != "segmentation":
-        raise ValidationError(
-            f"{volumes} of the labeled examples are volumes; classification of whole volumes is not supported "
-            "yet (segmentation of volumes is): classify 2-D images, e.g. chosen slices added with add_example"
         )
 
 

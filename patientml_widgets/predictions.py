@@ -157,7 +157,7 @@ class Predictions:
     def _compute(self, model: dict[str, Any], run_id: str, example_id: str | None, image) -> dict[str, Any]:
         """A prediction entry. A volume (a run trained on volumes): its (Z, Y, X) mask predicted slice by slice
         with the example's spacing, the uncertainty (1 - the mean top probability) and each class's mean
-        probability over its voxels.
+        probability over its voxels; or its classes' probabilities, the mean of its central slices'.
         """
         predictor = self.predictor(run_id)
         indices = predictor.class_indices
@@ -167,7 +167,8 @@ class Predictions:
             out = predictor.predict_volume(image, spacing or (1.0, 1.0, 1.0))
             entry["uncertainty"] = out.uncertainty
             entry["probabilities"] = [float(p) for p in out.mean_proba]
-            entry["mask"] = np.asarray(indices, dtype=np.uint8)[out.positions]
+            if out.positions is not None:  # segmentation; a classification is its probabilities
+                entry["mask"] = np.asarray(indices, dtype=np.uint8)[out.positions]
             return entry
         proba = predictor.predict(image)
         if model["problem_type"] == "segmentation":

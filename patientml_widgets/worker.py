@@ -100,7 +100,7 @@ class SplitData:
         2.5-D: the slices that are samples (:func:`~.training.plan.volume_samples`) with their neighbours.
         """
         from .training import data
-        from .training.plan import volume_samples
+        from .training.plan import central_slices, volume_samples
 
         key = json.dumps(
             [spec.canvas, spec.fit, spec.in_channels, spec.normalization, spec.problem_type, spec.multi_label,
@@ -109,7 +109,10 @@ class SplitData:
         )  # fmt: skip
         if key not in self._cache:
             if spec.volume_mode:
-                samples = [volume_samples(t) for t in self.targets]
+                if spec.problem_type == "segmentation":
+                    samples = [volume_samples(t) for t in self.targets]
+                else:  # a volume's class: seen through its central slices
+                    samples = [central_slices(int(v.shape[0])) for v in self.images]
                 self._cache[key] = data.prepare_volumes(self.images, self.targets, self.spacings, samples, spec)
             else:
                 self._cache[key] = data.prepare(self.images, self.targets, spec)
@@ -310,7 +313,7 @@ def test_and_judge(session: Session, ctx: Context, spec, result) -> tuple[dict[s
     net.to(ctx.hardware.device)
     test = ctx.data["test"]
     outputs: Any
-    if spec.volume_mode:  # whole volumes at their own resolution: Dice over every voxel, HD95 in mm
+    if spec.volume_mode:  # whole volumes: Dice over every voxel and HD95 in mm, or one class per volume
         test_metrics, outputs = trainer.evaluate_volumes(
             net, spec, test.images, test.targets, test.spacings, device=ctx.hardware.device
         )

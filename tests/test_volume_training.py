@@ -101,12 +101,30 @@ def test_a_model_mixing_volumes_and_images_is_refused_and_each_kind_of_run_predi
     assert project.predict(seg, flat[0]).mask.shape == (16, 16)
 
 
-def test_classifying_volumes_is_refused_with_the_reason(project, cls):
-    for i, split in enumerate(["train", "val"]):
-        ex = project.add_volume(cls, phantom(i)[0], spacing=SPACING, split=split)
-        project.submit_label(ex, classes=["nevus"])
-    with pytest.raises(ValidationError, match="classification of whole volumes is not supported"):
-        project.train(cls)
+def test_a_volume_is_classified_by_the_mean_of_its_central_slices(project, cls):
+    from patientml_widgets.training.plan import central_slices
+
+    names = [c.name for c in cls.classes]
+    for i, split in enumerate(["train", "train", "train", "val", "val", "test", "test"]):
+        volume = phantom(i, shape=(8, 24, 20))[0]
+        if i % 2:
+            volume = volume + 400  # "melanoma": brighter
+        ex = project.add_volume(cls, volume, spacing=SPACING, subject=f"p{i}", split=split, source={"modality": "CT"})
+        project.submit_label(ex, classes=[names[i % 2]])
+    unlabeled = project.add_volume(cls, phantom(9, shape=(8, 24, 20))[0], spacing=SPACING, subject="u")
+    run = project.train(cls, hyperparameters=TINY).wait(timeout=180)
+    assert run.status == "succeeded", run.traceback
+    assert run.plan["volume_mode"] == "2.5d" and run.spec["in_channels"] == 3 and run.spec["architecture"] == "cnn"
+    assert run.fingerprint["n"] == 3 * len(central_slices(8)) and central_slices(8) == [2, 3, 4, 5]
+    test = run.metrics["test"]
+    assert test["n"] == 2 and np.array(test["confusion_matrix"]).sum() == 2  # one case per volume, not per slice
+    assert len(run.test_examples) == 2
+    prediction = project.predict(cls, unlabeled)
+    assert prediction.mask is None and len(prediction.classes) == 1 and 0 <= prediction.uncertainty <= 1
+    assert sum(prediction.probabilities.values()) == pytest.approx(1, abs=1e-4)
+    out = project.predictor(run).predict_volume(project.image(unlabeled), SPACING)
+    assert out.positions is None and list(out.mean_proba) == pytest.approx(list(prediction.probabilities.values()))
+    assert project.session.prediction_record(run.id, unlabeled.id).get("mask_ref") is None
 
 
 def test_volume_queries_use_stored_3d_predictions_without_loading_the_network(project, seg, monkeypatch):

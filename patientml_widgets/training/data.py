@@ -244,6 +244,10 @@ class VolumeSlicer:
         if norm.get("scheme") == "ct":
             lo, hi = norm["clip"]
             self._clip, self._mean, self._std = (float(lo), float(hi)), float(norm["mean"]), float(norm["std"])
+        elif norm.get("scheme") == "dataset":  # classification: the data set's grey statistics
+            lo, hi = np.asarray(norm["clip"], dtype=np.float64).reshape(-1, 2)[0]
+            mean, std = np.ravel(norm["mean"])[0], np.ravel(norm["std"])[0]
+            self._clip, self._mean, self._std = (float(lo), float(hi)), float(mean), float(std)
         else:  # z-score over the whole volume (every slice on the same scale)
             mean, std = _moments(volume)
             self._clip, self._mean, self._std = None, mean, max(std, 1e-6)
@@ -297,14 +301,16 @@ def _moments(volume: np.ndarray, chunk: int = 16) -> tuple[float, float]:
 
 
 def prepare_volumes(
-    volumes: list[np.ndarray], masks: list[np.ndarray], spacings: list[Any], samples: list[list[int]], spec: Any
+    volumes: list[np.ndarray], targets: list[Any], spacings: list[Any], samples: list[list[int]], spec: Any
 ) -> Prepared:
     """The chosen slices of each volume as 2.5-D samples: each slice needed (a sample or a neighbour of
-    one) held once, on the canvas; targets are the samples' label slices.
+    one) held once, on the canvas; targets are the samples' label slices (segmentation) or the volume's
+    class position / multi-hot vector, repeated for each of its slices (classification).
     """
     xs, ys, context, sizes, shapes = [], [], [], [], []
     held = 0
-    for volume, mask, spacing, ks in zip(volumes, masks, spacings, samples, strict=True):
+    segmentation = spec.problem_type == "segmentation"
+    for volume, target, spacing, ks in zip(volumes, targets, spacings, samples, strict=True):
         if not len(ks):
             continue
         slicer = VolumeSlicer(volume, spacing, spec)
@@ -313,7 +319,12 @@ def prepare_volumes(
         position = np.full(slicer.depth, -1, dtype=np.int64)
         position[needed] = np.arange(len(needed)) + held
         xs.append(slicer.planes(needed))
-        ys.append(slicer.masks(mask, ks))
+        if segmentation:
+            ys.append(slicer.masks(target, ks))
+        elif spec.multi_label:
+            ys.append(torch.tensor(np.asarray(target, dtype=np.float32)).reshape(1, -1).repeat(len(ks), 1))
+        else:
+            ys.append(torch.full((len(ks),), int(target), dtype=torch.int64))
         context.append(torch.from_numpy(position[rows]))
         sizes += [slicer.size] * len(ks)
         shapes += [slicer.shape] * len(ks)
@@ -322,7 +333,7 @@ def prepare_volumes(
     channels = 2 * max(0, int(spec.context)) + 1
     if not xs:
         empty = torch.zeros((0, 1, canvas[0], canvas[1]))
-        return Prepared(
-            empty, torch.empty((0, *canvas), dtype=torch.long), [], [], torch.zeros((0, channels), dtype=torch.long)
-        )
+        shape = (0, *canvas) if segmentation else (0, spec.num_classes) if spec.multi_label else (0,)
+        y = torch.empty(shape, dtype=torch.float32 if spec.multi_label else torch.long)
+        return Prepared(empty, y, [], [], torch.zeros((0, channels), dtype=torch.long))
     return Prepared(torch.cat(xs)[:, None], torch.cat(ys), sizes, shapes, torch.cat(context))

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["VOLUME_MODE_REASON", "fingerprint", "make_plan", "normalization_for", "volume_samples"]
+__all__ = ["VOLUME_MODE_REASON", "central_slices", "fingerprint", "make_plan", "normalization_for", "volume_samples"]
 
 #: longest side of the working resolution, per problem type and device kind
 RESOLUTION_CAP = {
@@ -47,6 +47,7 @@ SAMPLE_PIXELS = 200_000  # pixels per image looked at for intensity statistics
 #: volumes: background slices taken per slice with foreground (evenly spread), and at least this many
 BACKGROUND_SHARE, MIN_BACKGROUND = 0.5, 4
 MAX_CONTEXT_STRIDE = 8
+CENTRAL_SLICES = 32  # classification of a volume: at most this many of its middle slices
 #: why volumes train 2.5-D (measured by benchmarks/volume_training.py on 2 CPU cores)
 VOLUME_MODE_REASON = (
     "2.5-D: the sampled slices with their neighbouring slices as channels, through the 2-D U-Net. Measured on "
@@ -54,6 +55,15 @@ VOLUME_MODE_REASON = (
     "HD95 3.0 mm against 0.80 and 3.3 mm for a 3-D U-Net on 16x64x64 patches, and a 512x512x300 volume "
     "predicted in about 7 s against about 4 min"
 )
+
+
+def central_slices(depth: int, limit: int = CENTRAL_SLICES) -> list[int]:
+    """Classification of a volume: the slices it is seen through, in training and prediction - the middle
+    half of the volume (at least one slice), at most ``limit`` of them evenly spread.
+    """
+    lo, hi = depth // 4, max(depth // 4 + 1, depth - depth // 4)
+    n = min(limit, hi - lo)
+    return sorted({int(v) for v in np.round(np.linspace(lo, hi - 1, n)).astype(int)})
 
 
 def volume_samples(mask: np.ndarray) -> list[int]:
@@ -101,11 +111,14 @@ def fingerprint(
     }
     if volume:
         steps = np.array([[float(v) for v in s] for s in spacings or []], dtype=np.float64).reshape(-1, 3)
-        samples = [len(volume_samples(t)) for t in targets] if problem_type == "segmentation" else []
+        if problem_type == "segmentation":
+            samples = [len(volume_samples(t)) for t in targets]
+        else:
+            samples = [len(central_slices(int(img.shape[0]))) for img in images]
         out.update(
             volume=True,
             volumes=len(images),
-            n=int(sum(samples)) if samples else sum(int(img.shape[0]) for img in images),
+            n=int(sum(samples)),
             depth_median=int(np.median([img.shape[0] for img in images])) if images else 0,
             spacing_median=[round(float(v), 4) for v in np.median(steps, axis=0)] if len(steps) else [1.0] * 3,
         )
@@ -233,7 +246,8 @@ def _working_scale(
     fp: dict[str, Any], spec: dict[str, Any], problem: str, kind: str, memory_bytes: int
 ) -> tuple[int, int, float, str]:
     """The median image size, the scale to the working resolution, and why memory lowered it ("" if not)."""
-    default = VOLUME_RESOLUTION_CAP[kind] if fp.get("volume") else RESOLUTION_CAP[problem, kind]
+    volume = fp.get("volume") and problem == "segmentation"
+    default = VOLUME_RESOLUTION_CAP[kind] if volume else RESOLUTION_CAP[problem, kind]
     cap = int(spec.get("image_size") or default)
     h, w = (max(1, int(v)) for v in fp["shape_median"])
     if fp.get("mixed_orientation"):  # portrait and landscape images: a square that holds both

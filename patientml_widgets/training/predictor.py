@@ -58,16 +58,17 @@ class Predictor:
         return bool(self.spec.volume_mode)
 
     def predict_volume(self, volume: np.ndarray, spacing: Any, *, batch_size: int = 16) -> VolumePrediction:
-        """A (Z, Y, X) volume with its spacing (dz, dy, dx) in mm, predicted slice by slice (2.5-D runs):
-        class positions at the volume's size, the mean probability of each class, the uncertainty.
+        """A (Z, Y, X) volume with its spacing (dz, dy, dx) in mm, predicted slice by slice (2.5-D runs).
+
+        Segmentation: class positions at the volume's size, the mean probability of each class over its
+        voxels, the uncertainty. Classification: the mean of the probabilities of the volume's central
+        slices (``training.plan.central_slices``: the middle half, at most 32), and the uncertainty.
         """
         if not self.volumes:
             raise ValidationError("this run was trained on 2-D images; it predicts images, not volumes")
         volume = np.asarray(volume)
         if volume.ndim != 3:
             raise ValidationError(f"a volume is (slices, rows, columns), not an array of shape {volume.shape}")
-        if self.spec.problem_type != "segmentation":
-            raise ValidationError("only segmentation runs predict volumes")
         return predict_volume(self.net, self.spec, volume, spacing, precision=self.precision, batch_size=batch_size)
 
     def export(self, folder: str | Path, *, model: dict[str, Any], run: dict[str, Any]) -> Path:

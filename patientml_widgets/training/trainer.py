@@ -571,11 +571,12 @@ def evaluate(
 
 @dataclass
 class VolumePrediction:
-    """A whole volume's prediction: class positions (Z, Y, X) uint8, the mean probability of each class
-    over its voxels, 1 - the mean top probability (uncertainty), and the summed NLL of a given target.
+    """A whole volume's prediction. Segmentation: class positions (Z, Y, X) uint8, the mean probability of
+    each class over its voxels, 1 - the mean top probability (uncertainty), and the summed NLL of a given
+    target. Classification: no positions; the mean of the central slices' probabilities.
     """
 
-    positions: np.ndarray
+    positions: np.ndarray | None
     mean_proba: np.ndarray
     uncertainty: float
     loss_sum: float = 0.0
@@ -600,6 +601,8 @@ def predict_volume(
     """
     dev = torch.device(device)
     slicer = VolumeSlicer(volume, spacing, spec)
+    if spec.problem_type != "segmentation":
+        return _classify_volume(model, spec, slicer, dev, precision, batch_size)
     z, (h, w), k = slicer.depth, slicer.shape, spec.num_classes
     positions = np.empty((z, h, w), dtype=np.uint8)
     proba_sum = torch.zeros(k, dtype=torch.float64)
@@ -626,24 +629,59 @@ def predict_volume(
     return VolumePrediction(positions, (proba_sum / voxels).numpy(), float(1 - top_sum / voxels), loss_sum)
 
 
+def _classify_volume(
+    model: nn.Module, spec: TrainSpec, slicer: VolumeSlicer, dev: torch.device, precision: str | None, batch_size: int
+) -> VolumePrediction:
+    """The mean of the class probabilities of the volume's central slices (each with its neighbours)."""
+    from .plan import central_slices
+
+    ks = np.asarray(central_slices(slicer.depth))
+    rows = slicer.rows(ks)
+    needed = np.unique(rows)
+    x = slicer.planes(needed)[torch.from_numpy(np.searchsorted(needed, rows))]
+    p = predict_proba(model, spec, x, device=dev, precision=precision, batch_size=batch_size).double().mean(0)
+    proba = p.numpy()
+    uncertainty = float(np.mean(1 - np.abs(2 * proba - 1))) if spec.multi_label else float(1 - proba.max())
+    return VolumePrediction(None, proba, uncertainty)
+
+
 def evaluate_volumes(
     model: nn.Module,
     spec: TrainSpec,
     volumes: list[np.ndarray],
-    masks: list[np.ndarray],
+    masks: list[Any],
     spacings: list[Any],
     *,
     device: torch.device | str = "cpu",
     precision: str | None = None,
-) -> tuple[dict[str, Any], list[np.ndarray]]:
-    """3-D metrics of a 2.5-D model on whole volumes at their own resolution (Dice over every voxel, HD95
-    in mm; :func:`~.metrics.volume_metrics`), and the predicted label volumes (class positions).
+) -> tuple[dict[str, Any], Any]:
+    """Metrics of a 2.5-D model on whole volumes, and its outputs.
+
+    Segmentation: 3-D metrics at each volume's own resolution (Dice over every voxel, HD95 in mm;
+    :func:`~.metrics.volume_metrics`), and the predicted label volumes (class positions).
+    Classification: the usual metrics over volumes (each the mean of its central slices' probabilities),
+    and the probabilities (n, k).
     """
     if spec.volume_mode != "2.5d":
         raise ValidationError("this run was trained on 2-D images; it cannot be scored on volumes")
+    if spec.problem_type != "segmentation":
+        if not volumes:
+            return {}, torch.empty(0)
+        proba = torch.from_numpy(
+            np.stack([predict_volume(model, spec, v, s, device=device, precision=precision).mean_proba
+                      for v, s in zip(volumes, spacings, strict=True)])
+        ).float()  # fmt: skip
+        if spec.multi_label:
+            y = np.asarray(masks, dtype=np.float32).reshape(len(volumes), -1)
+            loss = F.binary_cross_entropy(proba.clamp(1e-7, 1 - 1e-7), torch.from_numpy(y)).item()
+            return multilabel_metrics(y, proba.numpy(), loss), proba
+        y_true = torch.tensor(np.asarray(masks, dtype=np.int64).reshape(-1))
+        loss = F.nll_loss(proba.clamp_min(1e-7).log(), y_true).item()
+        return classification_metrics(y_true.numpy(), proba.numpy(), loss), proba
     predicted, loss_sum, voxels = [], 0.0, 0
     for volume, mask, spacing in zip(volumes, masks, spacings, strict=True):
         out = predict_volume(model, spec, volume, spacing, device=device, precision=precision, target=mask)
+        assert out.positions is not None
         predicted.append(out.positions)
         loss_sum += out.loss_sum
         voxels += int(np.prod(mask.shape))
