@@ -237,8 +237,11 @@ def volume_metrics(
     hd = np.zeros((len(truths), k), dtype=np.float64)
     per_volume = []
     for i, (t, p, spacing) in enumerate(zip(truths, preds, spacings, strict=True)):
-        t, p = np.asarray(t, dtype=np.int64), np.asarray(p, dtype=np.int64)
-        cm = np.bincount((t * k + p).ravel(), minlength=k * k)
+        t, p = np.asarray(t), np.asarray(p)
+        cm = np.zeros(k * k, dtype=np.int64)
+        for start in range(0, len(t), 16):  # a few slices at a time: a CT's int64 copies would be GBs
+            part = t[start : start + 16].astype(np.int64) * k + p[start : start + 16]
+            cm += np.bincount(part.ravel(), minlength=k * k)
         counts += cm
         per_volume.append(segmentation_metrics_from_counts(cm.reshape(k, k))["dice_mean"])
         for c in range(first, k):

@@ -31,8 +31,9 @@ RESOLUTION_CAP = {
     ("classification", "cpu"): 128,
     ("classification", "gpu"): 256,
 }
-#: volumes on a CPU: a 512 x 512 x 300 CT is 300 slices to predict; at 192 px it takes 15 s or less on
-#: 2 cores in fp32 (256 px: about 24 s; benchmarks/volume_training.py)
+#: volumes on a CPU: a 512 x 512 x 300 CT is 300 slices to predict; with this cap (the benchmark's canvas
+#: was 224 x 192) it took 7.4 s on 2 quiet cores in bf16 (benchmarks/volume_training.py); 256 px costs
+#: about 1.7x as much
 VOLUME_RESOLUTION_CAP = {"cpu": 192, "gpu": 512}
 #: pixels per optimisation step (batch x height x width) that keep a step short on 2 CPU cores
 PIXELS_PER_STEP = {"cpu": 8 * 128 * 128, "gpu": 16 * 256 * 256}
