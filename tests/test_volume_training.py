@@ -77,6 +77,12 @@ def test_a_volume_model_trains_tests_in_3d_deploys_and_predicts_whole_volumes(pr
     assert np.array_equal(out.positions, predictor.predict_volume(phantom(7)[0], SPACING, batch_size=16).positions)
     with pytest.raises(ValidationError, match="predict_volume"):
         predictor.predict(np.zeros((24, 20), np.uint8))
+    # the next run meets the champion on the same test volume, scored the same way
+    second = project.train(seg, hyperparameters={**TINY, "steps": 2}).wait(timeout=180)
+    assert second.status == "succeeded", second.traceback
+    assert second.champion["run_id"] == run.id and "error" not in second.champion
+    assert second.champion["metrics"]["test"]["dice"] == pytest.approx(test["dice"])
+    assert second.champion["metrics"]["test"]["hd95"][1:] == pytest.approx(test["hd95"][1:], abs=1e-3)
 
 
 def test_a_model_mixing_volumes_and_images_is_refused_and_each_kind_of_run_predicts_its_own(project, seg):
