@@ -53,8 +53,8 @@ CENTRAL_SLICES = 32  # classification of a volume: at most this many of its midd
 VOLUME_MODE_REASON = (
     "2.5-D: the sampled slices with their neighbouring slices as channels, through the 2-D U-Net. Measured on "
     "2 CPU cores (benchmarks/volume_training.py, MNI152 T1 slabs, the same training time): test Dice 0.84 and "
-    "HD95 3.0 mm against 0.80 and 3.3 mm for a 3-D U-Net on 16x64x64 patches, and a 512x512x300 volume "
-    "predicted in about 7 s against about 4 min"
+    "HD95 3.0 mm against 0.76-0.80 and 3.3-4.2 mm for a 3-D U-Net on 16x64x64 patches (two runs), and a "
+    "512x512x300 volume predicted in 7-14 s against about 3-4 min"
 )
 
 
