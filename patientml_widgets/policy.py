@@ -32,6 +32,21 @@ def check_trainable(snapshot: dict[str, list]) -> None:
         raise ValidationError("the validation split has no submitted labels yet; label more patients' images")
 
 
+def check_volume_model(problem_type: str, volumes: int, images: int) -> None:
+    """Refuse a run whose labeled examples mix volumes and 2-D images (``problem_type``: either kind).
+
+    Volumes train 2.5-D (each slice with its neighbours as channels, normalised per volume, at a pixel
+    size in mm); 2-D images have no neighbours nor spacing, so one network for both would be trained
+    on two different inputs: keep them in two models.
+    """
+    if volumes and images:
+        raise ValidationError(
+            f"{volumes} of the labeled examples are volumes and {images} are 2-D images; a model trains on one "
+            "kind (volumes slice by slice with their neighbouring slices, 2-D images alone): keep volumes in a "
+            "model of their own, or delete the labels of one kind"
+        )
+
+
 def check_precision(model: dict[str, Any], hyperparameters: dict[str, Any] | None) -> None:
     """Refuse, before a run is recorded, a precision this machine cannot train in (fp16 without CUDA)."""
     from .training import hardware

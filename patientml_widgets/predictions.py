@@ -78,9 +78,18 @@ class Predictions:
         return record, run_id
 
     def predict(self, model: ModelRef, item: ExampleRef | np.ndarray) -> Prediction:
-        """The deployed run's prediction for an example (stored per example and run) or an array."""
+        """The deployed run's prediction for an example (stored per example and run) or an array.
+
+        A run trained on volumes predicts volume examples (their whole (Z, Y, X) mask, slice by slice);
+        a run trained on 2-D images predicts 2-D images.
+        """
         record, run_id = self.champion(model)
         if isinstance(item, np.ndarray):
+            if self._trained_on_volumes(run_id):
+                raise ValidationError(
+                    "this model's run was trained on volumes, whose spacing matters: add the volume with "
+                    "add_volume and predict the example (or use the run's Predictor.predict_volume(array, spacing))"
+                )
             image = imaging.read_image(item, max_pixels=self.session.max_image_pixels)
             return self._as_prediction(self._compute(record, run_id, None, image))
         ex = self.session.example_record(item)
@@ -89,29 +98,38 @@ class Predictions:
         stored = self.session.prediction_record(run_id, ex["id"])
         if stored is not None:
             return self._as_prediction(stored)
-        entry = self._compute(record, run_id, ex["id"], self._image(ex["id"]))
+        self._check_kind(run_id, ex)
+        entry = self._compute(record, run_id, ex["id"], self.session.image(ex["id"]))
         self.session.store_predictions([entry])
         return self._as_prediction(entry)
 
-    def _image(self, example_id: str) -> np.ndarray:
-        """The image a run predicts on; a volume is refused (this version trains and predicts on 2-D images)."""
-        if self.session.example_record(example_id).get("depth") is not None:
+    def _check_kind(self, run_id: str, ex: dict[str, Any]) -> None:
+        """ValidationError unless the run predicts examples of this kind (volume or 2-D image)."""
+        volume, trained = ex.get("depth") is not None, self._trained_on_volumes(run_id)
+        if volume != trained:
+            what, other = ("a volume", "2-D images") if volume else ("a 2-D image", "volumes")
             raise ValidationError(
-                f"example {example_id} is a volume; this version trains and predicts on 2-D images only"
+                f"example {ex['id']} is {what}; the deployed run was trained on {other} and predicts those only"
             )
-        return self.session.image(example_id)
 
-    def _images_only(self, ids: Iterable[str]) -> list[str]:
-        return [i for i in ids if self.session.example_record(i).get("depth") is None]
+    def _predictable(self, run_id: str, ids: Iterable[str]) -> list[str]:
+        """Those of ``ids`` of the kind the run predicts (volumes for a run trained on volumes, else 2-D images)."""
+        volumes = self._trained_on_volumes(run_id)
+        return [i for i in ids if (self.session.example_record(i).get("depth") is not None) == volumes]
+
+    def _trained_on_volumes(self, run_id: str) -> bool:
+        """From the run's record (the network is not loaded for it)."""
+        return bool((self.session.run_record(run_id).get("spec") or {}).get("volume_mode"))
 
     def predict_all(self, model: ModelRef, run_id: str, *, progress=None) -> int:
         """Predict and store every example of the model that has no stored prediction of ``run_id``;
-        returns how many were stored.
+        returns how many were stored. Examples of the other kind (2-D images for a run trained on
+        volumes, and the other way round) are left out.
         """
         record = self.session.model_record(model)
         have = self.session.prediction_records(run_id)
         todo = [i for i in self.session.example_ids(record["id"]) if i not in have]
-        todo = self._images_only(todo)  # volumes are not predicted in this version
+        todo = self._predictable(run_id, todo)
         per_commit = max(BATCH, -(-len(todo) // MAX_COMMITS))
         done, entries, pending = 0, [], 0
         for number, example_id in enumerate(todo, start=1):
@@ -121,8 +139,13 @@ class Predictions:
                 continue
             entry = self._compute(record, run_id, example_id, image)
             if entry.get("mask") is not None:  # held encoded until the commit
-                entry["mask_png"] = imaging.encode_mask_png(entry.pop("mask"))
-                pending += len(entry["mask_png"])
+                mask = entry.pop("mask")
+                if mask.ndim == 3:  # a volume's, stored like its label (the slices holding a class too)
+                    entry["mask_tif"] = imaging.encode_volume(mask)
+                    entry["slices"] = np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1)).tolist()
+                else:
+                    entry["mask_png"] = imaging.encode_mask_png(mask)
+                pending += len(entry.get("mask_tif") or entry["mask_png"])
             entries.append(entry)
             if len(entries) >= per_commit or pending >= BATCH_BYTES or number == len(todo):
                 done += self.session.store_predictions(entries)
@@ -132,10 +155,22 @@ class Predictions:
         return done + self.session.store_predictions(entries)
 
     def _compute(self, model: dict[str, Any], run_id: str, example_id: str | None, image) -> dict[str, Any]:
+        """A prediction entry. A volume (a run trained on volumes): its (Z, Y, X) mask predicted slice by slice
+        with the example's spacing, the uncertainty (1 - the mean top probability) and each class's mean
+        probability over its voxels; or its classes' probabilities, the mean of its central slices'.
+        """
         predictor = self.predictor(run_id)
-        proba = predictor.predict(image)
         indices = predictor.class_indices
         entry: dict[str, Any] = {"run_id": run_id, "example_id": example_id, "model_id": model["id"], "created": now()}
+        if predictor.volumes:
+            spacing = self.session.example_record(example_id).get("spacing") if example_id else None
+            out = predictor.predict_volume(image, spacing or (1.0, 1.0, 1.0))
+            entry["uncertainty"] = out.uncertainty
+            entry["probabilities"] = [float(p) for p in out.mean_proba]
+            if out.positions is not None:  # segmentation; a classification is its probabilities
+                entry["mask"] = np.asarray(indices, dtype=np.uint8)[out.positions]
+            return entry
+        proba = predictor.predict(image)
         if model["problem_type"] == "segmentation":
             entry["uncertainty"] = float(1 - proba.max(axis=0).mean())
             entry["probabilities"] = [float(p) for p in proba.reshape(len(indices), -1).mean(axis=1)]
@@ -167,8 +202,8 @@ class Predictions:
         Predicts what has no stored prediction (kept in memory, not stored: a query never writes).
         """
         record, run_id = self.champion(model)
-        stored = self._known(record, run_id, self._images_only(ids))
-        scored = sorted(ids, key=lambda i: -stored[i]["uncertainty"] if i in stored else 1.0)  # volumes last
+        stored = self._known(record, run_id, self._predictable(run_id, ids))
+        scored = sorted(ids, key=lambda i: -stored[i]["uncertainty"] if i in stored else 1.0)  # the other kind last
         rng = random.Random(len(ids))
         share = max(1, len(scored) // 10) if scored else 0
         picks = rng.sample(scored[len(scored) // 2 :], min(share, len(scored) // 2))
@@ -187,16 +222,17 @@ class Predictions:
         for example_id in ids:
             if example_id not in known:
                 known[example_id] = computed[example_id] = self._compute(
-                    model, run_id, example_id, self._image(example_id)
+                    model, run_id, example_id, self.session.image(example_id)
                 )
         return known
 
     def disagreeing(self, model: ModelRef, ids: list[str]) -> list[str]:
         """Those of ``ids`` (labeled examples) whose deployed-run prediction differs from the label:
-        other classes, or a mask whose foreground Dice with the label is below ``DISAGREEMENT_DICE``.
+        other classes, or a mask whose foreground Dice with the label is below ``DISAGREEMENT_DICE``
+        (a volume's over all its voxels).
         """
         record, run_id = self.champion(model)
-        ids = self._images_only(ids)
+        ids = self._predictable(run_id, ids)
         stored = self._known(record, run_id, ids)
         view = Model.from_record(record)
         out = []
@@ -220,7 +256,7 @@ class Predictions:
         guess = (
             prediction["mask"] if prediction.get("mask") is not None else self.session.mask_blob(prediction["mask_ref"])
         )
-        fg_truth, fg_guess = truth > 0, guess > 0
+        fg_truth, fg_guess = truth > 0, guess > 0  # a volume's: over every voxel (3-D Dice)
         overlap = 2 * np.logical_and(truth == guess, fg_truth).sum()
         total = fg_truth.sum() + fg_guess.sum()
         return bool(total > 0 and overlap / total < DISAGREEMENT_DICE)

@@ -433,8 +433,9 @@ class Project:
         """The labeled examples whose deployed-run prediction disagrees with the submitted label.
 
         Classification: other classes. Segmentation: a foreground Dice below 0.8 between the
-        predicted mask and the label. Uses the predictions stored after deploy (and predicts
-        what is missing, in memory); ``sort`` as in :meth:`examples` (not ``uncertainty``).
+        predicted mask and the label (a volume's over all its voxels). Uses the predictions stored
+        after deploy (and predicts what is missing, in memory); ``sort`` as in :meth:`examples`
+        (not ``uncertainty``).
         """
         _choice(sort, _STORED_SORTS, "sort")
         descending = _flag(descending, "descending")
@@ -727,12 +728,18 @@ class Project:
     # -- predictions -------------------------------------------------------------------
 
     def predict(self, model: ModelRef, item: ExampleRef | np.ndarray) -> Prediction:
-        """The deployed run's prediction for an example (cached per example and run) or an array."""
+        """The deployed run's prediction for an example (cached per example and run) or an array.
+
+        A run trained on volumes predicts a volume example whole: ``mask`` is (slices, rows, columns),
+        ``probabilities`` each class's mean over the voxels; it predicts no 2-D images (nor the other
+        way round), and no bare arrays (their spacing is unknown: use ``predictor(run).predict_volume``).
+        """
         return self._predictions.predict(model, item)
 
     def predictor(self, run: RunRef) -> Any:
         """Any trained run's network, loaded once (``weights_only``): ``.predict(image)`` gives class
-        probabilities at the image's size; ``.class_indices`` says which class each row is.
+        probabilities at the image's size; ``.class_indices`` says which class each row is; a run trained
+        on volumes: ``.predict_volume(array, spacing)`` (class positions, mean probabilities, uncertainty).
         """
         return self._predictions.predictor(self._session.run_record(run)["id"])
 

@@ -23,7 +23,13 @@ from typing import Any
 
 from .errors import PatientMLError, ValidationError
 from .model_code import require_trusted
-from .policy import check_precision, check_trainable, new_labels_since_last_run, promotion_decision
+from .policy import (
+    check_precision,
+    check_trainable,
+    check_volume_model,
+    new_labels_since_last_run,
+    promotion_decision,
+)
 from .records import Run
 from .session import FINISHED, ModelRef, RunRef, Session
 
@@ -142,13 +148,11 @@ class Runs:
             TrainSpec.build(record["problem_type"], hyperparameters, num_classes=len(record["classes"]))
         self._check_code(record)
         snapshot = self.session.snapshot(record["id"])
+        flags = [
+            self.session.example_record(i).get("depth") is not None for items in snapshot.values() for i, _ in items
+        ]
+        check_volume_model(record["problem_type"], sum(flags), len(flags) - sum(flags))
         check_trainable(snapshot)
-        volumes = [i for items in snapshot.values() for i, _ in items if self.session.example_record(i).get("depth")]
-        if volumes:
-            raise ValidationError(
-                f"{len(volumes)} of the labeled examples are volumes; this version trains on 2-D images only "
-                "(keep volumes in a model of their own, or delete their labels, to train on the 2-D images)"
-            )
         check_precision(record, hyperparameters)
         if processes < 1 or nodes < 1:
             raise ValidationError("processes and nodes must be at least 1")

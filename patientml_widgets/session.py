@@ -824,29 +824,39 @@ class Session:
 
     def store_predictions(self, entries: list[dict[str, Any]]) -> int:
         """Store predictions (``run_id``, ``example_id``, ``model_id``, ``uncertainty``, ``probabilities``,
-        and for masks ``mask``: uint8 class indices, or ``mask_png``: them encoded) in one commit;
-        returns how many were stored.
+        and for masks ``mask``: uint8 class indices (H, W), or a volume's (Z, H, W); or them encoded:
+        ``mask_png`` (2-D) or ``mask_tif`` (3-D, as :func:`imaging.encode_volume`, like a volume's label))
+        in one commit; returns how many were stored.
 
         Those of examples or runs deleted since they were predicted (by another kernel while the
         worker predicts, say) are left out: a prediction never outlives what it is about.
         """
         encoded = []
         for entry in entries:
-            stored = {k: v for k, v in entry.items() if k not in ("mask", "mask_png")}
-            png = entry.get("mask_png")
-            if png is None and entry.get("mask") is not None:
-                png = imaging.encode_mask_png(entry["mask"])
-            encoded.append((stored, png))
+            stored = {k: v for k, v in entry.items() if k not in ("mask", "mask_png", "mask_tif")}
+            blob: tuple[bytes, str] | None = None
+            if entry.get("mask_png") is not None:
+                blob = (entry["mask_png"], "png")
+            elif entry.get("mask_tif") is not None:
+                blob = (entry["mask_tif"], "tif")
+            elif entry.get("mask") is not None:
+                mask = np.asarray(entry["mask"])
+                if mask.ndim == 3:
+                    blob = (volumes.encode_volume(np.ascontiguousarray(mask, dtype=np.uint8)), "tif")
+                    stored["slices"] = np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1)).tolist()
+                else:
+                    blob = (imaging.encode_mask_png(mask), "png")
+            encoded.append((stored, blob))
         if not encoded:
             return 0
         with self.write():
             ids = []
-            for stored, png in encoded:
+            for stored, blob in encoded:
                 example_id, run_id = stored["example_id"], stored["run_id"]
                 if self.store.get("examples", example_id) is None or self.store.get("runs", run_id) is None:
                     continue
-                if png is not None:
-                    stored["mask_ref"] = self.store.put_blob(png, "png")
+                if blob is not None:
+                    stored["mask_ref"] = self.store.put_blob(*blob)
                 self.store.put("predictions", f"{run_id}:{example_id}", stored)
                 ids.append(example_id)
             if ids:

@@ -25,7 +25,7 @@ from typing import Any
 
 from .errors import NotFoundError, ValidationError
 from .model_code import load_model_code
-from .policy import promotion_decision
+from .policy import check_volume_model, promotion_decision
 from .predictions import Predictions
 from .records import Model
 from .session import Session
@@ -39,6 +39,7 @@ _NOT_HYPERPARAMETERS = frozenset(
     {"problem_type", "num_classes", "multi_label", "in_channels", "objective", "extra", "normalization",
      "class_weights", "fit"}
 )  # fmt: skip
+_VOLUME_FIELDS = frozenset({"volume_mode", "context", "context_stride", "spacing"})
 
 
 class Reporter:
@@ -78,25 +79,43 @@ class Reporter:
 
 
 class SplitData:
-    """One split of a snapshot as arrays: images as stored, targets as class positions."""
+    """One split of a snapshot as arrays: images as stored, targets as class positions.
+
+    Volumes are (Z, Y, X) with (Z, Y, X) targets and their ``spacings`` (dz, dy, dx); ``is_volume`` of
+    each example is kept so that a model mixing volumes and 2-D images can be refused.
+    """
 
     def __init__(self) -> None:
         self.images: list[Any] = []
         self.targets: list[Any] = []
         self.example_ids: list[str] = []
         self.modalities: list[str] = []
+        self.spacings: list[Any] = []
+        self.is_volume: list[bool] = []
         self._cache: dict[str, Any] = {}
 
     def prepared(self, spec) -> Any:
-        """The split on a resolved spec's canvas (cached per canvas, channels and normalisation)."""
+        """The split on a resolved spec's canvas (cached per canvas, channels and normalisation).
+
+        2.5-D: the slices that are samples (:func:`~.training.plan.volume_samples`) with their neighbours.
+        """
         from .training import data
+        from .training.plan import central_slices, volume_samples
 
         key = json.dumps(
-            [spec.canvas, spec.fit, spec.in_channels, spec.normalization, spec.problem_type, spec.multi_label],
+            [spec.canvas, spec.fit, spec.in_channels, spec.normalization, spec.problem_type, spec.multi_label,
+             spec.volume_mode, spec.context, spec.context_stride, spec.spacing],
             sort_keys=True,
-        )
+        )  # fmt: skip
         if key not in self._cache:
-            self._cache[key] = data.prepare(self.images, self.targets, spec)
+            if spec.volume_mode:
+                if spec.problem_type == "segmentation":
+                    samples = [volume_samples(t) for t in self.targets]
+                else:  # a volume's class: seen through its central slices
+                    samples = [central_slices(int(v.shape[0])) for v in self.images]
+                self._cache[key] = data.prepare_volumes(self.images, self.targets, self.spacings, samples, spec)
+            else:
+                self._cache[key] = data.prepare(self.images, self.targets, spec)
         return self._cache[key]
 
 
@@ -127,6 +146,8 @@ def load_split(session: Session, model: Model, items: list[list[Any]]) -> SplitD
         data.targets.append(target)
         data.example_ids.append(example_id)
         data.modalities.append(str((records[example_id].get("source") or {}).get("modality") or ""))
+        data.spacings.append(records[example_id].get("spacing"))
+        data.is_volume.append(records[example_id].get("depth") is not None)
     return data
 
 
@@ -186,7 +207,10 @@ def load_context(session: Session, run_id: str) -> Context:
     data = {split: load_split(session, model, run["snapshot"].get(split, [])) for split in ("train", "val", "test")}
     if not data["train"].images:
         raise ValidationError("the snapshot has no training examples")
-    in_channels = 3 if any(img.ndim == 3 for img in data["train"].images) else 1
+    flags = [v for split in data.values() for v in split.is_volume]
+    check_volume_model(model.problem_type, sum(flags), len(flags) - sum(flags))
+    volume = any(flags)
+    in_channels = 3 if not volume and any(img.ndim == 3 for img in data["train"].images) else 1
     factory, train_step, code_meta = load_model_code(session, config.get("model_code"), "train it")
     fixed: dict[str, Any] = {"num_classes": len(model.classes), "multi_label": model.multi_label}
     fixed["in_channels"] = in_channels
@@ -233,6 +257,7 @@ def prepare_machine(ctx: Context, base, reporter: Reporter) -> None:
         problem_type=ctx.model.problem_type,
         num_classes=len(ctx.model.classes),
         modalities=train.modalities,
+        spacings=train.spacings if all(train.is_volume) else None,
     )
     reporter.record(fingerprint=ctx.fingerprint, hardware=ctx.hardware.to_dict())
     hw = ctx.hardware
@@ -287,9 +312,15 @@ def test_and_judge(session: Session, ctx: Context, spec, result) -> tuple[dict[s
     net.load_state_dict(result.state_dict)
     net.to(ctx.hardware.device)
     test = ctx.data["test"]
-    test_metrics, outputs = trainer.evaluate(
-        net, spec, test.prepared(spec), device=ctx.hardware.device, masks=test.targets
-    )
+    outputs: Any
+    if spec.volume_mode:  # whole volumes: Dice over every voxel and HD95 in mm, or one class per volume
+        test_metrics, outputs = trainer.evaluate_volumes(
+            net, spec, test.images, test.targets, test.spacings, device=ctx.hardware.device
+        )
+    else:
+        test_metrics, outputs = trainer.evaluate(
+            net, spec, test.prepared(spec), device=ctx.hardware.device, masks=test.targets
+        )
     champion = {}
     champion_id = ctx.model.champion_run_id
     if champion_id and champion_id != ctx.run["id"]:
@@ -378,6 +409,15 @@ def evaluate_champion(session: Session, model: Model, champion_id: str, test: Sp
         return {"run_id": champion_id, "error": f"the champion could not be loaded: {e}"}
     if predictor.class_indices != [c.index for c in model.classes]:
         return {"run_id": champion_id, "error": "the class vocabulary changed since the champion was trained"}
+    volumes = all(test.is_volume) if test.is_volume else predictor.volumes  # an empty split: nothing to score
+    if volumes != predictor.volumes:
+        kind = "volumes" if predictor.volumes else "2-D images"
+        return {"run_id": champion_id, "error": f"the champion was trained on {kind}; it cannot be scored on these"}
+    if volumes:
+        metrics, _ = trainer.evaluate_volumes(
+            predictor.net, predictor.spec, test.images, test.targets, test.spacings, precision=predictor.precision
+        )
+        return {"run_id": champion_id, "metrics": {"test": metrics}}
     metrics, _ = trainer.evaluate(
         predictor.net, predictor.spec, test.prepared(predictor.spec), precision=predictor.precision, masks=test.targets
     )
@@ -385,8 +425,12 @@ def evaluate_champion(session: Session, model: Model, champion_id: str, test: Sp
 
 
 def hyperparameters(spec) -> dict[str, Any]:
-    """The hyperparameters of a resolved spec (what a user could set), as recorded on the run."""
-    return {k: v for k, v in spec.to_dict().items() if k not in _NOT_HYPERPARAMETERS} | dict(spec.extra)
+    """The hyperparameters of a resolved spec (what a user could set), as recorded on the run.
+
+    The 2.5-D settings (neighbouring slices) only for a run trained on volumes.
+    """
+    left_out = _NOT_HYPERPARAMETERS | (_VOLUME_FIELDS if not spec.volume_mode else {"volume_mode", "spacing"})
+    return {k: v for k, v in spec.to_dict().items() if k not in left_out} | dict(spec.extra)
 
 
 def per_example_scores(spec, outputs, targets, example_ids) -> list[dict[str, Any]]:

@@ -3,8 +3,9 @@
 Classification: accuracy, balanced accuracy, macro F1, per-class precision and recall,
 one-vs-rest AUROC (macro), confusion matrix. Multi-label: per-class and macro F1,
 subset accuracy, macro AUROC. Segmentation: pixel accuracy, Dice and IoU per class and
-their means over the foreground classes (class position 0 is the background).
-Verified against scikit-learn in the tests.
+their means over the foreground classes (class position 0 is the background). Volumes: the
+same over every voxel (3-D, not slice by slice), and the 95th-percentile Hausdorff distance in
+mm per class (:func:`hausdorff`). Verified against scikit-learn and a brute-force reference in the tests.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ __all__ = [
     "OBJECTIVE_CHOICES",
     "auroc",
     "classification_metrics",
+    "hausdorff",
     "multilabel_metrics",
     "segmentation_metrics",
     "segmentation_metrics_from_counts",
+    "volume_metrics",
 ]
 
 #: default objective metric per problem type (all of them: higher is better)
@@ -154,4 +157,100 @@ def segmentation_metrics_from_counts(cm: np.ndarray, loss: float | None = None) 
     }
     if loss is not None:
         out["loss"] = float(loss)
+    return out
+
+
+# -- volumes ---------------------------------------------------------------------------------
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    """The voxels of ``mask`` with a 6-neighbour outside it (the array's border counts as outside)."""
+    from scipy import ndimage
+
+    structure = ndimage.generate_binary_structure(mask.ndim, 1)
+    return mask & ~ndimage.binary_erosion(mask, structure, border_value=0)
+
+
+def hausdorff(
+    truth: np.ndarray, pred: np.ndarray, spacing: tuple[float, ...] | list[float], percentile: float = 95.0
+) -> float:
+    """The ``percentile``-th percentile of the symmetric surface distances between two binary masks, in mm.
+
+    The surface of a mask is its voxels with a 6-neighbour outside it; the distances are those from
+    every surface voxel of each mask to the nearest surface voxel of the other (Euclidean, with the
+    voxel ``spacing`` in mm per axis), pooled (both directions together), as MedPy's ``hd95``.
+    ``percentile=100`` is the Hausdorff distance. Edge cases:
+
+    - both masks empty: 0.0 (they agree; as Dice counts it 1.0);
+    - one empty, the other not: the length of the array's diagonal in mm, the largest distance two of
+      its voxels can have (a missed or invented structure costs the most, and means stay finite).
+
+    Surfaces are found inside the bounding box of both masks (plus a voxel of margin), distances with
+    k-d trees: exact, and a few seconds for a body-sized structure of a 512 x 512 x 300 CT.
+    """
+    from scipy.spatial import cKDTree
+
+    t, p = np.asarray(truth, dtype=bool), np.asarray(pred, dtype=bool)
+    if t.shape != p.shape:
+        raise ValueError(f"the masks differ in shape: {t.shape} and {p.shape}")
+    sampling = np.asarray(spacing, dtype=np.float64)
+    if sampling.shape != (t.ndim,):
+        raise ValueError(f"spacing has {sampling.size} values for {t.ndim}-D masks")
+    has_t, has_p = bool(t.any()), bool(p.any())
+    if not has_t and not has_p:
+        return 0.0
+    if not has_t or not has_p:
+        return float(np.sqrt((((np.asarray(t.shape) - 1) * sampling) ** 2).sum()))
+    both = t | p
+    box = []
+    for axis in range(t.ndim):
+        other = tuple(a for a in range(t.ndim) if a != axis)
+        idx = np.flatnonzero(both.any(axis=other))
+        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    # a voxel of background all round: the array's border counts as outside, as in the whole array
+    st, sp = _surface(np.pad(t[tuple(box)], 1)), _surface(np.pad(p[tuple(box)], 1))
+    a, b = np.argwhere(st) * sampling, np.argwhere(sp) * sampling
+    # the nearest surface voxel of the other mask: a k-d tree over the surfaces (exact, as a distance
+    # transform of the box, and ~10x faster on a body-sized structure of a CT)
+    to_t, _ = cKDTree(a).query(b)
+    to_p, _ = cKDTree(b).query(a)
+    return float(np.percentile(np.concatenate([to_t, to_p]), percentile))
+
+
+def volume_metrics(
+    truths: list[np.ndarray],
+    preds: list[np.ndarray],
+    spacings: list[tuple[float, ...] | list[float]],
+    k: int,
+    loss: float | None = None,
+) -> dict[str, Any]:
+    """Metrics of predicted label volumes (class positions, 0 = background) against the truth.
+
+    ``dice``, ``iou``, their means over the foreground classes and ``pixel_accuracy`` (of voxels) come
+    from the confusion matrix of every voxel of every volume (3-D, as the 2-D metrics pool pixels);
+    ``hd95`` per class is the mean over the volumes of :func:`hausdorff` (mm, each volume with its
+    own spacing; see there for absent classes), None for the background, ``hd95_mean`` its mean over
+    the foreground classes.
+    ``dice_per_volume``: each volume's foreground mean Dice, in order.
+    """
+    counts = np.zeros(k * k, dtype=np.int64)
+    first = 1 if k > 1 else 0  # the background's distance is not measured (its surface is the others')
+    hd = np.zeros((len(truths), k), dtype=np.float64)
+    per_volume = []
+    for i, (t, p, spacing) in enumerate(zip(truths, preds, spacings, strict=True)):
+        t, p = np.asarray(t), np.asarray(p)
+        cm = np.zeros(k * k, dtype=np.int64)
+        for start in range(0, len(t), 16):  # a few slices at a time: a CT's int64 copies would be GBs
+            part = t[start : start + 16].astype(np.int64) * k + p[start : start + 16]
+            cm += np.bincount(part.ravel(), minlength=k * k)
+        counts += cm
+        per_volume.append(segmentation_metrics_from_counts(cm.reshape(k, k))["dice_mean"])
+        for c in range(first, k):
+            hd[i, c] = hausdorff(t == c, p == c, spacing)
+    out = segmentation_metrics_from_counts(counts.reshape(k, k), loss)
+    hd95 = hd.mean(axis=0) if len(truths) else np.zeros(k)
+    out["hd95"] = [None if c < first else round(float(v), 4) for c, v in enumerate(hd95)]
+    out["hd95_mean"] = float(hd95[first:].mean())
+    out["dice_per_volume"] = [float(v) for v in per_volume]
+    out["n"] = len(truths)
     return out

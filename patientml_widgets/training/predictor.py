@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import ValidationError
 from .hardware import choose_precision, cpu_flags
 from .spec import TrainSpec
-from .trainer import ModelFactory, build_model, load_state_dict, predict_image
+from .trainer import ModelFactory, VolumePrediction, build_model, load_state_dict, predict_image, predict_volume
 
 __all__ = ["Predictor"]
 
@@ -46,8 +46,30 @@ class Predictor:
     def predict(self, image: np.ndarray) -> np.ndarray:
         """Probabilities: (k,) for classification, (k, H, W) at the image's own size for segmentation
         (resampled from the working resolution; averaged over flips when the run used ``tta``).
+        A run trained on volumes predicts volumes: :meth:`predict_volume`.
         """
+        if self.volumes:
+            raise ValidationError("this run was trained on volumes; predict a volume with predict_volume")
         return predict_image(self.net, self.spec, image, precision=self.precision).numpy()
+
+    @property
+    def volumes(self) -> bool:
+        """Whether the run was trained on volumes (2.5-D) and so predicts volumes, not 2-D images."""
+        return bool(self.spec.volume_mode)
+
+    def predict_volume(self, volume: np.ndarray, spacing: Any, *, batch_size: int = 16) -> VolumePrediction:
+        """A (Z, Y, X) volume with its spacing (dz, dy, dx) in mm, predicted slice by slice (2.5-D runs).
+
+        Segmentation: class positions at the volume's size, the mean probability of each class over its
+        voxels, the uncertainty. Classification: the mean of the probabilities of the volume's central
+        slices (``training.plan.central_slices``: the middle half, at most 32), and the uncertainty.
+        """
+        if not self.volumes:
+            raise ValidationError("this run was trained on 2-D images; it predicts images, not volumes")
+        volume = np.asarray(volume)
+        if volume.ndim != 3:
+            raise ValidationError(f"a volume is (slices, rows, columns), not an array of shape {volume.shape}")
+        return predict_volume(self.net, self.spec, volume, spacing, precision=self.precision, batch_size=batch_size)
 
     def export(self, folder: str | Path, *, model: dict[str, Any], run: dict[str, Any]) -> Path:
         """Write ``weights.pt`` (a plain state dict) and ``config.json`` into ``folder``."""

@@ -51,6 +51,12 @@ class TrainSpec:
     precision: str = "auto"  # auto: bf16 only where the CPU or GPU runs it natively, else fp32 (see hardware)
     objective: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # hyperparameters for registered model code
+    #: volumes: "2.5d" trains and predicts slice by slice, the neighbouring slices as extra input channels
+    #: (set by the plan when the examples are volumes; "" for 2-D images)
+    volume_mode: str = ""
+    context: int = 0  # 2.5-D: neighbouring slices on each side given as channels (0: the plan's, 1)
+    context_stride: int = 0  # 2.5-D: slices from one neighbour to the next (from the slice spacing)
+    spacing: list[float] = field(default_factory=list)  # 2.5-D: working in-plane pixel size (dy, dx) in mm
 
     def __post_init__(self) -> None:
         if not self.architecture:
@@ -92,7 +98,7 @@ class TrainSpec:
             spec = cls.from_dict(values)
         except TypeError as e:
             raise ValidationError(f"bad hyperparameters: {e}") from None
-        for name in ("epochs", "batch_size", "image_size", "base_channels", "steps", "depth", "eval_every"):
+        for name in ("epochs", "batch_size", "image_size", "base_channels", "steps", "depth", "eval_every", "context"):
             try:
                 value = int(getattr(spec, name))
             except (TypeError, ValueError):
@@ -101,6 +107,8 @@ class TrainSpec:
                 raise ValidationError(f"hyperparameter {name} must be a whole number, 0 (auto) or more")
         if spec.image_size and spec.image_size < 16:
             raise ValidationError("hyperparameter image_size must be at least 16 (or 0: from the data)")
+        if spec.context > 4:
+            raise ValidationError("hyperparameter context must be 0-4 neighbouring slices on each side (0: the plan's)")
         if spec.depth and not 2 <= spec.depth <= 5:
             raise ValidationError("hyperparameter depth must be 2-5 (or 0: from the data)")
         if not (isinstance(spec.lr, (int, float)) and spec.lr >= 0) or float(spec.budget_s) < 0:
@@ -109,6 +117,10 @@ class TrainSpec:
             raise ValidationError(f"unknown hyperparameters for the built-in {spec.architecture}: {sorted(spec.extra)}")
         if spec.precision not in PRECISIONS:
             raise ValidationError(f"precision is one of {', '.join(PRECISIONS)}")
+        if spec.volume_mode not in ("", "2.5d"):
+            raise ValidationError(
+                "volume_mode is '2.5d' (volumes slice by slice with their neighbours) or '' (the plan's)"
+            )
         if spec.norm not in ("", "group", "batch"):
             raise ValidationError("norm is 'group' or 'batch' (or '': from the batch size)")
         return spec

@@ -28,13 +28,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ValidationError
-from .data import IGNORE, Prepared, augment, crop, restore_proba, to_canvas
+from .data import IGNORE, Prepared, VolumeSlicer, augment, crop, restore_proba, to_canvas
 from .hardware import Hardware
 from .metrics import (
     classification_metrics,
     multilabel_metrics,
     segmentation_metrics,
     segmentation_metrics_from_counts,
+    volume_metrics,
 )
 from .models import build_builtin
 from .plan import make_plan
@@ -46,10 +47,12 @@ __all__ = [
     "TrainSpec",
     "build_model",
     "evaluate",
+    "evaluate_volumes",
     "fit",
     "init_distributed",
     "load_state_dict",
     "predict_image",
+    "predict_volume",
     "resolve",
     "save_state_dict",
     "shutdown_distributed",
@@ -379,7 +382,7 @@ class _Training:
         if self.segmentation and spec.patch and list(spec.patch) != list(spec.canvas):
             x, y = crop(self.train, idx, spec.patch, self.gen)
         else:
-            x, y = self.train.x[idx], self.train.y[idx]
+            x, y = self.train.inputs(idx), self.train.y[idx]
         if spec.augment:
             x, y = augment(x, y, self.segmentation, self.gen)
         return x, y
@@ -471,7 +474,7 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
 def predict_proba(
     model: nn.Module,
     spec: TrainSpec,
-    x: torch.Tensor,
+    x: torch.Tensor | Prepared,
     *,
     device: torch.device | str = "cpu",
     precision: str | None = None,
@@ -480,6 +483,7 @@ def predict_proba(
 ) -> torch.Tensor:
     """Class probabilities on the canvas: (N, k) for classification, (N, k, H, W) for segmentation.
 
+    ``x``: the inputs, or a prepared split (2.5-D samples are gathered a batch at a time).
     Segmentation averages the probabilities of the image and its flips when ``spec.tta``.
     """
     dev = torch.device(device)
@@ -489,7 +493,8 @@ def predict_proba(
     flips = [(), (-1,), (-2,)] if tta and spec.problem_type == "segmentation" else [()]
     outs = []
     for start in range(0, len(x), batch_size):
-        xb = _layout(x[start : start + batch_size].to(dev), dev)
+        part = x.inputs(slice(start, start + batch_size)) if isinstance(x, Prepared) else x[start : start + batch_size]
+        xb = _layout(part.to(dev), dev)
         total: torch.Tensor | None = None
         for dims in flips:
             with _autocast(dev, precision):
@@ -530,7 +535,7 @@ def evaluate(
     positions at each image's size) instead of probabilities; otherwise on the canvas, padding ignored.
     """
     tta = None if full else False
-    proba = predict_proba(model, spec, data.x, device=device, precision=precision, tta=tta)
+    proba = predict_proba(model, spec, data, device=device, precision=precision, tta=tta)
     if len(data) == 0:
         return {}, proba
     if spec.problem_type == "segmentation":
@@ -559,3 +564,128 @@ def evaluate(
         return multilabel_metrics(data.y.numpy(), proba.numpy(), loss), proba
     loss = F.nll_loss(proba.clamp_min(1e-7).log(), data.y).item()
     return classification_metrics(data.y.numpy(), proba.numpy(), loss), proba
+
+
+# -- volumes (2.5-D) -----------------------------------------------------------------------
+
+
+@dataclass
+class VolumePrediction:
+    """A whole volume's prediction. Segmentation: class positions (Z, Y, X) uint8, the mean probability of
+    each class over its voxels, 1 - the mean top probability (uncertainty), and the summed NLL of a given
+    target. Classification: no positions; the mean of the central slices' probabilities.
+    """
+
+    positions: np.ndarray | None
+    mean_proba: np.ndarray
+    uncertainty: float
+    loss_sum: float = 0.0
+
+
+@torch.no_grad()
+def predict_volume(
+    model: nn.Module,
+    spec: TrainSpec,
+    volume: np.ndarray,
+    spacing: Any,
+    *,
+    device: torch.device | str = "cpu",
+    precision: str | None = None,
+    batch_size: int = 16,
+    target: np.ndarray | None = None,
+) -> VolumePrediction:
+    """Predict a (Z, Y, X) volume slice by slice, ``batch_size`` slices (with their neighbours) at a time.
+
+    Each batch's probabilities are resampled to the slices' own size and reduced at once (argmax, sums):
+    the volume's per-class probabilities are never all held (a 512 x 512 x 300 CT of 4 classes would be 1.3 GB).
+    """
+    dev = torch.device(device)
+    slicer = VolumeSlicer(volume, spacing, spec)
+    if spec.problem_type != "segmentation":
+        return _classify_volume(model, spec, slicer, dev, precision, batch_size)
+    z, (h, w), k = slicer.depth, slicer.shape, spec.num_classes
+    positions = np.empty((z, h, w), dtype=np.uint8)
+    proba_sum = torch.zeros(k, dtype=torch.float64)
+    top_sum, loss_sum = 0.0, 0.0
+    for start in range(0, z, batch_size):
+        ks = np.arange(start, min(z, start + batch_size))
+        rows = slicer.rows(ks)
+        needed = np.unique(rows)
+        planes = slicer.planes(needed)
+        x = planes[torch.from_numpy(np.searchsorted(needed, rows))]  # (B, C, H, W)
+        p = predict_proba(model, spec, x, device=dev, precision=precision, batch_size=len(x))
+        p = p[:, :, : slicer.size[0], : slicer.size[1]]
+        if slicer.size != (h, w):
+            p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
+            p = p / p.sum(1, keepdim=True).clamp_min(1e-8)
+        top, arg = p.max(1)
+        positions[start : start + len(ks)] = arg.numpy().astype(np.uint8)
+        proba_sum += p.sum((0, 2, 3)).double()
+        top_sum += float(top.double().sum())
+        if target is not None:
+            t = torch.from_numpy(np.ascontiguousarray(target[start : start + len(ks)], dtype=np.int64))
+            loss_sum += float(F.nll_loss(p.clamp_min(1e-7).log(), t, reduction="sum"))
+    voxels = max(1, z * h * w)
+    return VolumePrediction(positions, (proba_sum / voxels).numpy(), float(1 - top_sum / voxels), loss_sum)
+
+
+def _classify_volume(
+    model: nn.Module, spec: TrainSpec, slicer: VolumeSlicer, dev: torch.device, precision: str | None, batch_size: int
+) -> VolumePrediction:
+    """The mean of the class probabilities of the volume's central slices (each with its neighbours)."""
+    from .plan import central_slices
+
+    ks = np.asarray(central_slices(slicer.depth))
+    rows = slicer.rows(ks)
+    needed = np.unique(rows)
+    x = slicer.planes(needed)[torch.from_numpy(np.searchsorted(needed, rows))]
+    p = predict_proba(model, spec, x, device=dev, precision=precision, batch_size=batch_size).double().mean(0)
+    proba = p.numpy()
+    uncertainty = float(np.mean(1 - np.abs(2 * proba - 1))) if spec.multi_label else float(1 - proba.max())
+    return VolumePrediction(None, proba, uncertainty)
+
+
+def evaluate_volumes(
+    model: nn.Module,
+    spec: TrainSpec,
+    volumes: list[np.ndarray],
+    masks: list[Any],
+    spacings: list[Any],
+    *,
+    device: torch.device | str = "cpu",
+    precision: str | None = None,
+) -> tuple[dict[str, Any], Any]:
+    """Metrics of a 2.5-D model on whole volumes, and its outputs.
+
+    Segmentation: 3-D metrics at each volume's own resolution (Dice over every voxel, HD95 in mm;
+    :func:`~.metrics.volume_metrics`), and the predicted label volumes (class positions).
+    Classification: the usual metrics over volumes (each the mean of its central slices' probabilities),
+    and the probabilities (n, k).
+    """
+    if spec.volume_mode != "2.5d":
+        raise ValidationError("this run was trained on 2-D images; it cannot be scored on volumes")
+    if spec.problem_type != "segmentation":
+        if not volumes:
+            return {}, torch.empty(0)
+        proba = torch.from_numpy(
+            np.stack([predict_volume(model, spec, v, s, device=device, precision=precision).mean_proba
+                      for v, s in zip(volumes, spacings, strict=True)])
+        ).float()  # fmt: skip
+        if spec.multi_label:
+            y = np.asarray(masks, dtype=np.float32).reshape(len(volumes), -1)
+            loss = F.binary_cross_entropy(proba.clamp(1e-7, 1 - 1e-7), torch.from_numpy(y)).item()
+            return multilabel_metrics(y, proba.numpy(), loss), proba
+        y_true = torch.tensor(np.asarray(masks, dtype=np.int64).reshape(-1))
+        loss = F.nll_loss(proba.clamp_min(1e-7).log(), y_true).item()
+        return classification_metrics(y_true.numpy(), proba.numpy(), loss), proba
+    predicted, loss_sum, voxels = [], 0.0, 0
+    for volume, mask, spacing in zip(volumes, masks, spacings, strict=True):
+        out = predict_volume(model, spec, volume, spacing, device=device, precision=precision, target=mask)
+        assert out.positions is not None
+        predicted.append(out.positions)
+        loss_sum += out.loss_sum
+        voxels += int(np.prod(mask.shape))
+    if not predicted:
+        return {}, []
+    metrics = volume_metrics(masks, predicted, spacings, spec.num_classes, loss_sum / max(1, voxels))
+    return metrics, predicted
