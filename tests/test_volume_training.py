@@ -7,6 +7,7 @@ import patientml_widgets as pml
 from patientml_widgets.errors import ValidationError
 from patientml_widgets.predictions import Predictions
 from patientml_widgets.training.plan import fingerprint, make_plan, volume_samples
+from patientml_widgets.widgets.label_canvas import LabelCanvas
 
 TINY = {"steps": 4, "base_channels": 4, "batch_size": 4}
 SPACING = (2.5, 0.8, 0.8)
@@ -65,6 +66,13 @@ def test_a_volume_model_trains_tests_in_3d_deploys_and_predicts_whole_volumes(pr
     assert set(np.unique(prediction.mask)) <= {0, 1, 2} and 0 <= prediction.uncertainty <= 1
     assert sum(prediction.probabilities.values()) == pytest.approx(1, abs=1e-3)
     assert record["slices"] == np.flatnonzero(prediction.mask.reshape(6, -1).any(axis=1)).tolist()
+    # the labeler shows the volume's prediction on every plane
+    canvas = LabelCanvas.for_example(project, unlabeled)
+    assert np.array_equal(canvas.prediction, prediction.mask)
+    sent = []
+    canvas.send = lambda content, buffers=None: sent.append((content, buffers))
+    canvas._handle_message(canvas, {"kind": "plane", "plane": "sagittal", "index": 3}, [])
+    assert sent[-1][0]["kind"] == "plane" and len(sent[-1][1]) == 3  # image, label, prediction
     # the queries take volumes too (3-D Dice against the label)
     labeled = {e.id for e in project.examples(seg, status="labeled")}
     assert {e.id for e in project.examples(seg, status="labeled", sort="uncertainty")} == labeled
