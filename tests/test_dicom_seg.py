@@ -362,3 +362,22 @@ def test_refuses_frames_placed_by_malformed_positions(axial, tmp_path):
 
     with pytest.raises(ValidationError, match="not oriented as the series"):
         read_dicom_seg(edited(path, tmp_path / "iop.dcm", five_cosines), axial["sop_uids"], SHAPE, **geometry)
+
+
+def test_refuses_a_negative_segment_number(axial, tmp_path):
+    path = write_dicom_seg(tmp_path / "labels.dcm", labels(), axial, CLASSES)
+
+    def negative(ds):  # a file that declares SegmentNumber signed (SS), as a crafted file may
+        for segment in ds.SegmentSequence:
+            del segment.SegmentDescription
+            del segment.TrackingID
+        ds.SegmentSequence[0]["SegmentNumber"].VR = "SS"
+        ds.SegmentSequence[0].SegmentNumber = -1
+        for group in ds.PerFrameFunctionalGroupsSequence:
+            item = group.SegmentIdentificationSequence[0]
+            if item.ReferencedSegmentNumber == 1:
+                item["ReferencedSegmentNumber"].VR = "SS"
+                item.ReferencedSegmentNumber = -1
+
+    with pytest.raises(ImageError, match="segment number -1; segment numbers are positive"):
+        read_dicom_seg(edited(path, tmp_path / "negative.dcm", negative), axial["sop_uids"], SHAPE)

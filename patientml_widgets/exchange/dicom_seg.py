@@ -505,6 +505,8 @@ def read_dicom_seg(
     value_of = {s["number"]: (s["index"] if ours else s["number"]) for s in segments}
     if len(set(numbers)) != len(numbers):
         raise ImageError(f"{path.name} describes segment numbers {sorted(numbers)}: one is given twice")
+    if min(numbers) < 1:
+        raise ImageError(f"{path.name} describes segment number {min(numbers)}; segment numbers are positive")
     if max(value_of.values()) > 255:
         raise ImageError(f"{path.name} has segment numbers up to {max(numbers)}; at most 255 fit a uint8 label")
     frame_segments: list[int] = []
