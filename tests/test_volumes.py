@@ -365,3 +365,27 @@ def test_a_stored_volume_reads_one_slice_before_the_whole(project, seg):
         project.volume(flat)
     with pytest.raises(ImageError, match="slices 0 to 4, not 5"):
         project.image_slice(ex, 5)
+
+
+def test_a_stored_volume_page_claiming_a_huge_size_is_refused_from_its_header(monkeypatch):
+    import io
+
+    import tifffile
+
+    data = io.BytesIO(imaging.encode_volume(ct((3, 4, 5))))
+    with tifffile.TiffFile(data, mode="r+b") as tif:  # the last page's header claims 40000 x 40000 (1.6 GB)
+        tif.pages[2].tags["ImageWidth"].overwrite(40000)
+        tif.pages[2].tags["ImageLength"].overwrite(40000)
+    damaged = data.getvalue()
+    decode = tifffile.TiffPage.asarray
+
+    def checked_first(page, *args, **kwargs):
+        assert page.shape == (4, 5), "a page decoded before its size was checked"
+        return decode(page, *args, **kwargs)
+
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", checked_first)
+    with pytest.raises(ImageError, match="slice 2 differs in size"):
+        imaging.decode_volume(damaged)
+    with pytest.raises(ImageError, match="slice 2 differs in size"):
+        imaging.read_volume_slice(damaged, 2)
+    assert np.array_equal(imaging.read_volume_slice(damaged, 1), ct((3, 4, 5))[1])

@@ -229,6 +229,7 @@ def decode_volume(data: bytes, *, max_pixels: int | None = None, name: str | Non
         out = np.empty(shape, dtype.newbyteorder("="))
         try:
             for k, page in enumerate(tif.pages):
+                _check_page(page, k, shape, dtype, label)  # from its header: a page claiming more is never decoded
                 plane = page.asarray()
                 if plane.shape != shape[1:] or plane.dtype != dtype:
                     raise ImageError(
@@ -252,12 +253,21 @@ def read_volume_slice(data: bytes, k: int, *, max_pixels: int | None = None, nam
         if not 0 <= k < shape[0]:
             raise ImageError(f"{label} has slices 0 to {shape[0] - 1}, not {k}")
         try:
-            plane = tif.pages[k].asarray()
+            page = tif.pages[k]
+            _check_page(page, k, shape, dtype, label)
+            plane = page.asarray()
+        except ImageError:
+            raise
         except (ValueError, OSError, IndexError, KeyError, AttributeError, struct.error, zlib.error) as e:
             raise ImageError(f"{label}: slice {k} is not readable ({type(e).__name__}: {e})") from None
     if plane.shape != shape[1:] or plane.dtype != dtype:
         raise ImageError(f"{label}: slice {k} differs in size or type from the first; the project is damaged")
     return plane.astype(plane.dtype.newbyteorder("="), copy=False)
+
+
+def _check_page(page: Any, k: int, shape: tuple[int, ...], dtype: np.dtype, label: str) -> None:
+    if getattr(page, "shape", None) != tuple(shape[1:]) or getattr(page, "dtype", None) != dtype:
+        raise ImageError(f"{label}: slice {k} differs in size or type from the first; the project is damaged")
 
 
 class StoredVolume:
