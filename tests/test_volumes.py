@@ -389,3 +389,13 @@ def test_a_stored_volume_page_claiming_a_huge_size_is_refused_from_its_header(mo
     with pytest.raises(ImageError, match="slice 2 differs in size"):
         imaging.read_volume_slice(damaged, 2)
     assert np.array_equal(imaging.read_volume_slice(damaged, 1), ct((3, 4, 5))[1])
+
+
+@pytest.mark.parametrize("field, value", [("vox_offset", -100), ("datatype", 1)])
+def test_a_nifti_header_nibabel_will_not_repair_is_an_image_error(project, seg, tmp_path, field, value):
+    header = nib.Nifti1Image(np.zeros((4, 5, 6), np.int16), np.eye(4)).header
+    header[field] = value  # a negative data offset; data type code 1 (1-bit), which nibabel does not read
+    (tmp_path / "bad.nii").write_bytes(header.binaryblock + bytes(4 + 240))
+    with pytest.raises(ImageError, match=r"bad\.nii is not a readable NIfTI file \(HeaderDataError"):
+        project.add_volume(seg, tmp_path / "bad.nii")
+    assert project.examples(seg) == []

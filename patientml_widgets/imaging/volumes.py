@@ -324,7 +324,14 @@ def read_nifti(path: str | os.PathLike, *, max_pixels: int | None = None, name: 
         img = nib.load(path)
     except FileNotFoundError:
         raise ImageError(f"no file {label}") from None
-    except (nib.filebasedimages.ImageFileError, OSError, ValueError, EOFError, zlib.error) as e:
+    except (
+        nib.filebasedimages.ImageFileError,
+        nib.spatialimages.HeaderDataError,  # a header nibabel will not repair (vox_offset, data type code)
+        OSError,
+        ValueError,
+        EOFError,
+        zlib.error,
+    ) as e:
         raise ImageError(f"{label} is not a readable NIfTI file ({type(e).__name__}: {e})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise ImageError(f"{label} is a {type(img).__name__}, not NIfTI")
