@@ -399,3 +399,14 @@ def test_a_nifti_header_nibabel_will_not_repair_is_an_image_error(project, seg, 
     with pytest.raises(ImageError, match=r"bad\.nii is not a readable NIfTI file \(HeaderDataError"):
         project.add_volume(seg, tmp_path / "bad.nii")
     assert project.examples(seg) == []
+
+
+@pytest.mark.parametrize("slope", [3e18, 1e30])
+def test_nifti_scaling_beyond_int64_is_done_in_floats(project, seg, tmp_path, slope):
+    data = np.arange(1000, 1120, dtype=np.int16).reshape(4, 5, 6)
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header.set_slope_inter(slope, 0)  # a whole number, but 1000 x slope does not fit an int64
+    nib.save(img, tmp_path / "steep.nii")
+    ex = project.add_volume(seg, tmp_path / "steep.nii")
+    expected = data.transpose(2, 1, 0) * float(np.float32(slope))
+    assert ex.dtype == "float32" and np.allclose(project.image(ex), expected, rtol=1e-6)

@@ -367,7 +367,10 @@ def _scaled(raw: np.ndarray, slope, inter) -> np.ndarray:
     if (slope, inter) == (1.0, 0.0):
         return raw
     if slope.is_integer() and inter.is_integer() and raw.dtype.kind in "iu":
-        return raw.astype(np.int64) * int(slope) + int(inter)  # narrowed losslessly by stored_values
+        s, i = int(slope), int(inter)
+        ends = (int(raw.min()), int(raw.max())) if raw.size else (0, 0)
+        if all(-(2**63) <= v < 2**63 for e in ends for v in (s, i, e * s, e * s + i)):  # int64 never wraps
+            return raw.astype(np.int64) * s + i  # narrowed losslessly by stored_values
     return (raw.astype(np.float64) * slope + inter).astype(np.float32)
 
 
