@@ -185,3 +185,17 @@ def test_the_browser_shows_volume_size_and_labeled_slices(project, seg):
     assert row["size"] == "10 x 8 x 4 (0.70 x 0.70 x 2.50 mm)" and row["slices"] == "2 / 4"
     browser.open_example(ex.id)
     assert browser.canvas.is_volume
+
+
+def test_strokes_never_paint_into_the_callers_array_or_the_prediction():
+    mine = np.zeros((10, 20, 30), np.uint8)
+    predicted = np.zeros((10, 20, 30), np.uint8)
+    predicted[5, :3, :3] = 2
+    _, canvas = volume_canvas(mask=mine, prediction=predicted)
+    browser = Browser(canvas)
+    browser.stroke("axial", 5, 10, 10, np.ones((2, 2), np.uint8))
+    assert canvas.mask.sum() == 4 and not mine.any()
+    canvas.mask = canvas.prediction  # start from the prediction, then correct it
+    browser.stroke("axial", 5, 10, 10, np.ones((2, 2), np.uint8), seq=2)
+    assert (canvas.mask == 1).sum() == 4 and not (canvas.prediction == 1).any()
+    assert np.array_equal(canvas.prediction, predicted) and not (predicted == 1).any()

@@ -549,7 +549,11 @@ class LabelCanvas(anywidget.AnyWidget):
     # -- checks ------------------------------------------------------------------------------
 
     def _check_mask(self, mask: Any) -> np.ndarray:
-        return imaging.validate_mask(mask, self._shape, [c["index"] for c in self.classes])
+        """The canvas's own uint8 copy: a volume's strokes are painted in place, never into the caller's array
+        (or into the prediction when ``canvas.mask = canvas.prediction``).
+        """
+        checked = imaging.validate_mask(mask, self._shape, [c["index"] for c in self.classes])
+        return checked.copy() if np.may_share_memory(checked, mask) else checked
 
     def _class_indices(self, values: Sequence[int | str]) -> list[int]:
         by_name = {c["name"]: c["index"] for c in self.classes}
