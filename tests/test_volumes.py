@@ -410,3 +410,12 @@ def test_nifti_scaling_beyond_int64_is_done_in_floats(project, seg, tmp_path, sl
     ex = project.add_volume(seg, tmp_path / "steep.nii")
     expected = data.transpose(2, 1, 0) * float(np.float32(slope))
     assert ex.dtype == "float32" and np.allclose(project.image(ex), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("spacing", [(-0.5, -0.5), (0.5, 0.0), (-1.0, 1.0)])
+def test_a_series_with_a_pixel_spacing_that_is_not_positive_is_refused(spacing):
+    import dataclasses
+
+    headers = [dataclasses.replace(h, pixel_spacing=spacing) for h in _headers([0, 1, 2])]
+    with pytest.raises(ImageError, match="spacings are positive"):  # never a mirrored (or flat) affine
+        stack_series(headers, "s")

@@ -419,6 +419,8 @@ def stack_series(headers: Sequence[DicomHeader], label: str) -> tuple[list[int],
             raise ImageError(f"{label} mixes orientations ({_cosines(first)} and {_cosines(h)})")
         if not np.allclose(h.pixel_spacing, first.pixel_spacing, rtol=1e-3):
             raise ImageError(f"{label} mixes pixel spacings ({first.pixel_spacing} and {h.pixel_spacing} mm)")
+    if min(first.pixel_spacing) <= 0:  # a negative spacing would mirror the voxels against the orientation
+        raise ImageError(f"{label} has a PixelSpacing of {list(first.pixel_spacing)}; spacings are positive (mm)")
     row = np.array(first.orientation[:3], float)
     col = np.array(first.orientation[3:], float)
     if abs(np.linalg.norm(row) - 1) > 1e-2 or abs(np.linalg.norm(col) - 1) > 1e-2 or abs(row @ col) > 1e-2:
