@@ -341,3 +341,43 @@ def test_names_beyond_ascii(axial, tmp_path):
     assert str(ds.ContentCreatorName) == "Døe^Jane"
     _, segments = read_dicom_seg(path, axial["sop_uids"], SHAPE)
     assert segments == [{"number": 1, "label": "lésion 肝", "index": 1, "color": "#abcdef"}]
+
+
+def test_refuses_frames_placed_by_malformed_positions(axial, tmp_path):
+    path = write_dicom_seg(tmp_path / "labels.dcm", labels(), axial, CLASSES)
+    geometry = {"positions": axial["positions"], "orientation": axial["orientation"]}
+
+    def two_coordinates(ds):
+        for group in ds.PerFrameFunctionalGroupsSequence:
+            del group.DerivationImageSequence
+            group.PlanePositionSequence[0].ImagePositionPatient = [1.0, 2.0]
+
+    with pytest.raises(ValidationError, match="neither a referenced instance nor a position"):
+        read_dicom_seg(edited(path, tmp_path / "ipp.dcm", two_coordinates), axial["sop_uids"], SHAPE, **geometry)
+
+    def five_cosines(ds):
+        for group in ds.PerFrameFunctionalGroupsSequence:
+            del group.DerivationImageSequence
+        ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient = [1, 0, 0, 0, 1]
+
+    with pytest.raises(ValidationError, match="not oriented as the series"):
+        read_dicom_seg(edited(path, tmp_path / "iop.dcm", five_cosines), axial["sop_uids"], SHAPE, **geometry)
+
+
+def test_refuses_a_negative_segment_number(axial, tmp_path):
+    path = write_dicom_seg(tmp_path / "labels.dcm", labels(), axial, CLASSES)
+
+    def negative(ds):  # a file that declares SegmentNumber signed (SS), as a crafted file may
+        for segment in ds.SegmentSequence:
+            del segment.SegmentDescription
+            del segment.TrackingID
+        ds.SegmentSequence[0]["SegmentNumber"].VR = "SS"
+        ds.SegmentSequence[0].SegmentNumber = -1
+        for group in ds.PerFrameFunctionalGroupsSequence:
+            item = group.SegmentIdentificationSequence[0]
+            if item.ReferencedSegmentNumber == 1:
+                item["ReferencedSegmentNumber"].VR = "SS"
+                item.ReferencedSegmentNumber = -1
+
+    with pytest.raises(ImageError, match="segment number -1; segment numbers are positive"):
+        read_dicom_seg(edited(path, tmp_path / "negative.dcm", negative), axial["sop_uids"], SHAPE)

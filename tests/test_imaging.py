@@ -153,6 +153,13 @@ def test_display_windows_16_bit_data():
     assert np.array_equal(imaging.apply_window(arr, {"center": 2000, "width": 1000}, invert=True), 255 - windowed)
 
 
+def test_display_windows_values_too_large_for_a_step_of_one():
+    # a uniform volume of 3e21 (a steep NIfTI scaling) and a header window centred on 1e20: lo + 1 == lo
+    assert np.array_equal(imaging.apply_window(np.full((4, 4), 3e21, np.float32)), np.zeros((4, 4), np.uint8))
+    windowed = imaging.apply_window(np.array([[0, 1e20, 2e20]]), {"center": 1e20, "width": 1})
+    assert windowed.tolist() == [[0, 0, 255]]
+
+
 def test_mask_codecs_round_trip():
     rng = np.random.default_rng(0)
     mask = rng.integers(0, 4, (123, 77)).astype(np.uint8)

@@ -185,3 +185,33 @@ def test_the_browser_shows_volume_size_and_labeled_slices(project, seg):
     assert row["size"] == "10 x 8 x 4 (0.70 x 0.70 x 2.50 mm)" and row["slices"] == "2 / 4"
     browser.open_example(ex.id)
     assert browser.canvas.is_volume
+
+
+def test_strokes_never_paint_into_the_callers_array_or_the_prediction():
+    mine = np.zeros((10, 20, 30), np.uint8)
+    predicted = np.zeros((10, 20, 30), np.uint8)
+    predicted[5, :3, :3] = 2
+    _, canvas = volume_canvas(mask=mine, prediction=predicted)
+    browser = Browser(canvas)
+    browser.stroke("axial", 5, 10, 10, np.ones((2, 2), np.uint8))
+    assert canvas.mask.sum() == 4 and not mine.any()
+    canvas.mask = canvas.prediction  # start from the prediction, then correct it
+    browser.stroke("axial", 5, 10, 10, np.ones((2, 2), np.uint8), seq=2)
+    assert (canvas.mask == 1).sum() == 4 and not (canvas.prediction == 1).any()
+    assert np.array_equal(canvas.prediction, predicted) and not (predicted == 1).any()
+
+
+@pytest.mark.parametrize(
+    "trait, junk", [("plane", "oblique"), ("slice_index", 30), ("slice_index", -1), ("crosshair", [1])]
+)
+def test_junk_view_state_from_the_browser_is_refused_and_the_canvas_keeps_working(trait, junk):
+    import traitlets
+
+    vol, canvas = volume_canvas()  # 10 x 20 x 30: the deepest plane has 30 slices
+    browser = Browser(canvas)
+    with pytest.raises(traitlets.TraitError):
+        setattr(canvas, trait, junk)  # as a set_state from the browser would
+    assert (canvas.plane, canvas.slice_index, canvas.crosshair) == ("axial", 5, [5, 10, 15])
+    canvas.mask = np.ones(vol.shape, np.uint8)  # a new map is sent for the plane and slice shown
+    head, _ = browser.received[-1]
+    assert (head["kind"], head["plane"], head["index"]) == ("plane", "axial", 5)

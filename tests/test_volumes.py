@@ -365,3 +365,57 @@ def test_a_stored_volume_reads_one_slice_before_the_whole(project, seg):
         project.volume(flat)
     with pytest.raises(ImageError, match="slices 0 to 4, not 5"):
         project.image_slice(ex, 5)
+
+
+def test_a_stored_volume_page_claiming_a_huge_size_is_refused_from_its_header(monkeypatch):
+    import io
+
+    import tifffile
+
+    data = io.BytesIO(imaging.encode_volume(ct((3, 4, 5))))
+    with tifffile.TiffFile(data, mode="r+b") as tif:  # the last page's header claims 40000 x 40000 (1.6 GB)
+        tif.pages[2].tags["ImageWidth"].overwrite(40000)
+        tif.pages[2].tags["ImageLength"].overwrite(40000)
+    damaged = data.getvalue()
+    decode = tifffile.TiffPage.asarray
+
+    def checked_first(page, *args, **kwargs):
+        assert page.shape == (4, 5), "a page decoded before its size was checked"
+        return decode(page, *args, **kwargs)
+
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", checked_first)
+    with pytest.raises(ImageError, match="slice 2 differs in size"):
+        imaging.decode_volume(damaged)
+    with pytest.raises(ImageError, match="slice 2 differs in size"):
+        imaging.read_volume_slice(damaged, 2)
+    assert np.array_equal(imaging.read_volume_slice(damaged, 1), ct((3, 4, 5))[1])
+
+
+@pytest.mark.parametrize("field, value", [("vox_offset", -100), ("datatype", 1)])
+def test_a_nifti_header_nibabel_will_not_repair_is_an_image_error(project, seg, tmp_path, field, value):
+    header = nib.Nifti1Image(np.zeros((4, 5, 6), np.int16), np.eye(4)).header
+    header[field] = value  # a negative data offset; data type code 1 (1-bit), which nibabel does not read
+    (tmp_path / "bad.nii").write_bytes(header.binaryblock + bytes(4 + 240))
+    with pytest.raises(ImageError, match=r"bad\.nii is not a readable NIfTI file \(HeaderDataError"):
+        project.add_volume(seg, tmp_path / "bad.nii")
+    assert project.examples(seg) == []
+
+
+@pytest.mark.parametrize("slope", [3e18, 1e30])
+def test_nifti_scaling_beyond_int64_is_done_in_floats(project, seg, tmp_path, slope):
+    data = np.arange(1000, 1120, dtype=np.int16).reshape(4, 5, 6)
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header.set_slope_inter(slope, 0)  # a whole number, but 1000 x slope does not fit an int64
+    nib.save(img, tmp_path / "steep.nii")
+    ex = project.add_volume(seg, tmp_path / "steep.nii")
+    expected = data.transpose(2, 1, 0) * float(np.float32(slope))
+    assert ex.dtype == "float32" and np.allclose(project.image(ex), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("spacing", [(-0.5, -0.5), (0.5, 0.0), (-1.0, 1.0)])
+def test_a_series_with_a_pixel_spacing_that_is_not_positive_is_refused(spacing):
+    import dataclasses
+
+    headers = [dataclasses.replace(h, pixel_spacing=spacing) for h in _headers([0, 1, 2])]
+    with pytest.raises(ImageError, match="spacings are positive"):  # never a mirrored (or flat) affine
+        stack_series(headers, "s")

@@ -505,6 +505,8 @@ def read_dicom_seg(
     value_of = {s["number"]: (s["index"] if ours else s["number"]) for s in segments}
     if len(set(numbers)) != len(numbers):
         raise ImageError(f"{path.name} describes segment numbers {sorted(numbers)}: one is given twice")
+    if min(numbers) < 1:
+        raise ImageError(f"{path.name} describes segment number {min(numbers)}; segment numbers are positive")
     if max(value_of.values()) > 255:
         raise ImageError(f"{path.name} has segment numbers up to {max(numbers)}; at most 255 fit a uint8 label")
     frame_segments: list[int] = []
@@ -589,16 +591,18 @@ def _by_position(
     """Slices whose ImagePositionPatient matches each frame's (within a tenth of the slice gap)."""
     series = np.asarray(positions, dtype=float).reshape(-1, 3)
     iop = _group_value(groups[0] if groups else None, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
-    if iop is None or not np.allclose(np.asarray(iop, float), np.asarray(orientation, float), atol=1e-3):
+    cosines = _numbers(iop, 6)
+    if cosines is None or not np.allclose(cosines, np.asarray(orientation, float), atol=1e-3):
         raise ValidationError(f"{name}'s frames are not oriented as the series' slices (orientation {iop})")
     gaps = np.linalg.norm(np.diff(series, axis=0), axis=1) if len(series) > 1 else np.array([1.0])
     tolerance = max(0.1 * float(gaps.min()), 1e-3)
     out = []
     for i, group in enumerate(groups):
         ipp = _group_value(group, shared, "PlanePositionSequence", "ImagePositionPatient")
-        if ipp is None:
-            raise ValidationError(f"{name}'s frame has neither a referenced instance nor a position")
-        distance = np.linalg.norm(series - np.asarray(ipp, float), axis=1)
+        at = _numbers(ipp, 3)
+        if at is None:
+            raise ValidationError(f"{name}'s frame has neither a referenced instance nor a position (x, y, z)")
+        distance = np.linalg.norm(series - at, axis=1)
         k = int(distance.argmin())
         if distance[k] > tolerance:
             raise ValidationError(
@@ -606,6 +610,15 @@ def _by_position(
             )
         out.append(k)
     return out
+
+
+def _numbers(value: Any, n: int) -> np.ndarray | None:
+    """``n`` finite numbers from a (multi-valued) header value, else None."""
+    try:
+        out = np.asarray(list(value) if value is not None else [], dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return out if out.shape == (n,) and np.isfinite(out).all() else None
 
 
 def _pixels(path: Path, frames: int, rows: int, columns: int) -> np.ndarray:

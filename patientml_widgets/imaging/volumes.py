@@ -229,6 +229,7 @@ def decode_volume(data: bytes, *, max_pixels: int | None = None, name: str | Non
         out = np.empty(shape, dtype.newbyteorder("="))
         try:
             for k, page in enumerate(tif.pages):
+                _check_page(page, k, shape, dtype, label)  # from its header: a page claiming more is never decoded
                 plane = page.asarray()
                 if plane.shape != shape[1:] or plane.dtype != dtype:
                     raise ImageError(
@@ -252,12 +253,21 @@ def read_volume_slice(data: bytes, k: int, *, max_pixels: int | None = None, nam
         if not 0 <= k < shape[0]:
             raise ImageError(f"{label} has slices 0 to {shape[0] - 1}, not {k}")
         try:
-            plane = tif.pages[k].asarray()
+            page = tif.pages[k]
+            _check_page(page, k, shape, dtype, label)
+            plane = page.asarray()
+        except ImageError:
+            raise
         except (ValueError, OSError, IndexError, KeyError, AttributeError, struct.error, zlib.error) as e:
             raise ImageError(f"{label}: slice {k} is not readable ({type(e).__name__}: {e})") from None
     if plane.shape != shape[1:] or plane.dtype != dtype:
         raise ImageError(f"{label}: slice {k} differs in size or type from the first; the project is damaged")
     return plane.astype(plane.dtype.newbyteorder("="), copy=False)
+
+
+def _check_page(page: Any, k: int, shape: tuple[int, ...], dtype: np.dtype, label: str) -> None:
+    if getattr(page, "shape", None) != tuple(shape[1:]) or getattr(page, "dtype", None) != dtype:
+        raise ImageError(f"{label}: slice {k} differs in size or type from the first; the project is damaged")
 
 
 class StoredVolume:
@@ -314,7 +324,14 @@ def read_nifti(path: str | os.PathLike, *, max_pixels: int | None = None, name: 
         img = nib.load(path)
     except FileNotFoundError:
         raise ImageError(f"no file {label}") from None
-    except (nib.filebasedimages.ImageFileError, OSError, ValueError, EOFError, zlib.error) as e:
+    except (
+        nib.filebasedimages.ImageFileError,
+        nib.spatialimages.HeaderDataError,  # a header nibabel will not repair (vox_offset, data type code)
+        OSError,
+        ValueError,
+        EOFError,
+        zlib.error,
+    ) as e:
         raise ImageError(f"{label} is not a readable NIfTI file ({type(e).__name__}: {e})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise ImageError(f"{label} is a {type(img).__name__}, not NIfTI")
@@ -350,7 +367,10 @@ def _scaled(raw: np.ndarray, slope, inter) -> np.ndarray:
     if (slope, inter) == (1.0, 0.0):
         return raw
     if slope.is_integer() and inter.is_integer() and raw.dtype.kind in "iu":
-        return raw.astype(np.int64) * int(slope) + int(inter)  # narrowed losslessly by stored_values
+        s, i = int(slope), int(inter)
+        ends = (int(raw.min()), int(raw.max())) if raw.size else (0, 0)
+        if all(-(2**63) <= v < 2**63 for e in ends for v in (s, i, e * s, e * s + i)):  # int64 never wraps
+            return raw.astype(np.int64) * s + i  # narrowed losslessly by stored_values
     return (raw.astype(np.float64) * slope + inter).astype(np.float32)
 
 
@@ -399,6 +419,8 @@ def stack_series(headers: Sequence[DicomHeader], label: str) -> tuple[list[int],
             raise ImageError(f"{label} mixes orientations ({_cosines(first)} and {_cosines(h)})")
         if not np.allclose(h.pixel_spacing, first.pixel_spacing, rtol=1e-3):
             raise ImageError(f"{label} mixes pixel spacings ({first.pixel_spacing} and {h.pixel_spacing} mm)")
+    if min(first.pixel_spacing) <= 0:  # a negative spacing would mirror the voxels against the orientation
+        raise ImageError(f"{label} has a PixelSpacing of {list(first.pixel_spacing)}; spacings are positive (mm)")
     row = np.array(first.orientation[:3], float)
     col = np.array(first.orientation[3:], float)
     if abs(np.linalg.norm(row) - 1) > 1e-2 or abs(np.linalg.norm(col) - 1) > 1e-2 or abs(row @ col) > 1e-2:

@@ -67,6 +67,8 @@ def apply_window(arr: np.ndarray, window: Mapping[str, Any] | None = None, *, in
         sample = arr[:: max(1, arr.shape[0] // 256), :: max(1, arr.shape[1] // 256)]
         lo, hi = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
         hi = max(hi, lo + 1)
+    if not hi > lo:  # lo + width rounded back to lo: values this large have no step of 1 (or of the width)
+        hi = float(np.nextafter(lo, np.inf))
     if arr.dtype == np.uint8 and (lo, hi) == (0.0, 255.0):
         out = arr
     else:

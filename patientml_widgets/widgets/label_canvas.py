@@ -246,6 +246,27 @@ class LabelCanvas(anywidget.AnyWidget):
             raise InvalidTrait(f"tool is one of {TOOLS}, not {proposal['value']!r}")
         return proposal["value"]
 
+    @t.validate("plane")
+    def _valid_plane(self, proposal):
+        if proposal["value"] not in planes_of.PLANES:
+            raise InvalidTrait(f"plane is one of {planes_of.PLANES}, not {proposal['value']!r}")
+        return proposal["value"]
+
+    @t.validate("slice_index")
+    def _valid_slice_index(self, proposal):
+        index, vol = proposal["value"], getattr(self, "_volume", None)
+        # bounded by the deepest plane: the browser sets plane and slice_index together, in either order
+        if vol is not None and not 0 <= index < max(vol.shape):
+            raise InvalidTrait(f"slice_index is 0 to {max(vol.shape) - 1} in this volume, not {index!r}")
+        return index
+
+    @t.validate("crosshair")
+    def _valid_crosshair(self, proposal):
+        at, vol = proposal["value"], getattr(self, "_volume", None)
+        if vol is not None and not (len(at) == 3 and all(0 <= v < n for v, n in zip(at, vol.shape))):
+            raise InvalidTrait(f"the crosshair is a voxel (z, y, x) of the {vol.shape} volume, not {at!r}")
+        return at
+
     @t.validate("brush_size")
     def _valid_size(self, proposal):
         return max(1, min(200, int(proposal["value"])))
@@ -549,7 +570,11 @@ class LabelCanvas(anywidget.AnyWidget):
     # -- checks ------------------------------------------------------------------------------
 
     def _check_mask(self, mask: Any) -> np.ndarray:
-        return imaging.validate_mask(mask, self._shape, [c["index"] for c in self.classes])
+        """The canvas's own uint8 copy: a volume's strokes are painted in place, never into the caller's array
+        (or into the prediction when ``canvas.mask = canvas.prediction``).
+        """
+        checked = imaging.validate_mask(mask, self._shape, [c["index"] for c in self.classes])
+        return checked.copy() if np.may_share_memory(checked, mask) else checked
 
     def _class_indices(self, values: Sequence[int | str]) -> list[int]:
         by_name = {c["name"]: c["index"] for c in self.classes}
