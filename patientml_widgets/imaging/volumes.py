@@ -250,16 +250,20 @@ def read_volume_slice(data: bytes, k: int, *, max_pixels: int | None = None, nam
     label = name or "the stored volume"
     tif, shape, dtype = _pages(data, label, max_pixels)
     with tif:
-        if not 0 <= k < shape[0]:
-            raise ImageError(f"{label} has slices 0 to {shape[0] - 1}, not {k}")
-        try:
-            page = tif.pages[k]
-            _check_page(page, k, shape, dtype, label)
-            plane = page.asarray()
-        except ImageError:
-            raise
-        except (ValueError, OSError, IndexError, KeyError, AttributeError, struct.error, zlib.error) as e:
-            raise ImageError(f"{label}: slice {k} is not readable ({type(e).__name__}: {e})") from None
+        return _read_page(tif, k, shape, dtype, label)
+
+
+def _read_page(tif: Any, k: int, shape: tuple[int, ...], dtype: np.dtype, label: str) -> np.ndarray:
+    if not 0 <= k < shape[0]:
+        raise ImageError(f"{label} has slices 0 to {shape[0] - 1}, not {k}")
+    try:
+        page = tif.pages[k]
+        _check_page(page, k, shape, dtype, label)
+        plane = page.asarray()
+    except ImageError:
+        raise
+    except (ValueError, OSError, IndexError, KeyError, AttributeError, struct.error, zlib.error) as e:
+        raise ImageError(f"{label}: slice {k} is not readable ({type(e).__name__}: {e})") from None
     if plane.shape != shape[1:] or plane.dtype != dtype:
         raise ImageError(f"{label}: slice {k} differs in size or type from the first; the project is damaged")
     return plane.astype(plane.dtype.newbyteorder("="), copy=False)
@@ -278,10 +282,9 @@ class StoredVolume:
 
     def __init__(self, data: bytes, affine, *, max_pixels: int | None = None, name: str | None = None) -> None:
         self.label = name or "the stored volume"
-        tif, shape, dtype = _pages(data, self.label, max_pixels)
-        tif.close()
+        self._tif, shape, self._stored_dtype = _pages(data, self.label, max_pixels)  # kept open: pages parsed once
         self.shape: tuple[int, int, int] = (int(shape[0]), int(shape[1]), int(shape[2]))
-        self.dtype = dtype.newbyteorder("=")
+        self.dtype = self._stored_dtype.newbyteorder("=")
         self.affine = check_affine(affine, f"the affine of {self.label}")
         self._data = data
         self._array: np.ndarray | None = None
@@ -295,12 +298,13 @@ class StoredVolume:
         """Slice ``k`` (along the first axis), decoding only it unless the whole volume is loaded."""
         if self._array is not None:
             return self._array[k]
-        return read_volume_slice(self._data, k, max_pixels=self._max_pixels, name=self.label)
+        return _read_page(self._tif, k, self.shape, self._stored_dtype, self.label)
 
     def load(self) -> np.ndarray:
         """The whole (Z, Y, X) array (decoded once; the compressed bytes are let go then)."""
         if self._array is None:
             self._array = decode_volume(self._data, max_pixels=self._max_pixels, name=self.label)
+            self._tif.close()
             self._data = b""
         return self._array
 

@@ -847,6 +847,7 @@ export const stats = { frames: [], wireBytes: [], roundTrips: [], slices: [], sh
  * @prop {string | null} waiting the slice to show when it arrives
  * @prop {number} edits edits so far (a reply older than an edit of its slice does not replace it)
  * @prop {number} wheel the wheel's travel not yet turned into slices
+ * @prop {[any, DataView[]][]} deferred prefetched slices that arrived while another was awaited
  * @prop {{ key: string, t0: number, cached: boolean } | null} [started] the slice change being timed
  */
 
@@ -948,6 +949,7 @@ function volumeState(model, meta) {
     waiting: sliceKey(plane, index), // the first slice's label comes with Python's answer to "ready"
     edits: 0,
     wheel: 0,
+    deferred: [],
   };
 }
 
@@ -1657,12 +1659,23 @@ function goTo(s, plane, index) {
   if (entry && entry.label) {
     vol.waiting = null;
     showSlice(s, plane, index, entry);
+    prefetchAround(s, plane, index);
   } else {
-    vol.waiting = key;
+    vol.waiting = key; // its neighbours are asked for once it is here: nothing else on the wire meanwhile
     request(s, plane, index, false);
     updateSliceBar(s);
   }
-  for (const i of prefetchOrder(index, info.depth)) {
+}
+
+/**
+ * Ask for the slices around `index` that the browser does not have.
+ * @param {Canvas} s
+ * @param {string} plane
+ * @param {number} index
+ */
+function prefetchAround(s, plane, index) {
+  const vol = /** @type {VolumeState} */ (s.volume);
+  for (const i of prefetchOrder(index, vol.planes[plane].depth)) {
     const near = vol.cache.entries.get(sliceKey(plane, i));
     if (!near || !near.label) request(s, plane, i, true);
   }
@@ -1726,6 +1739,10 @@ function request(s, plane, index, prefetch) {
 async function receiveSlice(s, msg, buffers) {
   const vol = /** @type {VolumeState} */ (s.volume);
   const key = sliceKey(msg.plane, msg.index);
+  if (vol.waiting && vol.waiting !== key && msg.seq !== null && msg.seq !== undefined && !msg.reset_history) {
+    vol.deferred.push([msg, buffers]); // a prefetched slice waits: the one on its way to the screen decodes first
+    return;
+  }
   const meta = { width: msg.width, height: msg.height, channels: msg.channels, dtype: msg.dtype };
   const values = imageValues(await inflate(toUint8(buffers[0])), meta.dtype);
   const label = (await decodeMask(toUint8(buffers[1]))).map;
@@ -1746,8 +1763,13 @@ async function receiveSlice(s, msg, buffers) {
   }
   vol.cache.set(key, { values, meta, label, prediction });
   if (vol.waiting === key || shown || (msg.reset_history && key === sliceKey(vol.plane, vol.index))) {
+    const awaited = vol.waiting === key || msg.reset_history;
     vol.waiting = null;
     showSlice(s, msg.plane, msg.index, /** @type {Slice} */ (vol.cache.get(key)));
+    if (awaited) prefetchAround(s, msg.plane, msg.index);
+  }
+  if (!vol.waiting && vol.deferred.length) {
+    for (const [m, b] of vol.deferred.splice(0)) receiveSlice(s, m, b);
   }
 }
 
@@ -1954,6 +1976,12 @@ function onMessage(s, msg, buffers) {
     refreshButtons(s);
   } else if (s.volume && msg.kind === "go") {
     goTo(s, /** @type {string} */ (msg.plane), /** @type {number} */ (msg.index));
+  } else if (s.volume && msg.kind === "ack" && /** @type {any} */ (msg).error && s.volume.waiting) {
+    const vol = s.volume; // Python could not answer: stop waiting (the error is shown), take what came meanwhile
+    vol.asked.delete(/** @type {string} */ (vol.waiting));
+    vol.waiting = null;
+    updateSliceBar(s);
+    for (const [m, b] of vol.deferred.splice(0)) receiveSlice(s, m, b);
   } else if (msg.kind === "ack") {
     const t0 = s.pending.get(/** @type {number} */ (msg.seq));
     if (t0 !== undefined) {

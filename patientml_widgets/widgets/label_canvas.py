@@ -329,11 +329,14 @@ class LabelCanvas(anywidget.AnyWidget):
                     if self._prediction is not None:
                         self._send_mask(self._prediction, target="prediction")
             elif kind == "mask":
+                painted = None
                 if self._volume is not None:
-                    self._receive_volume_region(content, buffers)
+                    painted = self._receive_volume_region(content, buffers)
                 else:
                     self._receive_mask(buffers, content.get("region"))
                 self.send({"kind": "ack", "seq": content.get("seq")})  # the mask is current
+                if painted is not None:
+                    self._update_tick(*painted)  # the slider's ticks, after the ack
                 if self._project is not None:
                     if self._volume is None:
                         self._save("draft")
@@ -476,8 +479,8 @@ class LabelCanvas(anywidget.AnyWidget):
         head = {"kind": "plane", "plane": plane, "index": index, "seq": seq, "reset_history": reset_history, **meta}
         self.send(head, buffers)
 
-    def _receive_volume_region(self, content: dict[str, Any], buffers: list) -> None:
-        """A stroke's region of one slice of one plane, written into the (Z, Y, X) map."""
+    def _receive_volume_region(self, content: dict[str, Any], buffers: list) -> tuple[planes_of.Plane, int]:
+        """A stroke's region of one slice of one plane, written into the (Z, Y, X) map: the plane and slice."""
         vol = self._require_volume()
         if not buffers:
             raise ValidationError("a mask message carries no mask")
@@ -496,8 +499,8 @@ class LabelCanvas(anywidget.AnyWidget):
         patch = imaging.decode_mask_wire(bytes(buffers[0]), (height, width))
         imaging.validate_mask(patch, (height, width), [c["index"] for c in self.classes])
         planes_of.put(self._mask, layout, index, x, y, patch)
-        self._update_tick(layout, index)
         self.error = ""
+        return layout, index
 
     def _ticks(self, plane: str) -> list[int]:
         """The slices of ``plane`` that hold a class other than the background."""
@@ -548,8 +551,8 @@ class LabelCanvas(anywidget.AnyWidget):
         self._mark_changed()
 
     def _mark_changed(self) -> None:
-        if self._project is not None:
-            self._save("draft")
+        """A volume operation changed the map: the draft is saved with the next slice change, like strokes."""
+        self._unsaved = True
 
     def _labels_changed(self, operation: str, *, new_map: bool = False) -> None:
         """The map changed in Python (an operation, a new mask): the browser drops its labels and asks again.
