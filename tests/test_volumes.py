@@ -348,7 +348,7 @@ def test_a_seg_that_does_not_fit_is_skipped_with_the_reason(project, seg, tmp_pa
     assert "not among this model's volumes" in report.skipped[0][1]
     nifti = project.add_volume(seg, ct((3, 8, 8)), spacing=(1, 1, 1))
     project.submit_label(nifti, mask=np.ones(nifti.shape, np.uint8))
-    with pytest.raises(ValidationError, match="did not come from a DICOM series"):
+    with pytest.raises(ValidationError, match="did not come from a series of single-frame DICOM slices"):
         project.export_labels(seg, tmp_path / "x", layout="dicom-seg")
 
 
@@ -419,3 +419,74 @@ def test_a_series_with_a_pixel_spacing_that_is_not_positive_is_refused(spacing):
     headers = [dataclasses.replace(h, pixel_spacing=spacing) for h in _headers([0, 1, 2])]
     with pytest.raises(ImageError, match="spacings are positive"):  # never a mirrored (or flat) affine
         stack_series(headers, "s")
+
+
+def write_enhanced(path, volume, *, spacing=(2.0, 0.7, 0.9), order=None, positions=True):
+    """An enhanced multi-frame CT: frames (in ``order``) with per-frame plane positions, shared orientation."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import EnhancedCTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    order = list(range(len(volume))) if order is None else order
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = EnhancedCTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "CT", "ENH-1", generate_uid(), generate_uid()
+    ds.Rows, ds.Columns, ds.NumberOfFrames = volume.shape[1], volume.shape[2], len(order)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+
+    def item(**values):
+        out = Dataset()
+        for k, v in values.items():
+            setattr(out, k, v)
+        return out
+
+    shared = item(
+        PlaneOrientationSequence=Sequence([item(ImageOrientationPatient=[1, 0, 0, 0, 1, 0])]),
+        PixelMeasuresSequence=Sequence([item(PixelSpacing=[spacing[1], spacing[2]], SliceThickness=spacing[0])]),
+        PixelValueTransformationSequence=Sequence([item(RescaleSlope=1, RescaleIntercept=-1024, RescaleType="HU")]),
+    )
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames = []
+    for k in order:
+        groups = item()
+        if positions:
+            groups.PlanePositionSequence = Sequence([item(ImagePositionPatient=[-50.0, -40.0, 10.0 + spacing[0] * k])])
+        frames.append(groups)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    ds.PixelData = (volume[order].astype(np.int32) + 1024).astype("<u2").tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_an_enhanced_multiframe_ct_is_one_volume_in_slice_order(project, seg, tmp_path):
+    volume = ct((5, 8, 10))
+    (tmp_path / "scan").mkdir()
+    write_enhanced(tmp_path / "scan/enhanced.dcm", volume, order=[3, 0, 4, 1, 2])  # frames out of order
+    report = project.add_folder(seg, tmp_path / "scan", volumes=True)
+    assert not report.skipped, report
+    (ex,) = report.added
+    assert ex.is_volume and ex.shape == (5, 8, 10) and np.array_equal(project.image(ex), volume)  # HU, in order
+    assert np.allclose(ex.spacing, (2.0, 0.7, 0.9)) and np.allclose(np.asarray(ex.affine)[:3, 3], [50, 40, 10])
+    assert "dicom" not in ex.source  # no DICOM SEG for it: the NIfTI export carries its label
+    project.submit_label(ex, mask=np.ones(ex.shape, np.uint8))
+    with pytest.raises(ValidationError, match="multi-frame files"):
+        project.export_labels(seg, tmp_path / "seg", layout="dicom-seg")
+    project.export_labels(seg, tmp_path / "nifti", layout="nifti")
+    # without volumes=True, or without plane positions (a clip in time), frames stay 2-D images
+    assert len(project.add_folder(seg, tmp_path / "scan").added) == 5
+    (tmp_path / "clip").mkdir()
+    write_enhanced(tmp_path / "clip/clip.dcm", volume, positions=False)
+    assert [e.shape for e in project.add_folder(seg, tmp_path / "clip", volumes=True).added] == [(8, 10)] * 5
+
+
+def test_an_enhanced_multiframe_ct_with_a_missing_frame_is_refused_whole(project, seg, tmp_path):
+    (tmp_path / "scan").mkdir()
+    write_enhanced(tmp_path / "scan/gap.dcm", ct((6, 8, 10)), order=[0, 1, 2, 4, 5])
+    report = project.add_folder(seg, tmp_path / "scan", volumes=True)
+    assert report.added == [] and "slices missing" in report.skipped[0][1]
+    assert "none of its frames was imported" in report.skipped[0][1]

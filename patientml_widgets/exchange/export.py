@@ -187,8 +187,8 @@ def _check_kinds(examples: list[Example], layout: str) -> None:
         other = sum(1 for ex in examples if not isinstance(ex.source.get("dicom"), dict))
         if other:
             raise ValidationError(
-                f"{other} of these volumes did not come from a DICOM series (NIfTI or arrays), so a DICOM SEG has "
-                "nothing to reference; export them with layout='nifti'"
+                f"{other} of these volumes did not come from a series of single-frame DICOM slices (NIfTI files, "
+                "arrays or multi-frame files), so a DICOM SEG has nothing to reference; export them with layout='nifti'"
             )
 
 

@@ -248,15 +248,17 @@ class Importer:
         headers = [e.dicom for e in series.entries if e.dicom is not None]
         first = headers[0]
         limit = self.session.max_image_pixels or imaging.DEFAULT_MAX_PIXELS
-        imaging.check_volume_size((len(headers), first.rows or 0, first.columns or 0), 2, series.rel, limit)
+        depth = len(series.frames) if series.frames is not None else len(headers)
+        imaging.check_volume_size((depth, first.rows or 0, first.columns or 0), 2, series.rel, limit)
         planes, sources = [], []
         for e in series.entries:
             frames = list(imaging.read_dicom_frames(e.path, max_pixels=limit, name=e.rel))
-            array, frame_source = frames[0]
-            if array.ndim != 2:
-                raise ImageError(f"{e.rel} is a colour image; a volume is stacked from gray slices")
-            planes.append(imaging.stored_values(array, e.rel))
-            sources.append(frame_source)
+            chosen = [frames[i] for i in series.frames] if series.frames is not None else frames[:1]
+            for array, frame_source in chosen:
+                if array.ndim != 2:
+                    raise ImageError(f"{e.rel} is a colour image; a volume is stacked from gray slices")
+                planes.append(imaging.stored_values(array, e.rel))
+                sources.append(frame_source)
         stacked = imaging.stored_values(np.stack(planes), series.rel)
         del planes
         vol = imaging.Volume(np.ascontiguousarray(stacked), np.asarray(series.affine, float))
@@ -265,8 +267,9 @@ class Importer:
             "file": series.rel,
             **{k: common[k] for k in ("modality", "study_uid", "series_uid", "series_description", "photometric",
                                       "window", "windows", "invert") if k in common},
-            "dicom": series_reference(headers),
         }  # fmt: skip
+        if series.frames is None:  # a DICOM SEG references single-frame slices (multi-frame: NIfTI export)
+            source["dicom"] = series_reference(headers)
         return {
             "fields": self.prepare_volume(vol, source),
             "source": source,

@@ -31,11 +31,11 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import ImageError, PatientMLError, StoreError, ValidationError
 from ..imaging import IMAGE_SUFFIXES
-from ..imaging.dicom import DicomHeader, is_dicom, read_dicom_header
+from ..imaging.dicom import DicomHeader, is_dicom, read_dicom_header, read_frame_headers
 from ..imaging.volumes import is_nifti, stack_series
 from ..store.files import inside
 from . import csvfile
@@ -107,6 +107,8 @@ class SeriesVolume:
     affine: Any  # 4 x 4, voxel indices to RAS+ mm
     subject: str | None
     split: str | None
+    #: an enhanced multi-frame file (one entry): its frames in slice order
+    frames: list[int] | None = None
 
 
 @dataclass
@@ -576,8 +578,8 @@ def _stack_series(plan: Plan, root_name: str) -> None:
         stacked.update(id(e) for e in members)
         try:
             order, affine = stack_series([e.dicom for e in members if e.dicom is not None], label)
-        except ImageError as e:
-            plan.skipped.append((rel, f"{e} (none of its {len(members)} files was imported)"))
+        except ImageError as why:
+            plan.skipped.append((rel, f"{why} (none of its {len(members)} files was imported)"))
             continue
         ordered = [members[i] for i in order]
         subjects = {e.subject for e in ordered}
@@ -586,7 +588,32 @@ def _stack_series(plan: Plan, root_name: str) -> None:
             plan.skipped.append((rel, "its slices belong to different subjects or splits; a volume is one patient's"))
             continue
         plan.volumes.append(SeriesVolume(rel, ordered, affine, subjects.pop(), splits.pop()))
+    for entry in plan.entries:
+        h = entry.dicom
+        if h is not None and h.frames > 1 and entry.frame is None and not entry.label:
+            volume = _multiframe_volume(entry, plan)
+            if volume is not False:
+                stacked.add(id(entry))
+                if volume is not None:
+                    plan.volumes.append(volume)
     plan.entries = [e for e in plan.entries if id(e) not in stacked]
+
+
+def _multiframe_volume(e: Entry, plan: Plan) -> SeriesVolume | Literal[False] | None:
+    """An enhanced multi-frame file as one volume.
+
+    None: refused, with the reason; False: its frames are not planes in space (an ultrasound
+    clip, say) and stay 2-D images.
+    """
+    try:
+        frames = read_frame_headers(e.path, name=e.rel)
+        if frames is None:
+            return False
+        order, affine = stack_series(frames, f"the multi-frame image {e.rel}")
+    except ImageError as err:
+        plan.skipped.append((e.rel, f"{err} (none of its frames was imported)"))
+        return None
+    return SeriesVolume(e.rel, [e], affine, e.subject, e.split, frames=order)
 
 
 def _series_folder(members: list[Entry], root_name: str) -> str:

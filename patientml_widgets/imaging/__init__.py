@@ -1,6 +1,6 @@
 """Imaging: read images, encode them losslessly, thumbnails, mask codecs."""
 
-from .dicom import DicomHeader, is_dicom, read_dicom_frames, read_dicom_header
+from .dicom import DicomHeader, is_dicom, read_dicom_frames, read_dicom_header, read_frame_headers
 from .interpolate import interpolate_slices
 from .masks import (
     decode_mask_png,
@@ -44,6 +44,7 @@ __all__ = [
     "present_classes",
     "read_dicom_frames",
     "read_dicom_header",
+    "read_frame_headers",
     "read_image",
     "read_mask_file",
     "window_presets",

@@ -11,6 +11,7 @@ so the display inverts it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import struct
 import warnings
 import zlib
@@ -24,7 +25,7 @@ import numpy as np
 from ..errors import ImageError
 from .read import MAX_PIXEL_BYTES
 
-__all__ = ["DICOM_SUFFIXES", "DicomHeader", "is_dicom", "read_dicom_frames", "read_dicom_header"]
+__all__ = ["DICOM_SUFFIXES", "DicomHeader", "is_dicom", "read_dicom_frames", "read_dicom_header", "read_frame_headers"]
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".ima"})
 #: patient and study attributes kept with a volume, for the objects derived from it (DICOM SEG)
@@ -193,6 +194,48 @@ def read_dicom_header(path: str | Path, *, name: str | None = None) -> DicomHead
             series_number=_int(ds.get("SeriesNumber")),
             identity={k: _text(ds, k) for k in IDENTITY_KEYWORDS if _text(ds, k)},
         )
+
+
+def read_frame_headers(path: str | Path, *, name: str | None = None) -> list[DicomHeader] | None:
+    """One header per frame of an enhanced multi-frame image (CT, MR, PET), with the frame's own
+    position, orientation and pixel spacing from its functional groups; None when the frames carry
+    no plane positions (an ultrasound clip, say: frames in time, not in space).
+    """
+    path = Path(path)
+    label = name or str(path)
+    ds = _dcmread(path, label, pixels=False)
+    header = read_dicom_header(path, name=name)
+    if header.frames < 2:
+        return None
+    out = []
+    with _header_errors(label):
+        for index in range(header.frames):
+            position = _functional_item(ds, index, "PlanePositionSequence")
+            orientation = _functional_item(ds, index, "PlaneOrientationSequence")
+            measures = _functional_item(ds, index, "PixelMeasuresSequence")
+            if position is None or orientation is None or measures is None:
+                return None
+            at = _floats(position.get("ImagePositionPatient"), 3)
+            cosines = _floats(orientation.get("ImageOrientationPatient"), 6)
+            out.append(
+                dataclasses.replace(
+                    header,
+                    frames=1,
+                    instance_number=index + 1,
+                    image_position=at,
+                    orientation=cosines,
+                    pixel_spacing=_floats(measures.get("PixelSpacing"), 2),
+                    slice_thickness=_float(measures.get("SliceThickness"), None),
+                    position=_along_normal(cosines, at),
+                )
+            )
+    return out
+
+
+def _along_normal(cosines: tuple[float, ...] | None, at: tuple[float, ...] | None) -> float | None:
+    if cosines is None or at is None:
+        return None
+    return float(np.dot(np.cross(cosines[:3], cosines[3:6]), at))
 
 
 def _check_image(ds, label: str) -> None:
