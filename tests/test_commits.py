@@ -208,7 +208,19 @@ CALLS = {
     "configure_training": lambda p: p.configure_training("m_000000", max_trials=2, budget="1 min"),
     "finish_and_deploy": lambda p: _finish_and_deploy(p),
     "store_predictions": lambda p: _store_predictions(p),
+    "volume": lambda p: _volume(p),
 }
+
+
+def _volume(p):
+    """A volume added, its 3-D label submitted and a 3-D prediction stored, in one commit."""
+    run = p.runs("m_000000")[0].id
+    with p.batch():
+        ex = p.add_volume("m_000000", image(8, 8, seed=95)[None].repeat(3, axis=0), spacing=(2, 1, 1), subject="vol")
+        p.submit_label(ex, mask=np.ones((3, 8, 8), np.uint8))
+        entry = {"run_id": run, "example_id": ex.id, "model_id": "m_000000", "created": "t", "uncertainty": 0.5,
+                 "probabilities": [0.5, 0.5, 0.0], "mask": np.full((3, 8, 8), 1, np.uint8)}  # fmt: skip
+        p.session.store_predictions([entry])
 
 
 def _finish_and_deploy(p):
