@@ -278,17 +278,7 @@ class Session:
 
     def image_slice(self, ref: ExampleRef, k: int) -> np.ndarray:
         """Slice ``k`` of a volume, decoding only that slice."""
-        record = self.example_record(ref)
-        if record.get("depth") is None:
-            raise ValidationError(f"example {record['id']} is a 2-D image, not a volume")
-        image_ref = record["image_ref"]
-        name = f"the stored volume {image_ref}"
-        plane = volumes.read_volume_slice(self.blob(image_ref), int(k), max_pixels=self._read_limit(), name=name)
-        if plane.shape != (record["height"], record["width"]):
-            raise StoreError(
-                f"{name} has slices of {plane.shape}; its example says {record['height']} x {record['width']}"
-            )
-        return plane
+        return self.stored_volume(ref).slice(int(k))
 
     def stored_volume(self, ref: ExampleRef) -> volumes.StoredVolume:
         """A volume example's image, to read slice by slice (the whole array decoded only if asked)."""

@@ -41,3 +41,30 @@ def fuzz_examples(default: int) -> int:
     import os
 
     return int(os.environ.get("FUZZ_N", default))
+
+
+class Browser:
+    """Records what a widget sends and sends messages as its front end does (for LabelCanvas tests)."""
+
+    def __init__(self, canvas):
+        self.canvas = canvas
+        self.received = []
+        canvas.send = lambda content, buffers=None: self.received.append((content, buffers or []))
+
+    def send(self, content, buffers=()):
+        """Deliver a message; what the widget last sent back (its content), if anything."""
+        self.canvas._handle_message(self.canvas, content, [memoryview(b) for b in buffers])
+        return self.received[-1][0] if self.received else None
+
+    def stroke(self, mask, seq=1):
+        from patientml_widgets import imaging
+
+        return self.send({"kind": "mask", "seq": seq, "reason": "stroke"}, [imaging.encode_mask_wire(mask)])
+
+    def stroke_on(self, plane, index, x, y, patch, seq=1):
+        """A volume stroke: ``patch`` at (x, y) of slice ``index`` of ``plane``."""
+        from patientml_widgets import imaging
+
+        region = [x, y, patch.shape[1], patch.shape[0]]
+        content = {"kind": "mask", "seq": seq, "plane": plane, "index": index, "region": region}
+        return self.send(content, [imaging.encode_mask_wire(patch)])

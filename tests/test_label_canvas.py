@@ -13,28 +13,13 @@ import anywidget
 import numpy as np
 import pytest
 import traitlets
+from helpers import Browser
 
 import patientml_widgets as pml
 from patientml_widgets import imaging, widgets
 from patientml_widgets.widgets.label_canvas import LabelCanvas
 
 ROOT = Path(__file__).parent.parent
-
-
-class Browser:
-    """Records what the widget sends and sends messages as the front end does."""
-
-    def __init__(self, canvas):
-        self.canvas = canvas
-        self.received = []
-        canvas.send = lambda content, buffers=None: self.received.append((content, buffers or []))
-
-    def send(self, content, buffers=()):
-        self.canvas._handle_message(self.canvas, content, [memoryview(b) for b in buffers])
-        return self.received[-1][0] if self.received else None
-
-    def stroke(self, mask, seq=1):
-        return self.send({"kind": "mask", "seq": seq, "reason": "stroke"}, [imaging.encode_mask_wire(mask)])
 
 
 def test_each_front_end_has_one_copy_in_static():

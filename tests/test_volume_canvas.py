@@ -4,6 +4,7 @@ import zlib
 
 import numpy as np
 import pytest
+from helpers import Browser
 
 from patientml_widgets import imaging
 from patientml_widgets.dicom_demo import write_series
@@ -12,22 +13,6 @@ from patientml_widgets.imaging import planes
 from patientml_widgets.imaging.volumes import LPS_TO_RAS
 from patientml_widgets.widgets import ExampleBrowser
 from patientml_widgets.widgets.label_canvas import LabelCanvas
-
-
-class Browser:
-    def __init__(self, canvas):
-        self.canvas = canvas
-        self.received = []
-        canvas.send = lambda content, buffers=None: self.received.append((content, buffers or []))
-
-    def send(self, content, buffers=()):
-        self.canvas._handle_message(self.canvas, content, [memoryview(b) for b in buffers])
-        return self.received[-1] if self.received else None
-
-    def stroke(self, plane, index, x, y, patch, seq=1):
-        region = [x, y, patch.shape[1], patch.shape[0]]
-        content = {"kind": "mask", "seq": seq, "plane": plane, "index": index, "region": region}
-        return self.send(content, [imaging.encode_mask_wire(patch)])
 
 
 def lps_affine(row, col, spacing):
@@ -81,7 +66,8 @@ def test_a_volume_opens_on_its_middle_axial_slice_and_serves_any_plane():
     first = np.frombuffer(zlib.decompress(canvas._image), "<i2").reshape(20, 30)
     assert np.array_equal(first, planes.take(vol, layout["axial"], canvas.slice_index))
     browser = Browser(canvas)
-    head, buffers = browser.send({"kind": "plane", "plane": "coronal", "index": 4, "seq": 3})
+    browser.send({"kind": "plane", "plane": "coronal", "index": 4, "seq": 3})
+    head, buffers = browser.received[-1]
     assert head["kind"] == "plane" and (head["width"], head["height"], head["dtype"]) == (30, 10, "int16")
     image = np.frombuffer(zlib.decompress(bytes(buffers[0])), "<i2").reshape(10, 30)
     assert np.array_equal(image, planes.take(vol, layout["coronal"], 4))
@@ -93,14 +79,15 @@ def test_strokes_on_any_plane_land_in_the_volume_and_the_planes_follow():
     _, canvas = volume_canvas()
     browser = Browser(canvas)
     layout = canvas._volume.planes
-    ack, _ = browser.stroke("coronal", 4, 2, 1, np.ones((3, 4), np.uint8))
+    ack = browser.stroke_on("coronal", 4, 2, 1, np.ones((3, 4), np.uint8))
     assert ack == {"kind": "ack", "seq": 1}
     expected = np.zeros(canvas.mask.shape, np.uint8)
     planes.put(expected, layout["coronal"], 4, 2, 1, np.ones((3, 4), np.uint8))
     assert np.array_equal(canvas.mask, expected)
     # the stroke is seen in the other planes
     z = planes.voxel(layout["coronal"], 4, 2, 1)[0]
-    _, buffers = browser.send({"kind": "plane", "plane": "axial", "index": int(z), "seq": 2})
+    browser.send({"kind": "plane", "plane": "axial", "index": int(z), "seq": 2})
+    _, buffers = browser.received[-1]
     assert imaging.decode_mask_wire(bytes(buffers[1])).sum() == 4
     canvas.plane = "coronal"  # as the plane buttons set it: the slice through the crosshair, and its ticks
     assert canvas.slice_index == canvas.crosshair[layout["coronal"].axis] and canvas.labeled_slices == [4]
@@ -120,8 +107,8 @@ def test_copy_previous_and_interpolate_are_undoable_operations():
     _, canvas = volume_canvas()
     browser = Browser(canvas)
     disc = (np.hypot(*np.mgrid[-10:10, -15:15]) < 6).astype(np.uint8)
-    browser.stroke("axial", 2, 0, 0, disc)
-    browser.stroke("axial", 6, 0, 0, disc, seq=2)
+    browser.stroke_on("axial", 2, 0, 0, disc)
+    browser.stroke_on("axial", 6, 0, 0, disc, seq=2)
     assert canvas.labeled_slices == [2, 6]
     browser.send({"kind": "interpolate", "plane": "axial"})
     assert canvas.error == "" and canvas.labeled_slices == [2, 3, 4, 5, 6]
@@ -161,7 +148,7 @@ def test_a_volume_example_opens_bound_and_saves_its_draft_when_the_slice_changes
     browser.send({"kind": "ready"})
     head, buffers = browser.received[-1]
     assert head["kind"] == "plane" and head["reset_history"] and len(buffers) == 2
-    browser.stroke("sagittal", 5, 1, 1, np.ones((2, 2), np.uint8))
+    browser.stroke_on("sagittal", 5, 1, 1, np.ones((2, 2), np.uint8))
     assert project.label(ex) is None  # a volume's draft is not rewritten at every stroke
     browser.send({"kind": "plane", "plane": "sagittal", "index": 6, "seq": 2, "prefetch": True})
     assert project.label(ex) is None  # nor when the browser prefetches
@@ -193,10 +180,10 @@ def test_strokes_never_paint_into_the_callers_array_or_the_prediction():
     predicted[5, :3, :3] = 2
     _, canvas = volume_canvas(mask=mine, prediction=predicted)
     browser = Browser(canvas)
-    browser.stroke("axial", 5, 10, 10, np.ones((2, 2), np.uint8))
+    browser.stroke_on("axial", 5, 10, 10, np.ones((2, 2), np.uint8))
     assert canvas.mask.sum() == 4 and not mine.any()
     canvas.mask = canvas.prediction  # start from the prediction, then correct it
-    browser.stroke("axial", 5, 10, 10, np.ones((2, 2), np.uint8), seq=2)
+    browser.stroke_on("axial", 5, 10, 10, np.ones((2, 2), np.uint8), seq=2)
     assert (canvas.mask == 1).sum() == 4 and not (canvas.prediction == 1).any()
     assert np.array_equal(canvas.prediction, predicted) and not (predicted == 1).any()
 

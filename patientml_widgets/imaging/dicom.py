@@ -169,7 +169,10 @@ def read_dicom_header(path: str | Path, *, name: str | None = None) -> DicomHead
     """Identity and position of a DICOM image, without decoding pixels (ImageError if none)."""
     path = Path(path)
     label = name or str(path)
-    ds = _dcmread(path, label, pixels=False)
+    return _header(_dcmread(path, label, pixels=False), label)
+
+
+def _header(ds, label: str) -> DicomHeader:
     with _header_errors(label):
         _check_image(ds, label)
         return DicomHeader(
@@ -204,7 +207,7 @@ def read_frame_headers(path: str | Path, *, name: str | None = None) -> list[Dic
     path = Path(path)
     label = name or str(path)
     ds = _dcmread(path, label, pixels=False)
-    header = read_dicom_header(path, name=name)
+    header = _header(ds, label)  # the file is read once
     if header.frames < 2:
         return None
     out = []

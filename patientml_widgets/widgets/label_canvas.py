@@ -647,11 +647,8 @@ def _wire_image(array: np.ndarray) -> tuple[bytes, dict[str, Any]]:
 
 
 def _plane_info(p: planes_of.Plane) -> dict[str, Any]:
-    return {
-        "axis": p.axis, "rows": p.rows, "cols": p.cols, "flip_rows": p.flip_rows, "flip_cols": p.flip_cols,
-        "depth": p.depth, "height": p.height, "width": p.width, "row_mm": p.row_mm, "col_mm": p.col_mm,
-        "slice_mm": p.slice_mm, "origin_mm": p.origin_mm, "step_mm": p.step_mm,
-    }  # fmt: skip
+    """A plane's layout for the browser (every field but the name, which is its key)."""
+    return {k: v for k, v in dataclasses.asdict(p).items() if k != "name"}
 
 
 def _plane_name(value: Any) -> str:
