@@ -1,0 +1,11 @@
+"""Interactive segmentation: prompts (clicks, a box, scribbles) in, a probability map of one object out.
+
+Engines share one small interface (:class:`Engine`): ``propose(image, prompts, window=...)`` gives a
+float32 (H, W) map in [0, 1] at the image's own size. The canvas shows ``map >= 0.5`` as a proposal the
+user accepts (Enter) or rejects (Esc).
+"""
+
+from .engine import Engine
+from .prompts import MAX_POINTS, Prompts, Scribble
+
+__all__ = ["Engine", "MAX_POINTS", "Prompts", "Scribble"]
