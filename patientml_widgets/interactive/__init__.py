@@ -5,7 +5,8 @@ float32 (H, W) map in [0, 1] at the image's own size. The canvas shows ``map >= 
 user accepts (Enter) or rejects (Esc).
 """
 
+from .classical import ClassicalEngine
 from .engine import Engine
 from .prompts import MAX_POINTS, Prompts, Scribble
 
-__all__ = ["Engine", "MAX_POINTS", "Prompts", "Scribble"]
+__all__ = ["ClassicalEngine", "Engine", "MAX_POINTS", "Prompts", "Scribble"]
