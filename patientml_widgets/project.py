@@ -489,11 +489,17 @@ class Project:
         author: str | None = None,
         time_spent: float | None = None,
         source: str = "human",
+        made_with: dict[str, Any] | None = None,
     ) -> Label:
-        """Save a draft: kept and shown, never used for training until submitted."""
+        """Save a draft: kept and shown, never used for training until submitted.
+
+        ``time_spent``: seconds spent labeling; ``made_with``: how the label was made (the canvas records
+        edits per tool, and per interactive engine the proposals accepted and the clicks they took).
+        """
         return self._session.write_label(
-            example, "draft", mask=mask, classes=classes, author=author, time_spent=time_spent, source=source
-        )
+            example, "draft", mask=mask, classes=classes, author=author, time_spent=time_spent, source=source,
+            made_with=made_with,
+        )  # fmt: skip
 
     def submit_label(
         self,
@@ -504,13 +510,15 @@ class Project:
         author: str | None = None,
         time_spent: float | None = None,
         source: str = "human",
+        made_with: dict[str, Any] | None = None,
     ) -> Label:
         """Confirm a label; the next training run will use it. Without a mask or
-        classes, the current draft is submitted as it is.
+        classes, the current draft is submitted as it is. ``time_spent`` and ``made_with``: as in
+        :meth:`save_label`.
         """
         label = self._session.write_label(
             example, "submitted", mask=mask, classes=classes, author=author, time_spent=time_spent,
-            source=source,
+            source=source, made_with=made_with,
         )  # fmt: skip
         if not self._session.in_batch:
             self._runs.maybe_retrain(label.model_id)

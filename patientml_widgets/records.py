@@ -263,6 +263,9 @@ class Label:
     updated: str = ""
     #: volumes only: the slices that hold a class other than the background
     slices: tuple[int, ...] | None = None
+    #: how the label was made (LabelCanvas: edits per tool; per interactive engine the proposals
+    #: accepted / rejected and the prompts they took), or None when not recorded
+    made_with: dict[str, Any] | None = None
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Label:

@@ -662,9 +662,10 @@ class Session:
         author: str | None = None,
         time_spent: float | None = None,
         source: str = "human",
+        made_with: dict[str, Any] | None = None,
     ) -> Label:
         """Save (``status="draft"``) or submit (``"submitted"``) a label; without a mask or classes,
-        the current label's is kept.
+        the current label's is kept. ``made_with`` (how it was made) is a small JSON dict, recorded as given.
         """
         with self.write():
             record = self.example_record(example)
@@ -693,6 +694,8 @@ class Session:
             }
             if slices is not None:
                 new["slices"] = slices
+            if made_with is not None:
+                new["made_with"] = _made_with(made_with)
             self.store.log(label_event("submit" if status == "submitted" else "save", new, old))
             self.store.put("labels", record["id"], new)
             kind = "label_submitted" if status == "submitted" else "label_saved"
@@ -874,8 +877,27 @@ def label_event(action: str, new: dict[str, Any], old: dict[str, Any] | None) ->
         "source": new["source"],
         "kind": new["kind"],
         "time_spent": new.get("time_spent"),
+        "made_with": new.get("made_with"),
         "created": new["created"],
     }
+
+
+MADE_WITH_BYTES = 16_384  # the most a label's ``made_with`` may take as JSON
+
+
+def _made_with(value: Any) -> dict[str, Any]:
+    """``made_with`` checked: a dict that JSON writes in at most MADE_WITH_BYTES (no NaN, no objects)."""
+    import json
+
+    if not isinstance(value, dict):
+        raise ValidationError(f"made_with is a dict (how the label was made), not {type(value).__name__}")
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValidationError(f"made_with must be plain JSON (text, numbers, lists, dicts): {e}") from None
+    if len(text) > MADE_WITH_BYTES:
+        raise ValidationError(f"made_with takes {len(text)} bytes as JSON; at most {MADE_WITH_BYTES}")
+    return json.loads(text)
 
 
 def _seconds(value: Any) -> float | None:

@@ -246,6 +246,7 @@ def label_from_event(event: dict[str, Any], history: list[dict[str, Any]], probl
         "version": event["version"],
         "created": created,
         "updated": event["time"],
+        **({"made_with": event["made_with"]} if isinstance(event.get("made_with"), dict) else {}),
     }
 
 

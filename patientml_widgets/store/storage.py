@@ -155,7 +155,7 @@ OPTIONAL: dict[str, dict[str, Any]] = {
     },
     "labels": {
         "kind": _one_of("mask", "classes"), "author": _text, "time_spent": _number_or_none, "source": _text,
-        "created": _text, "slices": _counts,
+        "created": _text, "slices": _counts, "made_with": _dict,
     },
     "runs": {
         "slug": _text, "trigger": _text, "snapshot": _snapshot, "hyperparameters": _dict, "metrics": _dict,
