@@ -26,6 +26,11 @@ import {
   voxelOf,
   prefetchOrder,
   SliceCache,
+  noPrompts,
+  promptCounts,
+  placeRegion,
+  paintProposal,
+  acceptProposal,
 } from "../patientml_widgets/static/label_canvas.js";
 
 const count = (map, value) => map.reduce((n, v) => n + (v === value ? 1 : 0), 0);
@@ -246,4 +251,57 @@ test("volumes: the slice cache keeps at most its bytes, least recently used out 
   cache.dropLabels();
   assert.equal(cache.get("axial:2").label, null);
   assert.equal(cache.bytes, 20 + 20 + 10);
+});
+
+test("smart tool: a proposal's region goes back into a full mask; a bad region gives an empty one", () => {
+  const { mask, box } = placeRegion(5, 4, [1, 2, 3, 2], new Uint8Array([1, 0, 1, 1, 1, 0]));
+  assert.deepEqual(box, { x0: 1, y0: 2, x1: 3, y1: 3 });
+  assert.deepEqual([...mask], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 1, 1, 0, 0]);
+  for (const [region, patch] of [[[4, 3, 2, 2], new Uint8Array(4)], [[0, 0, 2, 2], new Uint8Array(3)], [null, null], [[-1, 0, 1, 1], new Uint8Array(1)]]) {
+    const out = placeRegion(5, 4, region, patch);
+    assert.equal(out.box, null);
+    assert.equal(out.mask.reduce((a, b) => a + b, 0), 0);
+  }
+});
+
+test("smart tool: the proposal layer is a tint inside and an opaque outline on the edge", () => {
+  const W = 5, H = 5;
+  const mask = new Uint8Array(W * H);
+  for (let y = 1; y <= 3; y++) for (let x = 1; x <= 3; x++) mask[y * W + x] = 1;
+  const px = new Uint32Array(W * H).fill(7);
+  paintProposal(mask, W, H, "#ff0000", px);
+  const alpha = (i) => px[i] >>> 24;
+  assert.equal(alpha(0), 0); // outside: transparent (the old content is cleared)
+  assert.equal(alpha(2 * W + 2), 90); // inside: the tint
+  assert.equal(alpha(1 * W + 2), 255); // on the edge: the outline
+  assert.equal(px[2 * W + 2] & 0xff, 255); // red, little-endian RGBA
+  const edgeMask = new Uint8Array(W * H).fill(1); // touching the image border: the border is an edge
+  paintProposal(edgeMask, W, H, "not a colour", px);
+  assert.equal(alpha(0), 255);
+  assert.equal(alpha(2 * W + 2), 90);
+  assert.equal(px[0] & 0xffffff, 0x808080); // an unsafe colour reads as the fallback grey
+});
+
+test("smart tool: accepting paints the class where the proposal is, under the preserve rule", () => {
+  const W = 4;
+  const map = new Uint8Array([0, 2, 0, 0, 0, 2, 1, 0]);
+  const { mask, box } = placeRegion(W, 2, [0, 0, 3, 2], new Uint8Array([1, 1, 1, 1, 1, 0]));
+  const proposal = { mask, box, key: "" };
+  const keep = preserveRule(true, 1, 1); // paint only background or this class
+  const changed = acceptProposal(map, W, proposal, 1, keep);
+  assert.deepEqual([...map], [1, 2, 1, 0, 1, 2, 1, 0]);
+  assert.deepEqual(changed, { x0: 0, y0: 0, x1: 2, y1: 1 });
+  assert.equal(acceptProposal(map, W, proposal, 1, keep), null); // nothing more to change
+  assert.equal(acceptProposal(map, W, { mask, box: null, key: "" }, 1), null); // an empty proposal
+  acceptProposal(map, W, proposal, 3); // without the rule: every proposed pixel
+  assert.deepEqual([...map], [3, 3, 3, 0, 3, 3, 1, 0]);
+});
+
+test("smart tool: prompts are counted for the label's record", () => {
+  const p = noPrompts();
+  assert.deepEqual(promptCounts(p), { positive: 0, negative: 0, box: 0, scribbles: 0 });
+  p.points.push([1, 2, true], [3, 4, false], [5, 6, true]);
+  p.box = [0, 0, 3, 3];
+  p.scribbles.push({ positive: false, points: [[0, 0], [1, 1]], width: 3 });
+  assert.deepEqual(promptCounts(p), { positive: 2, negative: 1, box: 1, scribbles: 1 });
 });

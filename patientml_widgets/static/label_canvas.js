@@ -36,6 +36,8 @@
  * @prop {number[]} crosshair (z, y, x): the voxel the planes meet at
  * @prop {number[]} labeled_slices slices of the shown plane holding a class other than the background
  * @prop {string} last_operation the volume operation "Undo" reverts ("" when none)
+ * @prop {{ name: string, label: string }[]} engines interactive segmentation: the engines offered
+ * @prop {string} engine the engine the Smart tool asks
  */
 
 /**
@@ -56,7 +58,9 @@
  * @prop {number} step_mm and its change per slice
  */
 
-/** @typedef {"brush" | "eraser" | "fill" | "pan" | "window" | "crosshair"} Tool */
+/** @typedef {"brush" | "eraser" | "fill" | "pan" | "window" | "crosshair" | "prompt"} Tool */
+/** @typedef {{ points: [number, number, boolean][], box: [number, number, number, number] | null, scribbles: { positive: boolean, points: [number, number][], width: number }[] }} Prompts the Smart tool's prompts, image pixels */
+/** @typedef {{ mask: Uint8Array, box: Box | null, key: string }} Proposal an engine's proposal for one image (a volume's slice `key`) */
 /** @typedef {{ index: number, name: string, color: string, description?: string }} ClassInfo */
 /** @typedef {{ center: number, width: number }} Window */
 /** @typedef {{ name: string, center: number, width: number }} WindowPreset */
@@ -716,6 +720,92 @@ export class SliceCache {
 }
 
 // ---------------------------------------------------------------------------------------
+// Interactive segmentation: prompts, the proposal layer, accepting.
+
+/** @returns {Prompts} */
+export function noPrompts() {
+  return { points: [], box: null, scribbles: [] };
+}
+
+/**
+ * What a set of prompts holds, for the label's record of how it was made.
+ * @param {Prompts} prompts
+ */
+export function promptCounts(prompts) {
+  const positive = prompts.points.filter((p) => p[2]).length;
+  return { positive, negative: prompts.points.length - positive, box: prompts.box ? 1 : 0, scribbles: prompts.scribbles.length };
+}
+
+/**
+ * A full-size 0/1 mask from a region's patch ([x, y, width, height]), and the patch's box.
+ * @param {number} width
+ * @param {number} height
+ * @param {number[] | null} region
+ * @param {Uint8Array | null} patch
+ * @returns {{ mask: Uint8Array, box: Box | null }}
+ */
+export function placeRegion(width, height, region, patch) {
+  const mask = new Uint8Array(width * height);
+  if (!region || !patch) return { mask, box: null };
+  const [x0, y0, w, h] = region;
+  if (x0 < 0 || y0 < 0 || w < 1 || h < 1 || x0 + w > width || y0 + h > height || patch.length !== w * h) return { mask, box: null };
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) mask[(y0 + y) * width + x0 + x] = patch[y * w + x] ? 1 : 0;
+  }
+  return { mask, box: { x0, y0, x1: x0 + w - 1, y1: y0 + h - 1 } };
+}
+
+/**
+ * The proposal as overlay pixels: a tint inside, an opaque outline on its edge (a pixel of the mask
+ * with a 4-neighbour outside it or on the image's border).
+ * @param {Uint8Array} mask 0/1
+ * @param {number} width
+ * @param {number} height
+ * @param {string} color "#rrggbb"
+ * @param {Uint32Array} pixels32 RGBA pixels to fill (little-endian ABGR words)
+ */
+export function paintProposal(mask, width, height, color, pixels32) {
+  const [r, g, b] = parseColor(safeColor(color));
+  const word = (/** @type {number} */ a) => ((a << 24) | (b << 16) | (g << 8) | r) >>> 0;
+  const tint = word(90);
+  const edge = word(255);
+  pixels32.fill(0);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const i = y * width + x;
+      if (!mask[i]) continue;
+      const inner = x > 0 && x < width - 1 && y > 0 && y < height - 1 && mask[i - 1] && mask[i + 1] && mask[i - width] && mask[i + width];
+      pixels32[i] = inner ? tint : edge;
+    }
+  }
+}
+
+/**
+ * Accept a proposal into the label map: its pixels take `value` where `allow` lets them (the
+ * "preserve other labels" rule). Returns the box of the pixels that changed, or null.
+ * @param {Uint8Array} map
+ * @param {number} width
+ * @param {Proposal} proposal
+ * @param {number} value
+ * @param {Allow | null} allow
+ * @returns {Box | null}
+ */
+export function acceptProposal(map, width, proposal, value, allow = null) {
+  const box = proposal.box;
+  if (!box) return null;
+  const changed = emptyBox();
+  for (let y = box.y0; y <= box.y1; y++) {
+    for (let x = box.x0; x <= box.x1; x++) {
+      const i = y * width + x;
+      if (!proposal.mask[i] || map[i] === value || (allow && !allow(map[i]))) continue;
+      map[i] = value;
+      growBox(changed, { x0: x, y0: y, x1: x, y1: y });
+    }
+  }
+  return boxIsEmpty(changed) ? null : changed;
+}
+
+// ---------------------------------------------------------------------------------------
 // The widget.
 
 const CSS = `
@@ -748,7 +838,13 @@ const CSS = `
 .pml-lc .where { font-variant-numeric: tabular-nums; color: #333; min-width: 14em; }
 .pml-lc .xh { position: absolute; left: 0; top: 0; pointer-events: none; display: none; }
 .pml-lc .xh div { position: absolute; background: #ffd400; opacity: .8; }
+.pml-lc .stage canvas.proposal { image-rendering: pixelated; }
+.pml-lc svg.marks { position: absolute; left: 0; top: 0; width: 100%; height: 100%; pointer-events: none; overflow: visible; }
+.pml-lc .hint { color: #555; }
+.pml-lc button.accept { color: #137333; border-color: #81c995; }
 `;
+
+const SVG = "http://www.w3.org/2000/svg";
 
 const TRASH_ICON =
   '<svg width="14" height="14" viewBox="0 0 24 24" fill="none" stroke="#c5221f" stroke-width="2" aria-hidden="true">' +
@@ -785,9 +881,10 @@ function toUint8(dataView) {
 /**
  * Timing hooks for benchmarks and tests (frame times, wire sizes, round trips; volumes: ms from a
  * slice change to the slice on screen, whether the browser had it, and when the first image showed).
- * @type {{ frames: number[], wireBytes: number[], roundTrips: number[], slices: { ms: number, cached: boolean }[], shownAt: number }}
+ * Interactive segmentation: ms from a prompt to its proposal on screen.
+ * @type {{ frames: number[], wireBytes: number[], roundTrips: number[], slices: { ms: number, cached: boolean }[], shownAt: number, proposals: number[] }}
  */
-export const stats = { frames: [], wireBytes: [], roundTrips: [], slices: [], shownAt: 0 };
+export const stats = { frames: [], wireBytes: [], roundTrips: [], slices: [], shownAt: 0, proposals: [] };
 
 // render() composes four parts that share one Canvas object, `s`: the toolbar (buttons,
 // class boxes, palette), the view (the canvas stack, zoom / pan / fit, drawing the image,
@@ -833,7 +930,15 @@ export const stats = { frames: [], wireBytes: [], roundTrips: [], slices: [], sh
  * @prop {(() => void)[]} disposers
  * @prop {number} aspect height of a pixel over its width on screen (a volume's row_mm / col_mm)
  * @prop {VolumeState | null} volume volume mode's state (null for a 2-D image)
+ * @prop {Prompts} prompts the Smart tool's prompts, on the image `promptKey` names
+ * @prop {string} promptKey "" (a 2-D image) or the volume slice ("plane:index") the prompts are on
+ * @prop {Proposal | null} proposal the engine's latest answer
+ * @prop {number} promptSeq the message number of the prompts whose proposal is awaited (0: none)
+ * @prop {number} promptSent when they were sent (performance.now())
+ * @prop {PromptDrag | null} promptDrag a box or scribble being drawn
  */
+
+/** @typedef {{ start: Point, last: Point, screen: Point, moved: boolean, negative: boolean, scribble: [number, number][] | null }} PromptDrag */
 
 /**
  * @typedef VolumeState
@@ -916,6 +1021,12 @@ async function canvasState(model, root) {
     disposers: [],
     aspect: 1,
     volume: volumeState(model, meta),
+    prompts: noPrompts(),
+    promptKey: "",
+    proposal: null,
+    promptSeq: 0,
+    promptSent: 0,
+    promptDrag: null,
   };
   const s = /** @type {Canvas} */ (data); // complete once it has the toolbar and the layers
   s.ui = toolbar(s);
@@ -1018,6 +1129,10 @@ function toolbar(s) {
   const saveButton = h("button", { class: "save", onclick: () => save(s, "save") }, "Save draft");
   const submitButton = h("button", { class: "submit", onclick: () => save(s, "submit") }, "Submit");
   const deleteButton = h("button", { class: "delete", onclick: () => save(s, "delete") }, "Delete");
+  const engineSelect = h("select", { title: "The engine the Smart tool asks" });
+  const acceptButton = h("button", { class: "accept", title: "Accept the proposal into the label (Enter; undoable)", onclick: () => acceptPrompted(s) }, "✓ Accept");
+  const rejectButton = h("button", { title: "Reject the proposal and its prompts (Esc)", onclick: () => rejectPrompted(s) }, "✕ Reject");
+  const promptHint = h("span", { class: "hint" });
   const status = h("div", { class: "status" });
   const errorBox = h("div", { class: "error" });
   const palette = h("div", { class: "palette" });
@@ -1028,6 +1143,7 @@ function toolbar(s) {
       tool("brush", "✎ Marker", "Marker (B)"),
       tool("eraser", "⌫ Eraser", "Eraser (E)"),
       tool("fill", "◍ Fill", "Flood fill (F)"),
+      tool("prompt", "✦ Smart", "Smart: click the object, Shift+click (or right-click) what is not; drag a box; Alt+drag to scribble (S)"),
       tool("pan", "✥ Pan", "Pan (H, or hold Space)"),
       h("label", { title: "Marker size ([ and ])" }, "Size", sizeInput, sizeLabel),
       h("label", { title: "Paint only background or this class; erase only this class" }, preserveBox, "Preserve other labels"),
@@ -1044,12 +1160,14 @@ function toolbar(s) {
   const bar2 = h("div", { class: "bar" });
   if (segmentation) {
     bar2.append(h("label", { title: "Overlay opacity" }, "Opacity", opacityInput), h("label", {}, predictionBox, "Show prediction"), fromPrediction);
+    bar2.append(h("label", { title: "The engine the Smart tool asks" }, "Engine", engineSelect), acceptButton, rejectButton, promptHint);
   }
   const actions = h("div", { class: "bar" }, saveButton, submitButton, deleteButton);
   // prettier-ignore
   return {
     toolButtons, sizeInput, sizeLabel, opacityInput, preserveBox, predictionBox, windowSelect, undoButton, redoButton,
     fromPrediction, saveButton, submitButton, deleteButton, status, errorBox, palette, bar1, bar2, actions, slices,
+    engineSelect, acceptButton, rejectButton, promptHint,
   };
 }
 
@@ -1069,14 +1187,15 @@ function sliceBar(s) {
   const copyButton = h("button", { title: "Copy the label of the previous slice onto this one (undoable)", onclick: () => operation(s, "copy_previous") }, "Copy previous slice");
   const interpolateButton = h("button", { title: "Fill the slices between labeled slices of this plane (undoable)", onclick: () => operation(s, "interpolate") }, "Interpolate");
   const undoOperation = h("button", { title: "Undo the last copy or interpolation", onclick: () => operation(s, "undo_operation") }, "Undo");
-  if (!vol) return { bar, planeButtons, slider, ticks, where, copyButton, interpolateButton, undoOperation };
+  const propagateButton = h("button", { title: "Propose this slice's label (the selected class) on the next slice; Shift+click: the previous slice", onclick: (/** @type {MouseEvent} */ e) => propagate(s, e.shiftKey ? -1 : 1) }, "Propagate ↓");
+  if (!vol) return { bar, planeButtons, slider, ticks, where, copyButton, interpolateButton, undoOperation, propagateButton };
   for (const name of ["axial", "coronal", "sagittal"]) {
     if (!vol.planes[name]) continue;
     planeButtons[name] = h("button", { "aria-pressed": "false", title: `Show the ${name} plane`, onclick: () => showPlane(s, name) }, name[0].toUpperCase() + name.slice(1));
   }
   slider.addEventListener("input", () => goTo(s, vol.plane, Number(slider.value)));
-  bar.append(...Object.values(planeButtons), h("span", { class: "slider" }, slider, ticks), where, copyButton, interpolateButton, undoOperation);
-  return { bar, planeButtons, slider, ticks, where, copyButton, interpolateButton, undoOperation };
+  bar.append(...Object.values(planeButtons), h("span", { class: "slider" }, slider, ticks), where, copyButton, interpolateButton, undoOperation, propagateButton);
+  return { bar, planeButtons, slider, ticks, where, copyButton, interpolateButton, undoOperation, propagateButton };
 }
 
 /**
@@ -1148,6 +1267,7 @@ function refreshButtons(s) {
     ui.slices.undoOperation.textContent = operation ? `Undo ${operation}` : "Undo";
     ui.slices.copyButton.disabled = s.volume.index === 0;
   }
+  refreshPromptBar(s);
 }
 
 /**
@@ -1171,6 +1291,12 @@ function bindControls(s) {
     model.set("show_prediction", ui.predictionBox.checked);
     model.save_changes();
   });
+  fillEngines(s);
+  ui.engineSelect.addEventListener("change", () => {
+    model.set("engine", ui.engineSelect.value);
+    model.save_changes();
+    if (hasPrompts(s)) askProposal(s); // the same prompts, asked of the new engine
+  });
   ui.windowSelect.addEventListener("change", () => {
     s.windowState = { ...s.presets[ui.windowSelect.value] };
     model.set("window", { ...s.windowState });
@@ -1190,20 +1316,25 @@ function layers(s) {
   const imageCanvas = h("canvas", { class: "image", width: String(W), height: String(H) });
   const predCanvas = h("canvas", { class: "prediction", width: String(W), height: String(H) });
   const labelCanvas = h("canvas", { class: "labels", width: String(W), height: String(H) });
+  const proposalCanvas = h("canvas", { class: "proposal", width: String(W), height: String(H) });
+  const marks = document.createElementNS(SVG, "svg");
+  marks.setAttribute("class", "marks");
   const crossRow = h("div", {});
   const crossCol = h("div", {});
   const cross = h("div", { class: "xh" }, crossRow, crossCol);
-  const stage = h("div", { class: "stage" }, imageCanvas, predCanvas, labelCanvas, cross);
+  const stage = h("div", { class: "stage" }, imageCanvas, predCanvas, labelCanvas, proposalCanvas, cross);
   const cursor = h("div", { class: "cursor" });
-  const viewport = h("div", { class: "view" }, stage, cursor);
+  const viewport = h("div", { class: "view" }, stage, marks, cursor);
   const imageCtx = /** @type {CanvasRenderingContext2D} */ (imageCanvas.getContext("2d"));
   const labelCtx = /** @type {CanvasRenderingContext2D} */ (labelCanvas.getContext("2d"));
   const predCtx = /** @type {CanvasRenderingContext2D} */ (predCanvas.getContext("2d"));
+  const proposalCtx = /** @type {CanvasRenderingContext2D} */ (proposalCanvas.getContext("2d"));
   const imageData = imageCtx.createImageData(W, H);
   const labelData = labelCtx.createImageData(W, H);
   const labels32 = new Uint32Array(labelData.data.buffer);
-  const canvases = [imageCanvas, predCanvas, labelCanvas];
-  return { stage, cursor, viewport, imageCtx, labelCtx, predCtx, imageData, labelData, labels32, canvases, cross, crossRow, crossCol };
+  const canvases = [imageCanvas, predCanvas, labelCanvas, proposalCanvas];
+  // prettier-ignore
+  return { stage, cursor, viewport, imageCtx, labelCtx, predCtx, proposalCtx, imageData, labelData, labels32, canvases, cross, crossRow, crossCol, marks };
 }
 
 /**
@@ -1296,6 +1427,7 @@ function applyView(s) {
   stage.classList.toggle("pixelated", s.view.scale >= 2);
   updateCursor(s);
   drawCrosshair(s);
+  drawMarks(s);
 }
 
 /** @param {Canvas} s */
@@ -1345,7 +1477,8 @@ function setTool(s, name) {
   model.set("tool", name);
   model.save_changes();
   for (const [k, b] of Object.entries(ui.toolButtons)) b.setAttribute("aria-pressed", String(k === name));
-  s.layers.viewport.style.cursor = name === "pan" ? "grab" : name === "window" ? "ns-resize" : name === "fill" ? "cell" : name === "crosshair" ? "crosshair" : "none";
+  refreshPromptBar(s);
+  s.layers.viewport.style.cursor = name === "pan" ? "grab" : name === "window" ? "ns-resize" : name === "fill" ? "cell" : name === "crosshair" || name === "prompt" ? "crosshair" : "none";
   updateCursor(s);
 }
 
@@ -1368,14 +1501,16 @@ function beginEdit(s) {
 }
 
 /**
- * Record the edit since beginEdit for undo and send it to Python.
+ * Record the edit since beginEdit for undo and send it to Python (with `extra` fields: the tool,
+ * how an accepted proposal was made).
  * @param {Canvas} s
  * @param {Box | null} box
  * @param {string} reason
+ * @param {Record<string, unknown>} [extra]
  */
-function endEdit(s, box, reason) {
+function endEdit(s, box, reason, extra = {}) {
   if (s.history.record(s.before, s.map, s.W, box)) {
-    sendMask(s, reason, box);
+    sendMask(s, reason, box, extra);
     edited(s);
   }
   refreshButtons(s);
@@ -1492,6 +1627,9 @@ function pointerDown(s, e) {
     s.drag = { kind: "window", x: p.x, y: p.y, win: { ...s.windowState } };
   } else if (s.volume && mode === "crosshair") {
     setCrosshair(s, imagePoint(s, p));
+  } else if (s.segmentation && mode === "prompt" && (e.button === 0 || e.button === 2)) {
+    const q = imagePoint(s, p);
+    s.promptDrag = { start: q, last: q, screen: p, moved: false, negative: e.shiftKey || e.button === 2, scribble: e.altKey ? [clampPoint(s, q)] : null };
   } else if (s.segmentation && mode === "fill") {
     const q = imagePoint(s, p);
     beginEdit(s);
@@ -1520,6 +1658,8 @@ function pointerMove(s, e) {
     for (const ev of events.length ? events : [e]) {
       paintTo(s, imagePoint(s, local(s, ev)));
     }
+  } else if (s.promptDrag) {
+    promptMove(s, pointer, imagePoint(s, pointer));
   } else if (drag && drag.kind === "pan") {
     s.view = { ...drag.view, tx: drag.view.tx + pointer.x - drag.x, ty: drag.view.ty + pointer.y - drag.y };
     applyView(s);
@@ -1542,8 +1682,9 @@ function pointerUp(s, e) {
   if (s.stroke) {
     const box = s.stroke.box;
     s.stroke = null;
-    endEdit(s, boxIsEmpty(box) ? null : box, "stroke");
+    endEdit(s, boxIsEmpty(box) ? null : box, "stroke", { tool: s.tool });
   }
+  if (s.promptDrag) promptUp(s);
   if (s.drag && s.drag.kind === "window") {
     model.set("window", { ...s.windowState });
     model.save_changes();
@@ -1560,6 +1701,9 @@ function bindPointer(s) {
   viewport.addEventListener("pointermove", (e) => pointerMove(s, e));
   viewport.addEventListener("pointerup", (e) => pointerUp(s, e));
   viewport.addEventListener("pointercancel", (e) => pointerUp(s, e));
+  viewport.addEventListener("contextmenu", (e) => {
+    if (s.tool === "prompt") e.preventDefault(); // a right click is a negative prompt
+  });
   viewport.addEventListener("pointerleave", () => {
     s.pointer = null;
     updateCursor(s);
@@ -1608,6 +1752,9 @@ function keyDown(s, e) {
   else if (key === "f") setTool(s, "fill");
   else if (key === "h") setTool(s, "pan");
   else if (key === "w") setTool(s, "window");
+  else if (key === "s" && s.segmentation) setTool(s, "prompt");
+  else if (key === "Enter" && shownProposal(s)) acceptPrompted(s);
+  else if (key === "Escape" && (shownProposal(s) || hasPrompts(s))) rejectPrompted(s);
   else if (s.volume && (key === "PageDown" || key === "ArrowDown")) goTo(s, s.volume.plane, target(s.volume) + 1);
   else if (s.volume && (key === "PageUp" || key === "ArrowUp")) goTo(s, s.volume.plane, target(s.volume) - 1);
   else if (s.volume && key === "c") setTool(s, "crosshair");
@@ -1631,6 +1778,266 @@ function bindKeys(s) {
       e.stopPropagation();
     }
   });
+}
+
+// -- the Smart tool: prompts to an engine, its proposal, accept / reject -------------------
+
+/**
+ * The image the shown prompts and proposal belong to: "" for a 2-D image, else the volume slice.
+ * @param {Canvas} s
+ */
+function shownKey(s) {
+  return s.volume ? sliceKey(s.volume.plane, s.volume.index) : "";
+}
+
+/** @param {Canvas} s */
+function shownProposal(s) {
+  return s.proposal && s.proposal.key === shownKey(s) && s.proposal.mask.length === s.W * s.H ? s.proposal : null;
+}
+
+/** @param {Canvas} s */
+function hasPrompts(s) {
+  const p = s.prompts;
+  return s.promptKey === shownKey(s) && (p.points.length > 0 || p.box !== null || p.scribbles.length > 0);
+}
+
+/**
+ * An image point inside the image (prompts never lie outside it).
+ * @param {Canvas} s
+ * @param {Point} q
+ * @returns {[number, number]}
+ */
+function clampPoint(s, q) {
+  return [Math.max(0, Math.min(s.W - 1, q.x - 0.5)), Math.max(0, Math.min(s.H - 1, q.y - 0.5))];
+}
+
+/**
+ * A box or scribble in progress follows the pointer (past a few screen pixels it is no click).
+ * @param {Canvas} s
+ * @param {Point} screen
+ * @param {Point} q
+ */
+function promptMove(s, screen, q) {
+  const d = /** @type {PromptDrag} */ (s.promptDrag);
+  if (!d.moved && Math.hypot(screen.x - d.screen.x, screen.y - d.screen.y) > 4) d.moved = true;
+  d.last = q;
+  if (d.scribble) {
+    const p = clampPoint(s, q);
+    const end = d.scribble[d.scribble.length - 1];
+    if (Math.hypot(p[0] - end[0], p[1] - end[1]) >= 1 && d.scribble.length < 2000) d.scribble.push(p);
+  }
+  if (d.moved) drawMarks(s);
+}
+
+/**
+ * The pointer is up: a click, a box or a scribble joins the prompts, and the engine is asked.
+ * @param {Canvas} s
+ */
+function promptUp(s) {
+  const d = /** @type {PromptDrag} */ (s.promptDrag);
+  s.promptDrag = null;
+  const key = shownKey(s);
+  if (s.promptKey !== key) {
+    s.prompts = noPrompts(); // prompts belong to one image (one slice)
+    s.promptKey = key;
+  }
+  if (d.scribble && d.moved) {
+    s.prompts.scribbles.push({ positive: !d.negative, points: d.scribble, width: Math.max(1, Math.min(50, s.model.get("brush_size"))) });
+  } else if (d.moved) {
+    const [x0, y0] = clampPoint(s, d.start);
+    const [x1, y1] = clampPoint(s, d.last);
+    s.prompts.box = [Math.min(x0, x1), Math.min(y0, y1), Math.max(x0, x1), Math.max(y0, y1)];
+  } else {
+    const [x, y] = clampPoint(s, d.start);
+    s.prompts.points.push([Math.round(x), Math.round(y), !d.negative]);
+  }
+  askProposal(s);
+}
+
+/**
+ * Send the prompts (all of them: the engine answers from scratch) to the chosen engine.
+ * @param {Canvas} s
+ */
+function askProposal(s) {
+  const seq = ++s.seq;
+  s.promptSeq = seq;
+  s.promptSent = performance.now();
+  /** @type {Record<string, unknown>} */
+  const content = { kind: "prompt", seq, engine: s.model.get("engine"), prompts: structuredClone(s.prompts) };
+  if (s.volume) Object.assign(content, { plane: s.volume.plane, index: s.volume.index });
+  drawMarks(s);
+  refreshPromptBar(s);
+  enqueue(s, async () => s.model.send(content));
+}
+
+/**
+ * An engine's proposal (the answer to the latest prompts only; older answers are dropped). A
+ * propagated one brings its prompts, which become the slice's, to refine with more clicks.
+ * @param {Canvas} s
+ * @param {{ seq: number, plane: string | null, index: number | null, region: number[] | null, prompts?: Prompts }} msg
+ * @param {DataView[]} buffers
+ */
+async function receiveProposal(s, msg, buffers) {
+  if (msg.seq !== s.promptSeq) return;
+  const vol = s.volume;
+  const key = vol && msg.plane !== null ? sliceKey(msg.plane, /** @type {number} */ (msg.index)) : "";
+  const info = vol && msg.plane !== null ? vol.planes[msg.plane] : null;
+  const W = info ? info.width : s.W;
+  const H = info ? info.height : s.H;
+  const patch = buffers && buffers.length ? (await decodeMask(toUint8(buffers[0]))).map : null;
+  if (msg.seq !== s.promptSeq) return; // newer prompts went out while this one decoded
+  const placed = placeRegion(W, H, msg.region, patch);
+  s.proposal = { mask: placed.mask, box: placed.box, key };
+  if (msg.prompts) {
+    s.prompts = msg.prompts;
+    s.promptKey = key;
+  }
+  s.promptSeq = 0;
+  drawProposal(s);
+  drawMarks(s);
+  refreshPromptBar(s);
+  if (key === shownKey(s)) stats.proposals.push(performance.now() - s.promptSent);
+}
+
+/**
+ * The proposal layer: a tint and an outline in the selected class's colour.
+ * @param {Canvas} s
+ */
+function drawProposal(s) {
+  const { proposalCtx } = s.layers;
+  proposalCtx.clearRect(0, 0, s.W, s.H);
+  const p = shownProposal(s);
+  if (!p || !p.box) return;
+  const data = proposalCtx.createImageData(s.W, s.H);
+  const active = s.model.get("classes").find((c) => c.index === s.model.get("active_class"));
+  paintProposal(p.mask, s.W, s.H, active ? active.color : FALLBACK_COLOR, new Uint32Array(data.data.buffer));
+  proposalCtx.putImageData(data, 0, 0);
+}
+
+/**
+ * The prompts on screen (in viewport pixels, so they keep their size at any zoom): green clicks on
+ * the object, red ones off it, the box dashed, scribbles as lines; and the box or scribble being drawn.
+ * @param {Canvas} s
+ */
+function drawMarks(s) {
+  const svg = s.layers.marks;
+  svg.replaceChildren();
+  const { scale, tx, ty } = s.view;
+  /** @type {(x: number, y: number) => string} */
+  const at = (x, y) => `${(x + 0.5) * scale + tx},${(y + 0.5) * s.aspect * scale + ty}`;
+  /** @type {(tag: string, attrs: Record<string, string>) => void} */
+  const add = (tag, attrs) => {
+    const el = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+    svg.append(el);
+  };
+  /** @type {(positive: boolean) => string} */
+  const color = (positive) => (positive ? "#1e8e3e" : "#d93025");
+  /** @type {(box: number[], dashed: boolean) => void} */
+  const rect = ([x0, y0, x1, y1], dashed) => {
+    const [ax, ay] = at(x0, y0).split(",").map(Number);
+    const [bx, by] = at(x1, y1).split(",").map(Number);
+    add("rect", { x: String(Math.min(ax, bx)), y: String(Math.min(ay, by)), width: String(Math.abs(bx - ax)), height: String(Math.abs(by - ay)), fill: "none", stroke: "#ffd400", "stroke-width": "1.5", "stroke-dasharray": dashed ? "5 3" : "" });
+  };
+  if (hasPrompts(s)) {
+    const p = s.prompts;
+    if (p.box) rect(p.box, true);
+    for (const sc of p.scribbles) add("polyline", { points: sc.points.map(([x, y]) => at(x, y)).join(" "), fill: "none", stroke: color(sc.positive), "stroke-width": "2.5", "stroke-linecap": "round", "stroke-linejoin": "round", opacity: "0.9" });
+    for (const [x, y, positive] of p.points) {
+      const [cx, cy] = at(x, y).split(",");
+      add("circle", { cx, cy, r: "5", fill: color(positive), stroke: "#fff", "stroke-width": "1.5", "data-positive": String(positive) });
+    }
+  }
+  const d = s.promptDrag;
+  if (d && d.moved) {
+    if (d.scribble) add("polyline", { points: d.scribble.map(([x, y]) => at(x, y)).join(" "), fill: "none", stroke: color(!d.negative), "stroke-width": "2.5" });
+    else rect([...clampPoint(s, d.start), ...clampPoint(s, d.last)], false);
+  }
+}
+
+/**
+ * Accept the shown proposal: one undoable edit of the selected class (the "preserve other labels"
+ * rule applies), sent with how it was made; the prompts are done.
+ * @param {Canvas} s
+ */
+function acceptPrompted(s) {
+  const p = shownProposal(s);
+  if (!p) return;
+  const { model } = s;
+  const value = model.get("active_class");
+  beginEdit(s);
+  const box = acceptProposal(s.map, s.W, p, value, preserveRule(model.get("preserve_labels"), value, value));
+  invalidate(s, box);
+  endEdit(s, box, "accept", { made: { engine: model.get("engine"), ...promptCounts(s.prompts) } });
+  clearPrompts(s);
+}
+
+/**
+ * Reject the proposal (counted for the label's record) and forget its prompts.
+ * @param {Canvas} s
+ */
+function rejectPrompted(s) {
+  if (shownProposal(s) && s.proposal && s.proposal.box) {
+    const engine = s.model.get("engine");
+    enqueue(s, async () => s.model.send({ kind: "reject_proposal", engine }));
+  }
+  clearPrompts(s);
+}
+
+/** @param {Canvas} s */
+function clearPrompts(s) {
+  s.prompts = noPrompts();
+  s.proposal = null;
+  s.promptSeq = 0; // an answer still on its way is dropped
+  drawProposal(s);
+  drawMarks(s);
+  refreshPromptBar(s);
+}
+
+/**
+ * Volumes: this slice's label of the selected class becomes the prompts of the next (`step` 1) or
+ * previous (-1) slice; Python moves there and sends the proposal. A proposal shown is accepted first.
+ * @param {Canvas} s
+ * @param {1 | -1} step
+ */
+function propagate(s, step) {
+  const vol = s.volume;
+  if (!vol) return;
+  if (shownProposal(s)) acceptPrompted(s);
+  const seq = ++s.seq;
+  s.promptSeq = seq;
+  s.promptSent = performance.now();
+  const content = { kind: "propagate", seq, plane: vol.plane, index: vol.index, step, engine: s.model.get("engine") };
+  refreshPromptBar(s);
+  enqueue(s, async () => s.model.send(content));
+}
+
+/**
+ * The engine menu from the `engines` trait (labels as text, never markup).
+ * @param {Canvas} s
+ */
+function fillEngines(s) {
+  const { ui, model } = s;
+  ui.engineSelect.replaceChildren(...(model.get("engines") || []).map((e) => h("option", { value: e.name }, e.label)));
+  ui.engineSelect.value = model.get("engine");
+}
+
+/** @param {Canvas} s */
+function refreshPromptBar(s) {
+  const { ui } = s;
+  if (!ui || !ui.acceptButton) return;
+  const p = shownProposal(s);
+  ui.acceptButton.disabled = !p || !p.box;
+  ui.rejectButton.disabled = !p && !hasPrompts(s);
+  const smart = s.tool === "prompt";
+  for (const el of [ui.acceptButton, ui.rejectButton, ui.promptHint]) el.style.display = smart || p ? "" : "none";
+  let hint = "";
+  if (s.promptSeq) hint = "Proposing…";
+  else if (p && p.box) hint = "Enter accepts, Esc rejects; click again to refine";
+  else if (p) hint = "The engine found nothing there: add a click, or draw a box";
+  else if (smart) hint = "Click the object (Shift+click: not the object), drag a box, Alt+drag to scribble";
+  ui.promptHint.textContent = hint;
+  if (s.volume) ui.slices.propagateButton.disabled = Boolean(s.promptSeq);
 }
 
 // -- volumes: slices on demand, planes, the crosshair -----------------------------------------
@@ -1800,6 +2207,8 @@ function showSlice(s, plane, index, entry) {
   drawImage(s);
   invalidate(s, whole(s));
   drawPrediction(s);
+  drawProposal(s);
+  drawMarks(s);
   if (newPlane) fit(s);
   updateSliceBar(s);
   drawCrosshair(s);
@@ -1912,13 +2321,14 @@ function enqueue(s, task) {
  * @param {Canvas} s
  * @param {string} reason
  * @param {Box | null} [box]
+ * @param {Record<string, unknown>} [extra]
  */
-function sendMask(s, reason, box = null) {
+function sendMask(s, reason, box = null, extra = {}) {
   const { W, H } = s;
   const mySeq = ++s.seq;
   const t0 = performance.now();
   /** @type {{ kind: "mask", seq: number, reason: string, region?: number[], plane?: string, index?: number }} */
-  const content = { kind: "mask", seq: mySeq, reason };
+  const content = { ...extra, kind: "mask", seq: mySeq, reason };
   if (s.volume) Object.assign(content, { plane: s.volume.plane, index: s.volume.index }); // the slice it belongs to
   let bytes; // a copy of the state at this edit, whatever comes next
   let rows = H;
@@ -1967,7 +2377,13 @@ function save(s, kind) {
  * @param {DataView[]} buffers
  */
 function onMessage(s, msg, buffers) {
-  if (s.volume && msg.kind === "plane") {
+  if (msg.kind === "ack" && /** @type {any} */ (msg).error && msg.seq === s.promptSeq) {
+    s.promptSeq = 0; // the engine failed (the error is shown): nothing is awaited any more
+    refreshPromptBar(s);
+  }
+  if (msg.kind === "proposal") {
+    receiveProposal(s, /** @type {any} */ (msg), buffers);
+  } else if (s.volume && msg.kind === "plane") {
     receiveSlice(s, /** @type {any} */ (msg), buffers);
   } else if (s.volume && msg.kind === "labels_changed") {
     s.volume.cache.dropLabels(); // Python changed many slices; it sends the shown one next
@@ -2037,7 +2453,6 @@ function followTraits(s) {
       renderPalette(s);
       invalidate(s, whole(s));
     },
-    "change:active_class": () => renderPalette(s),
     "change:value": () => renderPalette(s),
     "change:prediction_scores": () => renderPalette(s),
     "change:show_prediction": () => {
@@ -2052,6 +2467,12 @@ function followTraits(s) {
     "change:brush_size": () => setBrushSize(s, model.get("brush_size")),
     "change:tool": () => model.get("tool") !== s.tool && setTool(s, model.get("tool")),
     "change:labeled_slices": () => drawTicks(s),
+    "change:engines": () => fillEngines(s),
+    "change:engine": () => (ui.engineSelect.value = model.get("engine")),
+    "change:active_class": () => {
+      renderPalette(s);
+      drawProposal(s);
+    },
     "change:last_operation": () => refreshButtons(s),
     "change:crosshair": () => {
       const vol = s.volume;

@@ -15,12 +15,20 @@ volume mode: one slice at a time of the axial, coronal or sagittal plane, a slid
 crosshair linking the planes, "copy the previous slice" and "interpolate between labeled
 slices"; ``mask`` is then the whole (Z, Y, X) label map. Slices travel to the browser when it
 asks for them (it prefetches around the current one); strokes still send only their region.
+
+Interactive segmentation (the "Smart" tool): clicks on the object (Shift / right click: not the
+object), a box, or scribbles go to an engine (``patientml_widgets.interactive``: the classical
+engine always, the project's click-guided model once one is deployed, a SAM-family checkpoint the
+user loaded); its proposal is shown until accepted (Enter, one undoable edit) or rejected (Esc).
+In a volume, "Propagate" turns the slice's label into the prompts of the next slice. How the label
+was made (tools, engines, clicks) and the active time are saved with it (``made_with``, ``time_spent``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -35,6 +43,8 @@ from .. import imaging
 from ..errors import PatientMLError, ValidationError
 from ..imaging import planes as planes_of
 from ..imaging.interpolate import interpolate_slices
+from ..interactive import Engine, Prompts
+from ..interactive.propagate import prompts_from_mask
 from ..project import Project
 from ..records import PALETTE, ClassInfo, Example, Model, is_color
 from .base import STATIC, InvalidTrait, run_callbacks
@@ -42,7 +52,9 @@ from .base import STATIC, InvalidTrait, run_callbacks
 __all__ = ["LabelCanvas"]
 
 log = logging.getLogger(__name__)
-TOOLS = ("brush", "eraser", "fill", "pan", "window", "crosshair")
+TOOLS = ("brush", "eraser", "fill", "pan", "window", "crosshair", "prompt")
+IDLE_S = 60.0  # a pause longer than this between two actions counts as this long (the labeler left)
+MAX_ACCEPTS_KEPT = 100  # accepted proposals described one by one in ``made_with`` (then only counted)
 
 
 class LabelCanvas(anywidget.AnyWidget):
@@ -85,6 +97,9 @@ class LabelCanvas(anywidget.AnyWidget):
     labeled_slices = t.List(t.Int()).tag(sync=True)
     #: the last volume operation that "Undo" of the slice bar reverts ("" when none)
     last_operation = t.Unicode("").tag(sync=True)
+    #: interactive segmentation: the engines offered ([{"name", "label"}]) and the one in use
+    engines = t.List(t.Dict()).tag(sync=True)
+    engine = t.Unicode("").tag(sync=True)
 
     def __init__(
         self,
@@ -102,6 +117,7 @@ class LabelCanvas(anywidget.AnyWidget):
         invert: bool = False,
         spacing: Sequence[float] | None = None,
         affine: Any = None,
+        engines: Sequence[Engine] | None = None,
     ) -> None:
         if mode not in ("segmentation", "classification"):
             raise ValidationError(f"mode is 'segmentation' or 'classification', not {mode!r}")
@@ -135,6 +151,7 @@ class LabelCanvas(anywidget.AnyWidget):
             },
         )
         self._volume = volume
+        self._array = array  # a 2-D canvas's image as given (the engines work on its original values)
         self._shape: tuple[int, ...] = (int(array.shape[0]), int(array.shape[1]))
         if volume is not None:
             self._shape = volume.shape
@@ -154,6 +171,18 @@ class LabelCanvas(anywidget.AnyWidget):
             self.prediction_scores = {str(self._class_indices([k])[0]): float(v) for k, v in prediction_scores.items()}
         if self._volume is not None:
             self._open_volume()
+        self._engines: dict[str, Engine] = {}
+        self._made = _Made()
+        self._time_base = 0.0  # seconds spent on the label before this canvas (a bound label's time_spent)
+        self._active_s = 0.0
+        self._last_seen: float | None = None
+        if mode == "segmentation":
+            from ..interactive.classical import ClassicalEngine
+
+            for engine in (ClassicalEngine(), *(engines or ())):
+                self.add_engine(engine, select=False)
+        elif engines:
+            raise ValidationError("interactive engines propose masks: they need mode='segmentation'")
         self.on_msg(self._handle_message)
 
     def _open_volume(self) -> None:
@@ -205,6 +234,32 @@ class LabelCanvas(anywidget.AnyWidget):
             else:
                 self._send_mask(self._prediction, target="prediction")
 
+    def add_engine(self, engine: Engine, *, select: bool = True) -> None:
+        """Offer ``engine`` in the Smart tool's menu (``select``: and use it now). Names are unique."""
+        if self.mode != "segmentation":
+            raise ValidationError("interactive engines propose masks: they need a segmentation canvas")
+        if not isinstance(engine, Engine):
+            raise ValidationError(f"an engine is a patientml_widgets.interactive.Engine, not {type(engine).__name__}")
+        if engine.name in self._engines:
+            raise ValidationError(f"this canvas already has an engine named {engine.name!r}")
+        self._engines[engine.name] = engine
+        with self.hold_sync():
+            self.engines = [*self.engines, {"name": engine.name, "label": str(engine.label)}]
+            if select or not self.engine:
+                self.engine = engine.name
+
+    @property
+    def time_spent(self) -> float:
+        """Seconds spent on this label: before this canvas (when bound) and active here (a pause over a
+        minute counts one minute).
+        """
+        return self._time_base + self._active_s
+
+    @property
+    def made_with(self) -> dict[str, Any]:
+        """How the label was made: edits per tool, proposals accepted / rejected and clicks per engine."""
+        return self._made.to_dict()
+
     def on_submit(self, callback: Callable[[LabelCanvas], Any], remove: bool = False) -> None:
         """Call ``callback(canvas)`` after each Submit (after the project saved it, when bound)."""
         self._submit_callbacks.register_callback(callback, remove=remove)
@@ -246,6 +301,17 @@ class LabelCanvas(anywidget.AnyWidget):
             raise InvalidTrait(f"tool is one of {TOOLS}, not {proposal['value']!r}")
         return proposal["value"]
 
+    @t.validate("engine")
+    def _valid_engine(self, proposal):
+        known = [e["name"] for e in self.engines]
+        if proposal["value"] not in known:
+            raise InvalidTrait(f"engine is one of {known}, not {proposal['value']!r}")
+        return proposal["value"]
+
+    @t.observe("engine")
+    def _engine_chosen(self, change) -> None:
+        self._prepare_engine()
+
     @t.validate("plane")
     def _valid_plane(self, proposal):
         if proposal["value"] not in planes_of.PLANES:
@@ -278,8 +344,19 @@ class LabelCanvas(anywidget.AnyWidget):
     # -- bound to a project ----------------------------------------------------------------
 
     @classmethod
-    def for_example(cls, project: Project, example: Example | str, *, prediction: bool = True) -> LabelCanvas:
-        """A canvas that loads and saves one example's label through ``project``."""
+    def for_example(
+        cls,
+        project: Project,
+        example: Example | str,
+        *,
+        prediction: bool = True,
+        engines: Sequence[Engine] | None = None,
+    ) -> LabelCanvas:
+        """A canvas that loads and saves one example's label through ``project``.
+
+        Its Smart tool offers the classical engine, the deployed run's click-guided model (runs that
+        trained one) and ``engines`` (e.g. a ``SamEngine`` loaded once and shared by many canvases).
+        """
         ex = project.example(example)
         model = project.model(ex.model_id)
         if ex.is_volume and model.problem_type != "segmentation":
@@ -310,8 +387,16 @@ class LabelCanvas(anywidget.AnyWidget):
         source = ex.source
         window = source.get("window") if isinstance(source.get("window"), dict) else None
         kwargs.update(window=window, window_presets=imaging.window_presets(source), invert=bool(source.get("invert")))
-        canvas = cls(project.volume(ex) if ex.is_volume else project.image(ex), model, **kwargs)
+        offered = list(engines or ())
+        if model.problem_type == "segmentation" and model.deployed and not ex.is_volume:
+            guided = _guided_engine(project, model)
+            if guided is not None:
+                offered.insert(0, guided)
+        canvas = cls(project.volume(ex) if ex.is_volume else project.image(ex), model, engines=offered, **kwargs)
         canvas._project, canvas._example_id = project, ex.id
+        if label is not None:
+            canvas._time_base = float(label.time_spent or 0.0)
+            canvas._made = _Made(label.made_with)
         canvas.bound = True
         canvas.status = status or _describe(label)
         return canvas
@@ -321,6 +406,7 @@ class LabelCanvas(anywidget.AnyWidget):
     def _handle_message(self, _widget, content: dict[str, Any], buffers: list) -> None:
         kind = content.get("kind") if isinstance(content, dict) else None
         try:
+            self._clock(kind, content)
             if kind == "ready":
                 if self._volume is not None:
                     self._send_plane(self.plane, self.slice_index, content.get("seq"), reset_history=True)
@@ -335,6 +421,7 @@ class LabelCanvas(anywidget.AnyWidget):
                 else:
                     self._receive_mask(buffers, content.get("region"))
                 self.send({"kind": "ack", "seq": content.get("seq")})  # the mask is current
+                self._made.edit(content)
                 if painted is not None:
                     self._update_tick(*painted)  # the slider's ticks, after the ack
                 if self._project is not None:
@@ -348,6 +435,13 @@ class LabelCanvas(anywidget.AnyWidget):
                     self._save("draft")  # after the answer: the browser is not kept waiting
             elif kind in ("copy_previous", "interpolate", "undo_operation") and self._volume is not None:
                 self._volume_operation(kind, content)
+                self._made.count(kind)
+            elif kind == "prompt" and self.mode == "segmentation":
+                self._propose(content)
+            elif kind == "propagate" and self._volume is not None:
+                self._propagate(content)
+            elif kind == "reject_proposal" and self.mode == "segmentation":
+                self._made.rejected(self._engine_named(content.get("engine")).name)
             elif kind in ("save", "submit", "delete"):
                 self._action(kind, content, buffers)
             else:
@@ -412,8 +506,10 @@ class LabelCanvas(anywidget.AnyWidget):
                 self._send_mask(self._mask, target="label", reset_history=True)
             self.status = f"Label deleted {clock}"
             self._unsaved = False
+            self._made, self._time_base, self._active_s = _Made(), 0.0, 0.0  # the next label starts anew
             return
-        data = {"mask": self._mask} if self.mode == "segmentation" else {"classes": list(self.value)}
+        data: dict[str, Any] = {"mask": self._mask} if self.mode == "segmentation" else {"classes": list(self.value)}
+        data.update(time_spent=round(self.time_spent, 1), made_with=self.made_with)
         if status == "draft":
             label = project.save_label(example, **data)
             self.status = f"Draft saved {clock} (version {label.version})"
@@ -431,6 +527,105 @@ class LabelCanvas(anywidget.AnyWidget):
 
     def _send_mask(self, mask: np.ndarray, *, target: str, reset_history: bool = False) -> None:
         self.send({"kind": "mask", "target": target, "reset_history": reset_history}, [imaging.encode_mask_wire(mask)])
+
+    # -- interactive segmentation: prompts in, a proposal out ----------------------------------
+
+    def _clock(self, kind: Any, content: dict[str, Any]) -> None:
+        """Count active time: the gap since the browser's previous action, a long pause as IDLE_S."""
+        if kind == "ready" or (kind == "plane" and content.get("prefetch")):
+            if self._last_seen is None:
+                self._last_seen = time.monotonic()
+            return
+        now = time.monotonic()
+        if self._last_seen is not None:
+            self._active_s += min(IDLE_S, max(0.0, now - self._last_seen))
+        self._last_seen = now
+
+    def _engine_named(self, name: Any) -> Engine:
+        if name is None or name == "":
+            name = self.engine
+        if name not in self._engines:
+            raise ValidationError(f"no interactive engine named {name!r} here (engines: {list(self._engines)})")
+        return self._engines[name]
+
+    def _shown_image(self, content: dict[str, Any]) -> tuple[np.ndarray, str | None, int | None]:
+        """The 2-D image the prompts were given on (a volume's: the plane and slice they name)."""
+        if self._volume is None:
+            return self._array, None, None
+        layout = self._volume.planes[_plane_name(content.get("plane", self.plane))]
+        index = _slice_number(content.get("index", self.slice_index), layout)
+        return self._volume.plane_image(layout, index), layout.name, index
+
+    def _propose(self, content: dict[str, Any]) -> None:
+        """Run the chosen engine on the prompts; the proposal goes back (an empty one for no prompts)."""
+        engine = self._engine_named(content.get("engine"))
+        image, plane, index = self._shown_image(content)
+        prompts = Prompts.parse(content.get("prompts"), image.shape[:2])
+        chosen = np.zeros(image.shape[:2], bool)
+        if not prompts.empty:
+            chosen = _checked_proposal(engine, engine.propose(image, prompts, window=self.window or None), image)
+        self._send_proposal(chosen, content.get("seq"), plane, index)
+        self.error = ""
+
+    def _propagate(self, content: dict[str, Any]) -> None:
+        """The active class on this slice, as prompts for the next (``step`` +1) or previous (-1) slice:
+        the browser moves there and gets the proposal with those prompts, to refine or accept.
+        """
+        vol = self._require_volume()
+        layout = vol.planes[_plane_name(content.get("plane", self.plane))]
+        index = _slice_number(content.get("index", self.slice_index), layout)
+        step = content.get("step", 1)
+        if step not in (1, -1):
+            raise ValidationError(f"propagation goes one slice forward (1) or back (-1), not {step!r}")
+        target = index + step
+        if not 0 <= target < layout.depth:
+            end = "last" if step > 0 else "first"
+            raise ValidationError(f"slice {index + 1} is the {end} of the {layout.name} plane")
+        engine = self._engine_named(content.get("engine"))
+        current = planes_of.take(self._mask, layout, index) == self.active_class
+        if not current.any():
+            name = next(c["name"] for c in self.classes if c["index"] == self.active_class)
+            raise ValidationError(f"slice {index + 1} has no {name!r} to propagate: label it, or pick its class")
+        prompts = prompts_from_mask(current)
+        self.go_to(layout.name, target)
+        image = vol.plane_image(layout, target)
+        chosen = _checked_proposal(engine, engine.propose(image, prompts, window=self.window or None), image)
+        self._send_proposal(chosen, content.get("seq"), layout.name, target, prompts=prompts)
+        self._made.count("propagate")
+        self.error = ""
+
+    def _send_proposal(
+        self, chosen: np.ndarray, seq: Any, plane: str | None, index: int | None, *, prompts: Prompts | None = None
+    ) -> None:
+        """The proposal's bounding region as a 0/1 mask (no buffer when it is empty)."""
+        head: dict[str, Any] = {"kind": "proposal", "seq": seq, "plane": plane, "index": index, "region": None}
+        if prompts is not None:
+            head["prompts"] = prompts.to_dict()
+        rows, cols = np.flatnonzero(chosen.any(axis=1)), np.flatnonzero(chosen.any(axis=0))
+        if not len(rows):
+            self.send(head)
+            return
+        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        head["region"] = [x0, y0, x1 - x0, y1 - y0]
+        self.send(head, [imaging.encode_mask_wire(chosen[y0:y1, x0:x1].astype(np.uint8))])
+
+    def _prepare_engine(self) -> None:
+        """Let the chosen engine do its once-per-image work (an embedding) in a thread, before the first click."""
+        engine = self._engines.get(self.engine)
+        if engine is None or type(engine).prepare is Engine.prepare:
+            return
+        image = self._array if self._volume is None else None
+        if image is None:
+            return  # a volume's slices are prepared as they are prompted
+        window = dict(self.window) or None
+
+        def work() -> None:
+            try:
+                engine.prepare(image, window=window)
+            except Exception as e:  # shown, never raised in a thread nobody joins
+                self.error = f"{engine.label} could not prepare the image: {type(e).__name__}: {e}"
+
+        threading.Thread(target=work, name=f"prepare-{engine.name}", daemon=True).start()
 
     # -- volumes: planes on request, strokes into the volume, operations ----------------------
 
@@ -625,6 +820,85 @@ class _Volume:
         self.undo.append((name, axis, start, before))
         while len(self.undo) > 1 and sum(u[3].nbytes for u in self.undo) > self.UNDO_BYTES:
             self.undo.pop(0)
+
+
+class _Made:
+    """How a label was made: edits per tool, and per engine the proposals accepted and rejected and the
+    prompts they took (``to_dict`` is what the label records). Starts from a saved label's record.
+    """
+
+    TOOLS = ("brush", "eraser", "fill", "clear", "prediction", "undo", "redo")
+
+    def __init__(self, record: dict[str, Any] | None = None) -> None:
+        saved: dict[str, Any] = record if isinstance(record, dict) else {}
+        self.tools: dict[str, int] = {k: int(v) for k, v in (saved.get("tools") or {}).items()}
+        self.engines: dict[str, dict[str, int]] = {
+            k: {n: int(c) for n, c in v.items()} for k, v in (saved.get("engines") or {}).items()
+        }
+        self.accepted: list[dict[str, Any]] = list(saved.get("accepted") or [])
+
+    def count(self, tool: str) -> None:
+        self.tools[tool] = self.tools.get(tool, 0) + 1
+
+    def edit(self, content: dict[str, Any]) -> None:
+        """A mask message from the browser: a stroke of a tool, a fill, an undo, an accepted proposal."""
+        reason = content.get("reason")
+        if reason == "stroke":
+            tool = content.get("tool")
+            self.count(tool if tool in ("brush", "eraser") else "brush")
+        elif reason == "accept":
+            given = content.get("made")
+            made: dict[str, Any] = given if isinstance(given, dict) else {}
+            engine = str(made.get("engine", "?"))[:64]
+            counts = {k: _small_count(made.get(k)) for k in ("positive", "negative", "box", "scribbles")}
+            entry = self.engines.setdefault(engine, {"accepted": 0, "rejected": 0, "prompts": 0})
+            entry["accepted"] += 1
+            entry["prompts"] += sum(counts.values())
+            if len(self.accepted) < MAX_ACCEPTS_KEPT:
+                self.accepted.append({"engine": engine, **counts})
+        elif reason in self.TOOLS:
+            self.count(str(reason))
+
+    def rejected(self, engine: str) -> None:
+        entry = self.engines.setdefault(engine, {"accepted": 0, "rejected": 0, "prompts": 0})
+        entry["rejected"] += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        clicks = sum(e["prompts"] for e in self.engines.values())
+        return {"tools": dict(self.tools), "engines": {k: dict(v) for k, v in self.engines.items()},
+                "accepted": list(self.accepted), "clicks": clicks}  # fmt: skip
+
+
+def _small_count(value: Any) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    return int(value) if isinstance(value, int) and 0 <= value <= 100_000 else 0
+
+
+def _checked_proposal(engine: Engine, proba: Any, image: np.ndarray) -> np.ndarray:
+    """The engine's map as the proposal (``>= 0.5``), refused unless it is (H, W) and finite."""
+    p = np.asarray(proba)
+    if p.shape != image.shape[:2] or not np.issubdtype(p.dtype, np.number) or not np.isfinite(p).all():
+        raise ValidationError(
+            f"{engine.label} gave a {p.dtype} map of shape {p.shape}, not a finite one of the image's {image.shape[:2]}"
+        )
+    return p >= 0.5
+
+
+def _guided_engine(project: Project, model: Model) -> Engine | None:
+    """The deployed run's click-guided model as an engine (None for a run that trained none, or that fails)."""
+    from ..interactive.model import ProjectModelEngine
+
+    if model.champion_run_id is None:
+        return None
+    try:
+        predictor = project.predictor(model.champion_run_id)
+    except PatientMLError as e:
+        log.warning("no click-guided model for %s: %s", model.name, e)
+        return None
+    if not getattr(predictor, "guided", False):
+        return None
+    return ProjectModelEngine(predictor)
 
 
 def _is_volume(image: Any, spacing: Any, affine: Any) -> bool:
