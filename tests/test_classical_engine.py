@@ -227,3 +227,12 @@ def test_clicks_close_together_each_keep_a_seed():
     assert_valid(prob, image.shape)
     assert (prob >= 0.5).sum() > 1  # the positive click still seeds the walk: more than its own pixel
     assert all(prob[int(y), int(x)] < 0.5 for x, y in prompts.negatives)
+
+
+def test_nan_and_infinite_pixels_give_a_valid_map():
+    target = disk((100, 100), 50, 50, 18)
+    image = noisy(target)
+    image[48:52, 72:76], image[30, 30] = np.nan, np.inf  # beside the disk, in the engine's region
+    prob = ENGINE.propose(image, click(50, 50))
+    assert_valid(prob, image.shape)
+    assert dice(target, prob >= 0.5) > 0.9

@@ -57,7 +57,7 @@ class ClassicalEngine(Engine):
     name = "classical"
     label = "Classical (edges + intensity)"
 
-    def __init__(self, *, beta: float = 3000.0, work_size: int = 128) -> None:
+    def __init__(self, *, beta: float = 1000.0, work_size: int = 128) -> None:
         self.beta = float(beta)
         self.work_size = int(work_size)
 
@@ -72,7 +72,7 @@ class ClassicalEngine(Engine):
             region = _box_region(prompts.box, shape)
         else:
             coarse = _Walk(image, prompts, window, _search_region(prompts, shape), COARSE_SIZE, self.beta)
-            region = _object_region(coarse, prompts, shape)
+            region = _object_region(coarse, shape)
         r0, r1, c0, c1 = region
         size = (r1 - r0, c1 - c0)
         walk = _Walk(image, prompts, window, region, self.work_size, self.beta)
@@ -152,9 +152,9 @@ def _search_region(prompts: Prompts, shape: tuple[int, int]) -> Region:
     return _grown((min(xs), min(ys), max(xs), max(ys)), margin, shape)
 
 
-def _object_region(coarse: _Walk, prompts: Prompts, shape: tuple[int, int]) -> Region:
-    """The fine walk's region: the coarse object (its parts that hold a positive seed), grown by a share of
-    its size; the positive seeds alone when the coarse walk found nothing around them.
+def _object_region(coarse: _Walk, shape: tuple[int, int]) -> Region:
+    """The fine walk's region: the coarse object (the positive seeds and the parts that hold one), grown by
+    a share of its size; the whole search region when no positive seed is left at the coarse scale.
     """
     parts, _ = ndimage.label(coarse.prob >= 0.5)
     seeded = coarse.seeds == OBJECT
@@ -175,6 +175,9 @@ def _normalised(values: np.ndarray, window: Mapping[str, Any] | None) -> np.ndar
     """
     x = values.astype(np.float64)
     x = x.reshape(*x.shape[:2], -1)
+    finite = np.isfinite(x)
+    if not finite.all():  # NaN and infinite pixels carry no value: they count as the region's lowest
+        x[~finite] = x[finite].min() if finite.any() else 0.0
     bounds = _window_bounds(window)
     if bounds is not None:
         lo, hi = bounds
@@ -245,8 +248,8 @@ def _random_walk(data: np.ndarray, seeds: np.ndarray, beta: float) -> np.ndarray
     """The probability that a walker from each pixel reaches an object seed before a background one.
 
     The walk sees the values and how much more each looks like the object's seeds than the background's,
-    so that a change of intensity class stops it as an edge does. Mode "bf" (a sparse direct solve):
-    at the betas real images want, "cg_j" took from 0.4 to 10 s on some 160-pixel regions.
+    so that a change of intensity class stops it as an edge does. Mode "bf" (a sparse direct solve) costs
+    the same at any beta; "cg_j" took 0.4 to 10 s on some 160-pixel regions at the betas real images want.
     """
     labels = np.minimum(seeds, BACKGROUND)
     found = set(np.unique(labels).tolist())
