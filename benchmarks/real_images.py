@@ -170,19 +170,26 @@ def mri_tissue() -> Dataset:
     )
 
 
-def nuclei() -> Dataset:
-    """128x128 tiles of stardist's fluorescence nuclei image with its human-annotated instances as a binary mask."""
+def nuclei(*, tile: int = _TILE, instances: bool = False) -> Dataset:
+    """``tile`` x ``tile`` tiles (128 or 64) of stardist's fluorescence nuclei image with its human-annotated
+    instances as a binary mask (``instances``: the instance ids, uint16, one per nucleus).
+    """
     tifffile = _need("tifffile", "pip install tifffile")
     img = tifffile.imread(_data_file("stardist", _STARDIST_PIP, "data", "images", "img2d.tif"))
     inst = tifffile.imread(_data_file("stardist", _STARDIST_PIP, "data", "images", "mask2d.tif"))
     images, targets, splits, subjects = [], [], [], []
+    if _TILE % tile:
+        raise ValueError(f"a tile is a divisor of {_TILE} pixels, not {tile}")
+    per = _TILE // tile
     for block, tiles in _NUCLEI_BLOCKS.items():
         for r, c in tiles:
-            window = np.s_[r * _TILE : (r + 1) * _TILE, c * _TILE : (c + 1) * _TILE]
-            images.append(np.ascontiguousarray(img[window]))
-            targets.append((inst[window] > 0).astype(np.uint8))
-            splits.append(block.split("-")[0])
-            subjects.append(f"stardist-{block}")
+            for i in range(per * per):
+                top, left = r * _TILE + (i // per) * tile, c * _TILE + (i % per) * tile
+                window = np.s_[top : top + tile, left : left + tile]
+                images.append(np.ascontiguousarray(img[window]))
+                targets.append(inst[window].astype(np.uint16) if instances else (inst[window] > 0).astype(np.uint8))
+                splits.append(block.split("-")[0])
+                subjects.append(f"stardist-{block}")
     return Dataset(
         "stardist nuclei",
         "segmentation",
