@@ -6,6 +6,7 @@ user accepts (Enter) or rejects (Esc).
 """
 
 from .engine import Engine
+from .model import ProjectModelEngine
 from .prompts import MAX_POINTS, Prompts, Scribble
 
-__all__ = ["Engine", "MAX_POINTS", "Prompts", "Scribble"]
+__all__ = ["Engine", "MAX_POINTS", "ProjectModelEngine", "Prompts", "Scribble"]
