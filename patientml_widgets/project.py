@@ -591,8 +591,8 @@ class Project:
         stops earlier when the validation objective stops improving.
         ``hyperparameters`` override what the run's plan derives from the data and the machine
         (resolution ``image_size``, ``batch_size``, ``steps``, ``lr``, ``base_channels``, ``depth``,
-        ``precision`` "auto" | "fp32" | "bf16" | "fp16", ``augment``, ``tta``, ``seed``; see
-        ``training.spec.TrainSpec``);
+        ``precision`` "auto" | "fp32" | "bf16" | "fp16", ``augment``, ``tta``, ``seed``, ``guidance``
+        (False: the built-in U-Net is not also trained to follow clicks); see ``training.spec.TrainSpec``);
         ``search_space`` (with ``max_trials``) makes each run train several trials and keep
         the best on the validation split; ``objective``/``direction``/``min_margin`` is the
         promotion rule; ``auto_deploy`` deploys an approved run; ``model_code`` names code
@@ -747,7 +747,9 @@ class Project:
     def predictor(self, run: RunRef) -> Any:
         """Any trained run's network, loaded once (``weights_only``): ``.predict(image)`` gives class
         probabilities at the image's size; ``.class_indices`` says which class each row is; a run trained
-        on volumes: ``.predict_volume(array, spacing)`` (class positions, mean probabilities, uncertainty).
+        on volumes: ``.predict_volume(array, spacing)`` (class positions, mean probabilities, uncertainty);
+        a run guided by clicks (``.guided``): ``.propose(image, prompts)``, the clicked object's probability
+        (``interactive.ProjectModelEngine(predictor, run=slug)`` offers it as an interactive engine).
         """
         return self._predictions.predictor(self._session.run_record(run)["id"])
 

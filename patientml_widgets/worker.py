@@ -306,6 +306,7 @@ def test_and_judge(session: Session, ctx: Context, spec, result) -> tuple[dict[s
 
     Returns the fields to record, the decision, its reason and the weights.
     """
+    from .interactive.clicker import click_scores
     from .training import trainer
 
     net = trainer.build_model(spec, ctx.factory)
@@ -321,6 +322,14 @@ def test_and_judge(session: Session, ctx: Context, spec, result) -> tuple[dict[s
         test_metrics, outputs = trainer.evaluate(
             net, spec, test.prepared(spec), device=ctx.hardware.device, masks=test.targets
         )
+    if spec.guidance:  # the interactive use: the standard clicker on the test masks' objects
+        started = time.perf_counter()
+        propose = functools.partial(
+            trainer.propose_prepared, net, spec, test.prepared(spec), device=ctx.hardware.device
+        )
+        test_metrics.update(click_scores(propose, test.targets))
+        clicked = test_metrics.get("click_objects", 0)
+        print(f"[{now()}] clicked {clicked} test objects in {time.perf_counter() - started:.1f} s", flush=True)
     champion = {}
     champion_id = ctx.model.champion_run_id
     if champion_id and champion_id != ctx.run["id"]:
@@ -401,6 +410,7 @@ def predict_after_deploy(session: Session, model_id: str, run_id: str) -> None:
 
 def evaluate_champion(session: Session, model: Model, champion_id: str, test: SplitData) -> dict[str, Any]:
     """The champion's metrics on the challenger's test examples (or why it could not be compared)."""
+    from .interactive.clicker import click_scores
     from .training import trainer
 
     try:
@@ -421,15 +431,24 @@ def evaluate_champion(session: Session, model: Model, champion_id: str, test: Sp
     metrics, _ = trainer.evaluate(
         predictor.net, predictor.spec, test.prepared(predictor.spec), precision=predictor.precision, masks=test.targets
     )
+    if predictor.guided:  # scored the same way on the same objects
+        prepared = test.prepared(predictor.spec)
+        propose = functools.partial(
+            trainer.propose_prepared, predictor.net, predictor.spec, prepared, precision=predictor.precision
+        )
+        metrics.update(click_scores(propose, test.targets))
     return {"run_id": champion_id, "metrics": {"test": metrics}}
 
 
 def hyperparameters(spec) -> dict[str, Any]:
     """The hyperparameters of a resolved spec (what a user could set), as recorded on the run.
 
-    The 2.5-D settings (neighbouring slices) only for a run trained on volumes.
+    The 2.5-D settings (neighbouring slices) only for a run trained on volumes; click guidance only for
+    segmentation.
     """
     left_out = _NOT_HYPERPARAMETERS | (_VOLUME_FIELDS if not spec.volume_mode else {"volume_mode", "spacing"})
+    if spec.problem_type != "segmentation":
+        left_out |= {"guidance"}
     return {k: v for k, v in spec.to_dict().items() if k not in left_out} | dict(spec.extra)
 
 

@@ -11,7 +11,8 @@ first use).
 
 from .classical import ClassicalEngine
 from .engine import Engine
+from .model import ProjectModelEngine
 from .prompts import MAX_POINTS, Prompts, Scribble
 from .sam import SamEngine
 
-__all__ = ["ClassicalEngine", "Engine", "MAX_POINTS", "Prompts", "SamEngine", "Scribble"]
+__all__ = ["ClassicalEngine", "Engine", "MAX_POINTS", "ProjectModelEngine", "Prompts", "SamEngine", "Scribble"]

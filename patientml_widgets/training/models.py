@@ -1,4 +1,4 @@
-"""Built-in networks, sized for 2 CPU cores: a small CNN classifier and a small U-Net."""
+"""Built-in networks, sized for 2 CPU cores: a small CNN classifier, a small U-Net, and the U-Net guided by clicks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["SmallCNN", "SmallUNet", "build_builtin"]
+__all__ = ["GuidedUNet", "SmallCNN", "SmallUNet", "build_builtin"]
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -86,10 +86,45 @@ class SmallUNet(nn.Module):
         return self.out(x)[..., : size[0], : size[1]]
 
 
+class GuidedUNet(nn.Module):
+    """One U-Net, two heads: ``in_channels`` + 2 inputs (the image, then a positive and a negative click map)
+    and ``num_classes`` + 1 outputs (the class logits, then the clicked object's logit).
+
+    ``forward(x)`` with the image alone appends empty click maps and returns the class logits only, so
+    evaluation, prediction and flips see a plain segmentation network; ``forward(x, guidance)`` returns
+    all the logits (what a training step needs in one pass); :meth:`propose` the object's.
+    """
+
+    def __init__(
+        self, in_channels: int, num_classes: int, base_channels: int = 16, depth: int = 3, norm: str = "batch"
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.unet = SmallUNet(in_channels + 2, num_classes + 1, base_channels, depth, norm)
+
+    def forward(self, x: torch.Tensor, guidance: torch.Tensor | None = None) -> torch.Tensor:
+        if guidance is None:
+            empty = _layout_of(x, x.new_zeros((x.shape[0], 2, *x.shape[2:])))
+            return self.unet(torch.cat([x, empty], dim=1))[:, : self.num_classes]
+        return self.unet(torch.cat([x, _layout_of(x, guidance.to(x.dtype))], dim=1))
+
+    def propose(self, x: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) logits of the object the clicks (``guidance``: (B, 2, H, W)) point at."""
+        return self.forward(x, guidance)[:, self.num_classes]
+
+
+def _layout_of(x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``other`` in the memory layout of ``x``: a concatenation of the two keeps channels-last (2x faster on CPUs)."""
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return other.contiguous(memory_format=torch.channels_last)
+    return other.contiguous()
+
+
 def build_builtin(spec) -> nn.Module:
     """The built-in network a (resolved) spec names."""
     if spec.architecture == "unet":
-        return SmallUNet(spec.in_channels, spec.num_classes, spec.base_channels, spec.depth or 3, spec.norm or "batch")
+        unet = GuidedUNet if spec.guidance else SmallUNet
+        return unet(spec.in_channels, spec.num_classes, spec.base_channels, spec.depth or 3, spec.norm or "batch")
     if spec.architecture == "cnn":
         return SmallCNN(spec.in_channels, spec.num_classes, spec.base_channels, pool=1 if spec.fit == "stretch" else 2)
     raise ValueError(f"unknown built-in architecture {spec.architecture!r} (built in: 'cnn', 'unet')")

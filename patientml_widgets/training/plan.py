@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ValidationError
+
 __all__ = ["VOLUME_MODE_REASON", "central_slices", "fingerprint", "make_plan", "normalization_for", "volume_samples"]
 
 #: longest side of the working resolution, per problem type and device kind
@@ -218,6 +220,7 @@ def make_plan(fp: dict[str, Any], spec: dict[str, Any], *, device: str, memory_b
     plan["lr"] = float(spec.get("lr") or (3e-3 if problem == "segmentation" else 2e-3))
     plan.update(_length(fp, spec, kind, plan["canvas"], plan["patch"], plan["batch_size"]))
     plan["class_weights"] = spec.get("class_weights") or _class_weights(fp, problem, bool(spec.get("multi_label")))
+    plan["guidance"] = _guidance(fp, spec)
     if fp.get("volume"):
         plan.update(_volume_plan(fp, spec, scale))
     return plan
@@ -241,6 +244,17 @@ def _volume_plan(fp: dict[str, Any], spec: dict[str, Any], scale: float) -> dict
         "spacing": [round(v, 5) for v in pixel],
         "tta": False,
     }
+
+
+def _guidance(fp: dict[str, Any], spec: dict[str, Any]) -> bool:
+    """Click guidance: on for the built-in U-Net of a segmentation model on 2-D images unless turned off;
+    volumes (2.5-D) and other networks train unguided.
+    """
+    possible = spec["problem_type"] == "segmentation" and spec.get("architecture") == "unet" and not fp.get("volume")
+    asked = spec.get("guidance")
+    if asked and not possible:
+        raise ValidationError("guidance (clicks) is for the built-in U-Net of a segmentation model on 2-D images")
+    return possible if asked is None else bool(asked)
 
 
 def _working_scale(

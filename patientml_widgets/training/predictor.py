@@ -9,9 +9,18 @@ from typing import Any
 import numpy as np
 
 from ..errors import ValidationError
+from ..interactive.prompts import Prompts
 from .hardware import choose_precision, cpu_flags
 from .spec import TrainSpec
-from .trainer import ModelFactory, VolumePrediction, build_model, load_state_dict, predict_image, predict_volume
+from .trainer import (
+    ModelFactory,
+    VolumePrediction,
+    build_model,
+    load_state_dict,
+    predict_image,
+    predict_volume,
+    propose_image,
+)
 
 __all__ = ["Predictor"]
 
@@ -51,6 +60,22 @@ class Predictor:
         if self.volumes:
             raise ValidationError("this run was trained on volumes; predict a volume with predict_volume")
         return predict_image(self.net, self.spec, image, precision=self.precision).numpy()
+
+    @property
+    def guided(self) -> bool:
+        """Whether the run was trained with clicks, and so proposes the object a person clicks (:meth:`propose`)."""
+        return bool(self.spec.guidance)
+
+    def propose(self, image: np.ndarray, prompts: Prompts) -> np.ndarray:
+        """The probability (H, W) float32 in [0, 1] that each pixel of ``image`` (as stored) belongs to the
+        object ``prompts`` point at (clicks, a box, scribbles in the image's pixels), at the image's size.
+        """
+        if not self.guided:
+            raise ValidationError(
+                "this run was trained without clicks (guidance off): retrain the model to get a run that proposes "
+                "objects"
+            )
+        return propose_image(self.net, self.spec, image, prompts, precision=self.precision)
 
     @property
     def volumes(self) -> bool:

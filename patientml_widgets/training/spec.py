@@ -57,6 +57,10 @@ class TrainSpec:
     context: int = 0  # 2.5-D: neighbouring slices on each side given as channels (0: the plan's, 1)
     context_stride: int = 0  # 2.5-D: slices from one neighbour to the next (from the slice spacing)
     spacing: list[float] = field(default_factory=list)  # 2.5-D: working in-plane pixel size (dy, dx) in mm
+    #: click guidance (segmentation, the built-in U-Net, 2-D images): the network also takes a positive and a
+    #: negative click map and gives the clicked object's logit, trained with clicks simulated from the labels
+    #: (``training.guidance``). None: the plan's (on where it can be); runs recorded before it: off
+    guidance: bool | None = False
 
     def __post_init__(self) -> None:
         if not self.architecture:
@@ -94,6 +98,7 @@ class TrainSpec:
         ):
             raise ValidationError("patch is [height, width] in pixels (at least 8 each), or [] for the plan's")
         values.setdefault("canvas", [])  # a new run is always planned (never the legacy path)
+        values.setdefault("guidance", None)  # and guided where the plan can (a run recorded before it: off)
         try:
             spec = cls.from_dict(values)
         except TypeError as e:
@@ -123,6 +128,10 @@ class TrainSpec:
             )
         if spec.norm not in ("", "group", "batch"):
             raise ValidationError("norm is 'group' or 'batch' (or '': from the batch size)")
+        if not (spec.guidance is None or isinstance(spec.guidance, bool)):
+            raise ValidationError("guidance is True or False (or None: the plan's)")
+        if spec.guidance and (spec.problem_type != "segmentation" or spec.architecture != "unet"):
+            raise ValidationError("guidance (clicks) is for the built-in U-Net of a segmentation model")
         return spec
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,6 +9,10 @@ Training length is counted in optimisation steps: warm-up, a constant learning r
 then a linear cool-down to zero that starts when the validation objective has stopped
 improving (early stopping), when the time budget would otherwise be exceeded, or at the
 last planned steps. The checkpoint with the best validation objective is kept.
+
+A guided run (``spec.guidance``: the built-in U-Net with two click maps in and the clicked object's logit out)
+learns from clicks simulated on each batch (``training.guidance``) besides the classes; :func:`propose_image`
+gives its proposal for a person's prompts, :func:`propose_prepared` for many at once (the clicker's scores).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ValidationError
+from ..interactive.prompts import Prompts
+from . import guidance
 from .data import IGNORE, Prepared, VolumeSlicer, augment, crop, restore_proba, to_canvas
 from .hardware import Hardware
 from .metrics import (
@@ -37,7 +43,7 @@ from .metrics import (
     segmentation_metrics_from_counts,
     volume_metrics,
 )
-from .models import build_builtin
+from .models import GuidedUNet, build_builtin
 from .plan import make_plan
 from .spec import TrainSpec
 
@@ -53,6 +59,9 @@ __all__ = [
     "load_state_dict",
     "predict_image",
     "predict_volume",
+    "propose_canvas",
+    "propose_image",
+    "propose_prepared",
     "resolve",
     "save_state_dict",
     "shutdown_distributed",
@@ -204,12 +213,18 @@ def loss_fn(spec: TrainSpec, logits: torch.Tensor, target: torch.Tensor) -> torc
     return F.cross_entropy(logits, target, weight=weights)
 
 
-def _default_step(spec: TrainSpec, device: torch.device, scaler: Any) -> TrainStep:
+def _default_step(spec: TrainSpec, device: torch.device, scaler: Any, seed: int = 0) -> TrainStep:
+    """The built-in step: the loss of :func:`loss_fn`, plus the clicked objects' loss when the run is guided."""
+    guided = _guided_loss(spec, device, seed) if spec.guidance else None
+
     def step(model, images, targets, optimizer):
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, spec.precision):
-            logits = model(images)
-        loss = loss_fn(spec, logits, targets)
+        if guided is not None:
+            loss = guided(model, images, targets)
+        else:
+            with _autocast(device, spec.precision):
+                logits = model(images)
+            loss = loss_fn(spec, logits, targets)
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -220,6 +235,43 @@ def _default_step(spec: TrainSpec, device: torch.device, scaler: Any) -> TrainSt
         return float(loss.detach())
 
     return step
+
+
+def _guided_loss(
+    spec: TrainSpec, device: torch.device, seed: int
+) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A guided run's loss: clicks simulated on the batch's labels (``training.guidance``; on some steps one
+    more at the network's largest error, from a pass without gradients), the class logits' loss on every
+    sample and the object logit's on the clicked ones.
+    """
+    rng = np.random.default_rng(seed)
+    radius = guidance.click_radius(spec.canvas)
+    k = spec.num_classes
+
+    def loss(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        labels = targets.cpu().numpy()
+        shape = (int(labels.shape[1]), int(labels.shape[2]))
+        batch = guidance.simulate(labels, rng)
+        rows = np.flatnonzero(batch.guided)
+        if len(rows) and rng.random() < guidance.CORRECTION_SHARE:
+            net = _unwrap(model)
+            assert isinstance(net, GuidedUNet)
+            maps = _layout(guidance.click_maps([batch.prompts[i] for i in rows], shape, radius).to(device), device)
+            with torch.no_grad(), _autocast(device, spec.precision):
+                proposed = (net.propose(images[torch.from_numpy(rows).to(device)], maps).float() > 0).cpu().numpy()
+            positive = maps[:, 0].cpu().numpy() > 0
+            kept = np.stack([guidance.keep_clicked(inside, clicked) for inside, clicked in zip(proposed, positive)])
+            batch = batch.corrected(rows, kept, labels != IGNORE)
+        maps = _layout(guidance.click_maps(batch.prompts, shape, radius).to(device), device)
+        with _autocast(device, spec.precision):
+            logits = model(images, maps)
+        objects = torch.from_numpy(batch.objects).to(device)
+        guided = torch.from_numpy(batch.guided).to(device)
+        return loss_fn(spec, logits[:, :k], targets) + guidance.object_loss(
+            logits[:, k], objects, targets != IGNORE, guided
+        )
+
+    return loss
 
 
 # -- fit -----------------------------------------------------------------------------
@@ -341,7 +393,7 @@ class _Training:
             self.model = _data_parallel(self.model, self.dev)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
         scaler = torch.amp.GradScaler("cuda") if spec.precision == "fp16" and self.dev.type == "cuda" else None
-        self.step_fn = train_step or _default_step(spec, self.dev, scaler)
+        self.step_fn = train_step or _default_step(spec, self.dev, scaler, seed=spec.seed * 1009 + self.rank)
         self.schedule = _Schedule(spec.steps)
         self.sign = 1.0 if direction == "max" else -1.0
         self.history: list[dict[str, Any]] = []
@@ -516,6 +568,93 @@ def predict_image(model: nn.Module, spec: TrainSpec, image: np.ndarray, **kwargs
     if spec.problem_type == "segmentation":
         return restore_proba(proba, size, image.shape[:2])
     return proba
+
+
+def propose_image(
+    model: nn.Module,
+    spec: TrainSpec,
+    image: np.ndarray,
+    prompts: Prompts,
+    *,
+    device: torch.device | str = "cpu",
+    precision: str | None = None,
+) -> np.ndarray:
+    """A guided network's proposal for one image as stored: the probability (h, w) float32 that each pixel
+    belongs to the object the prompts point at, at the image's own size (zeros for no prompt).
+
+    The image goes to the canvas as for :func:`predict_image`, the prompts with it
+    (:func:`~.guidance.canvas_prompts`); the object is the part of the network's proposal connected to a positive
+    prompt (:func:`~.guidance.keep_clicked`), and a box also bounds it.
+    """
+    image = np.asarray(image)
+    x, size = to_canvas(image, spec)
+    shape = (int(image.shape[0]), int(image.shape[1]))
+    return propose_canvas(model, spec, x[None], [size], [shape], [prompts], device=device, precision=precision)[0]
+
+
+def propose_prepared(
+    model: nn.Module,
+    spec: TrainSpec,
+    data: Prepared,
+    items: list[tuple[int, Prompts]],
+    *,
+    device: torch.device | str = "cpu",
+    precision: str | None = None,
+    batch_size: int = 16,
+) -> list[np.ndarray]:
+    """:func:`propose_image` for several (image number, prompts) of a prepared split, ``batch_size`` at a time."""
+    out: list[np.ndarray] = []
+    for start in range(0, len(items), batch_size):
+        part = items[start : start + batch_size]
+        rows = [i for i, _ in part]
+        sizes, shapes = [data.sizes[i] for i in rows], [data.shapes[i] for i in rows]
+        x = data.inputs(torch.tensor(rows))
+        out += propose_canvas(model, spec, x, sizes, shapes, [p for _, p in part], device=device, precision=precision)
+    return out
+
+
+@torch.no_grad()
+def propose_canvas(
+    model: nn.Module,
+    spec: TrainSpec,
+    x: torch.Tensor,
+    sizes: list[tuple[int, int]],
+    shapes: list[tuple[int, int]],
+    prompts: list[Prompts],
+    *,
+    device: torch.device | str = "cpu",
+    precision: str | None = None,
+) -> list[np.ndarray]:
+    """The proposals for images on the canvas (B, C, H, W), each occupying ``sizes`` of it and of ``shapes``
+    as stored, with their prompts in the images' pixels: float32 maps at each image's own size.
+    """
+    if not isinstance(model, GuidedUNet):
+        raise ValidationError("this run was trained without clicks (guidance off); retrain it to propose objects")
+    dev = torch.device(device)
+    radius = guidance.click_radius(spec.canvas)
+    canvas = (int(spec.canvas[0]), int(spec.canvas[1]))
+    moved = [guidance.canvas_prompts(p, shape, size, radius) for p, shape, size in zip(prompts, shapes, sizes)]
+    maps = guidance.click_maps(moved, canvas, radius)
+    model.eval()
+    with _autocast(dev, spec.precision if precision is None else precision):
+        logits = model.propose(_layout(x.to(dev), dev), _layout(maps.to(dev), dev)).float().cpu()
+    out = []
+    for z, positive, size, shape, p in zip(logits, maps[:, 0].numpy() > 0, sizes, shapes, prompts, strict=True):
+        canvas_proba = z.sigmoid().numpy()
+        inside = canvas_proba >= 0.5
+        canvas_proba[inside & ~guidance.keep_clicked(inside, positive)] = 0  # parts apart from every positive click
+        proba = torch.from_numpy(canvas_proba)[None, None, : size[0], : size[1]]
+        if tuple(size) != tuple(shape):
+            proba = F.interpolate(proba, size=shape, mode="bilinear", align_corners=False)
+        o = proba[0, 0].clamp(0, 1).numpy()
+        if p.empty:
+            o = np.zeros(shape, np.float32)
+        elif p.box is not None:  # pixels whose centre lies inside the box
+            x0, y0, x1, y1 = p.box
+            rows, cols = np.arange(shape[0]), np.arange(shape[1])
+            o = o * (((rows >= y0) & (rows <= y1))[:, None] & ((cols >= x0) & (cols <= x1))[None])
+        out.append(o.astype(np.float32))
+    return out
 
 
 def evaluate(
