@@ -111,14 +111,15 @@ def project_engine(ds: real_images.Dataset, workdir: Path, budget: str) -> tuple
     if run.status != "succeeded":
         raise RuntimeError(f"the training run {run.slug} {run.status}: {run.error}")
     project.deploy(run.id)
+    test = run.metrics.get("test", {})
     info = {
         "run": run.slug,
         "train images": len(ds.indices("train")),
         "train s": seconds,
-        "test dice": run.metrics.get("dice_mean"),
-        **{k: run.metrics.get(k) for k in ("click_dice_1", "noc_85", "noc_90") if k in run.metrics},
+        "test dice": test.get("dice_mean"),
+        **{k: test.get(k, float("nan")) for k in ("click_dice_1", "noc_85", "noc_90")},
     }
-    return ProjectModelEngine(project.predictor(run.id)), info
+    return ProjectModelEngine(project.predictor(run.id), run=run.slug), info
 
 
 def trials(engine: Engine, items: list[tuple]) -> list[Trial]:

@@ -272,6 +272,16 @@ def test_a_guided_run_records_click_metrics_and_a_click_proposes_that_object(pro
     assert not engine.propose(image, Prompts()).any()
     boxed = engine.propose(image, Prompts(box=(0.0, 0.0, 15.0, 31.0)))
     assert not boxed[:, 16:].any()
+    # the labeler offers the deployed run's model, chosen, and a click goes to it
+    from helpers import Browser
+
+    from patientml_widgets.widgets.label_canvas import LabelCanvas
+
+    canvas = LabelCanvas.for_example(project, examples[2])
+    assert [e["name"] for e in canvas.engines] == ["classical", "model"] and canvas.engine == "model"
+    x, y = centre(objects(samples[2][1])[0])
+    reply = Browser(canvas).send({"kind": "prompt", "seq": 1, "prompts": {"points": [[x, y, True]]}})
+    assert reply["kind"] == "proposal" and reply["region"] is not None
     # a second run meets the first (guided) as its champion: scored the same way on the same objects
     second = project.train(model, hyperparameters={**hyperparameters, "steps": 4}).wait(timeout=180)
     assert second.status == "succeeded", second.traceback

@@ -394,6 +394,8 @@ class LabelCanvas(anywidget.AnyWidget):
                 offered.insert(0, guided)
         canvas = cls(project.volume(ex) if ex.is_volume else project.image(ex), model, engines=offered, **kwargs)
         canvas._project, canvas._example_id = project, ex.id
+        if offered and offered[0].name == "model":
+            canvas.engine = "model"  # the project's own model, once it learned to follow clicks
         if label is not None:
             canvas._time_base = float(label.time_spent or 0.0)
             canvas._made = _Made(label.made_with)
@@ -898,7 +900,7 @@ def _guided_engine(project: Project, model: Model) -> Engine | None:
         return None
     if not getattr(predictor, "guided", False):
         return None
-    return ProjectModelEngine(predictor)
+    return ProjectModelEngine(predictor, run=project.run(model.champion_run_id).slug)
 
 
 def _is_volume(image: Any, spacing: Any, affine: Any) -> bool:
