@@ -592,7 +592,8 @@ class Project:
         ``hyperparameters`` override what the run's plan derives from the data and the machine
         (resolution ``image_size``, ``batch_size``, ``steps``, ``lr``, ``base_channels``, ``depth``,
         ``precision`` "auto" | "fp32" | "bf16" | "fp16", ``augment``, ``tta``, ``seed``, ``guidance``
-        (False: the built-in U-Net is not also trained to follow clicks); see ``training.spec.TrainSpec``);
+        (True: the built-in U-Net on 2-D images also learns to follow clicks, for the labeler);
+        see ``training.spec.TrainSpec``);
         ``search_space`` (with ``max_trials``) makes each run train several trials and keep
         the best on the validation split; ``objective``/``direction``/``min_margin`` is the
         promotion rule; ``auto_deploy`` deploys an approved run; ``model_code`` names code

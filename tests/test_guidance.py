@@ -146,11 +146,13 @@ def test_the_guided_unet_has_two_heads_and_forward_gives_the_class_logits():
     assert next(net.unet.parameters()).shape[1] == 5  # the image's 3 channels and 2 click maps
 
 
-def test_guidance_is_planned_for_the_built_in_unet_on_images_and_old_runs_stay_unguided():
+def test_guidance_is_asked_for_the_built_in_unet_on_images_and_old_runs_stay_unguided():
     fp = {"n": 10, "shape_median": [64, 64], "channels": [1]}
     new = TrainSpec.build("segmentation", None, num_classes=2)
     assert new.guidance is None  # the plan's
-    assert make_plan(fp, new.to_dict(), device="cpu")["guidance"] is True
+    assert make_plan(fp, new.to_dict(), device="cpu")["guidance"] is False  # opt in: it costs training time
+    on = TrainSpec.build("segmentation", {"guidance": True}, num_classes=2)
+    assert make_plan(fp, on.to_dict(), device="cpu")["guidance"] is True
     off = TrainSpec.build("segmentation", {"guidance": False}, num_classes=2)
     assert make_plan(fp, off.to_dict(), device="cpu")["guidance"] is False
     volume = {**fp, "volume": True, "spacing_median": [1.0, 1.0, 1.0]}
@@ -245,7 +247,14 @@ def test_a_guided_run_records_click_metrics_and_a_click_proposes_that_object(pro
     with project.batch():
         for ex, (_, mask) in zip(examples, samples):
             project.submit_label(ex, mask=mask)
-    hyperparameters = {"steps": 150, "base_channels": 8, "batch_size": 16, "lr": 5e-3, "eval_every": 50}
+    hyperparameters = {
+        "steps": 150,
+        "base_channels": 8,
+        "batch_size": 16,
+        "lr": 5e-3,
+        "eval_every": 50,
+        "guidance": True,
+    }
     run = project.train(model, hyperparameters=hyperparameters).wait(timeout=180)
     assert run.status == "succeeded", run.traceback
     assert run.spec["guidance"] is True and run.plan["guidance"] is True and run.hyperparameters["guidance"] is True

@@ -247,14 +247,14 @@ def _volume_plan(fp: dict[str, Any], spec: dict[str, Any], scale: float) -> dict
 
 
 def _guidance(fp: dict[str, Any], spec: dict[str, Any]) -> bool:
-    """Click guidance: on for the built-in U-Net of a segmentation model on 2-D images unless turned off;
-    volumes (2.5-D) and other networks train unguided.
+    """Click guidance: on when asked (``guidance=True``) for the built-in U-Net of a segmentation model on 2-D
+    images (it costs training time: opt in); volumes (2.5-D) and other networks train unguided.
     """
     possible = spec["problem_type"] == "segmentation" and spec.get("architecture") == "unet" and not fp.get("volume")
     asked = spec.get("guidance")
     if asked and not possible:
         raise ValidationError("guidance (clicks) is for the built-in U-Net of a segmentation model on 2-D images")
-    return possible if asked is None else bool(asked)
+    return bool(asked)
 
 
 def _working_scale(

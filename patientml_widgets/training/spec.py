@@ -59,7 +59,7 @@ class TrainSpec:
     spacing: list[float] = field(default_factory=list)  # 2.5-D: working in-plane pixel size (dy, dx) in mm
     #: click guidance (segmentation, the built-in U-Net, 2-D images): the network also takes a positive and a
     #: negative click map and gives the clicked object's logit, trained with clicks simulated from the labels
-    #: (``training.guidance``). None: the plan's (on where it can be); runs recorded before it: off
+    #: (``training.guidance``). None: the plan's (off unless asked); runs recorded before it: off
     guidance: bool | None = False
 
     def __post_init__(self) -> None:
@@ -98,7 +98,7 @@ class TrainSpec:
         ):
             raise ValidationError("patch is [height, width] in pixels (at least 8 each), or [] for the plan's")
         values.setdefault("canvas", [])  # a new run is always planned (never the legacy path)
-        values.setdefault("guidance", None)  # and guided where the plan can (a run recorded before it: off)
+        values.setdefault("guidance", None)  # the plan's: guided when asked (a run recorded before it: off)
         try:
             spec = cls.from_dict(values)
         except TypeError as e:
