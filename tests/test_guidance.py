@@ -115,6 +115,53 @@ def test_a_proposal_keeps_the_parts_a_positive_click_touches():
     assert np.array_equal(guidance.keep_clicked(inside, np.zeros_like(inside)), inside)  # no click touches: all
 
 
+def logits_of(obj: np.ndarray, classes: np.ndarray, n_classes: int = 3) -> np.ndarray:
+    """Guided logits (n_classes + 1, H, W): the class head sure of ``classes``, the object map's probabilities
+    ``obj``."""
+    out = np.full((n_classes + 1, *classes.shape), -8.0, np.float32)
+    for c in range(n_classes):
+        out[c][classes == c] = 8.0
+    out[-1] = np.log(obj / (1 - obj))
+    return out
+
+
+def test_a_proposal_reaches_as_far_as_the_clicked_class_where_the_object_map_does_not_rule_it_out():
+    classes = np.zeros((20, 40), np.int64)
+    classes[4:16, 2:38] = 1  # a long object of class 1 ...
+    classes[4:16, 30:38] = 2  # ... whose right end is class 2
+    obj = np.full(classes.shape, 0.3)  # the object map: unsure far from the click ...
+    obj[6:14, 4:10] = 0.9  # ... sure around it
+    obj[:, 20:22] = 0.05  # ... and sure that a line across it is outside (a negative click, touching objects)
+    positive = np.zeros(classes.shape, bool)
+    positive[10, 6] = True
+    proba = guidance.proposal(logits_of(obj, classes), positive)
+    assert proba.dtype == np.float32 and proba.shape == classes.shape
+    inside = proba >= 0.5
+    assert inside[4:16, 2:20].all()  # the class reaches the object's left end, beyond the object map's own 0.9
+    assert not inside[:, 20:].any()  # cut where the object map rules it out; beyond it nothing is connected
+    assert not inside[:4].any() and not inside[16:].any()  # the background extends nothing
+    # a click on the background: the object map alone
+    on_background = np.zeros(classes.shape, bool)
+    on_background[1, 1] = True
+    alone = guidance.proposal(logits_of(obj, classes), on_background)
+    assert np.array_equal(alone >= 0.5, obj >= 0.5)
+    # a click on class 2: its part only (the object map allows it there)
+    obj2 = np.full(classes.shape, 0.3)
+    on_two = np.zeros(classes.shape, bool)
+    on_two[10, 34] = True
+    assert np.array_equal(guidance.proposal(logits_of(obj2, classes), on_two) >= 0.5, classes == 2)
+
+
+def test_large_objects_are_clicked_more_often_and_small_ones_still_are():
+    y = np.zeros((1, 60, 60), np.int64)
+    y[0, 2:52, 2:52] = 1  # 2,500 pixels
+    y[0, 55:59, 55:59] = 2  # 16 pixels
+    rng = np.random.default_rng(3)
+    small = sum(int(guidance.simulate(y, rng, share=1.0).objects[0].sum()) == 16 for _ in range(400))
+    # half drawn uniformly (1/2 each), half by area (16/2516): about 26% small
+    assert 0.18 * 400 < small < 0.34 * 400
+
+
 def test_the_object_loss_leaves_out_padding_and_unguided_samples():
     logits = torch.zeros((2, 4, 4), requires_grad=True)
     objects_ = torch.zeros((2, 4, 4))
@@ -198,9 +245,9 @@ def test_guided_training_is_deterministic_and_an_old_unguided_run_still_loads_an
     predictor = Predictor(TrainSpec.from_dict(old), weights, CLASSES)
     assert not predictor.guided and isinstance(predictor.net, SmallUNet)
     assert predictor.predict(samples[0][0]).shape == (2, 32, 32)
-    with pytest.raises(pml.ValidationError, match="retrain"):
+    with pytest.raises(pml.ValidationError, match="guidance off"):
         predictor.propose(samples[0][0], Prompts(((8.0, 16.0, True),)))
-    with pytest.raises(pml.ValidationError, match="retrain"):
+    with pytest.raises(pml.ValidationError, match="guidance off"):
         ProjectModelEngine(predictor, run="old-run")
 
 
@@ -291,6 +338,10 @@ def test_a_guided_run_records_click_metrics_and_a_click_proposes_that_object(pro
     x, y = centre(objects(samples[2][1])[0])
     reply = Browser(canvas).send({"kind": "prompt", "seq": 1, "prompts": {"points": [[x, y, True]]}})
     assert reply["kind"] == "proposal" and reply["region"] is not None
+    # a project model given to the labeler is offered instead of the deployed run's (one engine per name)
+    given = LabelCanvas.for_example(project, examples[2], engines=[engine])
+    assert [e["name"] for e in given.engines] == ["classical", "model"] and given.engine == "model"
+    assert given._engines["model"] is engine
     # a second run meets the first (guided) as its champion: scored the same way on the same objects
     second = project.train(model, hyperparameters={**hyperparameters, "steps": 4}).wait(timeout=180)
     assert second.status == "succeeded", second.traceback

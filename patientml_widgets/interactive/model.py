@@ -34,7 +34,7 @@ class ProjectModelEngine(Engine):
         if not predictor.guided:
             raise ValidationError(
                 f"run {run or '(unnamed)'} was trained without clicks (guidance off), so it cannot propose objects: "
-                "retrain the model (new runs of the built-in U-Net on 2-D images are guided)"
+                "train a run that learns them: project.train(model, hyperparameters={'guidance': True})"
             )
         self.predictor = predictor
         self.label = f"Project model (run {run})" if run else "Project model"

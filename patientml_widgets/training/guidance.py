@@ -7,10 +7,19 @@ positive click near its centre (near the maximum of the distance to its edge, as
 maybe a few more inside it, maybe a few negative ones beside it (in a band around it, often in a neighbouring
 object there: where a proposal would leak);
 on some steps one more click goes where the network's own proposal is most wrong (RITM's iterative training).
-The other samples get no clicks and no object loss. Clicks are disks of :func:`click_radius` working pixels
-(one radius for every image of a run: a share of the canvas), positive ones in the first map, negative ones
-in the second; padding (``IGNORE``) never gets a click and never counts in the loss. A proposal is the part
-of the network's object map connected to a positive click (:func:`keep_clicked`), in training and prediction.
+Half the time the object is drawn in proportion to its area, else uniformly: the large ones are what a person
+clicks rather than paints and what a small network learns last (drawn uniformly only, the MRI slices' many specks
+taught it that an object is the click's disk), the small ones need their share too (drawn by area only, small
+nuclei were proposed worse). The other samples get no clicks and no object loss. Clicks are disks of
+:func:`click_radius` working pixels (one radius for every image of a run: a share of the canvas), positive ones
+in the first map, negative ones in the second; padding (``IGNORE``) never gets a click and never counts in the loss.
+
+A proposal (:func:`proposal`, in training and prediction) is the object map, extended by the class head: where the
+object map is not sure the pixel is outside (>= ``EXTEND_FLOOR``), a pixel the class head gives to the clicked
+class (the class it sees under the positive clicks) counts with the class probability. The class head learns from
+every pixel of every sample, so it knows how far a large object reaches; the object map knows where touching
+objects of one class part, and what a negative click removed. Then only the parts connected to a positive click
+are kept (:func:`keep_clicked`).
 """
 
 from __future__ import annotations
@@ -26,7 +35,16 @@ from ..interactive.clicker import MIN_OBJECT_PIXELS, next_click, objects
 from ..interactive.prompts import Prompts, Scribble
 from .data import IGNORE
 
-__all__ = ["GuidedBatch", "canvas_prompts", "click_maps", "click_radius", "keep_clicked", "object_loss", "simulate"]
+__all__ = [
+    "GuidedBatch",
+    "canvas_prompts",
+    "click_maps",
+    "click_radius",
+    "keep_clicked",
+    "object_loss",
+    "proposal",
+    "simulate",
+]
 
 GUIDED_SHARE = 0.5  # samples of a batch that are clicked
 CORRECTION_SHARE = 0.25  # steps that add one click at the network's largest error (RITM)
@@ -35,6 +53,8 @@ NEGATIVE = (0.3, 0.3, 0.25, 0.15)  # chances of 0-3 negative clicks
 NEIGHBOUR = 0.5  # a negative click's chance to go into a neighbouring object (when one is within reach)
 CENTRE = 0.6  # the first click: a pixel at least this share of the object's greatest depth inside
 BAND = 0.5  # negative clicks: within this share of the object's size (sqrt of its area) of it, at least 2 px off
+AREA_SHARE = 0.5  # the object clicked: drawn in proportion to its area this often, else uniformly
+EXTEND_FLOOR = 0.2  # proposal: the object map's least probability where the clicked class may extend the object
 
 
 def click_radius(canvas: list[int] | tuple[int, int]) -> float:
@@ -109,7 +129,9 @@ def _click_one(target: np.ndarray, rng: np.random.Generator) -> tuple[Prompts, n
     found = objects(target, min_pixels=MIN_OBJECT_PIXELS)
     if not found:
         return None
-    obj = found[int(rng.integers(len(found)))]
+    areas = np.array([float(m.sum()) for m in found])
+    chances = AREA_SHARE * areas / areas.sum() + (1 - AREA_SHARE) / len(found)
+    obj = found[int(rng.choice(len(found), p=chances / chances.sum()))]
     box = _window(obj, 0)
     depth = np.zeros(obj.shape)
     depth[box] = ndimage.distance_transform_edt(np.pad(obj[box], 1))[1:-1, 1:-1]  # the map's edge counts as one
@@ -155,6 +177,28 @@ def keep_clicked(inside: np.ndarray, positive: np.ndarray) -> np.ndarray:
     components, _ = ndimage.label(inside)
     touched = np.unique(components[positive & inside])
     return np.isin(components, touched) if len(touched) else inside
+
+
+def proposal(logits: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """The probability (H, W) float32 of the clicked object from a guided network's logits (C + 1, H, W): the
+    object map, raised to the clicked class's probability where it is at least ``EXTEND_FLOOR``, then cut to the
+    parts a positive click's disk (``positive``) touches. The clicked class is the class head's (softmax) choice
+    under the positive clicks; the background extends nothing.
+    """
+    logits = np.asarray(logits, np.float32)
+    obj = 1 / (1 + np.exp(-np.clip(logits[-1], -60, 60)))
+    classes = logits[:-1] - logits[:-1].max(axis=0)
+    proba = np.exp(classes)
+    proba /= proba.sum(axis=0)
+    out = obj.astype(np.float32)
+    if positive.any() and len(proba) > 1:
+        clicked = int(proba[:, positive].mean(axis=1).argmax())
+        if clicked > 0:
+            reach = obj >= EXTEND_FLOOR
+            out[reach] = np.maximum(obj[reach], proba[clicked][reach])
+    inside = out >= 0.5
+    out[inside & ~keep_clicked(inside, positive)] = 0  # parts apart from every positive click
+    return out
 
 
 def object_loss(logits: torch.Tensor, objects: torch.Tensor, valid: torch.Tensor, guided: torch.Tensor) -> torch.Tensor:

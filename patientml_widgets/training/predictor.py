@@ -72,8 +72,8 @@ class Predictor:
         """
         if not self.guided:
             raise ValidationError(
-                "this run was trained without clicks (guidance off): retrain the model to get a run that proposes "
-                "objects"
+                "this run was trained without clicks (guidance off): a run with hyperparameters={'guidance': True} "
+                "proposes objects"
             )
         return propose_image(self.net, self.spec, image, prompts, precision=self.precision)
 

@@ -258,10 +258,10 @@ def _guided_loss(
             assert isinstance(net, GuidedUNet)
             maps = _layout(guidance.click_maps([batch.prompts[i] for i in rows], shape, radius).to(device), device)
             with torch.no_grad(), _autocast(device, spec.precision):
-                proposed = (net.propose(images[torch.from_numpy(rows).to(device)], maps).float() > 0).cpu().numpy()
+                out = net(images[torch.from_numpy(rows).to(device)], maps).float().cpu().numpy()
             positive = maps[:, 0].cpu().numpy() > 0
-            kept = np.stack([guidance.keep_clicked(inside, clicked) for inside, clicked in zip(proposed, positive)])
-            batch = batch.corrected(rows, kept, labels != IGNORE)
+            proposed = np.stack([guidance.proposal(z, clicked) >= 0.5 for z, clicked in zip(out, positive)])
+            batch = batch.corrected(rows, proposed, labels != IGNORE)
         maps = _layout(guidance.click_maps(batch.prompts, shape, radius).to(device), device)
         with _autocast(device, spec.precision):
             logits = model(images, maps)
@@ -583,8 +583,8 @@ def propose_image(
     belongs to the object the prompts point at, at the image's own size (zeros for no prompt).
 
     The image goes to the canvas as for :func:`predict_image`, the prompts with it
-    (:func:`~.guidance.canvas_prompts`); the object is the part of the network's proposal connected to a positive
-    prompt (:func:`~.guidance.keep_clicked`), and a box also bounds it.
+    (:func:`~.guidance.canvas_prompts`); the object is :func:`~.guidance.proposal` of the network's logits (the object
+    map extended by the clicked class, the parts a positive prompt touches), and a box also bounds it.
     """
     image = np.asarray(image)
     x, size = to_canvas(image, spec)
@@ -629,7 +629,10 @@ def propose_canvas(
     as stored, with their prompts in the images' pixels: float32 maps at each image's own size.
     """
     if not isinstance(model, GuidedUNet):
-        raise ValidationError("this run was trained without clicks (guidance off); retrain it to propose objects")
+        raise ValidationError(
+            "this run was trained without clicks (guidance off); a run with hyperparameters={'guidance': True} "
+            "proposes objects"
+        )
     dev = torch.device(device)
     radius = guidance.click_radius(spec.canvas)
     canvas = (int(spec.canvas[0]), int(spec.canvas[1]))
@@ -637,13 +640,10 @@ def propose_canvas(
     maps = guidance.click_maps(moved, canvas, radius)
     model.eval()
     with _autocast(dev, spec.precision if precision is None else precision):
-        logits = model.propose(_layout(x.to(dev), dev), _layout(maps.to(dev), dev)).float().cpu()
+        logits = model(_layout(x.to(dev), dev), _layout(maps.to(dev), dev)).float().cpu().numpy()
     out = []
     for z, positive, size, shape, p in zip(logits, maps[:, 0].numpy() > 0, sizes, shapes, prompts, strict=True):
-        canvas_proba = z.sigmoid().numpy()
-        inside = canvas_proba >= 0.5
-        canvas_proba[inside & ~guidance.keep_clicked(inside, positive)] = 0  # parts apart from every positive click
-        proba = torch.from_numpy(canvas_proba)[None, None, : size[0], : size[1]]
+        proba = torch.from_numpy(guidance.proposal(z, positive))[None, None, : size[0], : size[1]]
         if tuple(size) != tuple(shape):
             proba = F.interpolate(proba, size=shape, mode="bilinear", align_corners=False)
         o = proba[0, 0].clamp(0, 1).numpy()
