@@ -33,8 +33,8 @@ __all__ = [
 
 MAX_CLICKS = 20
 MIN_OBJECT_PIXELS = 10  # a smaller connected component is a speck, not an object to click
-PER_IMAGE, MAX_OBJECTS = 8, 100  # click_scores: the largest objects of each image, and of all images
-LOCKSTEP = 16  # click_scores: objects clicked together (one call of the engine per round of clicks)
+PER_IMAGE, MAX_OBJECTS = 8, 50  # click_scores: the largest objects of each image, and of all images
+LOCKSTEP = 32  # click_scores: objects clicked together (one call of the engine per round of clicks)
 DICE_AFTER = (1, 3, 5)  # click_scores: the mean Dice after this many clicks
 NOC_AT = (0.85, 0.90)  # click_scores: the mean number of clicks to reach this Dice
 
