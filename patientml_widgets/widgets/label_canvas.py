@@ -355,7 +355,8 @@ class LabelCanvas(anywidget.AnyWidget):
         """A canvas that loads and saves one example's label through ``project``.
 
         Its Smart tool offers the classical engine, the deployed run's click-guided model (runs that
-        trained one) and ``engines`` (e.g. a ``SamEngine`` loaded once and shared by many canvases).
+        trained one; chosen first) and ``engines`` (e.g. a ``SamEngine`` loaded once and shared by many
+        canvases, or a ``ProjectModelEngine`` of another run, offered instead of the deployed one's).
         """
         ex = project.example(example)
         model = project.model(ex.model_id)
@@ -388,13 +389,14 @@ class LabelCanvas(anywidget.AnyWidget):
         window = source.get("window") if isinstance(source.get("window"), dict) else None
         kwargs.update(window=window, window_presets=imaging.window_presets(source), invert=bool(source.get("invert")))
         offered = list(engines or ())
-        if model.problem_type == "segmentation" and model.deployed and not ex.is_volume:
-            guided = _guided_engine(project, model)
+        named = {e.name for e in offered}
+        if model.problem_type == "segmentation" and model.deployed and not ex.is_volume and "model" not in named:
+            guided = _guided_engine(project, model)  # a project model given in ``engines`` is the one offered
             if guided is not None:
                 offered.insert(0, guided)
         canvas = cls(project.volume(ex) if ex.is_volume else project.image(ex), model, engines=offered, **kwargs)
         canvas._project, canvas._example_id = project, ex.id
-        if offered and offered[0].name == "model":
+        if any(e.name == "model" for e in offered):
             canvas.engine = "model"  # the project's own model, once it learned to follow clicks
         if label is not None:
             canvas._time_base = float(label.time_spent or 0.0)
