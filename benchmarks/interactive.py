@@ -16,7 +16,7 @@ nothing of quality: their latency alone is measured by ``benchmarks/sam_latency.
 Data (shipped inside pip packages, see benchmarks/real_images.py): nilearn's MNI152 T1 slices with
 grey / white matter, stardist's fluorescence nuclei with human-annotated instances.
 
-    python benchmarks/interactive.py            # both data sets, up to 40 objects each (~15 min on 2 quiet cores)
+    python benchmarks/interactive.py            # both data sets, up to 40 objects each (~5 min on 2 quiet cores)
     python benchmarks/interactive.py --quick    # 20 objects each, a shorter training budget
     python benchmarks/interactive.py --sam ~/models/sam-vit-base
 """
@@ -99,7 +99,7 @@ def training_subset(ds: real_images.Dataset, n_train: int) -> real_images.Datase
 
 
 def project_engine(ds: real_images.Dataset, workdir: Path, budget: str) -> tuple[Engine, dict[str, Any]]:
-    """Train the project's model (guided by clicks, as the plan sets for 2-D segmentation) on the subset, deploy it."""
+    """Train the project's model (``guidance=True``: it also learns to follow clicks) on the subset, deploy it."""
     from patientml_widgets.interactive.model import ProjectModelEngine
 
     project = pml.Project.open(workdir / ds.name.replace(" ", "-"), user="benchmark")
