@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .store import Store
+from .store.files import make_dirs, share_like_folder
 from .store.store import CACHE
 
 __all__ = ["STATUS_CODES", "ExampleIndex", "source_order"]
@@ -97,8 +98,10 @@ class ColumnCache:
         np.save(buf, column, allow_pickle=False)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         with contextlib.suppress(OSError):  # not fsynced: derived data, and a torn file is refused by load
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(buf.getvalue())
+            make_dirs(path.parent)
+            with open(tmp, "wb") as f:
+                share_like_folder(tmp, f.fileno())
+                f.write(buf.getvalue())
             os.replace(tmp, path)
 
 

@@ -32,6 +32,7 @@ from .policy import (
 )
 from .records import Run
 from .session import FINISHED, ModelRef, RunRef, Session
+from .store.files import make_dirs, open_append
 
 __all__ = ["RunHandle", "Runs", "promotion_decision"]
 
@@ -170,13 +171,13 @@ class Runs:
         """
         self._check_code(self.session.model_record(self.session.run_record(run_id)["model_id"]))
         log_path = self.log_file(run_id)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(log_path.parent)
         env = dict(os.environ)
         env.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (see trainer.make_deterministic)
         command = [sys.executable, "-m", WORKER_MODULE, str(self.session.path), run_id]
         if processes > 1 or nodes > 1:
             command = distributed_command(self.session.path, run_id, processes, nodes, 0, rendezvous)
-        with open(log_path, "ab") as log:
+        with open_append(log_path) as log:
             process = subprocess.Popen(
                 command,
                 stdout=log,

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from ..errors import StoreError, repair_hint
+from .files import open_append
 
 __all__ = ["AuditLog", "encode_events"]
 
@@ -40,7 +41,7 @@ class AuditLog:
 
     def append(self, data: bytes, at: int) -> int:
         """Write ``data`` at byte ``at`` (cutting off anything after it: uncommitted); the new length."""
-        with open(self.path, "ab+") as f:
+        with open_append(self.path) as f:
             if f.seek(0, os.SEEK_END) != at:
                 f.truncate(at)
             f.seek(at)

@@ -16,7 +16,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from ..errors import StoreError, repair_hint
-from .files import atomic_write
+from .files import atomic_write, make_dirs
 
 __all__ = ["BlobStore", "blob_ref", "is_blob_ref"]
 
@@ -50,7 +50,7 @@ class BlobStore:
         path = self.path(ref)
         if path.exists():
             return ref, False
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         atomic_write(path, data, tmp_dir=self._tmp, sync_dir=False)  # the commit syncs the folder once
         return ref, True
 

@@ -25,7 +25,7 @@ from filelock import FileLock
 from ..errors import StoreError
 from .audit import encode_events
 from .blobs import BlobStore, is_blob_ref
-from .files import atomic_write, fsync_dir, write_new
+from .files import atomic_write, fsync_dir, make_dirs, write_new
 from .storage import Records, decode_shard, encode_shard
 from .store import (
     AUDIT,
@@ -367,7 +367,7 @@ def _repair(root: Path, state: _State, report: CheckReport, backup: Path) -> Non
 
 def _back_up(root: Path, state: _State, backup: Path) -> None:
     """Copy the audit trails, the manifest and the damaged shard files to ``backup`` first."""
-    backup.mkdir(parents=True, exist_ok=True)
+    make_dirs(backup)
     for path in [*root.glob("audit*.jsonl"), root / MANIFEST]:
         if path.exists():
             shutil.copy2(path, backup / path.name)
@@ -549,8 +549,8 @@ class _Repair:
 
 def _commit(root: Path, state: _State, shards, changed: set[str], new_events: list[dict[str, Any]]) -> None:
     """Write the repaired shards and audit trail, then a new manifest (the commit)."""
-    (root / TMP).mkdir(exist_ok=True)
-    (root / "tables").mkdir(exist_ok=True)
+    make_dirs(root / TMP)
+    make_dirs(root / "tables")
     old = state.manifest
     files = dict(old["files"]) if old else _newest_files(root)
     commits = [int(m["commit"]) for p in (root / "tables").glob("*.json") if (m := COMMIT_FILE.match(p.name))]

@@ -2,6 +2,11 @@
 
 ``atomic_write``: temp file, fsync, ``os.replace``, fsync of the folder - a kill at any
 instant leaves either the old file or the new one, never a torn one.
+
+A folder shared with its group (group-writable, usually setgid so new files take its group) passes
+that on: files and folders made in it are group-writable too, whatever the writer's umask, so that a
+project written by one OS user of a team stays writable by the others (:func:`make_dirs`,
+:func:`share_like_folder`).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -16,7 +22,21 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-__all__ = ["atomic_write", "fsync_dir", "inside", "publish", "remove_abandoned", "scratch_folder", "write_new"]
+__all__ = [
+    "atomic_write",
+    "fsync_dir",
+    "group_shared",
+    "inside",
+    "make_dirs",
+    "open_append",
+    "publish",
+    "remove_abandoned",
+    "scratch_folder",
+    "share_like_folder",
+    "write_new",
+]
+
+_GROUP_RW = stat.S_IRGRP | stat.S_IWGRP
 
 #: a scratch folder this young without its lock file may be one being set up right now
 _SETUP_GRACE_S = 60.0
@@ -36,9 +56,54 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def group_shared(folder: Path) -> bool:
+    """Whether ``folder`` is shared with its group: group-writable."""
+    try:
+        return bool(os.stat(folder).st_mode & stat.S_IWGRP)
+    except OSError:
+        return False
+
+
+def share_like_folder(path: Path, fd: int | None = None) -> None:
+    """Make the new file or folder ``path`` (or the open ``fd``) group-writable when its folder is shared
+    (folders also setgid, so what is made in them keeps the group). Best effort: only the owner may change it.
+    """
+    if not group_shared(path.parent):
+        return
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode if fd is not None else os.stat(path).st_mode)
+        wanted = mode | _GROUP_RW | (stat.S_IXGRP | stat.S_ISGID if path.is_dir() else 0)
+        if wanted != mode:
+            os.fchmod(fd, wanted) if fd is not None else os.chmod(path, wanted)
+    except OSError:
+        pass
+
+
+def make_dirs(path: Path) -> None:
+    """``path.mkdir(parents=True, exist_ok=True)``; each folder it makes is shared like its own folder."""
+    missing = []
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        with suppress(FileExistsError):
+            new.mkdir()
+            share_like_folder(new)
+
+
+def open_append(path: Path):
+    """``open(path, "ab+")``; a file it creates is shared like its folder."""
+    f = open(path, "ab+")  # noqa: SIM115 - the caller closes it
+    if f.tell() == 0:
+        share_like_folder(path, f.fileno())
+    return f
+
+
 def write_new(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` and fsync it (for files nothing refers to until a later commit)."""
     with open(path, "wb") as f:
+        share_like_folder(path, f.fileno())
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -86,6 +151,7 @@ def scratch_folder(parent: Path, prefix: str) -> Iterator[Path]:
     """
     folder = parent / f"{prefix}{secrets.token_hex(4)}"
     folder.mkdir()
+    share_like_folder(folder)
     lock = FileLock(folder / _LOCK_NAME)
     try:
         lock.acquire()

@@ -50,7 +50,7 @@ from filelock import FileLock, Timeout
 from ..errors import SchemaError, StoreError, ValidationError, repair_hint
 from .audit import AuditLog, encode_events
 from .blobs import BlobStore, is_blob_ref
-from .files import atomic_write, fsync_dir, remove_abandoned, write_new
+from .files import atomic_write, fsync_dir, group_shared, make_dirs, remove_abandoned, write_new
 from .storage import Records, encode_shard, load_shard
 
 __all__ = ["SCHEMA_VERSION", "TABLES", "Store", "VacuumReport", "now", "shard_name"]
@@ -200,7 +200,8 @@ class Store:
 
     def __init__(self, root: str | os.PathLike, *, create: bool = True, lock_timeout: float = 60.0) -> None:
         self.root = Path(root)
-        self._lock = FileLock(self.root / ".lock", timeout=lock_timeout)
+        # a folder shared with a group: the lock file too, or the others could not take it
+        self._lock = FileLock(self.root / ".lock", timeout=lock_timeout, mode=0o664 if group_shared(self.root) else -1)
         self._mutex = threading.RLock()
         self._tables = self.root / "tables"
         self._tmp = self.root / TMP
@@ -248,8 +249,8 @@ class Store:
                 f"{self.root} is not empty and is not a patientml project; "
                 "choose an empty or new folder (your files are left as they are)"
             )
-        self._tables.mkdir(parents=True, exist_ok=True)
-        self._tmp.mkdir(exist_ok=True)
+        make_dirs(self._tables)
+        make_dirs(self._tmp)
         with self._lock:
             if not (self.root / MANIFEST).exists():
                 atomic_write(self.root / MANIFEST, orjson.dumps(new_manifest(now())), tmp_dir=self._tmp)
@@ -260,7 +261,7 @@ class Store:
             old = read_manifest(self.root)
             if old["schema_version"] == SCHEMA_VERSION:
                 return old
-            self._tmp.mkdir(exist_ok=True)
+            make_dirs(self._tmp)
             files = {}
             for (table, shard), _ in self._shards.items():
                 name = shard_name(table, shard)
@@ -462,7 +463,7 @@ class Store:
             try:
                 entries = list(os.scandir(folder))
             except FileNotFoundError:
-                folder.mkdir(parents=True, exist_ok=True)
+                make_dirs(folder)
                 continue
             for entry in entries:
                 if entry.name not in keep and entry.is_file():
