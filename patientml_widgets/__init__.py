@@ -2,7 +2,15 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .errors import ImageError, NotFoundError, PatientMLError, SchemaError, StoreError, ValidationError
+from .errors import (
+    ImageError,
+    NotFoundError,
+    PatientMLError,
+    PermissionDenied,
+    SchemaError,
+    StoreError,
+    ValidationError,
+)
 from .project import ImportReport, Project
 from .records import Change, ClassInfo, Example, Label, Model, Run, Subject
 
@@ -27,6 +35,7 @@ __all__ = [
     "NotFoundError",
     "PatientMLApp",
     "PatientMLError",
+    "PermissionDenied",
     "Project",
     "Run",
     "RunDetails",

@@ -6,6 +6,7 @@ __all__ = [
     "ImageError",
     "NotFoundError",
     "PatientMLError",
+    "PermissionDenied",
     "SchemaError",
     "StoreError",
     "UntrustedCodeError",
@@ -27,6 +28,12 @@ class NotFoundError(PatientMLError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class PermissionDenied(PatientMLError, PermissionError):
+    """The current user's role in the project does not allow the call (or they are not a member); nothing was
+    changed.
+    """
 
 
 class ImageError(ValidationError):

@@ -11,7 +11,6 @@ returns, then observers are told.
 
 from __future__ import annotations
 
-import getpass
 import inspect
 import os
 import textwrap
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import demo as demo_data
-from . import imaging, model_code
+from . import imaging, model_code, team
 from .arguments import choice as _choice
 from .arguments import flag as _flag
 from .arguments import integer as _integer
@@ -56,8 +55,15 @@ class Project:
     """A labeling project in one folder. Safe to share between processes and kernels."""
 
     def __init__(self, store: Store, *, user: str | None = None, max_image_pixels: int | None = None) -> None:
-        user = _clean_name(user, "user name") if user is not None else _default_user()
-        self._session = Session(store, user=user, max_image_pixels=max_image_pixels)
+        asked = _clean_name(user, "user name") if user is not None else None
+        members = bool(store.records("members"))
+        self._session = Session(
+            store,
+            user=_clean_name(team.identity(asked, members=members), "user name"),
+            max_image_pixels=max_image_pixels,
+        )
+        if members:
+            self._session.role()  # a non-member is told so on open
         self._importer = Importer(self._session)
         self._runs = Runs(self._session)
         self._predictions = Predictions(self._session)
@@ -94,12 +100,47 @@ class Project:
 
     @property
     def user(self) -> str:
-        """Who this project object acts as (recorded on every label and audit event)."""
+        """Who this project object acts as (recorded on every label and audit event): on JupyterHub the hub's
+        user (``JUPYTERHUB_USER``), else the name given to ``open``, else the OS user (:mod:`.team`).
+        """
         return self._session.user
 
     @user.setter
     def user(self, value: str) -> None:
-        self._session.user = _clean_name(value, "user name")
+        members = bool(self._session.member_records())
+        name = _clean_name(team.identity(_clean_name(value, "user name"), members=members), "user name")
+        if members:
+            self._session.role(name)  # a member, or PermissionDenied
+        self._session.user = name
+
+    # -- members and roles ---------------------------------------------------------------
+
+    @property
+    def role(self) -> str | None:
+        """The current user's role (``labeler``, ``reviewer``, ``developer``, ``owner``); None when the project
+        has no member list (then everyone may do everything, as before).
+        """
+        return self._session.role()
+
+    def can(self, role: str) -> bool:
+        """Whether the current user may do what ``role`` may (views use it to hide what they may not)."""
+        return team.allows(self._session.role(), role)
+
+    def members(self) -> dict[str, str]:
+        """The member list: {user: role} ({} when the project has none)."""
+        return {u: str(r["role"]) for u, r in sorted(self._session.member_records().items())}
+
+    def add_member(self, user: str, role: str = "labeler") -> dict[str, str]:
+        """Add ``user`` with ``role`` or change their role (owners only). The project's first member list
+        makes you its owner too, so that nobody is locked out. Returns the member list.
+        """
+        self._session.set_member(_clean_name(user, "user name"), _choice(role, team.ROLES, "role"))
+        return self.members()
+
+    def remove_member(self, user: str) -> dict[str, str]:
+        """Take ``user`` off the member list (owners only; never the last owner). Returns the member list."""
+        self._session.remove_member(_clean_name(user, "user name"))
+        return self.members()
 
     @property
     def max_image_pixels(self) -> int | None:
@@ -809,10 +850,3 @@ def _model_source(code: Any, factory: str | None, train_step: Any) -> tuple[str,
     if step_name is not None and not step_name.isidentifier():
         raise ValidationError(f"train_step is a function or its name in the model code, not {train_step!r}")
     return source, factory, step_name
-
-
-def _default_user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no user name in some containers
-        return "unknown"

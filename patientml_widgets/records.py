@@ -369,7 +369,7 @@ class Change:
 
     ``kind`` is one of: model_created, model_updated, model_deleted, subject_changed,
     examples_added, example_deleted, label_saved, label_submitted, label_deleted,
-    run_created, run_updated, predictions_changed, code_registered, and external (another
+    run_created, run_updated, predictions_changed, code_registered, members_changed, and external (another
     process changed the project: ``tables`` says which tables its commits moved).
     ``tables`` names the tables the change wrote, so a view refreshes only what concerns it.
     """

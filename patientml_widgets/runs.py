@@ -201,7 +201,9 @@ class Runs:
         run_id = self.session.run_record(run)["id"]
         if self.session.run_record(run_id)["status"] in FINISHED:
             return Run.from_record(self.session.run_record(run_id))
-        self.session.update_run(run_id, cancel_requested=True)
+        with self.session.write():
+            self.session.require("developer", "cancelling a run")
+            self.session.update_run(run_id, cancel_requested=True)
         pid = process.pid if process is not None else self.local_pid(run_id)
         if pid is not None:
             _signal(pid, signal.SIGTERM)
@@ -243,7 +245,8 @@ class Runs:
         if fresh is None or fresh < after:
             return None
         try:
-            return self.train(model_id, trigger=f"retrain policy: {fresh} new labels")
+            with self.session.as_system():  # a developer set the policy: it trains for whoever labels
+                return self.train(model_id, trigger=f"retrain policy: {fresh} new labels")
         except PatientMLError as e:
             warnings.warn(f"the retrain policy of {record['name']!r} could not start a run: {e}", stacklevel=4)
             return None

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from . import imaging
+from . import imaging, team
 from .arguments import choice, flag, sequence
-from .errors import NotFoundError, StoreError, ValidationError
+from .errors import NotFoundError, PermissionDenied, StoreError, ValidationError
 from .imaging import volumes
 from .query import STATUS_CODES, ExampleIndex
 from .records import (
@@ -81,9 +81,12 @@ def json_clean(value: Any, what: str) -> Any:
 class Session:
     """One open project: the store, its commits and change events, lookups and writers."""
 
-    def __init__(self, store: Store, *, user: str, max_image_pixels: int | None = None) -> None:
+    def __init__(self, store: Store, *, user: str, max_image_pixels: int | None = None, system: bool = False) -> None:
         self.store = store
         self.user = user
+        #: a session of the package's own processes (a run's worker): roles are checked where the work was asked for
+        self.system = system
+        self._system_depth = 0
         self.max_image_pixels = max_image_pixels
         self.index = ExampleIndex(store)
         self._observers: list[Observer] = []
@@ -161,6 +164,89 @@ class Session:
         """The store at the latest commit (other processes' commits picked up)."""
         self.store.refresh()
         return self.store
+
+    # -- members and roles --------------------------------------------------------------
+
+    def member_records(self) -> dict[str, dict[str, Any]]:
+        """The project's members by user name ({} for a project without a member list)."""
+        return {r["user"]: r for r in self.read().records("members")}
+
+    def role(self, user: str | None = None) -> str | None:
+        """``user``'s role (the current user's by default); None when the project has no member list.
+
+        A user missing from a list has no role: PermissionDenied.
+        """
+        user = self.user if user is None else user
+        members = self.member_records()
+        if not members:
+            return None
+        if user not in members:
+            raise PermissionDenied(
+                f"{user} is not a member of the project in {self.path}; an owner can add them "
+                f"(project.add_member({user!r}, 'labeler'))"
+            )
+        return str(members[user]["role"])
+
+    def require(self, needed: str, doing: str) -> None:
+        """Refuse ``doing`` unless the current user's role is at least ``needed`` (call inside ``write()``, so
+        the member list is the latest commit's). The worker and the retrain policy (:meth:`as_system`) pass.
+        """
+        if self.system or self._system_depth:
+            return
+        team.require(self.user, self.role(), needed, doing)
+
+    @contextmanager
+    def as_system(self) -> Iterator[None]:
+        """Act for a rule someone with the role set up (the retrain policy): roles are not checked again."""
+        with self._lock:
+            self._system_depth += 1
+            try:
+                yield
+            finally:
+                self._system_depth -= 1
+
+    def set_member(self, user: str, role: str) -> dict[str, Any]:
+        """Add ``user`` with ``role``, or change their role (owners only). The first member list makes the
+        current user its owner as well, so that nobody is locked out; the last owner cannot step down.
+        """
+        user = clean_name(user, "user name")
+        team.rank(role)
+        with self.write():
+            members = self.member_records()
+            stamp = now()
+            if members:
+                self.require("owner", "managing members")
+            elif user != self.user or role != "owner":  # a new list: its maker owns it
+                self._put_member(self.user, "owner", stamp)
+            if members.get(user, {}).get("role") == "owner" and role != "owner":
+                self._keep_an_owner(members, user)
+            record = self._put_member(user, role, stamp, members.get(user))
+            self.emit(Change("members_changed", tables=("members",)))
+        return record
+
+    def remove_member(self, user: str) -> None:
+        """Take ``user`` off the member list (owners only; never the last owner)."""
+        with self.write():
+            members = self.member_records()
+            if user not in members:
+                raise NotFoundError(f"{user!r} is not a member of this project")
+            self.require("owner", "managing members")
+            if members[user]["role"] == "owner":
+                self._keep_an_owner(members, user)
+            self.store.delete("members", user)
+            self.store.log({"time": now(), "actor": self.user, "action": "remove_member", "user": user})
+            self.emit(Change("members_changed", tables=("members",)))
+
+    def _put_member(self, user: str, role: str, stamp: str, old: dict[str, Any] | None = None) -> dict[str, Any]:
+        record = {"user": user, "role": role, "added": (old or {}).get("added", stamp), "added_by": self.user}
+        self.store.put("members", user, record)
+        self.store.log({"time": stamp, "actor": self.user, "action": "set_member", "user": user, "role": role})
+        return record
+
+    @staticmethod
+    def _keep_an_owner(members: dict[str, dict[str, Any]], leaving: str) -> None:
+        if not any(u != leaving and r["role"] == "owner" for u, r in members.items()):
+            raise ValidationError(f"{leaving} is the project's last owner; make someone else an owner first")
 
     # -- lookups -----------------------------------------------------------------------
 
@@ -432,6 +518,7 @@ class Session:
             "updated": stamp,
         }
         with self.write():
+            self.require("developer", "creating a model")
             self._check_unique_name(name)
             self.store.put("models", record["id"], record)
             self.emit(Change("model_created", model_id=record["id"], tables=("models",)))
@@ -440,6 +527,7 @@ class Session:
     def update_model(self, model: ModelRef, **changes: Any) -> Model:
         """Change fields of a model's record (a new name must be unique)."""
         with self.write():
+            self.require("developer", "changing a model")
             record = dict(self.model_record(model))
             if "name" in changes and changes["name"] != record["name"]:
                 self._check_unique_name(changes["name"], exclude=record["id"])
@@ -456,6 +544,7 @@ class Session:
     def add_class(self, model: ModelRef, name: str, *, color: str | None = None, description: str = "") -> Model:
         """Add a class with a fresh index (never one a removed class had)."""
         with self.write():
+            self.require("developer", "changing a model's classes")
             record = self.model_record(model)
             used = [c["index"] for c in record["classes"] + record["retired_classes"]]
             index = max(used) + 1
@@ -468,6 +557,7 @@ class Session:
     def remove_class(self, model: ModelRef, ref: int | str) -> Model:
         """Retire a class, refused while a label uses it."""
         with self.write():
+            self.require("developer", "changing a model's classes")
             record = self.model_record(model)
             index = Model.from_record(record).class_index(ref)
             if record["problem_type"] == "segmentation" and index == 0:
@@ -486,6 +576,7 @@ class Session:
     def delete_model(self, model: ModelRef) -> None:
         """Delete a model with its examples, labels, runs and stored predictions (the audit trail stays)."""
         with self.write():
+            self.require("developer", "deleting a model")
             record = self.model_record(model)
             for ex in [e for e in self.store.records("examples") if e["model_id"] == record["id"]]:
                 self.store.delete("examples", ex["id"])
@@ -510,6 +601,7 @@ class Session:
         inside the transaction (so two kernels configuring at once lose nothing).
         """
         with self.write():
+            self.require("developer", "configuring training")
             record = self.model_record(model)
             model_code = updates.get("model_code")
             if model_code and self.store.get("code", model_code) is None:
@@ -522,6 +614,7 @@ class Session:
     def register_code(self, name: str, source: str, *, factory: str, train_step: str | None) -> None:
         """Store model source code under ``name`` (checked by the caller)."""
         with self.write():
+            self.require("developer", "registering model code")
             ref = self.store.put_blob(source.encode(), "py")
             record = {
                 "name": name,
@@ -548,6 +641,7 @@ class Session:
         """Create or update a subject; what is not given stays as it was."""
         subject_id = clean_name(subject_id, "subject id")
         with self.write():
+            self.require("developer", "adding or changing subjects")
             old = self.store.get("subjects", subject_id) or {}
             record = {
                 "id": subject_id,
@@ -587,6 +681,7 @@ class Session:
             item["source"] = json_clean(item.get("source") or {}, "source")
         records = []
         with self.write():
+            self.require("developer", "adding examples")
             model_id = self.model_record(model)["id"]  # still there?
             for seq, item in enumerate(items):
                 records.append(self._insert_example(model_id, item, seq, stamp))
@@ -630,6 +725,7 @@ class Session:
     def delete_example(self, example: ExampleRef) -> None:
         """Delete an example, its label and its stored predictions (the audit trail keeps the history)."""
         with self.write():
+            self.require("developer", "deleting an example")
             record = self.example_record(example)
             label = self.store.get("labels", record["id"])
             self.store.log(
@@ -672,6 +768,8 @@ class Session:
             model = Model.from_record(self.model_record(record["model_id"]))
             old = self.store.get("labels", record["id"])
             live = old if old is not None and old["status"] != "deleted" else None
+            author = self._author(author)
+            self._require_label_rights(live, author, "labeling")
             slices = None
             if model.problem_type == "segmentation":
                 mask_ref, present, slices = self._mask_content(record, model, live, mask, classes)
@@ -685,7 +783,7 @@ class Session:
                 "status": status,
                 "classes": present,
                 "mask_ref": mask_ref,
-                "author": clean_name(author, "author") if author else self.user,
+                "author": author,
                 "time_spent": _seconds(time_spent),
                 "source": clean_name(source, "label source"),
                 "version": (old["version"] if old else 0) + 1,
@@ -727,6 +825,18 @@ class Session:
             return live["classes"]
         return class_indices(model, classes)
 
+    def _author(self, author: Any) -> str:
+        """The label's author: the current user unless another name is given."""
+        return self.user if author is None or (isinstance(author, str) and not author) else clean_name(author, "author")
+
+    def _require_label_rights(self, live: dict[str, Any] | None, author: str, doing: str) -> None:
+        """A labeler writes their own labels; another person's label, or one in another's name, needs a reviewer."""
+        self.require("labeler", doing)
+        if author != self.user:
+            self.require("reviewer", f"{doing} in another person's name ({author})")
+        elif live is not None and live.get("author", self.user) != self.user:
+            self.require("reviewer", f"{doing} over {live['author']}'s label")
+
     def delete_label(self, example: ExampleRef, *, author: str | None = None) -> None:
         """Delete the example's label (a tombstone version; the history stays in the audit trail)."""
         with self.write():
@@ -734,8 +844,10 @@ class Session:
             old = self.store.get("labels", record["id"])
             if old is None or old["status"] == "deleted":
                 raise NotFoundError(f"example {record['id']} has no label to delete")
+            author = self._author(author)
+            self._require_label_rights(old, author, "deleting a label")
             new = {**old, "status": "deleted", "mask_ref": None, "classes": [], "version": old["version"] + 1}
-            new.update(author=author or self.user, updated=now())
+            new.update(author=author, updated=now())
             self.store.log(label_event("delete", new, old))
             self.store.put("labels", record["id"], new)
             ids = (record["id"],)
@@ -748,6 +860,7 @@ class Session:
     ) -> Run:
         """Record a queued run over a frozen snapshot of the submitted labels."""
         with self.write():
+            self.require("developer", "starting a training run")
             model_record = self.model_record(model)
             count = sum(1 for r in self.store.records("runs") if r["model_id"] == model_record["id"])
             record = {
@@ -802,11 +915,14 @@ class Session:
         """Record an approval, rejection or deployment decision on a run."""
         actor = clean_name(actor, "actor") if actor is not None else self.user
         event = {"decision": decision, "actor": actor, "reason": clean_text(reason, "reason"), "time": now()}
-        return Run.from_record(self.append_to_run(run, "approvals", event))
+        with self.write():
+            self.require("developer", f"recording a decision ({decision}) on a run")
+            return Run.from_record(self.append_to_run(run, "approvals", event))
 
     def deploy(self, run: RunRef, *, actor: str | None = None, reason: str = "") -> Model:
         """Make a succeeded run its model's champion."""
         with self.write():
+            self.require("developer", "deploying a run")
             record = self.run_record(run)
             if record["status"] != "succeeded" or not record.get("artifact_ref"):
                 raise ValidationError(f"only a succeeded run can be deployed; {record['slug']} is {record['status']}")
@@ -858,6 +974,8 @@ class Session:
         return len(ids)
 
     def vacuum(self) -> VacuumReport:
+        with self.write():
+            self.require("developer", "vacuuming the project")
         return self.store.vacuum()
 
 

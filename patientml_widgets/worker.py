@@ -523,7 +523,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
         raise SystemExit("usage: python -m patientml_widgets.worker PROJECT_DIR RUN_ID")
-    session = Session(Store(args[0], create=False), user="trainer")
+    session = Session(Store(args[0], create=False), user="trainer", system=True)  # started by a developer
     try:
         session.run_record(args[1])
     except NotFoundError as e:

@@ -51,7 +51,7 @@ def world(tmp_path_factory):
         "image": image(seed=2), "images": [image(seed=3)], "subject_id": "p9", "item": seg_ex.id,
         "problem_type": "classification", "classes": ["x", "y"], "description": "d", "reason": "r",
         "mask": np.zeros((24, 32), np.uint8), "volume": np.zeros((3, 8, 8), np.int16), "index": 0,
-        "code": "def make(c, n):\n    return None\n", "after_labels": 3,
+        "code": "def make(c, n):\n    return None\n", "after_labels": 3, "user": "reader",
     }  # fmt: skip
     return World(proj, valid)
 

@@ -23,6 +23,7 @@ import orjson
 from filelock import FileLock
 
 from ..errors import StoreError
+from ..team import ROLES
 from .audit import encode_events
 from .blobs import BlobStore, is_blob_ref
 from .files import atomic_write, fsync_dir, make_dirs, write_new
@@ -356,6 +357,7 @@ def _repair(root: Path, state: _State, report: CheckReport, backup: Path) -> Non
     work.empty_damaged_shards()
     work.report_unusable_events()
     work.rebuild_damaged_label_shards()
+    work.rebuild_damaged_members()
     work.restore_missing_labels()
     work.move_misplaced_records()
     work.remove_labels_of_deleted_examples()
@@ -411,7 +413,7 @@ class _Repair:
         for name in self.state.damaged:
             self.shards[name] = {}
             self.changed.add(name)
-            if not name.startswith("labels"):
+            if not name.startswith(("labels", "members")):
                 table = name.split("-")[0]
                 known = [k for k in self.history if name == shard_name("examples", shard_of("examples", k))]
                 extra = (
@@ -452,6 +454,30 @@ class _Repair:
                 self.report.lost.append(
                     f"tables/{name}: {orphaned} label(s) of examples whose records were lost are not restored"
                 )
+
+    def rebuild_damaged_members(self) -> None:
+        """A damaged member list: replayed from the audit trail's member events (never left empty: that would
+        turn the roles off).
+        """
+        if "members" not in self.state.damaged:
+            return
+        members: dict[str, dict[str, Any]] = {}
+        for event in self.state.events:
+            user, action = event.get("user"), event.get("action")
+            if not isinstance(user, str) or not user:
+                continue
+            if action == "set_member" and event.get("role") in ROLES:
+                added = members.get(user, {}).get("added", event.get("time", ""))
+                members[user] = {
+                    "user": user,
+                    "role": event["role"],
+                    "added": added,
+                    "added_by": event.get("actor", ""),
+                }
+            elif action == "remove_member":
+                members.pop(user, None)
+        self.shards["members"] = members
+        self.report.repaired.append(f"tables/members: {len(members)} member(s) rebuilt from the audit trail")
 
     def restore_missing_labels(self) -> None:
         """Labels missing from a shard that reads well, while the audit trail holds them."""

@@ -24,6 +24,7 @@ from tinydb.storages import Storage
 from tinydb.table import Table
 
 from ..errors import StoreError, repair_hint
+from ..team import ROLES
 from .blobs import is_blob_ref
 
 __all__ = ["SCHEMA", "Records", "StrIdTable", "decode_shard", "encode_shard", "load_shard", "open_tinydb"]
@@ -72,6 +73,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "subjects": {"id": _text},
     "runs": {"id": _text, "model_id": _text, "status": _text},
     "code": {"name": _text, "source_ref": _ref},
+    "members": {"user": _text, "role": _one_of(*ROLES)},
     "examples": {
         "id": _text, "model_id": _text, "subject_id": _text_or_none, "split": _one_of("train", "val", "test"),
         "width": _count, "height": _count, "image_ref": _ref, "thumbnail_ref": _ref,
@@ -166,10 +168,19 @@ OPTIONAL: dict[str, dict[str, Any]] = {
         "trials": _dicts, "worker": _dict,
     },
     "code": {"factory": _text, "train_step": _text_or_none, "author": _text, "created": _text},
+    "members": {"added": _text, "added_by": _text},
     "predictions": {"example_id": _text_or_none, "mask_ref": _ref_or_none, "uncertainty": _number_or_none},
 }  # fmt: skip
 #: the field that repeats a record's id
-KEY_FIELD = {"models": "id", "subjects": "id", "runs": "id", "code": "name", "examples": "id", "labels": "example_id"}
+KEY_FIELD = {
+    "models": "id",
+    "subjects": "id",
+    "runs": "id",
+    "code": "name",
+    "members": "user",
+    "examples": "id",
+    "labels": "example_id",
+}
 
 
 def _hint(where: Path | str) -> str:

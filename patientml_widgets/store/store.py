@@ -74,6 +74,7 @@ TABLES: dict[str, int] = {
     "subjects": 1,
     "runs": 1,
     "code": 1,
+    "members": 1,
     "examples": 32,
     "labels": 32,
     "predictions": 32,
