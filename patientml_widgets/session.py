@@ -917,6 +917,8 @@ class Session:
         event = {"decision": decision, "actor": actor, "reason": clean_text(reason, "reason"), "time": now()}
         with self.write():
             self.require("developer", f"recording a decision ({decision}) on a run")
+            if actor != self.user:
+                self.require("owner", f"recording a decision in another person's name ({actor})")
             return Run.from_record(self.append_to_run(run, "approvals", event))
 
     def deploy(self, run: RunRef, *, actor: str | None = None, reason: str = "") -> Model:

@@ -166,3 +166,22 @@ def test_a_damaged_member_list_is_an_error_not_an_open_door(team):
     }  # fmt: skip
     with pytest.raises(PermissionDenied, match="eve is not a member"):
         pml.Project.open(team.path, create=False, user="eve")
+
+
+def test_the_views_offer_only_what_the_role_may_do(team):
+    from patientml_widgets.widgets.run_details import RunDetails
+
+    model = team.model("Lesions")
+    run = as_user(team, "dev").create_run(model)
+    team.session.finish_run(run.id, "succeeded")
+    ana, dev = as_user(team, "ana"), as_user(team, "dev")
+    assert [a["key"] for a in pml.ModelTable(dev).table.actions] == ["new"]
+    assert pml.ModelTable(ana).table.actions == []
+    assert [a["key"] for a in pml.RunsTable(dev, model).table.actions] == ["train"]
+    assert pml.RunsTable(ana, model).table.actions == []
+    theirs, mine = RunDetails(ana, run.id), RunDetails(dev, run.id)
+    assert theirs.deploy_button.disabled and theirs.approve_button.disabled and theirs.reject_button.disabled
+    assert "needs the developer role (ana is a labeler)" in theirs.deploy_button.tooltip
+    assert not mine.approve_button.disabled and not mine.reject_button.tooltip
+    with pytest.raises(PermissionDenied, match="in another person's name \\(olga\\) needs the owner"):
+        dev.approve(run, "fine", actor="olga")

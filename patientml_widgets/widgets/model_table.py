@@ -34,7 +34,7 @@ class ModelTable(View, w.VBox):
             COLUMNS,
             title="Models",
             sort={"key": "name", "descending": False},
-            actions=[{"key": "new", "label": "New model", "primary": True}],
+            actions=[{"key": "new", "label": "New model", "primary": True}] if project.can("developer") else [],
             empty_message="No models yet. Create one with New model.",
         )
         self.form = NewModelForm(project, done=self._form_done)

@@ -233,9 +233,12 @@ class RunDetails(View, w.VBox):
         self.comparison.value = _comparison(run, project.run(champion).slug if champion else "champion")
         self.per_class.value = _per_class(run, [c.name for c in model.classes])
         self.approvals.value = _approvals(run)
-        finished = run.status == "succeeded"
-        self.deploy_button.disabled = not finished or deployed
-        self.approve_button.disabled = self.reject_button.disabled = not finished
+        finished, allowed = run.status == "succeeded", project.can("developer")
+        self.deploy_button.disabled = not finished or deployed or not allowed
+        self.approve_button.disabled = self.reject_button.disabled = not finished or not allowed
+        why = "" if allowed else f"deciding about runs needs the developer role ({project.user} is a {project.role})"
+        for button in (self.deploy_button, self.approve_button, self.reject_button):
+            button.tooltip = why
         self.log_view.children[0].value = html(
             "<pre style='font-size:11px;max-height:240px;overflow:auto'>{}</pre>", project.run_log(run)[-20000:]
         )

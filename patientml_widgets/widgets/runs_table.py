@@ -71,8 +71,11 @@ class RunsTable(View, w.VBox):
             COLUMNS,
             title="Runs",
             sort={"key": "started", "descending": True},
-            actions=[{"key": "train", "label": "Train now", "primary": True}],
-            empty_message="No runs yet. Submit some labels, then Train now.",
+            # starting runs is a developer's: others see the runs, not the button
+            actions=[{"key": "train", "label": "Train now", "primary": True}] if project.can("developer") else [],
+            empty_message="No runs yet. Submit some labels, then Train now."
+            if project.can("developer")
+            else "No runs yet (a developer of this project starts them).",
         )
         self.details = w.VBox()
         self.notice = Notice()
