@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "patientml_widgets"
 LAYERS = [
     ("errors",),
     ("arguments",),
-    ("records", "store", "imaging", "training", "interactive", "demo", "dicom_demo", "trust", "team"),
+    ("records", "store", "imaging", "training", "interactive", "demo", "dicom_demo", "trust", "team", "agreement"),
     ("query",),
     ("session",),
     ("policy", "predictions", "model_code"),
