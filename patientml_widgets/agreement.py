@@ -122,14 +122,19 @@ def staple(masks: Sequence[np.ndarray], *, iterations: int = 50, tolerance: floa
         return np.full(np.asarray(masks[0]).shape, prior, np.float32)
     p = np.full(len(d), 0.99)
     q = np.full(len(d), 0.99)
-    on = d.astype(np.float64)
+    on = d.astype(np.float32)  # (readers, pixels): the sums over readers are matrix products
+    ones = on.sum(1).astype(np.float64)
     w = on.mean(0)
     for _ in range(iterations):
-        log_a = np.log(prior) + (on * np.log(p)[:, None] + (1 - on) * np.log1p(-p)[:, None]).sum(0)
-        log_b = np.log1p(-prior) + ((1 - on) * np.log(q)[:, None] + on * np.log1p(-q)[:, None]).sum(0)
-        w = 1 / (1 + np.exp(np.clip(log_b - log_a, -60, 60)))
-        new_p = np.clip((on * w).sum(1) / max(w.sum(), 1e-12), 1e-6, 1 - 1e-6)
-        new_q = np.clip(((1 - on) * (1 - w)).sum(1) / max((1 - w).sum(), 1e-12), 1e-6, 1 - 1e-6)
+        # log P(votes | foreground) - log P(votes | background), per pixel
+        weights = (np.log(p) - np.log1p(-q)) - (np.log1p(-p) - np.log(q))
+        offset = np.log(prior) - np.log1p(-prior) + float((np.log1p(-p) - np.log(q)).sum())
+        logit = on.T @ weights.astype(np.float32) + np.float32(offset)
+        w = 1 / (1 + np.exp(-np.clip(logit, -60, 60)))
+        total = float(w.sum())
+        hits = (on @ w).astype(np.float64)  # per reader: foreground votes where the truth is foreground
+        new_p = np.clip(hits / max(total, 1e-12), 1e-6, 1 - 1e-6)
+        new_q = np.clip((len(w) - total - (ones - hits)) / max(len(w) - total, 1e-12), 1e-6, 1 - 1e-6)
         moved = max(np.abs(new_p - p).max(), np.abs(new_q - q).max())
         p, q = new_p, new_q
         if moved < tolerance:
