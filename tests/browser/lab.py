@@ -96,6 +96,17 @@ def running_lab(base: Path, env_extra: dict[str, str] | None = None) -> Iterator
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
+def paint(page, canvas, x0: float, y0: float, x1: float, y1: float, steps: int = 8) -> None:
+    """Drag the mouse over a LabelCanvas's view from (x0, y0) to (x1, y1), in shares of its size."""
+    view = canvas.locator(".view")
+    view.scroll_into_view_if_needed()
+    box = view.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * x0, box["y"] + box["height"] * y0)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * x1, box["y"] + box["height"] * y1, steps=steps)
+    page.mouse.up()
+
+
 def write_notebook(path: Path, cells: list[str]) -> None:
     import nbformat
 

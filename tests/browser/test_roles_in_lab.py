@@ -6,7 +6,7 @@ import pytest
 
 import patientml_widgets as pml
 
-from .lab import run_all, write_notebook
+from .lab import paint, run_all, write_notebook
 
 
 @pytest.mark.slow
@@ -60,13 +60,7 @@ def test_a_labelers_views_offer_labeling_and_a_developers_offer_training(lab, pa
     run_all(page, lab, "label.ipynb")
     canvas = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .pml-lc")
     canvas.wait_for(timeout=60_000)
-    view = canvas.locator(".view")
-    view.scroll_into_view_if_needed()
-    box = view.bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.6, steps=8)
-    page.mouse.up()
+    paint(page, canvas, 0.3, 0.3, 0.6, 0.6)
     canvas.locator(".status", has_text="Draft saved").wait_for(timeout=20_000)
     canvas.get_by_role("button", name="Submit").click()
     canvas.locator(".status", has_text="Submitted").wait_for(timeout=20_000)

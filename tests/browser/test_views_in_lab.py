@@ -5,7 +5,7 @@ import pytest
 
 import patientml_widgets as pml
 
-from .lab import run_all, write_notebook
+from .lab import paint, run_all, write_notebook
 
 EVIL = '<img src=x onerror="window.__pwned = 1">'
 
@@ -50,12 +50,7 @@ def test_model_row_tabs_draft_filter_label_submit_and_xss(lab, page):
 
     canvas = panel.locator(".pml-lc")
     canvas.wait_for(timeout=30_000)
-    canvas.locator(".view").scroll_into_view_if_needed()
-    box = canvas.locator(".view").bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.1)  # on skin, off the lesion
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.15, steps=6)
-    page.mouse.up()
+    paint(page, canvas, 0.3, 0.1, 0.4, 0.15, steps=6)  # on skin, off the lesion
     canvas.locator(".status", has_text="Draft saved").wait_for(timeout=20_000)
     canvas.get_by_role("button", name="Submit").click()
     # the view moves on to the next example in the current order...

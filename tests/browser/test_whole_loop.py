@@ -9,7 +9,7 @@ import pytest
 
 import patientml_widgets as pml
 
-from .lab import run_all
+from .lab import paint, run_all
 
 NOTEBOOKS = Path(__file__).parents[2] / "notebooks"
 
@@ -18,16 +18,6 @@ def _shot(locator, name):
     folder = Path(os.environ.get("PATIENTML_SCREENSHOTS", "build/screenshots"))
     folder.mkdir(parents=True, exist_ok=True)
     locator.screenshot(path=str(folder / name))
-
-
-def _paint(page, canvas, x0, y0, x1, y1):
-    view = canvas.locator(".view")
-    view.scroll_into_view_if_needed()
-    box = view.bounding_box()
-    page.mouse.move(box["x"] + box["width"] * x0, box["y"] + box["height"] * y0)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * x1, box["y"] + box["height"] * y1, steps=8)
-    page.mouse.up()
 
 
 @pytest.mark.slow
@@ -51,7 +41,7 @@ def test_label_train_deploy_predict_and_chart_from_the_tour(lab, page):
     examples.locator("tbody tr").first.dispatch_event("click")
     canvas = app.locator(".pml-lc")
     canvas.wait_for(timeout=30_000)
-    _paint(page, canvas, 0.4, 0.4, 0.6, 0.6)
+    paint(page, canvas, 0.4, 0.4, 0.6, 0.6)
     canvas.locator(".status", has_text="Draft saved").wait_for(timeout=20_000)
     canvas.get_by_role("button", name="Submit").click()
     canvas.locator(".status", has_text="Unlabeled").wait_for(timeout=20_000)  # moved on to the next one
