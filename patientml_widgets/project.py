@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import demo as demo_data
-from . import imaging, model_code, team
+from . import imaging, model_code, reading, team
 from .arguments import choice as _choice
 from .arguments import flag as _flag
 from .arguments import integer as _integer
@@ -35,7 +35,8 @@ from .errors import NotFoundError, ValidationError
 from .exchange import Importer, ImportReport, export_labels, export_snapshot
 from .predictions import Predictions
 from .query import ExampleIndex
-from .records import Change, Example, Label, Model, ModelCode, Prediction, Run, Subject, split_for
+from .reading import QUEUE_STATES
+from .records import Change, Example, Label, Model, ModelCode, Prediction, QueueEntry, Run, Subject, split_for
 from .records import clean_name as _clean_name
 from .records import clean_text as _clean_text
 from .runs import RunHandle, Runs
@@ -433,6 +434,7 @@ class Project:
         status: str | Iterable[str] | None = None,
         subject: str | None = None,
         split: str | None = None,
+        review: str | Iterable[str] | None = None,
         sort: str = "created",
         descending: bool = False,
         offset: int = 0,
@@ -440,7 +442,8 @@ class Project:
     ) -> list[Example]:
         """The model's examples, filtered, sorted and paged.
 
-        ``status``: ``"unlabeled"``, ``"draft"``, ``"labeled"`` or several of them.
+        ``status``: ``"unlabeled"``, ``"draft"``, ``"labeled"`` or several of them. ``review``: ``"none"``
+        (not reviewed), ``"accepted"``, ``"returned"`` or several of them.
         ``sort``: one of ``created, updated, label_updated, status, subject_id, split, id, source``
         (``source``: by subject, then DICOM series in slice order, else by file path), or
         ``uncertainty``: the deployed run's least sure first, every tenth place drawn at random
@@ -452,7 +455,7 @@ class Project:
         descending = _flag(descending, "descending")
         offset = _integer(offset, "offset", minimum=0)
         limit = None if limit is None else _integer(limit, "limit", minimum=0)
-        filters: dict[str, Any] = {"status": status, "subject": subject, "split": split}
+        filters: dict[str, Any] = {"status": status, "subject": subject, "split": split, "review": review}
         if sort == "uncertainty":
             ids = self._predictions.uncertainty_order(model, self._session.example_ids(model, **filters))
             ids = ids[::-1] if descending else ids
@@ -521,6 +524,21 @@ class Project:
             return None
         return self._session.mask_blob(label.mask_ref)
 
+    def label_to_edit(self, example: ExampleRef) -> Label | None:
+        """The label the current user edits: their reading of an example read by several (an ``assigned``
+        one before they begin; None if it is not assigned to them), else the example's label.
+        """
+        if self._session.reading_plan(self.example(example).model_id)["readers"] > 1:
+            return self._session.reading_of(example)
+        return self.label(example)
+
+    def mask_to_edit(self, example: ExampleRef) -> np.ndarray | None:
+        """The mask of :meth:`label_to_edit` (uint8 class indices), or None."""
+        label = self.label_to_edit(example)
+        if label is None or label.mask_ref is None:
+            return None
+        return self._session.mask_blob(label.mask_ref)
+
     def save_label(
         self,
         example: ExampleRef,
@@ -569,12 +587,162 @@ class Project:
         """Delete the example's label; it becomes unlabeled (the history stays in the audit trail)."""
         self._session.delete_label(example, author=author)
 
-    def history(self, example: ExampleRef) -> list[dict[str, Any]]:
-        """The audit trail of one example's label, oldest first."""
+    # -- several readers per example ------------------------------------------------------
+
+    @staticmethod
+    def _reader(reader: Any) -> str | None:
+        return None if reader is None else _clean_name(reader, "reader")
+
+    def configure_reading(
+        self,
+        model: ModelRef,
+        *,
+        readers: int | None = None,
+        assign: str | None = None,
+        pool: Sequence[str] | None = None,
+        blind: bool | None = None,
+        consensus: str | None = None,
+        train_on: str | None = None,
+    ) -> Model:
+        """How the model's examples are read (developers and up; None keeps a setting).
+
+        ``readers``: labels per example (1: one label, as without this); with two or more each assigned
+        reader's label is a reading of its own, and the example's label is their consensus once ``readers``
+        readings are submitted, or what a reviewer adjudicates. ``assign``: ``"round_robin"`` over ``pool``
+        (every example, and each one added later, gets ``readers`` of them in turn) or ``"list"``
+        (:meth:`assign`). ``blind`` (default True): a reader sees the others' readings, and the example's
+        label, only once their own is submitted. ``consensus``: ``"majority"`` (per pixel; classes by vote)
+        or ``"staple"`` (masks). ``train_on``: ``"consensus"`` (every example's label), ``"adjudicated"``
+        (only what a reviewer settled) or ``"reviewed"`` (only labels a reviewer accepted).
+        """
+        updates = {
+            "readers": None if readers is None else _integer(readers, "readers", minimum=1),
+            "assign": None if assign is None else _choice(assign, reading.ASSIGNMENTS, "assign"),
+            "pool": None if pool is None else list(_sequence(pool, "pool")),
+            "blind": None if blind is None else _flag(blind, "blind"),
+            "consensus": None if consensus is None else _choice(consensus, reading.CONSENSUS, "consensus"),
+            "train_on": None if train_on is None else _choice(train_on, reading.TRAIN_ON, "train_on"),
+        }
+        return self._session.configure_reading(model, updates)
+
+    def reading_plan(self, model: ModelRef) -> dict[str, Any]:
+        """The model's reading config (see :meth:`configure_reading`)."""
+        return self._session.reading_plan(model)
+
+    def assign(self, examples: Iterable[ExampleRef] | ExampleRef, readers: Iterable[str] | str) -> int:
+        """Assign each of ``examples`` to each of ``readers`` (reviewers and up); how many readings are new."""
+        examples = [examples] if isinstance(examples, str | Example) else list(_sequence(examples, "examples"))
+        readers = [readers] if isinstance(readers, str) else list(_sequence(readers, "readers"))
+        return self._session.assign(examples, readers)
+
+    def queue(
+        self,
+        model: ModelRef,
+        *,
+        reader: str | None = None,
+        state: str | Iterable[str] | None = None,
+        sort: str = "created",
+        descending: bool = False,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> list[QueueEntry]:
+        """A reader's queue (the current user's by default): the examples assigned to them, each with where it
+        stands (``"to do"``, ``"draft"``, ``"returned"``, ``"submitted"``, ``"accepted"``; ``state`` filters)
+        and a returned reading's comment. ``sort`` and paging as in :meth:`examples` (not ``uncertainty``).
+        """
+        reader = self.user if reader is None else _clean_name(reader, "reader")
+        _choice(sort, _STORED_SORTS, "sort")
+        descending = _flag(descending, "descending")
+        offset = _integer(offset, "offset", minimum=0)
+        limit = None if limit is None else _integer(limit, "limit", minimum=0)
+        cols, rows = self._session.select(model, reader=reader, queue=state)
+        rows = ExampleIndex.order(cols, rows, sort, descending, None if limit is None else offset + limit)
+        page = rows[offset : None if limit is None else offset + limit]
+        states = cols.queue_states(reader)
+        out = []
+        for example, code in zip(self._session.examples_at(cols, page), states[page].tolist(), strict=True):
+            state_name = QUEUE_STATES[code]
+            comment = ""
+            if state_name == "returned":
+                mine = self._session.reading_of(example.id, reader) if reader == self.user else None
+                comment = str(((mine.review if mine else None) or {}).get("comment", ""))
+            out.append(QueueEntry(example, state_name, comment))
+        return out
+
+    def queue_counts(self, model: ModelRef, *, reader: str | None = None) -> dict[str, int]:
+        """How many examples of each queue state a reader has (the current user by default)."""
+        reader = self.user if reader is None else _clean_name(reader, "reader")
+        cols, rows = self._session.select(model, reader=reader)
+        codes = np.bincount(cols.queue_states(reader)[rows], minlength=len(QUEUE_STATES))
+        return {name: int(codes[i]) for i, name in enumerate(QUEUE_STATES)}
+
+    def reading(self, example: ExampleRef, reader: str | None = None) -> Label | None:
+        """One reader's reading of an example (the current user's by default; another's only once one's own
+        is submitted, in a blind reading), or None if it is not assigned to them.
+        """
+        return self._session.reading_of(example, self._reader(reader))
+
+    def readings(self, example: ExampleRef) -> list[Label]:
+        """The example's readings the current user may see (in a blind reading: only their own until it is
+        submitted).
+        """
+        return self._session.readings(example)
+
+    def reading_mask(self, example: ExampleRef, reader: str | None = None) -> np.ndarray | None:
+        """A reading's mask (uint8 class indices), or None."""
+        found = self.reading(example, self._reader(reader))
+        if found is None or found.mask_ref is None:
+            return None
+        return self._session.mask_blob(found.mask_ref)
+
+    def review(self, example: ExampleRef, decision: str, comment: str = "", *, reader: str | None = None) -> None:
+        """Accept (``"accept"``) or return (``"return"``, with a comment the reader sees in their queue) a
+        submitted label (reviewers and up): the example's own, or one reader's reading (``reader``); returning
+        an example read by several without ``reader`` returns every submitted reading of it.
+        """
+        self._session.review(example, decision, _clean_text(comment, "comment"), reader=self._reader(reader))
+
+    def adjudicate(
+        self,
+        example: ExampleRef,
+        *,
+        reader: str | None = None,
+        mask: np.ndarray | None = None,
+        classes: Any = None,
+        comment: str = "",
+    ) -> Label:
+        """Settle an example read by several (reviewers and up): one reader's label (``reader``) or an edited
+        consensus (``mask`` / ``classes``) becomes the example's label, accepted.
+        """
+        label = self._session.adjudicate(
+            example, reader=self._reader(reader), mask=mask, classes=classes, comment=_clean_text(comment, "comment")
+        )
+        if not self._session.in_batch:
+            self._runs.maybe_retrain(label.model_id)
+        return label
+
+    def adjudication_queue(self, model: ModelRef) -> list[Example]:
+        """The examples whose readings are in and that no reviewer has settled, least agreement first."""
+        return self._session.examples_by_id(r["example_id"] for r in self._session.adjudication_queue(model))
+
+    def agreement(self, model: ModelRef) -> dict[str, Any]:
+        """How the model's readers agree: ``examples`` (id -> mean pairwise Dice, or share of agreeing reader
+        pairs), ``pairs`` ("a / b" -> Dice and IoU for masks, Cohen's kappa for classes, and how many examples
+        both read) and, for single-label classes, ``fleiss_kappa``.
+        """
+        return self._session.agreement_figures(model)
+
+    def history(self, example: ExampleRef, *, reader: str | None = None) -> list[dict[str, Any]]:
+        """The audit trail of one example's label (or of one reader's reading of it), oldest first."""
         key = example.id if isinstance(example, Example) else example
         if not isinstance(key, str):
             raise NotFoundError(f"not an example: {example!r}")
-        return self._session.history(key)  # also of a deleted example: the audit trail keeps it
+        reader = self._reader(reader)
+        if reader is not None and reader != self.user:
+            self._session.reading_of(key, reader)  # blind reading: refused before one's own submit
+        elif reader is None and self._session.read().get("examples", key) is not None:
+            self._session.label(key)  # the same rule for the label made from readings
+        return self._session.history(key, reader)  # also of a deleted example: the audit trail keeps it
 
     def audit(self, model: ModelRef | None = None) -> list[dict[str, Any]]:
         """Every audit event (of one model, if given), oldest first."""

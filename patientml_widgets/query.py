@@ -26,13 +26,16 @@ from typing import Any
 
 import numpy as np
 
+from .reading import QUEUE_STATES, queue_state
 from .store import Store
 from .store.files import make_dirs, share_like_folder
 from .store.store import CACHE
 
-__all__ = ["STATUS_CODES", "ExampleIndex", "source_order"]
+__all__ = ["REVIEW_CODES", "STATUS_CODES", "ExampleIndex", "source_order"]
 
 STATUS_CODES = {"unlabeled": 0, "draft": 1, "labeled": 2}
+#: a label's review: none (not reviewed), a reviewer accepted it, or returned it to its author
+REVIEW_CODES = {"none": 0, "accepted": 1, "returned": 2}
 
 
 _STATUS_OF_LABEL = {"deleted": 0, "draft": 1, "submitted": 2}  # -> STATUS_CODES values
@@ -50,7 +53,7 @@ def source_order(record: dict[str, Any]) -> str:
 
 #: columns that come from the example records alone, and those that need the labels too
 _EXAMPLE_COLUMNS = ("model_id", "split", "subject_id", "created", "updated", "source")
-_LABEL_COLUMNS = ("status", "label_updated")
+_LABEL_COLUMNS = ("status", "label_updated", "review", "readings")
 #: text columns with a per-shard integer sort key (the key column's name)
 _KEYED = {"created": "created_key", "updated": "updated_key", "label_updated": "label_updated_key", "id": "id_key"}
 _KEY_OF = {key: name for name, key in _KEYED.items()}
@@ -76,11 +79,11 @@ class ColumnCache:
         st = os.stat(self._tables / file)
         return f"{file}@{st.st_size}-{st.st_mtime_ns}"
 
-    def _path(self, name: str, ex_file: str, lab_file: str | None) -> Path:
-        label_part = (self._stamped(lab_file) if lab_file else "-") if name in _FROM_LABELS else "x"
+    def _path(self, name: str, ex_file: str, lab_files: tuple[str | None, ...]) -> Path:
+        label_part = "+".join(self._stamped(f) if f else "-" for f in lab_files) if name in _FROM_LABELS else "x"
         return self.folder / self._stamped(ex_file) / f"{label_part}.{name}.npy"
 
-    def load(self, name: str, ex_file: str, lab_file: str | None, rows: int | None) -> np.ndarray | None:
+    def load(self, name: str, ex_file: str, lab_file: tuple[str | None, ...], rows: int | None) -> np.ndarray | None:
         try:
             column = np.load(self._path(name, ex_file, lab_file), allow_pickle=False)
         except (OSError, ValueError, EOFError):
@@ -89,7 +92,7 @@ class ColumnCache:
             return None
         return column
 
-    def save(self, name: str, ex_file: str, lab_file: str | None, column: np.ndarray) -> None:
+    def save(self, name: str, ex_file: str, lab_file: tuple[str | None, ...], column: np.ndarray) -> None:
         try:
             path = self._path(name, ex_file, lab_file)
         except OSError:
@@ -134,6 +137,23 @@ class _Records:
         return self._records
 
 
+class _LabelSide:
+    """One shard's labels and readings: what the label columns derive from (a change to either renews them)."""
+
+    def __init__(self, labels: _Records, readings: _Records) -> None:
+        self.labels, self.readings = labels, readings
+        self.token = (labels.token, readings.token)
+        self.file = (labels.file, readings.file)
+
+    @property
+    def exact(self) -> bool:
+        return self.labels.exact and self.readings.exact
+
+    def from_files(self) -> bool:
+        """Whether both come from shard files (or are empty): their columns may be cached by the files' names."""
+        return all(part.file is not None or not len(part.get()) for part in (self.labels, self.readings))
+
+
 class _Block:
     """One shard's examples with their labels, and the columns derived from them so far.
 
@@ -141,7 +161,7 @@ class _Block:
     blocks with the same example columns (kept when only a label changed).
     """
 
-    def __init__(self, examples: _Records, labels: _Records, cache: ColumnCache, kept: _Block | None = None) -> None:
+    def __init__(self, examples: _Records, labels: _LabelSide, cache: ColumnCache, kept: _Block | None = None) -> None:
         self.key = (examples.token, labels.token)
         self._examples, self._labels = examples, labels
         self.files = (examples.file, labels.file)
@@ -163,7 +183,7 @@ class _Block:
         if examples.file is None or not examples.exact:
             return False
         if name in _FROM_LABELS:
-            return labels.exact and (labels.file is not None or not len(labels.get()))
+            return labels.exact and labels.from_files()
         return True
 
     def column(self, name: str) -> np.ndarray | None:
@@ -225,9 +245,11 @@ class _Block:
         examples = self._examples.get()
         ids = list(examples)
         if names == _LABEL_COLUMNS:
-            found = self._labels.get()  # len() indexes its lines once (before, each lookup scans the file's bytes)
+            found = self._labels.labels.get()  # len() indexes its lines once (before, each lookup scans the bytes)
             labels = [found.get(i) for i in ids] if len(found) else [None] * len(ids)
             return {
+                "readings": lambda: _reading_texts(ids, self._labels.readings.get()),
+                "review": lambda: np.array([_review_code(lab) for lab in labels], np.int8),
                 "status": lambda: np.array(
                     [0 if lab is None else _STATUS_OF_LABEL[lab["status"]] for lab in labels], np.int8
                 ),
@@ -247,6 +269,26 @@ class _Block:
         }
 
 
+def _review_code(label: dict[str, Any] | None) -> int:
+    if label is None or label["status"] == "deleted":
+        return 0
+    return REVIEW_CODES.get((label.get("review") or {}).get("state", "none"), 0)
+
+
+def _reading_texts(ids: list[str], readings: Any) -> np.ndarray:
+    """Per example, its readers and where each stands: for each, the unit separator (U+1F), the reader, the
+    record separator (U+1E) and the digit of its queue state.
+    """
+    if not len(readings):
+        return _texts([""] * len(ids))
+    held: dict[str, list[str]] = {}
+    for key in readings:
+        record = readings[key]
+        state = QUEUE_STATES.index(queue_state(record))
+        held.setdefault(record["example_id"], []).append(f"\x1f{record['reader']}\x1e{state}")
+    return _texts(["".join(held.get(i, ())) for i in ids])
+
+
 def _texts(values: list[str]) -> np.ndarray:
     return np.array(values, dtype=str) if values else np.array([], dtype="U1")
 
@@ -264,7 +306,8 @@ class ExampleIndex:
         blocks = []
         store = self._store
         for shard in range(store.shards("examples")):
-            examples, labels = _Records(store, "examples", shard), _Records(store, "labels", shard)
+            examples = _Records(store, "examples", shard)
+            labels = _LabelSide(_Records(store, "labels", shard), _Records(store, "readings", shard))
             block = self._blocks.get(shard)
             if block is None or block.key != (examples.token, labels.token) or block.exact != (True, True):
                 same = block is not None and block.key[0] == examples.token and block.exact[0]
@@ -323,20 +366,44 @@ class ExampleIndex:
         statuses: set[str] | None = None,
         subject: str | None = None,
         split: str | None = None,
+        reader: str | None = None,
+        queue: set[str] | None = None,
+        review: set[str] | None = None,
     ) -> tuple[_Columns, np.ndarray]:
-        """A lazy view of the columns, and the positions of the rows that match."""
+        """A lazy view of the columns, and the positions of the rows that match; with ``reader``, only the
+        examples assigned to them (their queue), in the ``queue`` states (``reading.QUEUE_STATES``) if given.
+        """
         blocks = self._current_blocks()
         cols = _Columns(self, blocks)
         keep = self._in_model(model_id, blocks)
+        if reader is not None:
+            states = self.queue_states(reader, blocks)
+            if queue is None:
+                keep = keep & (states >= 0)
+            else:
+                wanted = np.zeros(len(QUEUE_STATES) + 1, bool)
+                wanted[[QUEUE_STATES.index(q) for q in queue]] = True
+                keep = keep & wanted[states]
         if statuses is not None:
             wanted = np.zeros(len(STATUS_CODES), bool)
             wanted[[STATUS_CODES[s] for s in statuses]] = True
             keep = keep & wanted[cols["status"]]
+        if review is not None:
+            wanted = np.zeros(len(REVIEW_CODES), bool)
+            wanted[[REVIEW_CODES[r] for r in review]] = True
+            keep = keep & wanted[cols["review"]]
         if subject is not None:
             keep = keep & (cols["subject_id"] == subject)
         if split is not None:
             keep = keep & (cols["split"] == split)
         return cols, np.flatnonzero(keep)
+
+    def queue_states(self, reader: str, blocks: list[_Block] | None = None) -> np.ndarray:
+        """Per row, where the example stands in ``reader``'s queue (an index of ``QUEUE_STATES``; -1: not theirs)."""
+        blocks = blocks if blocks is not None else self._current_blocks()
+        return self._memo(
+            ("queue", reader), blocks, True, lambda: _queue_states(self.column("readings", blocks), reader)
+        )
 
     @staticmethod
     def order(cols, rows: np.ndarray, sort: str, descending: bool, limit: int | None = None) -> np.ndarray:
@@ -377,6 +444,25 @@ class _Columns:
     def label_state(self, rows: np.ndarray) -> tuple[list[int], list[str]]:
         """Status codes and label times at ``rows`` (see :meth:`ExampleIndex.label_state`)."""
         return self._index.label_state(rows, self._blocks)
+
+    def queue_states(self, reader: str) -> np.ndarray:
+        """Where each row stands in ``reader``'s queue (see :meth:`ExampleIndex.queue_states`)."""
+        return self._index.queue_states(reader, self._blocks)
+
+
+def _queue_states(texts: np.ndarray, reader: str) -> np.ndarray:
+    """Where each row stands for ``reader`` (see :func:`_reading_texts`): the code after their name, or -1."""
+    out = np.full(len(texts), -1, np.int8)
+    if not len(texts):
+        return out
+    needle = f"\x1f{reader}\x1e"
+    at = np.char.find(texts, needle)
+    mine = np.flatnonzero(at >= 0)
+    if len(mine):
+        width = texts.dtype.itemsize // 4
+        chars = np.ascontiguousarray(texts).view(np.uint32).reshape(len(texts), width)
+        out[mine] = chars[mine, at[mine] + len(needle)] - ord("0")
+    return out
 
 
 def first_in_order(keys: np.ndarray, descending: bool = False, limit: int | None = None) -> np.ndarray:

@@ -59,7 +59,7 @@ PALETTE = (
 )  # fmt: skip
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 #: the tables of a project (``Change.tables`` names these)
-TABLES = ("models", "subjects", "examples", "labels", "runs", "predictions", "code")
+TABLES = ("models", "subjects", "examples", "labels", "readings", "runs", "predictions", "code", "members")
 
 
 def visible(text: str) -> str:
@@ -124,6 +124,8 @@ class Model:
     champion_run_id: str | None = None
     training: dict[str, Any] = field(default_factory=dict)
     retrain: dict[str, Any] = field(default_factory=dict)
+    #: several readers per example (see :mod:`patientml_widgets.reading`); empty: one label per example
+    reading: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     updated: str = ""
 
@@ -197,16 +199,21 @@ class Example:
     affine: tuple[tuple[float, ...], ...] | None = None
     #: volumes only: how many slices the current label gives a class other than the background
     labeled_slices: int | None = None
+    #: a reviewer's verdict on the label: "accepted", "returned", or None (not reviewed)
+    review: str | None = None
 
     @classmethod
     def from_record(cls, record: dict[str, Any], label: dict[str, Any] | None = None) -> Example:
-        slices = label.get("slices") if label is not None and label["status"] != "deleted" else None
+        live = label if label is not None and label["status"] != "deleted" else None
+        slices = live.get("slices") if live is not None else None
+        verdict = (live.get("review") or {}).get("state") if live is not None else None
         example = _build(
             cls,
             record,
             status=status_of(label),
             label_updated=label_time(label),
             labeled_slices=len(slices) if isinstance(slices, list) else None,
+            review=verdict if verdict in ("accepted", "returned") else None,
         )
         if example.affine is not None:  # rows as tuples too: the record's lists are not shared
             object.__setattr__(example, "affine", tuple(tuple(row) for row in example.affine))
@@ -252,7 +259,7 @@ class Label:
 
     example_id: str
     model_id: str
-    status: Literal["draft", "submitted"]
+    status: Literal["draft", "submitted", "assigned"]  #: assigned: a reading not begun
     version: int
     classes: tuple[int, ...] = ()
     mask_ref: str | None = None
@@ -266,10 +273,27 @@ class Label:
     #: how the label was made (LabelCanvas: edits per tool; per interactive engine the proposals
     #: accepted / rejected and the prompts they took), or None when not recorded
     made_with: dict[str, Any] | None = None
+    #: a reviewer's verdict: ``{"state": "accepted" | "returned", "by", "comment", "time"}``, or None
+    review: dict[str, Any] | None = None
+    #: one reader's label of an example read by several: the reader (None: the example's own label)
+    reader: str | None = None
+    #: the example's own label made from readings: whose, and how well they agreed (mean pairwise Dice or
+    #: share of agreeing pairs)
+    readers: tuple[str, ...] = ()
+    agreement: float | None = None
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Label:
         return _build(cls, record)
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """An example in one reader's queue: where it stands for them, and a reviewer's comment if returned."""
+
+    example: Example
+    state: str  #: to do, draft, returned, submitted or accepted
+    comment: str = ""
 
 
 @dataclass(frozen=True)

@@ -18,17 +18,18 @@ import unicodedata
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 
-from . import imaging, team
+from . import agreement, imaging, reading, team
 from .arguments import choice, flag, sequence
 from .errors import NotFoundError, PermissionDenied, StoreError, ValidationError
 from .imaging import volumes
-from .query import STATUS_CODES, ExampleIndex
+from .query import REVIEW_CODES, STATUS_CODES, ExampleIndex
 from .records import (
     PROBLEM_TYPES,
     SPLITS,
@@ -49,6 +50,7 @@ from .records import (
     split_for,
 )
 from .store import Store, VacuumReport, now
+from .store.store import shard_of
 
 __all__ = ["SORT_KEYS", "ExampleRef", "ModelRef", "RunRef", "Session", "json_clean", "new_id"]
 
@@ -285,22 +287,33 @@ class Session:
         return self.read().get("labels", example_id)
 
     def label(self, ref: ExampleRef) -> Label | None:
-        """The example's current label (draft or submitted), or None."""
-        record = self.label_record(self.example_record(ref)["id"])
+        """The example's current label (draft or submitted), or None. In a blind reading, a reader of the
+        example who has not submitted yet may not see it (it is made from the others' readings).
+        """
+        example = self.example_record(ref)
+        record = self.label_record(example["id"])
         if record is None or record["status"] == "deleted":
             return None
+        if record.get("readers") is not None and not self._sees_all_readings(
+            example, self.reading_records(example["id"])
+        ):
+            raise PermissionDenied(
+                f"{self.user} reads example {example['id']}: its label (from the others' readings) is shown once "
+                "their own reading is submitted (blind reading)"
+            )
         return Label.from_record(record)
 
     def label_at(self, example_id: str, version: int) -> dict[str, Any] | None:
         """The audit event that wrote ``version`` of an example's label (what a snapshot froze)."""
         return next((e for e in self.history(example_id) if e["version"] == version), None)
 
-    def history(self, example_id: str) -> list[dict[str, Any]]:
-        """The audit trail of one example's label, oldest first."""
-        current = self.read().get("labels", example_id)
+    def history(self, example_id: str, reader: str | None = None) -> list[dict[str, Any]]:
+        """The audit trail of one example's label (or of one reader's reading of it), oldest first."""
+        store = self.read()
+        current = store.get("labels", example_id) if reader is None else store.get("readings", f"{example_id}/{reader}")
         by_version: dict[int, dict[str, Any]] = {}
         for event in self.store.audit.for_example(example_id):
-            if "version" in event:
+            if "version" in event and event.get("reader") == reader:
                 by_version[event["version"]] = event  # a retried version replaces an uncommitted one
         top = current["version"] if current else max(by_version, default=0)
         return copy.deepcopy([by_version[v] for v in sorted(by_version) if v <= top])
@@ -409,19 +422,43 @@ class Session:
     # -- queries -----------------------------------------------------------------------
 
     def select(
-        self, model: ModelRef, *, status: str | Iterable[str] | None = None, subject=None, split=None
+        self,
+        model: ModelRef,
+        *,
+        status: str | Iterable[str] | None = None,
+        subject=None,
+        split=None,
+        reader: str | None = None,
+        queue: str | Iterable[str] | None = None,
+        review: str | Iterable[str] | None = None,
     ) -> tuple[Any, np.ndarray]:
-        """The model's example columns and the positions of the rows that match the filters."""
+        """The model's example columns and the positions of the rows that match the filters; ``reader``: only
+        the examples assigned to them, in the ``queue`` states (``reading.QUEUE_STATES``) if given.
+        """
         model_id = self.model_record(model)["id"]
         wanted = None
         if status is not None:
             given = [status] if isinstance(status, str) else sequence(status, "status")
             wanted = {choice(s, STATUSES, "status") for s in given}
+        states = None
+        if queue is not None:
+            if reader is None:
+                raise ValidationError("a queue filter needs the reader whose queue it is (reader=)")
+            given = [queue] if isinstance(queue, str) else sequence(queue, "queue")
+            states = {choice(q, reading.QUEUE_STATES, "queue state") for q in given}
+        reviews = None
+        if review is not None:
+            given = [review] if isinstance(review, str) else sequence(review, "review")
+            reviews = {choice(r, REVIEW_CODES, "review") for r in given}
+        if reader is not None and not isinstance(reader, str):
+            raise ValidationError(f"reader is a user name (a string), not {reader!r}")
         if split is not None:
             choice(split, SPLITS, "split")
         if subject is not None and not isinstance(subject, str):
             raise ValidationError(f"subject is a subject id (a string), not {subject!r}")
-        return self.index.select(model_id, statuses=wanted, subject=subject, split=split)
+        return self.index.select(
+            model_id, statuses=wanted, subject=subject, split=split, reader=reader, queue=states, review=reviews
+        )
 
     def example_ids(
         self, model: ModelRef, *, sort: str = "created", descending: bool = False, **filters: Any
@@ -448,9 +485,11 @@ class Session:
         The same as :meth:`examples_by_id` of their ids, without reading a label record.
         """
         codes, times = cols.label_state(rows)
+        reviews = cols["review"][rows].tolist()
+        verdicts = {code: {"state": name} for name, code in REVIEW_CODES.items() if code}
         labels = [
-            {"status": _LABEL_STATUS[c], "updated": t} if c in _LABEL_STATUS else None
-            for c, t in zip(codes, times, strict=True)
+            {"status": _LABEL_STATUS[c], "updated": t, "review": verdicts.get(r)} if c in _LABEL_STATUS else None
+            for c, t, r in zip(codes, times, reviews, strict=True)
         ]
         ids = cols["id"][rows].tolist()
         out = []
@@ -465,12 +504,19 @@ class Session:
         return self.index.counts(self.model_record(model)["id"])
 
     def snapshot(self, model: ModelRef) -> dict[str, list[list[Any]]]:
-        """The submitted labels training would use now: ``{split: [[example_id, version], ...]}``."""
+        """The submitted labels training would use now: ``{split: [[example_id, version], ...]}``; the
+        model's ``train_on`` (its reading config) may keep only adjudicated or accepted ones.
+        """
         snap: dict[str, list[list[Any]]] = {s: [] for s in SPLITS}
+        train_on = self.reading_plan(model)["train_on"]
         cols, rows = self.select(model, status="labeled")
         for example_id, split in zip(cols["id"][rows].tolist(), cols["split"][rows].tolist(), strict=True):
             label = self.store.get("labels", example_id)
             assert label is not None  # the column says it is labeled
+            if train_on == "adjudicated" and label.get("source") != "adjudicated":
+                continue
+            if train_on == "reviewed" and (label.get("review") or {}).get("state") != "accepted":
+                continue
             snap[split].append([example_id, label["version"]])
         for items in snap.values():
             items.sort()
@@ -581,6 +627,9 @@ class Session:
             for ex in [e for e in self.store.records("examples") if e["model_id"] == record["id"]]:
                 self.store.delete("examples", ex["id"])
                 self.store.delete("labels", ex["id"])
+            for key, read in list(self.store.mapping("readings").items()):
+                if read["model_id"] == record["id"]:
+                    self.store.delete("readings", key)
             for run in [r for r in self.store.records("runs") if r["model_id"] == record["id"]]:
                 self.store.delete("runs", run["id"])
             for key, cached in list(self.store.mapping("predictions").items()):
@@ -589,7 +638,7 @@ class Session:
             self.store.delete("models", record["id"])
             event = {"time": now(), "actor": self.user, "action": "delete_model", "model_id": record["id"]}
             self.store.log({**event, "name": record["name"]})
-            tables = ("models", "examples", "labels", "runs", "predictions")
+            tables = ("models", "examples", "labels", "readings", "runs", "predictions")
             self.emit(Change("model_deleted", model_id=record["id"], tables=tables))
 
     def configure_training(
@@ -685,6 +734,10 @@ class Session:
             model_id = self.model_record(model)["id"]  # still there?
             for seq, item in enumerate(items):
                 records.append(self._insert_example(model_id, item, seq, stamp))
+            config = self.model_record(model_id).get("reading") or {}
+            if _multi_reader(self.model_record(model_id)) and config.get("assign") == "round_robin":
+                cursor = self._assign_round_robin(model_id, config, [r["id"] for r in records], config.get("cursor", 0))
+                self.update_model(model_id, reading={**config, "cursor": cursor})
             tables = ["examples"]
             if any(item.get("subject") is not None for item in items):
                 tables.append("subjects")  # a new subject, or an updated one (DICOM ids)
@@ -740,10 +793,12 @@ class Session:
             )
             self.store.delete("examples", record["id"])
             self.store.delete("labels", record["id"])
+            for read in self.reading_records(record["id"]):
+                self.store.delete("readings", f"{record['id']}/{read['reader']}")
             for run in self.store.records("runs"):
                 if run["model_id"] == record["model_id"]:
                     self.store.delete("predictions", f"{run['id']}:{record['id']}")
-            ids, tables = (record["id"],), ("examples", "labels", "predictions")
+            ids, tables = (record["id"],), ("examples", "labels", "readings", "predictions")
             self.emit(Change("example_deleted", model_id=record["model_id"], example_ids=ids, tables=tables))
 
     # -- labels ------------------------------------------------------------------------
@@ -762,14 +817,24 @@ class Session:
     ) -> Label:
         """Save (``status="draft"``) or submit (``"submitted"``) a label; without a mask or classes,
         the current label's is kept. ``made_with`` (how it was made) is a small JSON dict, recorded as given.
+
+        In a model read by several readers, a person's label is their reading of the example (it must be
+        assigned to them), and the example's label follows from the readings (:meth:`_settle`); an
+        imported label is the example's own.
         """
         with self.write():
             record = self.example_record(example)
-            model = Model.from_record(self.model_record(record["model_id"]))
-            old = self.store.get("labels", record["id"])
-            live = old if old is not None and old["status"] != "deleted" else None
+            model_record = self.model_record(record["model_id"])
+            model = Model.from_record(model_record)
             author = self._author(author)
-            self._require_label_rights(live, author, "labeling")
+            source = clean_name(source, "label source")
+            table, key = self._label_place(record, model_record, author, source)
+            old = self.store.get(table, key)
+            live = old if old is not None and old["status"] in ("draft", "submitted") else None
+            if table == "readings":
+                self._require_reading_rights(author, "labeling")
+            else:
+                self._require_label_rights(live, author, "labeling")
             slices = None
             if model.problem_type == "segmentation":
                 mask_ref, present, slices = self._mask_content(record, model, live, mask, classes)
@@ -785,20 +850,48 @@ class Session:
                 "mask_ref": mask_ref,
                 "author": author,
                 "time_spent": _seconds(time_spent),
-                "source": clean_name(source, "label source"),
+                "source": source,
                 "version": (old["version"] if old else 0) + 1,
                 "created": live["created"] if live else stamp,
                 "updated": stamp,
             }
+            if table == "readings":
+                new["reader"] = author
+                returned = (live or {}).get("review") or {}
+                if status == "draft" and returned.get("state") == "returned":
+                    new["review"] = returned  # the reviewer's comment stays until the reading is resubmitted
             if slices is not None:
                 new["slices"] = slices
             if made_with is not None:
                 new["made_with"] = _made_with(made_with)
             self.store.log(label_event("submit" if status == "submitted" else "save", new, old))
-            self.store.put("labels", record["id"], new)
+            self.store.put(table, key, new)
+            if table == "readings":
+                self._settle(record, model_record)
             kind = "label_submitted" if status == "submitted" else "label_saved"
-            self.emit(Change(kind, model_id=record["model_id"], example_ids=(record["id"],), tables=("labels",)))
+            self.emit(
+                Change(
+                    kind,
+                    model_id=record["model_id"],
+                    example_ids=(record["id"],),
+                    tables=tuple(dict.fromkeys((table, "labels"))),
+                )
+            )
         return Label.from_record(new)
+
+    def _label_place(
+        self, record: dict[str, Any], model_record: dict[str, Any], author: str, source: str = "human"
+    ) -> tuple[str, str]:
+        """Where a person's label of the example lives: ``("labels", id)``, or their reading's place."""
+        if not _multi_reader(model_record) or source == "import":
+            return "labels", record["id"]
+        key = f"{record['id']}/{author}"
+        if self.store.get("readings", key) is None:
+            raise PermissionDenied(
+                f"example {record['id']} is not assigned to {author}; a reviewer assigns it "
+                f"(project.assign([{record['id']!r}], [{author!r}]))"
+            )
+        return "readings", key
 
     def _mask_content(self, record, model: Model, live, mask, classes) -> tuple[str, list[int], list[int] | None]:
         """The mask's blob, its classes, and (a volume's) the slices holding a class other than the background."""
@@ -837,21 +930,391 @@ class Session:
         elif live is not None and live.get("author", self.user) != self.user:
             self.require("reviewer", f"{doing} over {live['author']}'s label")
 
-    def delete_label(self, example: ExampleRef, *, author: str | None = None) -> None:
-        """Delete the example's label (a tombstone version; the history stays in the audit trail)."""
+    def _require_reading_rights(self, reader: str, doing: str) -> None:
+        """A labeler writes their own readings; a reading in another's name needs a reviewer."""
+        self.require("labeler", doing)
+        if reader != self.user:
+            self.require("reviewer", f"{doing} in another reader's name ({reader})")
+
+    # -- several readers ---------------------------------------------------------------
+
+    def reading_plan(self, model: ModelRef) -> dict[str, Any]:
+        """The model's reading config (:data:`reading.DEFAULTS` for one without)."""
+        return reading.plan(self.model_record(model).get("reading"), {})
+
+    def configure_reading(self, model: ModelRef, updates: dict[str, Any]) -> Model:
+        """Merge ``updates`` into the model's reading config; with round-robin assignment, every example of the
+        model gets its readers (those it has are kept), in one commit.
+        """
         with self.write():
+            self.require("developer", "planning how examples are read")
+            record = self.model_record(model)
+            config = reading.plan(record.get("reading"), updates)
+            config.setdefault("cursor", 0)
+            if config["readers"] > 1 and config["assign"] == "round_robin":
+                cols, rows = self.select(record["id"])
+                ordered = cols["id"][ExampleIndex.order(cols, rows, "created", False)].tolist()
+                config["cursor"] = self._assign_round_robin(record["id"], config, ordered, 0)
+            return self.update_model(record["id"], reading=config)
+
+    def _assign_round_robin(self, model_id: str, config: dict[str, Any], example_ids: list[str], cursor: int) -> int:
+        """Give each example its share of the pool, from position ``cursor`` on (0: all the model's examples,
+        keeping the readers they have; later: examples new to the model); the next position.
+        """
+        plan: dict[str, list[str]] = {}
+        held: dict[str, list[str]] = {}
+        if cursor == 0:  # every example of the model (new ones have no readers yet)
+            for r in self.store.records("readings"):
+                if r["model_id"] == model_id:
+                    held.setdefault(r["example_id"], []).append(r["reader"])
+        for position, example_id in enumerate(example_ids, cursor):
+            have = held.get(example_id, [])
+            wanted = [r for r in reading.round_robin(position, config["pool"], config["readers"]) if r not in have]
+            for reader in wanted[: max(0, config["readers"] - len(have))]:
+                plan.setdefault(reader, []).append(example_id)
+        self._put_assignments(model_id, plan)
+        return cursor + len(example_ids)
+
+    def assign(self, examples: Iterable[ExampleRef], readers: Iterable[str]) -> int:
+        """Assign ``readers`` to each of ``examples`` (reviewers and up); returns how many readings were new."""
+        names = list(dict.fromkeys(clean_name(r, "reader") for r in readers))
+        with self.write():
+            self.require("reviewer", "assigning examples to readers")
+            records = [self.example_record(e) for e in examples]
+            models = {r["model_id"] for r in records}
+            if len(models) > 1:
+                raise ValidationError("assign the examples of one model at a time")
+            plan: dict[str, list[str]] = {}
+            for record in records:
+                for reader in names:
+                    if self.store.get("readings", f"{record['id']}/{reader}") is None:
+                        plan.setdefault(reader, []).append(record["id"])
+            if plan:
+                self._put_assignments(models.pop(), plan)
+            return sum(map(len, plan.values()))
+
+    def _put_assignments(self, model_id: str, plan: dict[str, list[str]]) -> None:
+        """New ``assigned`` readings (version 0), and one audit event that lists them."""
+        if not plan:
+            return
+        stamp = now()
+        kind = "mask" if self.model_record(model_id)["problem_type"] == "segmentation" else "classes"
+        for reader, ids in plan.items():
+            for example_id in ids:
+                self.store.put(
+                    "readings",
+                    f"{example_id}/{reader}",
+                    {
+                        "example_id": example_id, "model_id": model_id, "reader": reader, "kind": kind,
+                        "status": "assigned", "version": 0, "classes": [], "mask_ref": None, "author": self.user,
+                        "source": "human", "created": stamp, "updated": stamp,
+                    },
+                )  # fmt: skip
+        self.store.log({"time": stamp, "actor": self.user, "action": "assign", "model_id": model_id, "assigned": plan})
+        assigned = tuple(sorted({i for v in plan.values() for i in v}))
+        self.emit(Change("readers_assigned", model_id=model_id, example_ids=assigned, tables=("readings",)))
+
+    def reading_records(self, example_id: str) -> list[dict[str, Any]]:
+        """Every reading of one example (any status), by reader; no role check (the session's own use)."""
+        _, shard = self.read().shard("readings", shard_of("readings", example_id))
+        prefix = f"{example_id}/"
+        return sorted((shard[k] for k in shard if k.startswith(prefix)), key=lambda r: r["reader"])
+
+    def readings(self, example: ExampleRef) -> list[Label]:
+        """The example's readings the current user may see: their own; the others' once their own is submitted
+        (or always, when the model's reading is not blind); a reviewer sees every one.
+        """
+        record = self.example_record(example)
+        found = self.reading_records(record["id"])
+        if not self._sees_all_readings(record, found):
+            found = [r for r in found if r["reader"] == self.user]
+        return [Label.from_record(r) for r in found]
+
+    def reading_of(self, example: ExampleRef, reader: str | None = None) -> Label | None:
+        """One reader's reading of the example (the current user's by default), or None if none is assigned."""
+        record = self.example_record(example)
+        reader = self.user if reader is None else reader
+        found = self.reading_records(record["id"])
+        if reader != self.user and not self._sees_all_readings(record, found):
+            raise PermissionDenied(
+                f"{self.user} cannot see {reader}'s reading of example {record['id']} before submitting their own"
+                " (blind reading)"
+            )
+        mine = next((r for r in found if r["reader"] == reader), None)
+        return None if mine is None else Label.from_record(mine)
+
+    def _sees_all_readings(self, record: dict[str, Any], found: list[dict[str, Any]]) -> bool:
+        """Whether the current user may see every reading (and the example's label) of ``record``: yes unless
+        the reading is blind and they read it themselves without having submitted yet (whatever their role).
+        """
+        if self.system or self._system_depth:
+            return True
+        mine = next((r for r in found if r["reader"] == self.user), None)
+        if mine is None or mine["status"] == "submitted":
+            return True
+        return not reading.plan(self.model_record(record["model_id"]).get("reading"), {})["blind"]
+
+    def _settle(self, record: dict[str, Any], model_record: dict[str, Any]) -> None:
+        """Make the example's label follow its readings (inside a write): once ``readers`` readings are
+        submitted, their consensus (a classification tie stays a draft for a reviewer), else none. An
+        adjudicated label stays as the reviewer left it.
+        """
+        label = self.store.get("labels", record["id"])
+        live = label if label is not None and label["status"] != "deleted" else None
+        if live is not None and live.get("source") == "adjudicated":
+            return
+        config = reading.plan(model_record.get("reading"), {})
+        submitted = [r for r in self.reading_records(record["id"]) if r["status"] == "submitted"]
+        if len(submitted) < config["readers"]:
+            if live is not None:
+                gone = {**live, "status": "deleted", "mask_ref": None, "classes": [], "version": live["version"] + 1}
+                gone.update(author=self.user, source="consensus", readers=[], agreement=None, updated=now())
+                gone.pop("review", None)
+                self.store.log(label_event("consensus", gone, label))
+                self.store.put("labels", record["id"], gone)
+            return
+        model = Model.from_record(model_record)
+        readers = [r["reader"] for r in submitted]
+        if model.problem_type == "segmentation":
+            masks = [self.mask_blob(r["mask_ref"]) for r in submitted]
+            merged = reading.consensus_mask(masks, config["consensus"])
+            figures = reading.example_agreement(masks)
+            content = self._mask_content(record, model, None, merged, None)
+            status, (mask_ref, present, slices) = "submitted", content
+        else:
+            chosen = [r["classes"] for r in submitted]
+            figures = reading.example_agreement(chosen)
+            agreed = reading.consensus_classes(chosen, model.multi_label)
+            status, mask_ref, present, slices = ("draft" if agreed is None else "submitted"), None, agreed or [], None
+        if (
+            live is not None
+            and live.get("source") == "consensus"
+            and (live.get("readers"), live["status"], live["classes"], live["mask_ref"])
+            == (readers, status, present, mask_ref)
+        ):
+            return
+        stamp = now()
+        new = {
+            "example_id": record["id"], "model_id": record["model_id"], "kind": submitted[0].get("kind", "mask"),
+            "status": status, "classes": present, "mask_ref": mask_ref, "author": self.user, "time_spent": None,
+            "source": "consensus", "version": (label["version"] if label else 0) + 1,
+            "created": live["created"] if live else stamp, "updated": stamp, "readers": readers,
+            "agreement": round(figures["mean"], 6),
+        }  # fmt: skip
+        if slices is not None:
+            new["slices"] = slices
+        self.store.log(label_event("consensus", new, label))
+        self.store.put("labels", record["id"], new)
+
+    def review(self, example: ExampleRef, decision: str, comment: str = "", *, reader: str | None = None) -> None:
+        """A reviewer accepts (``"accept"``) or returns (``"return"``, with a comment the reader sees) a label:
+        the example's own, or in a model read by several, one reader's reading (``reader``; returning without
+        one returns every submitted reading, accepting without one accepts the example's label).
+        """
+        decision = choice(decision, ("accept", "return"), "review decision")
+        comment = clean_text(comment, "comment")
+        if decision == "return" and not comment:
+            raise ValidationError("a returned label needs a comment that says what to change")
+        with self.write():
+            self.require("reviewer", "reviewing labels")
             record = self.example_record(example)
+            model_record = self.model_record(record["model_id"])
+            stamp = now()
+            verdict = {"state": "accepted" if decision == "accept" else "returned", "by": self.user,
+                       "comment": comment, "time": stamp}  # fmt: skip
+            if reader is not None or (_multi_reader(model_record) and decision == "return"):
+                targets = [("readings", f"{record['id']}/{clean_name(reader, 'reader')}")] if reader else [
+                    ("readings", f"{r['example_id']}/{r['reader']}")
+                    for r in self.reading_records(record["id"]) if r["status"] == "submitted"
+                ]  # fmt: skip
+            else:
+                targets = [("labels", record["id"])]
+            touched = False
+            for table, key in targets:
+                old = self.store.get(table, key)
+                if old is None or old["status"] not in ("draft", "submitted"):
+                    raise NotFoundError(f"example {record['id']} has no {_whose(table, key)}label to review")
+                if old["status"] != "submitted":
+                    raise ValidationError(f"only a submitted label is reviewed; {key} is a {old['status']}")
+                new = {**old, "review": verdict, "version": old["version"] + 1, "updated": stamp}
+                if decision == "return":
+                    new["status"] = "draft"
+                self.store.log({**label_event(decision, new, old), "actor": self.user, "comment": comment})
+                self.store.put(table, key, new)
+                touched |= table == "readings"
+            if not targets:
+                raise NotFoundError(f"example {record['id']} has no submitted reading to return")
+            if touched:
+                self._settle(record, model_record)
+            ids = (record["id"],)
+            self.emit(
+                Change("label_reviewed", model_id=record["model_id"], example_ids=ids, tables=("labels", "readings"))
+            )
+
+    def adjudicate(
+        self,
+        example: ExampleRef,
+        *,
+        reader: str | None = None,
+        mask: np.ndarray | None = None,
+        classes: Any = None,
+        comment: str = "",
+    ) -> Label:
+        """A reviewer settles an example read by several: one reader's label (``reader``), or an edited
+        consensus (``mask`` / ``classes``) becomes the example's label, accepted, ``source="adjudicated"``.
+        """
+        comment = clean_text(comment, "comment")
+        with self.write():
+            self.require("reviewer", "adjudicating readings")
+            record = self.example_record(example)
+            model_record = self.model_record(record["model_id"])
+            model = Model.from_record(model_record)
+            found = {r["reader"]: r for r in self.reading_records(record["id"]) if r["status"] == "submitted"}
+            if (reader is None) == (mask is None and classes is None):
+                raise ValidationError(
+                    "adjudicate with one reader's label (reader=) or an edited label (mask= or classes=)"
+                )
+            if reader is not None:
+                if reader not in found:
+                    raise NotFoundError(
+                        f"{reader} has no submitted reading of example {record['id']} (submitted: {sorted(found)})"
+                    )
+                picked = found[reader]
+                mask_ref, present, slices = picked["mask_ref"], picked["classes"], picked.get("slices")
+            elif model.problem_type == "segmentation":
+                mask_ref, present, slices = self._mask_content(record, model, None, mask, classes)
+            else:
+                mask_ref, present, slices = None, self._class_content(record, model, None, mask, classes), None
             old = self.store.get("labels", record["id"])
-            if old is None or old["status"] == "deleted":
-                raise NotFoundError(f"example {record['id']} has no label to delete")
-            author = self._author(author)
-            self._require_label_rights(old, author, "deleting a label")
-            new = {**old, "status": "deleted", "mask_ref": None, "classes": [], "version": old["version"] + 1}
-            new.update(author=author, updated=now())
-            self.store.log(label_event("delete", new, old))
+            live = old if old is not None and old["status"] != "deleted" else None
+            stamp = now()
+            new = {
+                "example_id": record["id"], "model_id": record["model_id"],
+                "kind": "mask" if model.problem_type == "segmentation" else "classes", "status": "submitted",
+                "classes": present, "mask_ref": mask_ref, "author": self.user, "time_spent": None,
+                "source": "adjudicated", "version": (old["version"] if old else 0) + 1,
+                "created": live["created"] if live else stamp, "updated": stamp, "readers": sorted(found),
+                "agreement": live.get("agreement") if live else None,
+                "review": {"state": "accepted", "by": self.user, "comment": comment, "time": stamp,
+                           "picked": reader},
+            }  # fmt: skip
+            if slices is not None:
+                new["slices"] = slices
+            self.store.log({**label_event("adjudicate", new, old), "picked": reader, "comment": comment})
             self.store.put("labels", record["id"], new)
             ids = (record["id"],)
-            self.emit(Change("label_deleted", model_id=record["model_id"], example_ids=ids, tables=("labels",)))
+            self.emit(Change("label_submitted", model_id=record["model_id"], example_ids=ids, tables=("labels",)))
+        return Label.from_record(new)
+
+    def adjudication_queue(self, model: ModelRef) -> list[dict[str, Any]]:
+        """The examples whose readings are all in and that no reviewer has settled (adjudicated or accepted),
+        least agreement first: their label records (a classification tie is a draft with no classes).
+        """
+        model_id = self.model_record(model)["id"]
+        waiting = [
+            r
+            for r in self.read().records("labels")
+            if r["model_id"] == model_id
+            and r.get("source") == "consensus"
+            and r["status"] != "deleted"
+            and (r.get("review") or {}).get("state") != "accepted"
+        ]
+        return sorted(
+            waiting, key=lambda r: (r.get("agreement") if r.get("agreement") is not None else 1.0, r["updated"])
+        )
+
+    def agreement_figures(self, model: ModelRef) -> dict[str, Any]:
+        """How the model's readers agree over the examples two or more of them submitted: per example the mean
+        pairwise figure, per reader pair Dice and IoU (masks, the mean over their common examples) or Cohen's
+        kappa (single-label classes), and Fleiss' kappa over the examples read by the plan's number of readers.
+        """
+        record = self.model_record(model)
+        model_obj = Model.from_record(record)
+        by_example: dict[str, list[dict[str, Any]]] = {}
+        for r in self.read().records("readings"):
+            if r["model_id"] == record["id"] and r["status"] == "submitted":
+                by_example.setdefault(r["example_id"], []).append(r)
+        pairs: dict[tuple[str, str], list[Any]] = {}
+        examples: dict[str, float] = {}
+        fleiss: list[list[int]] = []
+        k = reading.plan(record.get("reading"), {})["readers"]
+        for example_id, found in sorted(by_example.items()):
+            if len(found) < 2:
+                continue
+            found.sort(key=lambda r: r["reader"])
+            contents: list[Any]
+            if model_obj.problem_type == "segmentation":
+                contents = [self.mask_blob(r["mask_ref"]) for r in found]
+            else:
+                contents = [r["classes"] for r in found]
+            figures = reading.example_agreement(contents)
+            examples[example_id] = figures["mean"]
+            for i, j in combinations(range(len(found)), 2):
+                key = (found[i]["reader"], found[j]["reader"])
+                pairs.setdefault(key, []).append(
+                    figures["pairs"][f"{i}-{j}"]
+                    if model_obj.problem_type == "segmentation"
+                    else (contents[i], contents[j])
+                )
+            if model_obj.problem_type == "classification" and not model_obj.multi_label and len(found) == k:
+                fleiss.append([c[0] for c in contents])
+        out_pairs: dict[str, dict[str, float]] = {}
+        for (a, b), items in pairs.items():
+            if model_obj.problem_type == "segmentation":
+                out_pairs[f"{a} / {b}"] = {
+                    "dice": float(np.mean([f["dice"] for f in items])),
+                    "iou": float(np.mean([f["iou"] for f in items])),
+                    "examples": len(items),
+                }
+            elif not model_obj.multi_label:
+                first, second = [x[0][0] for x in items], [x[1][0] for x in items]
+                out_pairs[f"{a} / {b}"] = {
+                    "kappa": agreement.cohen_kappa(first, second),
+                    "agree": float(np.mean([x == y for x, y in zip(first, second, strict=True)])),
+                    "examples": len(items),
+                }
+            else:
+                out_pairs[f"{a} / {b}"] = {
+                    "agree": float(np.mean([sorted(x) == sorted(y) for x, y in items])),
+                    "examples": len(items),
+                }
+        result: dict[str, Any] = {"examples": examples, "pairs": out_pairs}
+        if len(fleiss) >= 2 and k >= 2:
+            result["fleiss_kappa"] = agreement.fleiss_kappa(np.array(fleiss))
+        return result
+
+    def delete_label(self, example: ExampleRef, *, author: str | None = None) -> None:
+        """Delete the example's label (a tombstone version; the history stays in the audit trail); in a model
+        read by several readers, the person's reading (it is theirs to do again).
+        """
+        with self.write():
+            record = self.example_record(example)
+            model_record = self.model_record(record["model_id"])
+            author = self._author(author)
+            table, key = self._label_place(record, model_record, author)
+            old = self.store.get(table, key)
+            if old is None or old["status"] in ("deleted", "assigned"):
+                raise NotFoundError(f"example {record['id']} has no label {_whose(table, key)}to delete")
+            if table == "readings":
+                self._require_reading_rights(author, "deleting a label")
+            else:
+                self._require_label_rights(old, author, "deleting a label")
+            new = {**old, "status": "deleted", "mask_ref": None, "classes": [], "version": old["version"] + 1}
+            new.pop("review", None)
+            new.update(author=author, updated=now())
+            self.store.log(label_event("delete", new, old))
+            self.store.put(table, key, new)
+            if table == "readings":
+                self._settle(record, model_record)
+            ids = (record["id"],)
+            self.emit(
+                Change(
+                    "label_deleted",
+                    model_id=record["model_id"],
+                    example_ids=ids,
+                    tables=tuple(dict.fromkeys((table, "labels"))),
+                )
+            )
 
     # -- runs --------------------------------------------------------------------------
 
@@ -981,6 +1444,16 @@ class Session:
         return self.store.vacuum()
 
 
+def _whose(table: str, key: str) -> str:
+    """``"of <reader> "`` for a reading's key, else nothing (in messages)."""
+    return f"of {key.split('/', 1)[1]} " if table == "readings" else ""
+
+
+def _multi_reader(model_record: dict[str, Any]) -> bool:
+    """Whether the model's examples are read by several readers each."""
+    return int((model_record.get("reading") or {}).get("readers", 1)) > 1
+
+
 def label_event(action: str, new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
     """The audit event of a label change."""
     return {
@@ -999,6 +1472,7 @@ def label_event(action: str, new: dict[str, Any], old: dict[str, Any] | None) ->
         "time_spent": new.get("time_spent"),
         "made_with": new.get("made_with"),
         "created": new["created"],
+        **{k: new[k] for k in ("reader", "review", "readers", "agreement", "slices") if new.get(k) is not None},
     }
 
 

@@ -13,6 +13,7 @@ LAYERS = [
     ("errors",),
     ("arguments",),
     ("records", "store", "imaging", "training", "interactive", "demo", "dicom_demo", "trust", "team", "agreement"),
+    ("reading",),
     ("query",),
     ("session",),
     ("policy", "predictions", "model_code"),

@@ -20,7 +20,7 @@ def test_changes_name_the_tables_they_wrote(project, seg):
         ("examples_added", ("examples",)),
         ("label_submitted", ("labels",)),
         ("run_created", ("runs",)),
-        ("example_deleted", ("examples", "labels", "predictions")),
+        ("example_deleted", ("examples", "labels", "readings", "predictions")),
     ]
     assert seen[2].run_id == run.id and seen[1].touches("labels") and not seen[1].touches("runs")
 

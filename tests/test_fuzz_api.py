@@ -52,6 +52,7 @@ def world(tmp_path_factory):
         "problem_type": "classification", "classes": ["x", "y"], "description": "d", "reason": "r",
         "mask": np.zeros((24, 32), np.uint8), "volume": np.zeros((3, 8, 8), np.int16), "index": 0,
         "code": "def make(c, n):\n    return None\n", "after_labels": 3, "user": "reader",
+        "examples": [seg_ex.id], "readers": ["tester"], "decision": "accept",
     }  # fmt: skip
     return World(proj, valid)
 

@@ -45,7 +45,7 @@ from .store import (
 
 __all__ = ["CheckReport", "check", "repair"]
 
-LABEL_ACTIONS = ("submit", "save", "delete", "repair")
+LABEL_ACTIONS = ("submit", "save", "delete", "repair", "accept", "return", "consensus", "adjudicate")
 
 
 @dataclass
@@ -197,6 +197,7 @@ class _Trail:
     """What the audit trail proves about labels and deletions."""
 
     labels: dict[str, list[dict[str, Any]]]  # example id -> label events by version
+    readings: dict[str, list[dict[str, Any]]]  # "<example id>/<reader>" -> its events by version (0: assigned)
     deleted_examples: set[str]
     deleted_models: set[str]
     unusable: int  # label events that lack what a label needs
@@ -205,23 +206,44 @@ class _Trail:
 def _label_history(events: list[dict[str, Any]]) -> _Trail:
     """Label events by example, by version (a retried version replaces an uncommitted one)."""
     out: dict[str, dict[int, dict[str, Any]]] = {}
+    readings: dict[str, dict[int, dict[str, Any]]] = {}
     deleted_examples: set[str] = set()
     deleted_models: set[str] = set()
     unusable = 0
     for e in events:
         action = e.get("action")
-        if action in LABEL_ACTIONS:
+        if action in LABEL_ACTIONS and "reader" in e:  # one reader's reading of an example read by several
+            if isinstance(e["reader"], str) and all(k in e and ok(e[k]) for k, ok in _LABEL_EVENT.items()):
+                readings.setdefault(f"{e['example_id']}/{e['reader']}", {})[e["version"]] = e
+            else:
+                unusable += 1
+        elif action == "assign" and isinstance(e.get("assigned"), dict) and isinstance(e.get("model_id"), str):
+            for reader, ids in e["assigned"].items():
+                for example_id in ids if isinstance(ids, list) else []:
+                    if isinstance(example_id, str):
+                        readings.setdefault(f"{example_id}/{reader}", {})[0] = {
+                            "example_id": example_id, "model_id": e["model_id"], "reader": reader,
+                            "status": "assigned", "version": 0, "time": e.get("time", ""), "actor": e.get("actor"),
+                        }  # fmt: skip
+        elif action in LABEL_ACTIONS:
             if all(k in e and ok(e[k]) for k, ok in _LABEL_EVENT.items()):
                 out.setdefault(e["example_id"], {})[e["version"]] = e
             else:
                 unusable += 1
         elif action == "delete_example" and isinstance(e.get("example_id"), str):
             out.pop(e["example_id"], None)
+            for key in [k for k in readings if k.split("/", 1)[0] == e["example_id"]]:
+                del readings[key]
             deleted_examples.add(e["example_id"])
         elif action == "delete_model" and isinstance(e.get("model_id"), str):
             deleted_models.add(e["model_id"])
     labels = {k: [v[n] for n in sorted(v)] for k, v in out.items()}
-    return _Trail(labels, deleted_examples, deleted_models, unusable)
+    read = {k: [v[n] for n in sorted(v)] for k, v in readings.items()}
+    return _Trail(labels, read, deleted_examples, deleted_models, unusable)
+
+
+def _texts(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def label_from_event(event: dict[str, Any], history: list[dict[str, Any]], problem_type: str | None) -> dict[str, Any]:
@@ -248,7 +270,27 @@ def label_from_event(event: dict[str, Any], history: list[dict[str, Any]], probl
         "created": created,
         "updated": event["time"],
         **({"made_with": event["made_with"]} if isinstance(event.get("made_with"), dict) else {}),
+        **({"review": event["review"]} if isinstance(event.get("review"), dict) else {}),
+        **({"readers": event["readers"]} if _texts(event.get("readers")) else {}),
+        **({"agreement": event["agreement"]} if isinstance(event.get("agreement"), float) else {}),
     }
+
+
+def reading_from_event(
+    event: dict[str, Any], history: list[dict[str, Any]], problem_type: str | None
+) -> dict[str, Any]:
+    """The reading record an audit event wrote (version 0: the assignment)."""
+    kind = "mask" if problem_type == "segmentation" else "classes"
+    if event["version"] == 0:
+        time = str(event.get("time", ""))
+        return {
+            "example_id": event["example_id"], "model_id": event["model_id"], "reader": event["reader"],
+            "kind": kind, "status": "assigned", "version": 0, "classes": [], "mask_ref": None,
+            "author": str(event.get("actor") or ""), "source": "human", "created": time, "updated": time,
+        }  # fmt: skip
+    record = label_from_event(event, history, problem_type)
+    record["reader"] = event["reader"]
+    return record
 
 
 def check(root: str | os.PathLike) -> CheckReport:
@@ -284,7 +326,20 @@ def _check_references(root: Path, state: _State, report: CheckReport) -> None:
             report.problems.append(f"the label of example {key} has no example record")
         if label.get("mask_ref") and not blobs.exists(label["mask_ref"]):
             report.problems.append(f"the mask of example {key} (v{label['version']}) is missing")
+    readings = state.table("readings")
+    for key, read in readings.items():
+        example_id = key.split("/", 1)[0]
+        if example_id not in examples and shard_name("examples", shard_of("examples", example_id)) not in state.damaged:
+            report.problems.append(f"the reading {key} has no example record")
+        if read.get("mask_ref") and not blobs.exists(read["mask_ref"]):
+            report.problems.append(f"the mask of reading {key} (v{read['version']}) is missing")
     trail = _label_history(state.events)
+    for key, events in trail.readings.items():
+        name = shard_name("readings", shard_of("readings", key))
+        if key.split("/", 1)[0] in examples and name not in state.damaged and key not in readings:
+            report.problems.append(
+                f"the reading {key} (v{events[-1]['version']} in the audit trail) is missing from tables/{name}"
+            )
     for example_id, events in trail.labels.items():
         name = shard_name("labels", shard_of("labels", example_id))
         if example_id in examples and name not in state.damaged and example_id not in labels:
@@ -358,6 +413,7 @@ def _repair(root: Path, state: _State, report: CheckReport, backup: Path) -> Non
     work.report_unusable_events()
     work.rebuild_damaged_label_shards()
     work.rebuild_damaged_members()
+    work.restore_readings()
     work.restore_missing_labels()
     work.move_misplaced_records()
     work.remove_labels_of_deleted_examples()
@@ -413,7 +469,7 @@ class _Repair:
         for name in self.state.damaged:
             self.shards[name] = {}
             self.changed.add(name)
-            if not name.startswith(("labels", "members")):
+            if not name.startswith(("labels", "readings", "members")):
                 table = name.split("-")[0]
                 known = [k for k in self.history if name == shard_name("examples", shard_of("examples", k))]
                 extra = (
@@ -454,6 +510,22 @@ class _Repair:
                 self.report.lost.append(
                     f"tables/{name}: {orphaned} label(s) of examples whose records were lost are not restored"
                 )
+
+    def restore_readings(self) -> None:
+        """Readings of known examples that the audit trail holds and a shard lacks (a damaged one starts empty)."""
+        rebuilt: dict[str, int] = {}
+        for key, trail in self.trail.readings.items():
+            name = shard_name("readings", shard_of("readings", key))
+            if key.split("/", 1)[0] not in self.examples or key in self.shards.get(name, {}):
+                continue
+            last = trail[-1]
+            self.shards.setdefault(name, {})[key] = reading_from_event(
+                last, trail, self.problem_type.get(last["model_id"])
+            )
+            self.changed.add(name)
+            rebuilt[name] = rebuilt.get(name, 0) + 1
+        for name, count in sorted(rebuilt.items()):
+            self.report.repaired.append(f"tables/{name}: {count} reading(s) rebuilt from the audit trail")
 
     def rebuild_damaged_members(self) -> None:
         """A damaged member list: replayed from the audit trail's member events (never left empty: that would
@@ -505,19 +577,23 @@ class _Repair:
                     self.report.repaired.append(f"{table} record {key!r} moved to its shard file")
 
     def remove_labels_of_deleted_examples(self) -> None:
-        """Labels without an example: removed if the audit trail deleted it, kept (and reported) if it was lost."""
-        for name in [n for n in self.shards if n.startswith("labels")]:
-            for key in [k for k in self.shards[name] if k not in self.examples]:
-                if shard_name("examples", shard_of("examples", key)) in self.state.damaged:
+        """Labels and readings without an example: removed if the audit trail deleted it, kept (and the example
+        reported) if it was lost.
+        """
+        for name in [n for n in self.shards if n.startswith(("labels", "readings"))]:
+            for key in [k for k in self.shards[name] if k.split("/", 1)[0] not in self.examples]:
+                example_id = key.split("/", 1)[0]
+                if shard_name("examples", shard_of("examples", example_id)) in self.state.damaged:
                     continue
-                deleted = key in self.trail.deleted_examples
+                deleted = example_id in self.trail.deleted_examples
                 if deleted or self.shards[name][key]["model_id"] in self.trail.deleted_models:
                     del self.shards[name][key]
                     self.changed.add(name)
+                    what = f"reading {key.split('/', 1)[1]}" if "/" in key else "label"
                     self.report.repaired.append(
-                        f"the label of deleted example {key} removed (its history stays in the audit trail)"
+                        f"the {what} of deleted example {example_id} removed (its history stays in the audit trail)"
                     )
-                else:  # its example was lost, not deleted: keep the label for when the record comes back
+                elif "/" not in key:  # its example was lost, not deleted: keep the label for when it comes back
                     self.report.lost.append(
                         f"example {key} is gone without a deletion in the audit trail (its record was lost)"
                     )

@@ -83,6 +83,11 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "example_id": _text, "model_id": _text, "status": _one_of("draft", "submitted", "deleted"),
         "version": _count, "classes": _indices, "mask_ref": _ref_or_none, "updated": _text,
     },
+    "readings": {
+        "example_id": _text, "model_id": _text, "reader": _text,
+        "status": _one_of("assigned", "draft", "submitted", "deleted"), "version": _count, "classes": _indices,
+        "mask_ref": _ref_or_none, "updated": _text,
+    },
     "predictions": {"run_id": _text, "model_id": _text},
 }  # fmt: skip
 
@@ -148,7 +153,7 @@ def _snapshot(v: Any) -> bool:
 OPTIONAL: dict[str, dict[str, Any]] = {
     "models": {
         "description": _text, "retired_classes": _classes, "multi_label": _flag, "champion_run_id": _text_or_none,
-        "training": _dict, "retrain": _dict, "updated": _text,
+        "training": _dict, "retrain": _dict, "updated": _text, "reading": _dict,
     },
     "subjects": {"name": _text, "tags": _texts, "created": _text, "external_ids": _text_map, "metadata": _dict},
     "examples": {
@@ -157,7 +162,12 @@ OPTIONAL: dict[str, dict[str, Any]] = {
     },
     "labels": {
         "kind": _one_of("mask", "classes"), "author": _text, "time_spent": _number_or_none, "source": _text,
-        "created": _text, "slices": _counts, "made_with": _dict,
+        "created": _text, "slices": _counts, "made_with": _dict, "review": _dict, "readers": _texts,
+        "agreement": _number_or_none,
+    },
+    "readings": {
+        "kind": _one_of("mask", "classes"), "author": _text, "time_spent": _number_or_none, "source": _text,
+        "created": _text, "slices": _counts, "made_with": _dict, "review": _dict,
     },
     "runs": {
         "slug": _text, "trigger": _text, "snapshot": _snapshot, "hyperparameters": _dict, "metrics": _dict,
@@ -198,6 +208,8 @@ def _check_record(table: str, key: str, record: Any, where: Path | str) -> dict[
         if name in record and not valid(record[name]):
             raise StoreError(f"{where}: {table} record {key!r} has a bad {name!r} ({record[name]!r:.40}){_hint(where)}")
     field = KEY_FIELD.get(table)
+    if table == "readings" and f"{record['example_id']}/{record['reader']}" != key:
+        raise StoreError(f"{where}: readings record {key!r} is not <example id>/<reader>{_hint(where)}")
     if field is not None and record[field] != key:
         raise StoreError(f"{where}: {table} record {key!r} says its id is {record[field]!r}{_hint(where)}")
     return record

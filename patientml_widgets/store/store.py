@@ -77,6 +77,7 @@ TABLES: dict[str, int] = {
     "members": 1,
     "examples": 32,
     "labels": 32,
+    "readings": 32,
     "predictions": 32,
 }
 
@@ -99,8 +100,11 @@ def shard_name(table: str, shard: int) -> str:
 
 
 def shard_of(table: str, record_id: str) -> int:
+    """The shard of a record: by the id before any ``/`` (a reading, ``<example id>/<reader>``, lies in the
+    shard index of its example and of the example's label).
+    """
     shards = TABLES[table]
-    return 0 if shards == 1 else zlib.crc32(record_id.encode()) % shards
+    return 0 if shards == 1 else zlib.crc32(record_id.split("/", 1)[0].encode()) % shards
 
 
 def new_manifest(created: str) -> dict[str, Any]:
