@@ -8,11 +8,14 @@ from .label_canvas import LabelCanvas
 from .metrics_chart import MetricsChart
 from .model_details import ModelDetails
 from .model_table import ModelTable
+from .readers import AgreementChart, ReaderComparison
+from .reading_desk import ReadingDesk
 from .run_details import RunDetails
 from .runs_table import RunsTable
 from .subject_viewer import SubjectViewer
 
 __all__ = [
+    "AgreementChart",
     "CodeTrust",
     "DataTable",
     "ExampleBrowser",
@@ -21,6 +24,8 @@ __all__ = [
     "ModelDetails",
     "ModelTable",
     "PatientMLApp",
+    "ReaderComparison",
+    "ReadingDesk",
     "RunDetails",
     "RunsTable",
     "SubjectViewer",

@@ -16,6 +16,14 @@ from .markup import HTML, html
 __all__ = ["ExampleBrowser"]
 
 FILTERS = [("unlabeled", "Unlabeled"), ("draft", "Draft"), ("labeled", "Labeled")]
+#: filters on the label's review (keys ``review:<state>``)
+REVIEW_FILTERS = [("review:none", "Awaiting review", "none"), ("review:accepted", "Accepted", "accepted"),
+                  ("review:returned", "Returned", "returned")]  # fmt: skip
+#: the current user's queue in a model read by several (keys ``queue:<name>``): what is left, what is done
+QUEUE_FILTERS = [("queue:open", "My queue", ("to do", "draft", "returned")),
+                 ("queue:done", "My submitted", ("submitted", "accepted"))]  # fmt: skip
+QUEUE_TONE = {"to do": "gray", "draft": "blue", "returned": "red", "submitted": "blue", "accepted": "green"}
+REVIEW_BADGE = {"accepted": {"text": "Accepted", "tone": "green"}, "returned": {"text": "Returned", "tone": "red"}}
 ICON = {"labeled": "check-circle", "draft": "circle", "unlabeled": ""}
 COLUMNS: list[dict[str, Any]] = [
     {"key": "thumbnail", "label": "", "type": "thumbnail"},
@@ -23,11 +31,18 @@ COLUMNS: list[dict[str, Any]] = [
     {"key": "updated", "label": "Last Updated", "type": "time", "sortable": True},
     {"key": "status", "label": "Labeled", "type": "icon", "sortable": True},
     {"key": "label_updated", "label": "Label Last Updated", "type": "time", "sortable": True},
+    {"key": "review", "label": "Review", "type": "badge"},
     {"key": "subject_id", "label": "Subject", "sortable": True},
     {"key": "source", "label": "Source", "sortable": True},
     {"key": "split", "label": "Split", "sortable": True},
     {"key": "size", "label": "Size"},
     {"key": "slices", "label": "Slices labeled"},
+]
+QUEUE_COLUMNS: list[dict[str, Any]] = [
+    *COLUMNS[:2],
+    {"key": "mine", "label": "My reading", "type": "badge"},
+    {"key": "comment", "label": "Reviewer's comment"},
+    *COLUMNS[2:],
 ]
 UNCERTAIN = "most uncertain first"
 DISAGREES = "disagrees"
@@ -43,16 +58,33 @@ def slices_labeled(ex: Example) -> str:
 class ExampleBrowser(View, w.VBox):
     """Examples of one model; clicking a row opens the labeling view with Back / Previous / Next."""
 
-    def __init__(self, project: Project, model: Model | str, *, page_size: int = 50) -> None:
+    def __init__(
+        self,
+        project: Project,
+        model: Model | str,
+        *,
+        page_size: int = 50,
+        queue: bool | None = None,
+        queue_only: bool = False,
+    ) -> None:
+        """``queue``: open on the current user's queue ("My queue"); by default, when the model is read by
+        several readers and the user has examples assigned. ``queue_only``: show that queue and nothing else
+        (no other filters, orders or examples: the clinicians' page).
+        """
         self.project = project
         self._model_key = project.model(model).id
+        self._queue_only = queue_only
+        queue = True if queue_only else queue
+        if queue is None:
+            queue = self._reads_several() and sum(project.queue_counts(self._model_key).values()) > 0
         self.table = DataTable(
             self._fetch,
-            COLUMNS,
+            QUEUE_COLUMNS if queue else COLUMNS,
             title="Examples",
             sort={"key": "created", "descending": False},
             page_size=page_size,
             empty_message="No examples match.",
+            active_filter=QUEUE_FILTERS[0][0] if queue else "",
         )
         self.notice = Notice()
         self.table.on_row_click(self.guarded(self.open_example))
@@ -62,7 +94,10 @@ class ExampleBrowser(View, w.VBox):
         self._order: list[str] = []
         self._position = -1
         self.follow(
-            project, self._changed, model_id=self._model_key, tables=("examples", "labels", "models", "predictions")
+            project,
+            self._changed,
+            model_id=self._model_key,
+            tables=("examples", "labels", "readings", "models", "predictions"),
         )
         self._update_actions()
         super().__init__([self.table, self.notice])
@@ -74,23 +109,55 @@ class ExampleBrowser(View, w.VBox):
         sort = (self.table.sort.get("key") if sort is None else sort) or "created"
         descending = bool(self.table.sort.get("descending")) if descending is None else descending
         active_filter = self.table.active_filter if active_filter is None else active_filter
+        if self._queue_only and active_filter not in {key for key, _, _ in QUEUE_FILTERS}:
+            active_filter = QUEUE_FILTERS[0][0]
         query: dict[str, Any] = {"descending": descending, "sort": "uncertainty" if sort == UNCERTAIN else sort}
         if active_filter in dict(FILTERS):
             query["status"] = active_filter
+        reviews = {key: state for key, _, state in REVIEW_FILTERS}
+        if active_filter in reviews:
+            query["review"] = reviews[active_filter]
+            if reviews[active_filter] == "none":
+                query["status"] = "labeled"
+        queues = {key: states for key, _, states in QUEUE_FILTERS}
+        if active_filter in queues:
+            query["state"] = list(queues[active_filter])
+            query["sort"] = "created" if query["sort"] == "uncertainty" else query["sort"]
         return query, active_filter == DISAGREES
+
+    def _reads_several(self) -> bool:
+        return self.project.reading_plan(self._model_key)["readers"] > 1
 
     def _fetch(self, page, page_size, sort, descending, active_filter):
         project, model_id = self.project, self._model_key
-        counts = project.status_counts(model_id)
-        filters = [{"key": k, "label": label, "count": counts[k]} for k, label in FILTERS]
-        if project.model(model_id).deployed:
-            filters.append({"key": DISAGREES, "label": "Prediction disagrees", "count": None})
+        filters = []
+        if not self._queue_only:
+            counts = project.status_counts(model_id)
+            filters = [{"key": k, "label": label, "count": counts[k]} for k, label in FILTERS]
+            filters += [{"key": k, "label": label, "count": None} for k, label, _ in REVIEW_FILTERS]
+            if project.model(model_id).deployed:
+                filters.append({"key": DISAGREES, "label": "Prediction disagrees", "count": None})
+        if self._reads_several() or self._queue_only:
+            mine = project.queue_counts(model_id)
+            filters[:0] = [
+                {"key": k, "label": label, "count": sum(mine[s] for s in states)} for k, label, states in QUEUE_FILTERS
+            ]
         query, disagreeing = self._query(sort, descending, active_filter)
-        if disagreeing:
+        states: dict[str, tuple[str, str]] = {}
+        if "state" in query:
+            self._columns(QUEUE_COLUMNS)
+            total = sum(project.queue_counts(model_id)[s] for s in query["state"])
+            entries = project.queue(model_id, offset=page * page_size, limit=page_size, **query)
+            examples = [e.example for e in entries]
+            states = {e.example.id: (e.state, e.comment) for e in entries}
+        elif disagreeing:
+            self._columns(COLUMNS)
             found = self._disagreements(query)
             total, examples = len(found), found[page * page_size : (page + 1) * page_size]
         else:
-            total = project.count_examples(model_id, status=query.get("status"))
+            self._columns(COLUMNS)
+            filters_of = {k: query[k] for k in ("status", "review") if k in query}
+            total = project.count_examples(model_id, **filters_of)
             examples = project.examples(model_id, offset=page * page_size, limit=page_size, **query)
         rows = [
             {
@@ -100,6 +167,15 @@ class ExampleBrowser(View, w.VBox):
                 "updated": ex.updated,
                 "status": ICON[ex.status],
                 "label_updated": ex.label_updated,
+                "review": REVIEW_BADGE.get(ex.review or ""),
+                **(
+                    {
+                        "mine": {"text": states[ex.id][0].capitalize(), "tone": QUEUE_TONE[states[ex.id][0]]},
+                        "comment": states[ex.id][1],
+                    }
+                    if ex.id in states
+                    else {}
+                ),
                 "subject_id": ex.subject_id or "",
                 "source": ex.origin,
                 "split": ex.split,
@@ -110,9 +186,18 @@ class ExampleBrowser(View, w.VBox):
         ]
         return rows, total, filters
 
+    def _columns(self, columns: list[dict[str, Any]]) -> None:
+        """The queue's columns (with the reading's state and comment) or the examples' (the first page is
+        fetched while the table is made: it starts with the right ones).
+        """
+        table = self.__dict__.get("table")
+        if table is not None and table.columns != columns:
+            table.columns = columns
+
     def _update_actions(self) -> None:
         model = self.project.model(self._model_key)
-        self.table.actions = [{"key": "uncertain", "label": "Most uncertain first"}] if model.deployed else []
+        uncertain = model.deployed and not self._queue_only
+        self.table.actions = [{"key": "uncertain", "label": "Most uncertain first"}] if uncertain else []
 
     def _action(self, key: str) -> None:
         if key == "uncertain":
@@ -123,6 +208,8 @@ class ExampleBrowser(View, w.VBox):
         query, disagreeing = self._query()
         if disagreeing:
             return [e.id for e in self._disagreements(query)]
+        if "state" in query:
+            return [e.example.id for e in self.project.queue(self._model_key, **query)]
         return [e.id for e in self.project.examples(self._model_key, **query)]
 
     def _disagreements(self, query: dict[str, Any]) -> list[Example]:
@@ -138,7 +225,7 @@ class ExampleBrowser(View, w.VBox):
             self._update_actions()
         query, disagreeing = self._query()
         uses_predictions = disagreeing or query["sort"] == "uncertainty"
-        if self.canvas is None and (change.touches("examples", "labels", "models") or uses_predictions):
+        if self.canvas is None and (change.touches("examples", "labels", "readings", "models") or uses_predictions):
             self.table.refresh()
 
     # -- the labeling view ---------------------------------------------------------------------

@@ -365,10 +365,10 @@ class LabelCanvas(anywidget.AnyWidget):
                 f"example {ex.id} is a volume; the canvas labels a volume with a mask (a segmentation model); "
                 "classify it with project.submit_label(example, classes=...)"
             )
-        label = project.label(ex)
+        label = project.label_to_edit(ex)
         kwargs: dict[str, Any] = {"mode": model.problem_type, "multi_label": model.multi_label}
         if model.problem_type == "segmentation":
-            kwargs["mask"] = project.mask(ex)
+            kwargs["mask"] = project.mask_to_edit(ex)
         elif label is not None:
             kwargs["value"] = list(label.classes)
         status = ""
@@ -398,7 +398,7 @@ class LabelCanvas(anywidget.AnyWidget):
         canvas._project, canvas._example_id = project, ex.id
         if any(e.name == "model" for e in offered):
             canvas.engine = "model"  # the project's own model, once it learned to follow clicks
-        if label is not None:
+        if label is not None and label.status != "assigned":
             canvas._time_base = float(label.time_spent or 0.0)
             canvas._made = _Made(label.made_with)
         canvas.bound = True
@@ -500,7 +500,8 @@ class LabelCanvas(anywidget.AnyWidget):
         assert project is not None and example is not None
         clock = time.strftime("%H:%M:%S")
         if status == "deleted":
-            if project.label(example) is not None:
+            held = project.label_to_edit(example)
+            if held is not None and held.status != "assigned":
                 project.delete_label(example)
             self._mask = np.zeros(self._shape, np.uint8)
             self.value = []
@@ -986,7 +987,14 @@ def _presets(presets: str | Sequence[dict[str, Any]] | None) -> list[dict[str, A
 
 
 def _describe(label) -> str:
-    if label is None:
-        return "Unlabeled"
+    if label is None or label.status == "assigned":
+        return "Unlabeled" if label is None else f"Assigned to you ({label.reader}): not read yet"
     state = "Submitted" if label.status == "submitted" else "Draft"
-    return f"{state} label, version {label.version}, by {label.author}, {label.updated[:19].replace('T', ' ')} UTC"
+    whose = f"your reading ({label.reader})" if label.reader else "label"
+    text = f"{state} {whose}, version {label.version}, by {label.author}, {label.updated[:19].replace('T', ' ')} UTC"
+    review = label.review or {}
+    if review.get("state") == "returned":
+        text += f" - returned by {review.get('by')}: {review.get('comment')}"
+    elif review.get("state") == "accepted":
+        text += f" - accepted by {review.get('by')}"
+    return text

@@ -33,7 +33,7 @@ from typing import Any
 import ipywidgets as w
 import traitlets as t
 
-__all__ = ["HTML", "NO_MATH", "Markup", "description", "escape", "html", "is_number", "number"]
+__all__ = ["HTML", "NO_MATH", "Markup", "description", "escape", "html", "is_number", "number", "table"]
 
 
 class Markup(str):
@@ -123,6 +123,16 @@ class HTML(w.HTML):
         super().__init__(value=escape(value), **kwargs)
         for name in NO_MATH:
             self.add_class(name)
+
+
+def table(header: list[Any], rows: list[list[Any]]) -> Markup:
+    """A table of text cells (each escaped unless it is Markup)."""
+    head = escape("").join(html("<th style='text-align:left;padding:2px 10px'>{}</th>", h) for h in header)
+    body = escape("").join(
+        html("<tr>{}</tr>", escape("").join(html("<td style='padding:2px 10px'>{}</td>", c) for c in row))
+        for row in rows
+    )
+    return html("<table style='border-collapse:collapse;font-size:13px'><tr>{}</tr>{}</table>", head, body)
 
 
 def description(value: Any) -> dict[str, Any]:

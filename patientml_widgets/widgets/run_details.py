@@ -14,7 +14,7 @@ from ..errors import PatientMLError
 from ..project import Project
 from ..records import Run, is_color
 from .base import Notice, View, message
-from .markup import HTML, Markup, escape, html, number
+from .markup import HTML, Markup, escape, html, number, table
 from .series import challenger_table
 
 __all__ = ["RunDetails", "worst_examples"]
@@ -94,14 +94,14 @@ def _comparison(run: Run, champion_label: str) -> Markup:
     rows = challenger_table(run)
     if not rows:
         return escape("")
-    table = _table(
+    compared = table(
         ["metric", "this run", champion_label, "difference"],
         [[n, _fmt(a), _fmt(b), number(d, "+.4f")] for n, a, b, d in rows],
     )
     error = (run.champion or {}).get("error")
     return html(
         "<b>On the same test examples</b>{}{}",
-        table,
+        compared,
         html("<div style='color:#5f6368'>{}</div>", error) if error else "",
     )
 
@@ -166,16 +166,6 @@ def _machine_lines(run) -> list[str]:
 def _fmt(value: Any) -> str:
     """A metric value as text: 4 decimals for a float, the value itself otherwise."""
     return number(value, ".4f") if isinstance(value, float) else number(value)
-
-
-def _table(header: list[Any], rows: list[list[Any]]) -> Markup:
-    """A table of text cells (each escaped unless it is Markup)."""
-    head = escape("").join(html("<th style='text-align:left;padding:2px 10px'>{}</th>", h) for h in header)
-    body = escape("").join(
-        html("<tr>{}</tr>", escape("").join(html("<td style='padding:2px 10px'>{}</td>", c) for c in row))
-        for row in rows
-    )
-    return html("<table style='border-collapse:collapse;font-size:13px'><tr>{}</tr>{}</table>", head, body)
 
 
 class RunDetails(View, w.VBox):
@@ -319,11 +309,11 @@ def _per_class(run: Run, names: list[str]) -> Markup:
 
     if "confusion_matrix" in test:
         cm = [row for row in column("confusion_matrix") if isinstance(row, (list, tuple))]
-        matrix = _table(
+        matrix = table(
             ["truth \\ predicted", *names],
             [[names[i] if i < len(names) else f"class {i}", *map(number, row)] for i, row in enumerate(cm)],
         )
-        pr = _table(
+        pr = table(
             ["class", "precision", "recall"],
             [[n, _fmt(p), _fmt(r)] for n, p, r in zip(names, column("precision"), column("recall"))],
         )
@@ -331,7 +321,7 @@ def _per_class(run: Run, names: list[str]) -> Markup:
     if "dice" in test:
         return html(
             "<b>Per class (test)</b>{}",
-            _table(
+            table(
                 ["class", "Dice", "IoU"],
                 [[n, _fmt(d), _fmt(i)] for n, d, i in zip(names, column("dice"), column("iou"))],
             ),
@@ -339,7 +329,7 @@ def _per_class(run: Run, names: list[str]) -> Markup:
     if "precision" in test:
         return html(
             "<b>Per class (test)</b>{}",
-            _table(
+            table(
                 ["class", "precision", "recall"],
                 [[n, _fmt(p), _fmt(r)] for n, p, r in zip(names, column("precision"), column("recall"))],
             ),
