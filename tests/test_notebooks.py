@@ -19,6 +19,7 @@ def test_there_are_notebooks():
         "05_bring_your_own_model.ipynb",
         "06_dicom_and_exports.ipynb",
         "07_volumes.ipynb",
+        "08_reading_desk.ipynb",
     ]
 
 
