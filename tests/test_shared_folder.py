@@ -90,6 +90,11 @@ def team_folder():
     warm.submit_label(ex, mask=masks(1)[0])
     warm.examples(model)
     warm.history(ex)
+    warm.configure_reading(model, readers=2, pool=["a", "b"])
+    for reader in ("a", "b"):
+        pml.Project.open(base / "warm", user=reader).submit_label(ex, mask=masks(1)[0])
+    warm.queue(model, reader="a")
+    warm.readings(ex)
     yield folder
     shutil.rmtree(base, ignore_errors=True)
 
@@ -149,6 +154,58 @@ def test_two_os_users_of_one_group_label_one_project_at_once_and_nothing_is_lost
     assert wait_all([as_os_user(READERS["ben"], relabel)]) == [0]
     project.poll()
     assert project.label(examples[0]).author == "ben"
+
+
+@needs_root
+@pytest.mark.slow
+def test_two_os_users_and_a_third_reader_read_one_project_at_once_and_every_reading_is_kept(team_folder):
+    """Three readers (two OS users, and a third reader in a process of its own) read their queues at once."""
+    n, pool = 12, ["ana", "ben", "cy"]
+
+    def create():
+        project = pml.Project.open(team_folder, user="ana")
+        model = project.create_model("Lesions", problem_type="segmentation", classes=["background", "lesion"])
+        project.add_examples(model, [np.full((24, 24), 10 * i, np.uint8) for i in range(n)])
+        for reader in pool[1:]:
+            project.add_member(reader, "labeler")
+        project.configure_reading(model, readers=2, pool=pool)
+
+    assert wait_all([as_os_user(READERS["ana"], create)]) == [0]
+
+    def read(user: str, shift: int):
+        def work():
+            project = pml.Project.open(team_folder, user=user)
+            for entry in project.queue("Lesions"):
+                project.save_label(entry.example, mask=masks(n)[shift])
+                project.submit_label(entry.example, mask=masks(n)[shift])
+
+        return work
+
+    third = os.fork()
+    if third == 0:  # pragma: no cover - the child's outcome is its exit code
+        code = 1
+        try:
+            read("cy", 2)()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    pids = [as_os_user(READERS["ana"], read("ana", 0)), as_os_user(READERS["ben"], read("ben", 1)), third]
+    assert wait_all(pids) == [0, 0, 0]
+    project = pml.Project.open(team_folder, user="ana")
+    model = project.model("Lesions")
+    assert [project.queue_counts(model, reader=r)["submitted"] for r in pool] == [8, 8, 8]
+    for ex in project.examples(model):
+        readings = project.readings(ex)
+        assert len(readings) == 2 and all(r.status == "submitted" and r.author == r.reader for r in readings)
+        for r in readings:
+            assert np.array_equal(project.reading_mask(ex, r.reader), masks(n)[pool.index(r.reader)])
+        assert project.label(ex).source == "consensus" and project.label(ex).readers == tuple(
+            r.reader for r in readings
+        )
+    submits = [e for e in project.audit(model) if e.get("action") == "submit" and e.get("reader")]
+    assert len(submits) == 2 * n and all(e["actor"] == e["reader"] for e in submits)
 
 
 def test_a_group_shared_project_folder_passes_group_write_on_whatever_the_umask(tmp_path):
