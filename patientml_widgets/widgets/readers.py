@@ -17,7 +17,7 @@ from ..errors import PermissionDenied
 from ..project import Project
 from ..records import Label, Model
 from .base import Notice, View, message
-from .markup import HTML, escape, html, number, table
+from .markup import HTML, description, escape, html, number, table
 
 __all__ = ["AgreementChart", "ReaderComparison"]
 
@@ -215,7 +215,7 @@ class ReaderComparison(View, w.VBox):
         picks = []
         for reader in submitted:
             button = w.Button(
-                description=f"Use {reader}'s",
+                **description(f"Use {reader}'s"),
                 disabled=not allowed,
                 tooltip=why or f"adjudicate: {reader}'s label becomes the example's",
             )
