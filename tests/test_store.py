@@ -1,6 +1,7 @@
 import os
 import threading
 
+import numpy as np
 import orjson
 import pytest
 from helpers import tree_digest
@@ -25,13 +26,32 @@ def shard_file(path, name):
 def test_a_new_project_records_its_schema_and_commit_counter(tmp_path):
     store = Store(tmp_path / "p")
     meta = manifest(tmp_path / "p")
-    assert meta["schema_version"] == SCHEMA_VERSION and meta["commit"] == 0 and meta["files"] == {}
+    assert meta["schema_version"] == 2 and meta["commit"] == 0 and meta["files"] == {}
     with store.transaction():
         store.put("runs", "r", run("r"))
     assert manifest(tmp_path / "p")["commit"] == 1 == store.commit
     with store.transaction():  # a transaction that changes nothing commits nothing
         store.get("runs", "r")
     assert manifest(tmp_path / "p")["commit"] == 1
+
+
+def test_a_project_with_members_or_readings_is_schema_3_which_older_versions_refuse(tmp_path, monkeypatch):
+    plain, team, reading = (pml.Project.open(tmp_path / n, user="olga") for n in ("plain", "team", "reading"))
+    for project in (plain, team, reading):
+        project.create_model("m", problem_type="segmentation", classes=["background", "lesion"])
+    team.add_member("ana", "labeler")
+    reading.add_examples("m", [np.zeros((4, 4), np.uint8)])
+    reading.configure_reading("m", readers=2, pool=["ana", "ben"])
+    assert [manifest(p.path)["schema_version"] for p in (plain, team, reading)] == [2, 3, 3]
+    team.remove_member("ana")  # once a team project, always: an old version could not tell what it lost
+    assert manifest(team.path)["schema_version"] == 3
+    import patientml_widgets.store.store as store_module
+
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)  # a version from before teams
+    assert pml.Project.open(plain.path, create=False).models()
+    for project in (team, reading):
+        with pytest.raises(pml.SchemaError, match="newer patientml-widgets"):
+            pml.Project.open(project.path, create=False)
 
 
 def test_a_store_written_by_a_newer_schema_is_refused(tmp_path):
@@ -281,7 +301,7 @@ def test_a_schema_1_project_is_migrated_with_everything_it_committed(tmp_path):
     (root / "audit.jsonl").write_bytes(b"".join([audit[0], b'{"torn": \n', *audit[1:]]))  # a schema-1 kill
     (root / "tables" / ".labels-03.json.77.tmp").write_bytes(b"{")
     migrated = pml.Project.open(root)
-    assert manifest(root)["schema_version"] == SCHEMA_VERSION
+    assert manifest(root)["schema_version"] == 2
     assert {ex.id: (migrated.label(ex), migrated.history(ex)) for ex in exs} == before
     assert len(migrated.audit()) == len(audit)
     assert not (root / "tables" / ".labels-03.json.77.tmp").exists()

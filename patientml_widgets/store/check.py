@@ -32,13 +32,14 @@ from .store import (
     AUDIT,
     AUDIT_FILE,
     COMMIT_FILE,
+    LAYOUT_SCHEMA,
     MANIFEST,
-    SCHEMA_VERSION,
     TABLES,
     TMP,
     blob_refs,
     now,
     read_manifest,
+    schema_for,
     shard_name,
     shard_of,
 )
@@ -100,7 +101,7 @@ def _names() -> list[tuple[str, str]]:
 def _read(root: Path, report: CheckReport) -> _State:
     try:
         found = read_manifest(root)
-        if found["schema_version"] < SCHEMA_VERSION:
+        if found["schema_version"] < LAYOUT_SCHEMA:
             raise StoreError(
                 f"{root} uses schema {found['schema_version']}: open it once (that migrates it), then check"
             )
@@ -670,7 +671,7 @@ def _commit(root: Path, state: _State, shards, changed: set[str], new_events: li
     write_new(root / audit_name, audit)
     fsync_dir(root)
     manifest: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": schema_for(files, (old or {}).get("schema_version", LAYOUT_SCHEMA)),
         "created": (old or {}).get("created") or now(),
         "commit": number,
         "audit": audit_name,

@@ -55,7 +55,12 @@ from .storage import Records, encode_shard, load_shard
 
 __all__ = ["SCHEMA_VERSION", "TABLES", "Store", "VacuumReport", "now", "shard_name"]
 
-SCHEMA_VERSION = 2
+#: the newest schema this version reads and writes. Schema 3 is schema 2's layout in a project that uses
+#: members or readings: a version that reads only up to 2 would skip the roles and show blind readings, so it
+#: refuses such a project (and keeps reading one that uses neither)
+SCHEMA_VERSION = 3
+LAYOUT_SCHEMA = 2  # shard files written once, named by commit (schema 1 replaced them in place)
+TEAM_TABLES = ("members", "readings")
 MANIFEST = "patientml.json"
 TMP = ".tmp"
 AUDIT = "audit.jsonl"
@@ -95,6 +100,12 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def schema_for(files: dict[str, str], current: int = LAYOUT_SCHEMA) -> int:
+    """The schema a manifest listing ``files`` says: 3 once a team table has a file (it never goes back)."""
+    uses_team = any(name.split("-")[0] in TEAM_TABLES for name in files)
+    return max(current, SCHEMA_VERSION if uses_team else LAYOUT_SCHEMA)
+
+
 def shard_name(table: str, shard: int) -> str:
     return table if TABLES[table] == 1 else f"{table}-{shard:02d}"
 
@@ -109,7 +120,7 @@ def shard_of(table: str, record_id: str) -> int:
 
 def new_manifest(created: str) -> dict[str, Any]:
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": LAYOUT_SCHEMA,
         "created": created,
         "commit": 0,
         "audit_bytes": 0,
@@ -137,7 +148,7 @@ def read_manifest(root: Path, raw: bytes | None = None) -> dict[str, Any]:
             f"{root} was written by a newer patientml-widgets (schema {version}; this "
             f"version reads up to {SCHEMA_VERSION}). Upgrade: pip install -U patientml-widgets"
         )
-    if version == SCHEMA_VERSION and not _valid_manifest(manifest):
+    if version >= LAYOUT_SCHEMA and not _valid_manifest(manifest):
         raise StoreError(f"{path} is damaged: it does not list the project's files. {repair_hint(root)}")
     return manifest
 
@@ -219,7 +230,7 @@ class Store:
         self._manifest: dict[str, Any] = {"commit": None}
         self._manifest_raw: bytes | None = None  # the manifest's bytes as last read or written
         manifest = read_manifest(self.root)
-        if manifest["schema_version"] < SCHEMA_VERSION:
+        if manifest["schema_version"] < LAYOUT_SCHEMA:
             manifest = self._migrate()
         self._apply(manifest)
         self._depth = 0
@@ -264,7 +275,7 @@ class Store:
         """Schema 1 (shard files replaced in place, audit appended before the records) to 2."""
         with self._lock:
             old = read_manifest(self.root)
-            if old["schema_version"] == SCHEMA_VERSION:
+            if old["schema_version"] >= LAYOUT_SCHEMA:
                 return old
             make_dirs(self._tmp)
             files = {}
@@ -408,6 +419,7 @@ class Store:
         keep = [r for r in retired if stamp - float(r[1]) < RETIRED_GRACE_S][-RETIRED_MAX:]
         expired = [r[0] for r in retired if r not in keep]
         manifest = {**old, "commit": number, "files": files, "audit_bytes": audit_bytes, "retired": keep}
+        manifest["schema_version"] = schema_for(files, old["schema_version"])
         raw = orjson.dumps(manifest)
         atomic_write(self.root / MANIFEST, raw, tmp_dir=self._tmp)
         # committed: from here on nothing is taken back
