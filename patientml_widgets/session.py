@@ -1100,6 +1100,10 @@ class Session:
             "source": "consensus", "version": (label["version"] if label else 0) + 1,
             "created": live["created"] if live else stamp, "updated": stamp, "readers": readers,
             "agreement": round(figures["mean"], 6),
+            "pairs": {
+                f"{readers[int(i)]} / {readers[int(j)]}": v
+                for (i, j), v in ((k.split("-"), v) for k, v in figures["pairs"].items())
+            },
         }  # fmt: skip
         if slices is not None:
             new["slices"] = slices
@@ -1195,6 +1199,7 @@ class Session:
                 "source": "adjudicated", "version": (old["version"] if old else 0) + 1,
                 "created": live["created"] if live else stamp, "updated": stamp, "readers": sorted(found),
                 "agreement": live.get("agreement") if live else None,
+                "pairs": live.get("pairs", {}) if live else {},
                 "review": {"state": "accepted", "by": self.user, "comment": comment, "time": stamp,
                            "picked": reader},
             }  # fmt: skip
@@ -1224,63 +1229,54 @@ class Session:
         )
 
     def agreement_figures(self, model: ModelRef) -> dict[str, Any]:
-        """How the model's readers agree over the examples two or more of them submitted: per example the mean
-        pairwise figure, per reader pair Dice and IoU (masks, the mean over their common examples) or Cohen's
-        kappa (single-label classes), and Fleiss' kappa over the examples read by the plan's number of readers.
+        """How the model's readers agree over the examples whose readings are in (those with a label made from
+        them): per example the mean pairwise figure, per reader pair Dice and IoU (masks, the mean over their
+        common examples) or Cohen's kappa (single-label classes), and Fleiss' kappa over the examples read by
+        the plan's number of readers. Mask figures are those the consensus recorded (no mask is decoded).
         """
         record = self.model_record(model)
         model_obj = Model.from_record(record)
-        by_example: dict[str, list[dict[str, Any]]] = {}
-        for r in self.read().records("readings"):
-            if r["model_id"] == record["id"] and r["status"] == "submitted":
-                by_example.setdefault(r["example_id"], []).append(r)
-        pairs: dict[tuple[str, str], list[Any]] = {}
-        examples: dict[str, float] = {}
-        fleiss: list[list[int]] = []
         k = reading.plan(record.get("reading"), {})["readers"]
-        for example_id, found in sorted(by_example.items()):
-            if len(found) < 2:
-                continue
-            found.sort(key=lambda r: r["reader"])
-            contents: list[Any]
-            if model_obj.problem_type == "segmentation":
-                contents = [self.mask_blob(r["mask_ref"]) for r in found]
-            else:
-                contents = [r["classes"] for r in found]
-            figures = reading.example_agreement(contents)
-            examples[example_id] = figures["mean"]
-            for i, j in combinations(range(len(found)), 2):
-                key = (found[i]["reader"], found[j]["reader"])
-                pairs.setdefault(key, []).append(
-                    figures["pairs"][f"{i}-{j}"]
-                    if model_obj.problem_type == "segmentation"
-                    else (contents[i], contents[j])
-                )
-            if model_obj.problem_type == "classification" and not model_obj.multi_label and len(found) == k:
-                fleiss.append([c[0] for c in contents])
+        settled = [
+            r
+            for r in self.read().records("labels")
+            if r["model_id"] == record["id"] and r["status"] != "deleted" and len(r.get("readers") or ()) >= 2
+        ]
+        examples = {r["example_id"]: float(r["agreement"]) for r in settled if r.get("agreement") is not None}
         out_pairs: dict[str, dict[str, float]] = {}
-        for (a, b), items in pairs.items():
-            if model_obj.problem_type == "segmentation":
-                out_pairs[f"{a} / {b}"] = {
+        result: dict[str, Any] = {"examples": examples, "pairs": out_pairs}
+        if model_obj.problem_type == "segmentation":
+            gathered: dict[str, list[dict[str, float]]] = {}
+            for r in settled:
+                for key, figures in (r.get("pairs") or {}).items():
+                    gathered.setdefault(key, []).append(figures)
+            for key, items in sorted(gathered.items()):
+                out_pairs[key] = {
                     "dice": float(np.mean([f["dice"] for f in items])),
                     "iou": float(np.mean([f["iou"] for f in items])),
                     "examples": len(items),
                 }
-            elif not model_obj.multi_label:
-                first, second = [x[0][0] for x in items], [x[1][0] for x in items]
-                out_pairs[f"{a} / {b}"] = {
-                    "kappa": agreement.cohen_kappa(first, second),
-                    "agree": float(np.mean([x == y for x, y in zip(first, second, strict=True)])),
-                    "examples": len(items),
-                }
-            else:
-                out_pairs[f"{a} / {b}"] = {
-                    "agree": float(np.mean([sorted(x) == sorted(y) for x, y in items])),
-                    "examples": len(items),
-                }
-        result: dict[str, Any] = {"examples": examples, "pairs": out_pairs}
-        if len(fleiss) >= 2 and k >= 2:
-            result["fleiss_kappa"] = agreement.fleiss_kappa(np.array(fleiss))
+            return result
+        chosen: dict[str, dict[str, list[int]]] = {}  # example -> reader -> classes
+        for example_id in examples:
+            for r in self.reading_records(example_id):
+                if r["status"] == "submitted":
+                    chosen.setdefault(example_id, {})[r["reader"]] = r["classes"]
+        readers = sorted({reader for found in chosen.values() for reader in found})
+        for a, b in combinations(readers, 2):
+            both = [(found[a], found[b]) for found in chosen.values() if a in found and b in found]
+            if not both:
+                continue
+            pair: dict[str, float] = {
+                "agree": float(np.mean([sorted(x) == sorted(y) for x, y in both])),
+                "examples": len(both),
+            }
+            if not model_obj.multi_label:
+                pair["kappa"] = agreement.cohen_kappa([x[0] for x, _ in both], [y[0] for _, y in both])
+            out_pairs[f"{a} / {b}"] = pair
+        rows = [[c[0] for c in found.values()] for found in chosen.values() if len(found) == k]
+        if not model_obj.multi_label and k >= 2 and len(rows) >= 2:
+            result["fleiss_kappa"] = agreement.fleiss_kappa(np.array(rows))
         return result
 
     def delete_label(self, example: ExampleRef, *, author: str | None = None) -> None:
@@ -1472,7 +1468,9 @@ def label_event(action: str, new: dict[str, Any], old: dict[str, Any] | None) ->
         "time_spent": new.get("time_spent"),
         "made_with": new.get("made_with"),
         "created": new["created"],
-        **{k: new[k] for k in ("reader", "review", "readers", "agreement", "slices") if new.get(k) is not None},
+        **{
+            k: new[k] for k in ("reader", "review", "readers", "agreement", "pairs", "slices") if new.get(k) is not None
+        },
     }
 
 

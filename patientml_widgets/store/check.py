@@ -274,6 +274,7 @@ def label_from_event(event: dict[str, Any], history: list[dict[str, Any]], probl
         **({"review": event["review"]} if isinstance(event.get("review"), dict) else {}),
         **({"readers": event["readers"]} if _texts(event.get("readers")) else {}),
         **({"agreement": event["agreement"]} if isinstance(event.get("agreement"), float) else {}),
+        **({"pairs": event["pairs"]} if isinstance(event.get("pairs"), dict) else {}),
     }
 
 

@@ -163,7 +163,7 @@ OPTIONAL: dict[str, dict[str, Any]] = {
     "labels": {
         "kind": _one_of("mask", "classes"), "author": _text, "time_spent": _number_or_none, "source": _text,
         "created": _text, "slices": _counts, "made_with": _dict, "review": _dict, "readers": _texts,
-        "agreement": _number_or_none,
+        "agreement": _number_or_none, "pairs": _dict,
     },
     "readings": {
         "kind": _one_of("mask", "classes"), "author": _text, "time_spent": _number_or_none, "source": _text,

@@ -6,8 +6,8 @@ a reading plan (3 readers per example, round robin over 10), then a third of one
 Each figure is a median, in three states: cold (a new Project, no column cache), first use (a new Project,
 the column cache on disk) and warm (again in the same kernel).
 
-    python benchmarks/queue.py
-    python benchmarks/queue.py 10000
+    python benchmarks/reading_queue.py
+    python benchmarks/reading_queue.py 10000
 """
 
 from __future__ import annotations
