@@ -88,25 +88,44 @@ def mask_agreement(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """Dice and IoU of two masks (class indices 0-255) over the foreground classes either holds, as the mean
     over those classes; 1.0 when neither holds any.
     """
-    x, y = _stack([a, b])
-    if x.min() < 0 or x.max() > 255 or y.min() < 0 or y.max() > 255:
-        raise ValidationError("masks hold class indices 0-255")
-    joint = np.bincount((x.astype(np.int32) * 256 + y.astype(np.int32)).ravel(), minlength=65536).reshape(256, 256)
-    both, in_a, in_b = np.diag(joint)[1:], joint.sum(1)[1:], joint.sum(0)[1:]
-    held = (in_a + in_b) > 0
-    if not held.any():
-        return {"dice": 1.0, "iou": 1.0}
-    both, in_a, in_b = both[held], in_a[held], in_b[held]
-    return {
-        "dice": float(np.mean(2 * both / (in_a + in_b))),
-        "iou": float(np.mean(both / (in_a + in_b - both))),
-    }
+    return pairwise_mask_agreement([a, b])[(0, 1)]
 
 
 def pairwise_mask_agreement(masks: Sequence[np.ndarray]) -> dict[tuple[int, int], dict[str, float]]:
-    """:func:`mask_agreement` of every pair of readers (reader positions in ``masks``)."""
+    """:func:`mask_agreement` of every pair of readers (reader positions in ``masks``).
+
+    Each reader's class counts and each class's pixels are found once, and shared by the pairs.
+    """
     stack = _stack(masks)
-    return {(i, j): mask_agreement(stack[i], stack[j]) for i, j in combinations(range(len(stack)), 2)}
+    whole = stack.dtype.kind in "iub" or (
+        stack.dtype.kind == "f" and bool(np.all(np.isfinite(stack) & (stack % 1 == 0)))
+    )
+    if not whole or (stack.size and (stack.min() < 0 or stack.max() > 255)):
+        raise ValidationError("masks hold class indices 0-255")
+    flat = stack.reshape(len(stack), -1).astype(np.uint8, copy=False)
+    counts = [np.bincount(m, minlength=256) for m in flat]
+    held = [set(np.flatnonzero(c[1:]) + 1) for c in counts]
+    where: dict[tuple[int, int], np.ndarray] = {}
+
+    def pixels(reader: int, c: int) -> np.ndarray:
+        if (reader, c) not in where:
+            where[reader, c] = flat[reader] == c
+        return where[reader, c]
+
+    out = {}
+    for i, j in combinations(range(len(stack)), 2):
+        classes = sorted(held[i] | held[j])
+        if not classes:
+            out[i, j] = {"dice": 1.0, "iou": 1.0}
+            continue
+        dice, iou = [], []
+        for c in classes:
+            both = np.count_nonzero(pixels(i, c) & pixels(j, c)) if c in held[i] and c in held[j] else 0
+            total = int(counts[i][c] + counts[j][c])
+            dice.append(2 * both / total)
+            iou.append(both / (total - both))
+        out[i, j] = {"dice": float(np.mean(dice)), "iou": float(np.mean(iou))}
+    return out
 
 
 def staple(masks: Sequence[np.ndarray], *, iterations: int = 50, tolerance: float = 1e-6) -> np.ndarray:
