@@ -104,7 +104,7 @@ def pairwise_mask_agreement(masks: Sequence[np.ndarray]) -> dict[tuple[int, int]
         raise ValidationError("masks hold class indices 0-255")
     flat = stack.reshape(len(stack), -1).astype(np.uint8, copy=False)
     counts = [np.bincount(m, minlength=256) for m in flat]
-    held = [set(np.flatnonzero(c[1:]) + 1) for c in counts]
+    held = [set((np.flatnonzero(c[1:]) + 1).tolist()) for c in counts]
     where: dict[tuple[int, int], np.ndarray] = {}
 
     def pixels(reader: int, c: int) -> np.ndarray:

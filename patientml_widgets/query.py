@@ -16,6 +16,7 @@ the first rows of an order: a partial sort finds them, the same rows a full stab
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import itertools
 import os
@@ -53,12 +54,28 @@ def source_order(record: dict[str, Any]) -> str:
 
 #: columns that come from the example records alone, and those that need the labels too
 _EXAMPLE_COLUMNS = ("model_id", "split", "subject_id", "created", "updated", "source")
-_LABEL_COLUMNS = ("status", "label_updated", "review", "readings")
+_LABEL_COLUMNS = ("status", "label_updated", "review")
 #: text columns with a per-shard integer sort key (the key column's name)
 _KEYED = {"created": "created_key", "updated": "updated_key", "label_updated": "label_updated_key", "id": "id_key"}
 _KEY_OF = {key: name for name, key in _KEYED.items()}
 #: the columns (text or keys) derived from the labels: they change when a label does
 _FROM_LABELS = frozenset({*_LABEL_COLUMNS, _KEYED["label_updated"]})
+#: one reader's queue states are the column ``queue-<digest of the name>`` (a file name whatever the name holds)
+_QUEUE = "queue-"
+_READERS: dict[str, str] = {}  # column name -> the reader it is of
+
+
+def queue_column(reader: str) -> str:
+    name = _QUEUE + hashlib.sha256(reader.encode()).hexdigest()[:20]
+    _READERS[name] = reader
+    return name
+
+
+def _from_labels(name: str) -> bool:
+    """Whether a column derives from the labels and readings (it changes when a label or a reading does)."""
+    return name in _FROM_LABELS or name.startswith(_QUEUE)
+
+
 _VERSIONS = itertools.count()
 
 
@@ -80,7 +97,7 @@ class ColumnCache:
         return f"{file}@{st.st_size}-{st.st_mtime_ns}"
 
     def _path(self, name: str, ex_file: str, lab_files: tuple[str | None, ...]) -> Path:
-        label_part = "+".join(self._stamped(f) if f else "-" for f in lab_files) if name in _FROM_LABELS else "x"
+        label_part = "+".join(self._stamped(f) if f else "-" for f in lab_files) if _from_labels(name) else "x"
         return self.folder / self._stamped(ex_file) / f"{label_part}.{name}.npy"
 
     def load(self, name: str, ex_file: str, lab_file: tuple[str | None, ...], rows: int | None) -> np.ndarray | None:
@@ -170,7 +187,7 @@ class _Block:
         self.examples_version: int = self.version if kept is None else kept.examples_version
         self.columns: dict[str, np.ndarray | None] = {}
         if kept is not None:
-            self.columns = {n: c for n, c in kept.columns.items() if n not in _FROM_LABELS}
+            self.columns = {n: c for n, c in kept.columns.items() if not _from_labels(n)}
 
     @property
     def exact(self) -> tuple[bool, bool]:
@@ -182,7 +199,7 @@ class _Block:
         examples, labels = self._examples, self._labels
         if examples.file is None or not examples.exact:
             return False
-        if name in _FROM_LABELS:
+        if _from_labels(name):
             return labels.exact and labels.from_files()
         return True
 
@@ -225,6 +242,8 @@ class _Block:
             return key
         if name == "id":
             return _texts(list(self._examples.get()))
+        if name.startswith(_QUEUE):
+            return _queue_states(list(self._examples.get()), self._labels.readings.get(), _READERS[name])
         group = self._derive(_LABEL_COLUMNS if name in _LABEL_COLUMNS else _EXAMPLE_COLUMNS)
         column = group.pop(name)()
         for other, derive in group.items():  # parsing the records was the cost: cache what else they give
@@ -248,7 +267,6 @@ class _Block:
             found = self._labels.labels.get()  # len() indexes its lines once (before, each lookup scans the bytes)
             labels = [found.get(i) for i in ids] if len(found) else [None] * len(ids)
             return {
-                "readings": lambda: _reading_texts(ids, self._labels.readings.get()),
                 "review": lambda: np.array([_review_code(lab) for lab in labels], np.int8),
                 "status": lambda: np.array(
                     [0 if lab is None else _STATUS_OF_LABEL[lab["status"]] for lab in labels], np.int8
@@ -275,18 +293,26 @@ def _review_code(label: dict[str, Any] | None) -> int:
     return REVIEW_CODES.get((label.get("review") or {}).get("state", "none"), 0)
 
 
-def _reading_texts(ids: list[str], readings: Any) -> np.ndarray:
-    """Per example, its readers and where each stands: for each, the unit separator (U+1F), the reader, the
-    record separator (U+1E) and the digit of its queue state.
+def _queue_states(ids: list[str], readings: Any, reader: str) -> np.ndarray:
+    """Where each example stands in ``reader``'s queue (an index of ``QUEUE_STATES``; -1: not theirs). A
+    reading whose fields are not what they should be counts as not theirs (``check`` reports it).
     """
+    out = np.full(len(ids), -1, np.int8)
     if not len(readings):
-        return _texts([""] * len(ids))
-    held: dict[str, list[str]] = {}
-    for key in readings:
-        record = readings[key]
-        state = QUEUE_STATES.index(queue_state(record))
-        held.setdefault(record["example_id"], []).append(f"\x1f{record['reader']}\x1e{state}")
-    return _texts(["".join(held.get(i, ())) for i in ids])
+        return out
+    suffix = f"/{reader}"
+    position = {example_id: i for i, example_id in enumerate(ids)}
+    for key, record in readings.unchecked().items():
+        if not key.endswith(suffix) or not isinstance(record, dict) or record.get("reader") != reader:
+            continue
+        at = position.get(record.get("example_id"))  # type: ignore[arg-type]
+        try:
+            state = QUEUE_STATES.index(queue_state(record))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+        if at is not None:
+            out[at] = state
+    return out
 
 
 def _texts(values: list[str]) -> np.ndarray:
@@ -325,7 +351,7 @@ class ExampleIndex:
 
     def column(self, name: str, blocks: list[_Block] | None = None) -> np.ndarray:
         blocks = blocks if blocks is not None else self._current_blocks()
-        return self._memo(name, blocks, name in _FROM_LABELS, lambda: np.concatenate([b.column(name) for b in blocks]))
+        return self._memo(name, blocks, _from_labels(name), lambda: np.concatenate([b.column(name) for b in blocks]))
 
     def key(self, name: str, blocks: list[_Block] | None = None) -> np.ndarray:
         """Integer keys of a column in its order: ``key[i] < key[j]`` exactly where ``column[i] < column[j]``."""
@@ -401,9 +427,7 @@ class ExampleIndex:
     def queue_states(self, reader: str, blocks: list[_Block] | None = None) -> np.ndarray:
         """Per row, where the example stands in ``reader``'s queue (an index of ``QUEUE_STATES``; -1: not theirs)."""
         blocks = blocks if blocks is not None else self._current_blocks()
-        return self._memo(
-            ("queue", reader), blocks, True, lambda: _queue_states(self.column("readings", blocks), reader)
-        )
+        return self.column(queue_column(reader), blocks)
 
     @staticmethod
     def order(cols, rows: np.ndarray, sort: str, descending: bool, limit: int | None = None) -> np.ndarray:
@@ -448,21 +472,6 @@ class _Columns:
     def queue_states(self, reader: str) -> np.ndarray:
         """Where each row stands in ``reader``'s queue (see :meth:`ExampleIndex.queue_states`)."""
         return self._index.queue_states(reader, self._blocks)
-
-
-def _queue_states(texts: np.ndarray, reader: str) -> np.ndarray:
-    """Where each row stands for ``reader`` (see :func:`_reading_texts`): the code after their name, or -1."""
-    out = np.full(len(texts), -1, np.int8)
-    if not len(texts):
-        return out
-    needle = f"\x1f{reader}\x1e"
-    at = np.char.find(texts, needle)
-    mine = np.flatnonzero(at >= 0)
-    if len(mine):
-        width = texts.dtype.itemsize // 4
-        chars = np.ascontiguousarray(texts).view(np.uint32).reshape(len(texts), width)
-        out[mine] = chars[mine, at[mine] + len(needle)] - ord("0")
-    return out
 
 
 def first_in_order(keys: np.ndarray, descending: bool = False, limit: int | None = None) -> np.ndarray:

@@ -146,7 +146,10 @@ def queue_state(reading: dict[str, Any] | None) -> str:
     """Where a reading stands for its reader (one of ``QUEUE_STATES``)."""
     if reading is None or reading["status"] in ("assigned", "deleted"):
         return "to do"
-    review = (reading.get("review") or {}).get("state")
+    verdict = reading.get("review")
+    review = verdict.get("state") if isinstance(verdict, dict) else None
     if reading["status"] == "draft":
         return "returned" if review == "returned" else "draft"
+    if reading["status"] != "submitted":
+        raise ValueError(f"a reading's status is assigned, draft, submitted or deleted, not {reading['status']!r}")
     return "accepted" if review == "accepted" else "submitted"

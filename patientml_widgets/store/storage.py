@@ -376,6 +376,22 @@ class Records(MutableMapping):
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and (key in self._parsed or self._line(key) is not None)
 
+    def unchecked(self) -> dict[str, Any]:
+        """Every record in one parse, not checked against the schema: for deriving columns that check the
+        few fields they read (``records[key]`` checks a record in full). A shard that does not parse as one
+        document (damaged) is read record by record, which says what is wrong.
+        """
+        index = self._index()
+        lines = [line for line in index.values() if line is not None]
+        try:
+            out = orjson.loads(b"{" + b",".join(lines) + b"}") if lines else {}
+        except orjson.JSONDecodeError:
+            return {key: self[key] for key in index}
+        if not isinstance(out, dict):
+            return {key: self[key] for key in index}
+        out.update({key: self._parsed[key] for key, line in index.items() if line is None})
+        return out
+
     def lines(self) -> list[bytes]:
         """Each record as a line of the shard file (unchanged records as they were read)."""
         return [
