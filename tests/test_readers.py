@@ -305,3 +305,41 @@ def test_check_rebuilds_a_damaged_readings_shard_from_the_audit_trail(team):
     # deleting the example takes its readings with it
     fresh.delete_example(ex)
     assert not fresh.session.reading_records(ex.id) and not check(fresh.path).problems
+
+
+def test_the_queue_columns_follow_every_change_as_the_readings_say(team):
+    """Random submits, drafts, deletes, returns and accepts; after each, every reader's queue (from the cached
+    columns, in this project object and in one that only polls) equals what the reading records say.
+    """
+    from patientml_widgets.reading import QUEUE_STATES, queue_state
+
+    rng = np.random.default_rng(7)
+    watcher = as_user(team, "olga")
+    people = {r: as_user(team, r) for r in POOL}
+    rita = as_user(team, "rita")
+    examples = team.examples("Lesions")
+    watcher.queue_counts("Lesions", reader="ana")  # columns built (and cached) before the changes
+    for step in range(40):
+        ex = examples[rng.integers(len(examples))]
+        mine = [r for r in POOL if team.reading(ex, r) is not None]
+        reader = mine[rng.integers(len(mine))]
+        current = team.reading(ex, reader)
+        action = rng.choice(["submit", "draft", "delete", "return", "accept"])
+        if action == "submit":
+            people[reader].submit_label(ex, mask=box(rng.integers(10), rng.integers(10)))
+        elif action == "draft":
+            people[reader].save_label(ex, mask=box(1, 1))
+        elif action == "delete" and current.status in ("draft", "submitted"):
+            people[reader].delete_label(ex)
+        elif action in ("return", "accept") and current.status == "submitted":
+            rita.review(ex, action, "again" if action == "return" else "", reader=reader)
+        watcher.poll()
+        for project in (team, watcher):
+            for r in POOL:
+                expected = {name: 0 for name in QUEUE_STATES}
+                for e in examples:
+                    found = project.session.reading_records(e.id)
+                    mine_now = next((x for x in found if x["reader"] == r), None)
+                    if mine_now is not None:
+                        expected[queue_state(mine_now)] += 1
+                assert project.queue_counts("Lesions", reader=r) == expected, (step, action, r)
