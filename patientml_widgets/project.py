@@ -658,7 +658,7 @@ class Project:
         cols, rows = self._session.select(model, reader=reader, queue=state)
         rows = ExampleIndex.order(cols, rows, sort, descending, None if limit is None else offset + limit)
         page = rows[offset : None if limit is None else offset + limit]
-        states = cols.queue_states(reader)
+        states = cols.queue_states(self._session.model_record(model)["id"], reader)
         out = []
         for example, code in zip(self._session.examples_at(cols, page), states[page].tolist(), strict=True):
             state_name = QUEUE_STATES[code]
@@ -673,7 +673,9 @@ class Project:
         """How many examples of each queue state a reader has (the current user by default)."""
         reader = self.user if reader is None else _clean_name(reader, "reader")
         cols, rows = self._session.select(model, reader=reader)
-        codes = np.bincount(cols.queue_states(reader)[rows], minlength=len(QUEUE_STATES))
+        codes = np.bincount(
+            cols.queue_states(self._session.model_record(model)["id"], reader)[rows], minlength=len(QUEUE_STATES)
+        )
         return {name: int(codes[i]) for i, name in enumerate(QUEUE_STATES)}
 
     def reading(self, example: ExampleRef, reader: str | None = None) -> Label | None:

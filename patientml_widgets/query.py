@@ -62,12 +62,13 @@ _KEY_OF = {key: name for name, key in _KEYED.items()}
 _FROM_LABELS = frozenset({*_LABEL_COLUMNS, _KEYED["label_updated"]})
 #: one reader's queue states are the column ``queue-<digest of the name>`` (a file name whatever the name holds)
 _QUEUE = "queue-"
-_READERS: dict[str, str] = {}  # column name -> the reader it is of
+_READERS: dict[str, tuple[str, str]] = {}  # column name -> the model and the reader it is of
 
 
-def queue_column(reader: str) -> str:
-    name = _QUEUE + hashlib.sha256(reader.encode()).hexdigest()[:20]
-    _READERS[name] = reader
+def queue_column(model_id: str, reader: str) -> str:
+    """The column of ``reader``'s queue in one model (a model's readings only: it says the model too)."""
+    name = _QUEUE + hashlib.sha256(f"{model_id}\x1f{reader}".encode()).hexdigest()[:24]
+    _READERS[name] = (model_id, reader)
     return name
 
 
@@ -243,7 +244,7 @@ class _Block:
         if name == "id":
             return _texts(list(self._examples.get()))
         if name.startswith(_QUEUE):
-            return _queue_states(list(self._examples.get()), self._labels.readings.get(), _READERS[name])
+            return _queue_states(list(self._examples.get()), self._labels.readings.get(), *_READERS[name])
         group = self._derive(_LABEL_COLUMNS if name in _LABEL_COLUMNS else _EXAMPLE_COLUMNS)
         column = group.pop(name)()
         for other, derive in group.items():  # parsing the records was the cost: cache what else they give
@@ -293,9 +294,9 @@ def _review_code(label: dict[str, Any] | None) -> int:
     return REVIEW_CODES.get((label.get("review") or {}).get("state", "none"), 0)
 
 
-def _queue_states(ids: list[str], readings: Any, reader: str) -> np.ndarray:
-    """Where each example stands in ``reader``'s queue (an index of ``QUEUE_STATES``; -1: not theirs). A
-    reading whose fields are not what they should be counts as not theirs (``check`` reports it).
+def _queue_states(ids: list[str], readings: Any, model_id: str, reader: str) -> np.ndarray:
+    """Where each example stands in ``reader``'s queue of one model (an index of ``QUEUE_STATES``; -1: not
+    theirs). A reading whose fields are not what they should be counts as not theirs (``check`` reports it).
     """
     out = np.full(len(ids), -1, np.int8)
     if not len(readings):
@@ -304,6 +305,8 @@ def _queue_states(ids: list[str], readings: Any, reader: str) -> np.ndarray:
     position = {example_id: i for i, example_id in enumerate(ids)}
     for key, record in readings.unchecked().items():
         if not key.endswith(suffix) or not isinstance(record, dict) or record.get("reader") != reader:
+            continue
+        if record.get("model_id") != model_id:
             continue
         at = position.get(record.get("example_id"))  # type: ignore[arg-type]
         try:
@@ -401,15 +404,16 @@ class ExampleIndex:
         """
         blocks = self._current_blocks()
         cols = _Columns(self, blocks)
-        keep = self._in_model(model_id, blocks)
-        if reader is not None:
-            states = self.queue_states(reader, blocks)
+        if reader is not None:  # the reader's queue in the model: the model's rows without its column
+            states = self.queue_states(model_id, reader, blocks)
             if queue is None:
-                keep = keep & (states >= 0)
+                keep = states >= 0
             else:
                 wanted = np.zeros(len(QUEUE_STATES) + 1, bool)
                 wanted[[QUEUE_STATES.index(q) for q in queue]] = True
-                keep = keep & wanted[states]
+                keep = wanted[states]
+        else:
+            keep = self._in_model(model_id, blocks)
         if statuses is not None:
             wanted = np.zeros(len(STATUS_CODES), bool)
             wanted[[STATUS_CODES[s] for s in statuses]] = True
@@ -424,10 +428,12 @@ class ExampleIndex:
             keep = keep & (cols["split"] == split)
         return cols, np.flatnonzero(keep)
 
-    def queue_states(self, reader: str, blocks: list[_Block] | None = None) -> np.ndarray:
-        """Per row, where the example stands in ``reader``'s queue (an index of ``QUEUE_STATES``; -1: not theirs)."""
+    def queue_states(self, model_id: str, reader: str, blocks: list[_Block] | None = None) -> np.ndarray:
+        """Per row, where the example stands in ``reader``'s queue of the model (an index of ``QUEUE_STATES``;
+        -1: not theirs, or not the model's).
+        """
         blocks = blocks if blocks is not None else self._current_blocks()
-        return self.column(queue_column(reader), blocks)
+        return self.column(queue_column(model_id, reader), blocks)
 
     @staticmethod
     def order(cols, rows: np.ndarray, sort: str, descending: bool, limit: int | None = None) -> np.ndarray:
@@ -469,9 +475,9 @@ class _Columns:
         """Status codes and label times at ``rows`` (see :meth:`ExampleIndex.label_state`)."""
         return self._index.label_state(rows, self._blocks)
 
-    def queue_states(self, reader: str) -> np.ndarray:
-        """Where each row stands in ``reader``'s queue (see :meth:`ExampleIndex.queue_states`)."""
-        return self._index.queue_states(reader, self._blocks)
+    def queue_states(self, model_id: str, reader: str) -> np.ndarray:
+        """Where each row stands in ``reader``'s queue of the model (see :meth:`ExampleIndex.queue_states`)."""
+        return self._index.queue_states(model_id, reader, self._blocks)
 
 
 def first_in_order(keys: np.ndarray, descending: bool = False, limit: int | None = None) -> np.ndarray:

@@ -343,3 +343,14 @@ def test_the_queue_columns_follow_every_change_as_the_readings_say(team):
                     if mine_now is not None:
                         expected[queue_state(mine_now)] += 1
                 assert project.queue_counts("Lesions", reader=r) == expected, (step, action, r)
+
+
+def test_a_readers_queue_is_per_model(team):
+    other = team.create_model("Kind", problem_type="classification", classes=["a", "b"])
+    team.add_examples(other, [np.zeros((8, 8), np.uint8)] * 3)
+    team.configure_reading(other, readers=2, pool=["ana", "ben"])
+    ana = as_user(team, "ana")
+    assert ana.queue_counts("Kind")["to do"] == 3 and ana.queue_counts("Lesions")["to do"] == 4
+    ana.submit_label(ana.queue("Kind")[0].example, classes=["a"])
+    assert ana.queue_counts("Kind")["submitted"] == 1 and ana.queue_counts("Lesions")["submitted"] == 0
+    assert {e.example.model_id for e in ana.queue("Lesions")} == {team.model("Lesions").id}
