@@ -109,3 +109,14 @@ def test_agreement_chart_bars_per_reader_and_kappa_for_classes(tmp_path, monkeyp
     assert list(chart.bars.x) == ["ana", "ben", "cy"]
     assert chart.bars.y[1][0] == pytest.approx(figures["pairs"]["ana / ben"]["kappa"])
     assert "Cohen" in chart.figure.axes[1].label and "Fleiss" in chart.table.value
+
+
+def test_a_canvas_on_an_example_not_assigned_says_so_and_saves_nothing(readers):
+    readers.add_member("cy", "labeler")
+    cy = as_user(readers, "cy")
+    ex = readers.examples("Lesions")[0].id
+    canvas = LabelCanvas.for_example(cy, ex)
+    assert canvas.status.startswith("Not assigned to cy")
+    with pytest.raises(pml.PermissionDenied, match="not assigned to cy"):
+        cy.submit_label(ex, mask=box(1, 1))
+    assert cy.reading(ex) is None and readers.label(ex) is None

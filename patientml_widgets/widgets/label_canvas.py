@@ -403,6 +403,8 @@ class LabelCanvas(anywidget.AnyWidget):
             canvas._made = _Made(label.made_with)
         canvas.bound = True
         canvas.status = status or _describe(label)
+        if label is None and project.reading_plan(model)["readers"] > 1:
+            canvas.status = f"Not assigned to {project.user}: you can look, not label (a reviewer assigns examples)"
         return canvas
 
     # -- the wire ----------------------------------------------------------------------------
