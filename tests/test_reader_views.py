@@ -84,10 +84,12 @@ def test_reader_comparison_is_blind_until_ones_own_submit_and_a_reviewer_settles
     assert tiles[0].children[0].value[:8] == b"\x89PNG\r\n\x1a\n"
     assert "0.444" in view.body.children[-1].value  # Dice of the two 6 x 6 boxes shifted by 2: 2*16/72
     # ben is no reviewer: the settling buttons are there, disabled, saying why
-    picks = view.actions.children[0].children
-    assert all(b.disabled for b in picks) and "needs the reviewer role" in picks[0].tooltip
+    pick, use = view.actions.children[0].children[:2]
+    assert pick.disabled and use.disabled and "needs the reviewer role" in use.tooltip
+    assert list(pick.options) == ["ana", "ben"]
     rita_view = ReaderComparison(as_user(readers, "rita"), ex)
-    rita_view.actions.children[0].children[1].click()  # use ben's
+    rita_view.pick.value = "ben"
+    rita_view.actions.children[0].children[1].click()  # use this reading: ben's
     assert readers.label(ex).source == "adjudicated" and np.array_equal(readers.mask(ex), box(4, 4))
     assert "ben&#x27;s label" in rita_view.notice.value
 
@@ -120,3 +122,29 @@ def test_a_canvas_on_an_example_not_assigned_says_so_and_saves_nothing(readers):
     with pytest.raises(pml.PermissionDenied, match="not assigned to cy"):
         cy.submit_label(ex, mask=box(1, 1))
     assert cy.reading(ex) is None and readers.label(ex) is None
+
+
+def test_a_reviewer_adjudicates_from_the_browser_least_agreement_first(readers):
+    ana, ben = as_user(readers, "ana"), as_user(readers, "ben")
+    exs = [e.id for e in readers.examples("Lesions", sort="created")[:2]]
+    ana.submit_label(exs[0], mask=box(2, 2))
+    ben.submit_label(exs[0], mask=box(2, 3))  # close
+    ana.submit_label(exs[1], mask=box(2, 2))
+    ben.submit_label(exs[1], mask=box(9, 9))  # far apart
+    rita = as_user(readers, "rita")
+    browser = ExampleBrowser(rita, "Lesions")
+    assert next(f for f in browser.table.filters if f["key"] == "adjudicate")["count"] == 2
+    assert "adjudicate" not in {f["key"] for f in ExampleBrowser(ana, "Lesions").table.filters}  # a labeler
+    browser.table.active_filter = "adjudicate"
+    assert [r["_id"] for r in browser.table.rows] == [exs[1], exs[0]]
+    assert browser.table.rows[0]["agreement"] < browser.table.rows[1]["agreement"]
+    click_row(browser.table, exs[1])
+    view = browser.canvas
+    assert isinstance(view, ReaderComparison)
+    edit = next(b for b in view.actions.children[0].children if b.description == "Edit the consensus")
+    edit.click()
+    edited = box(4, 4, size=8)
+    view.editor.mask = edited
+    view.actions.children[-1].click()  # adjudicate with this mask: on to the next one
+    assert readers.label(exs[1]).source == "adjudicated" and np.array_equal(readers.mask(exs[1]), edited)
+    assert browser.example.id == exs[0] and isinstance(browser.canvas, ReaderComparison)

@@ -6,12 +6,14 @@ from typing import Any
 
 import ipywidgets as w
 
+from ..errors import PermissionDenied
 from ..project import Project
 from ..records import Example, Model
 from .base import Notice, View
 from .data_table import DataTable
 from .label_canvas import LabelCanvas
 from .markup import HTML, html
+from .readers import ReaderComparison
 
 __all__ = ["ExampleBrowser"]
 
@@ -44,6 +46,13 @@ QUEUE_COLUMNS: list[dict[str, Any]] = [
     {"key": "comment", "label": "Reviewer's comment"},
     *COLUMNS[2:],
 ]
+ADJUDICATE = "adjudicate"
+ADJUDICATION_COLUMNS: list[dict[str, Any]] = [
+    *COLUMNS[:2],
+    {"key": "agreement", "label": "Agreement", "type": "number"},
+    {"key": "readers", "label": "Readers"},
+    *COLUMNS[2:],
+]
 UNCERTAIN = "most uncertain first"
 DISAGREES = "disagrees"
 
@@ -53,6 +62,14 @@ def slices_labeled(ex: Example) -> str:
     if ex.depth is None:
         return ""
     return f"{ex.labeled_slices or 0} / {ex.depth}"
+
+
+def _settled_label(project: Project, example: Example):
+    """The example's label, or None where blind reading hides it from this reviewer (a reader of it too)."""
+    try:
+        return project.label(example)
+    except PermissionDenied:
+        return None
 
 
 class ExampleBrowser(View, w.VBox):
@@ -90,7 +107,7 @@ class ExampleBrowser(View, w.VBox):
         self.table.on_row_click(self.guarded(self.open_example))
         self.table.on_action(self.guarded(self._action))
         self.table.on_poll(self.guarded(project.poll))
-        self.canvas: LabelCanvas | None = None
+        self.canvas: LabelCanvas | ReaderComparison | None = None
         self._order: list[str] = []
         self._position = -1
         self.follow(
@@ -123,7 +140,12 @@ class ExampleBrowser(View, w.VBox):
         if active_filter in queues:
             query["state"] = list(queues[active_filter])
             query["sort"] = "created" if query["sort"] == "uncertainty" else query["sort"]
+        if active_filter == ADJUDICATE:
+            query["adjudicate"] = True
         return query, active_filter == DISAGREES
+
+    def _adjudicating(self) -> bool:
+        return not self._queue_only and self._reads_several() and self.project.can("reviewer")
 
     def _reads_several(self) -> bool:
         return self.project.reading_plan(self._model_key)["readers"] > 1
@@ -137,6 +159,9 @@ class ExampleBrowser(View, w.VBox):
             filters += [{"key": k, "label": label, "count": None} for k, label, _ in REVIEW_FILTERS]
             if project.model(model_id).deployed:
                 filters.append({"key": DISAGREES, "label": "Prediction disagrees", "count": None})
+        waiting = project.adjudication_queue(model_id) if self._adjudicating() else []
+        if self._adjudicating():
+            filters.insert(0, {"key": ADJUDICATE, "label": "To adjudicate", "count": len(waiting)})
         if self._reads_several() or self._queue_only:
             mine = project.queue_counts(model_id)
             filters[:0] = [
@@ -144,7 +169,17 @@ class ExampleBrowser(View, w.VBox):
             ]
         query, disagreeing = self._query(sort, descending, active_filter)
         states: dict[str, tuple[str, str]] = {}
-        if "state" in query:
+        figures: dict[str, tuple[float | None, str]] = {}
+        if query.get("adjudicate"):
+            self._columns(ADJUDICATION_COLUMNS)
+            total = len(waiting)
+            examples = waiting[page * page_size : (page + 1) * page_size]
+            labels = {ex.id: _settled_label(project, ex) for ex in examples}
+            figures = {
+                i: (lab.agreement, ", ".join(lab.readers)) if lab is not None else (None, "")
+                for i, lab in labels.items()
+            }
+        elif "state" in query:
             self._columns(QUEUE_COLUMNS)
             total = sum(project.queue_counts(model_id)[s] for s in query["state"])
             entries = project.queue(model_id, offset=page * page_size, limit=page_size, **query)
@@ -176,6 +211,7 @@ class ExampleBrowser(View, w.VBox):
                     if ex.id in states
                     else {}
                 ),
+                **({"agreement": figures[ex.id][0], "readers": figures[ex.id][1]} if ex.id in figures else {}),
                 "subject_id": ex.subject_id or "",
                 "source": ex.origin,
                 "split": ex.split,
@@ -208,6 +244,8 @@ class ExampleBrowser(View, w.VBox):
         query, disagreeing = self._query()
         if disagreeing:
             return [e.id for e in self._disagreements(query)]
+        if query.get("adjudicate"):
+            return [e.id for e in self.project.adjudication_queue(self._model_key)]
         if "state" in query:
             return [e.example.id for e in self.project.queue(self._model_key, **query)]
         return [e.id for e in self.project.examples(self._model_key, **query)]
@@ -242,8 +280,14 @@ class ExampleBrowser(View, w.VBox):
         example_id = self._order[self._position]
         if self.canvas is not None:
             self.canvas.close()
-        self.canvas = LabelCanvas.for_example(self.project, example_id)
-        self.canvas.on_submit(lambda _c: self.next())
+        if self._query()[0].get("adjudicate"):  # a reviewer settles the readings
+            comparison = ReaderComparison(self.project, example_id)
+            comparison.on_settle(lambda _view: self.next())
+            self.canvas = comparison
+        else:
+            canvas = LabelCanvas.for_example(self.project, example_id)
+            canvas.on_submit(lambda _c: self.next())
+            self.canvas = canvas
         back = w.Button(description="Back", icon="arrow-left")
         prev = w.Button(description="Previous", disabled=self._position == 0)
         nxt = w.Button(description="Next", disabled=self._position >= len(self._order) - 1)

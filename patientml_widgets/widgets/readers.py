@@ -16,8 +16,9 @@ from .. import imaging
 from ..errors import PermissionDenied
 from ..project import Project
 from ..records import Label, Model
-from .base import Notice, View, message
-from .markup import HTML, description, escape, html, number, table
+from .base import Notice, View, message, run_callbacks
+from .label_canvas import LabelCanvas
+from .markup import HTML, escape, html, number, table
 
 __all__ = ["AgreementChart", "ReaderComparison"]
 
@@ -92,6 +93,8 @@ class ReaderComparison(View, w.VBox):
         self.notice = Notice()
         self.body = w.VBox()
         self.actions = w.VBox()
+        self.editor: LabelCanvas | None = None
+        self._settled = w.CallbackDispatcher()
         self.follow(project, lambda _: self.refresh(), model_id=self.model.id, tables=("labels", "readings", "members"))
         super().__init__([self.body, self.actions, self.notice])
         self.refresh()
@@ -212,34 +215,62 @@ class ReaderComparison(View, w.VBox):
             if allowed
             else f"settling readings needs the reviewer role ({self.project.user} is a {self.project.role})"
         )
-        picks = []
-        for reader in submitted:
-            button = w.Button(
-                **description(f"Use {reader}'s"),
-                disabled=not allowed,
-                tooltip=why or f"adjudicate: {reader}'s label becomes the example's",
-            )
-            button.on_click(self.guarded(lambda _b, reader=reader: self._adjudicate(reader)))
-            picks.append(button)
+        # the reading to take: a menu (its options are text; a button's description would be typeset)
+        self.pick = w.Dropdown(options=submitted, value=submitted[0], disabled=not allowed,
+                               layout=w.Layout(width="160px"))  # fmt: skip
+        use = w.Button(description="Use this reading", disabled=not allowed,
+                       tooltip=why or "adjudicate: the chosen reader's label becomes the example's")  # fmt: skip
+        use.on_click(self.guarded(lambda _b: self._adjudicate(str(self.pick.value))))
+        picks = [self.pick, use]
         accept = w.Button(description="Accept consensus", button_style="success", tooltip=why,
                           disabled=not allowed or label is None or label.status != "submitted")  # fmt: skip
         accept.on_click(self.guarded(lambda _b: self._accept()))
         self.comment = w.Text(placeholder="What should the readers change?", disabled=not allowed)
         back = w.Button(description="Return readings", button_style="danger", disabled=not allowed, tooltip=why)
         back.on_click(self.guarded(lambda _b: self._return()))
-        return [w.HBox([*picks, accept]), w.HBox([self.comment, back])]
+        row = [*picks, accept]
+        if self.model.problem_type == "segmentation":
+            edit = w.Button(description="Edit the consensus", disabled=not allowed, tooltip=why)
+            edit.on_click(self.guarded(lambda _b: self._edit()))
+            row.append(edit)
+        return [w.HBox(row), w.HBox([self.comment, back])]
+
+    def on_settle(self, callback, remove: bool = False) -> None:
+        """Call ``callback(view)`` after a reviewer settled the example here (adjudicated, accepted, returned)."""
+        self._settled.register_callback(callback, remove=remove)
+
+    def _done(self, text: str) -> None:
+        self.notice.show(text, "green")
+        run_callbacks(self._settled, self, on_error=lambda e: self.notice.error(e))
 
     def _adjudicate(self, reader: str) -> None:
         self.project.adjudicate(self.example, reader=reader, comment=self.comment.value)
-        self.notice.show(f"{reader}'s label is the example's label now (adjudicated)", "green")
+        self._done(f"{reader}'s label is the example's label now (adjudicated)")
 
     def _accept(self) -> None:
         self.project.review(self.example, "accept", self.comment.value)
-        self.notice.show("Consensus accepted", "green")
+        self._done("Consensus accepted")
 
     def _return(self) -> None:
         self.project.review(self.example, "return", self.comment.value)
-        self.notice.show("Readings returned to their readers", "green")
+        self._done("Readings returned to their readers")
+
+    def _edit(self) -> None:
+        """A canvas on the consensus (or the first reading): the mask a reviewer draws becomes the label."""
+        start = self.project.mask(self.example)
+        if start is None:
+            first = next((r for r in self.project.readings(self.example) if r.status == "submitted"), None)
+            start = None if first is None else self.project.reading_mask(self.example, first.reader)
+        image = self.project.volume(self.example) if self.example.is_volume else self.project.image(self.example)
+        self.editor = LabelCanvas(image, self.model, mask=start)
+        use = w.Button(description="Adjudicate with this mask", button_style="primary")
+        use.on_click(self.guarded(lambda _b: self._use_edit()))
+        self.actions.children = [*self.actions.children[:2], self.editor, use]
+
+    def _use_edit(self) -> None:
+        assert self.editor is not None
+        self.project.adjudicate(self.example, mask=self.editor.mask, comment=self.comment.value)
+        self._done("The edited mask is the example's label now (adjudicated)")
 
 
 def _dice(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
