@@ -725,7 +725,7 @@ class Project:
 
     def adjudication_queue(self, model: ModelRef) -> list[Example]:
         """The examples whose readings are in and that no reviewer has settled, least agreement first."""
-        return self._session.examples_by_id(r["example_id"] for r in self._session.adjudication_queue(model))
+        return self._session.examples_by_id(self._session.adjudication_queue(model))
 
     def agreement(self, model: ModelRef) -> dict[str, Any]:
         """How the model's readers agree: ``examples`` (id -> mean pairwise Dice, or share of agreeing reader

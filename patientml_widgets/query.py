@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import io
 import itertools
+import math
 import os
 import threading
 from collections.abc import Callable
@@ -54,7 +55,7 @@ def source_order(record: dict[str, Any]) -> str:
 
 #: columns that come from the example records alone, and those that need the labels too
 _EXAMPLE_COLUMNS = ("model_id", "split", "subject_id", "created", "updated", "source")
-_LABEL_COLUMNS = ("status", "label_updated", "review")
+_LABEL_COLUMNS = ("status", "label_updated", "review", "waiting")
 #: text columns with a per-shard integer sort key (the key column's name)
 _KEYED = {"created": "created_key", "updated": "updated_key", "label_updated": "label_updated_key", "id": "id_key"}
 _KEY_OF = {key: name for name, key in _KEYED.items()}
@@ -269,6 +270,7 @@ class _Block:
             labels = [found.get(i) for i in ids] if len(found) else [None] * len(ids)
             return {
                 "review": lambda: np.array([_review_code(lab) for lab in labels], np.int8),
+                "waiting": lambda: np.array([_waiting(lab) for lab in labels], np.int32),
                 "status": lambda: np.array(
                     [0 if lab is None else _STATUS_OF_LABEL[lab["status"]] for lab in labels], np.int8
                 ),
@@ -286,6 +288,19 @@ class _Block:
             "updated": lambda: _texts([r["updated"] for r in records]),
             "source": lambda: _texts([source_order(r) for r in records]),
         }
+
+
+def _waiting(label: dict[str, Any] | None) -> int:
+    """-1 unless the label is a consensus of readings no reviewer has settled (adjudicated or accepted); then
+    its agreement in millionths (1.0 when unknown): the adjudication queue, least agreement first.
+    """
+    if label is None or label["status"] == "deleted" or label.get("source") != "consensus":
+        return -1
+    if (label.get("review") or {}).get("state") == "accepted":
+        return -1
+    agreement = label.get("agreement")
+    known = isinstance(agreement, int | float) and math.isfinite(agreement)
+    return round(1e6 * min(max(float(agreement), 0.0), 1.0)) if known else 1_000_000  # type: ignore[arg-type]
 
 
 def _review_code(label: dict[str, Any] | None) -> int:
@@ -427,6 +442,15 @@ class ExampleIndex:
         if split is not None:
             keep = keep & (cols["split"] == split)
         return cols, np.flatnonzero(keep)
+
+    def adjudication(self, model_id: str) -> tuple[_Columns, np.ndarray]:
+        """The rows of the model's examples waiting for a reviewer, least agreement first (then oldest label)."""
+        blocks = self._current_blocks()
+        cols = _Columns(self, blocks)
+        waiting = cols["waiting"]
+        rows = np.flatnonzero(self._in_model(model_id, blocks) & (waiting >= 0))
+        times = cols.key("label_updated")[rows]
+        return cols, rows[np.lexsort((times, waiting[rows]))]
 
     def queue_states(self, model_id: str, reader: str, blocks: list[_Block] | None = None) -> np.ndarray:
         """Per row, where the example stands in ``reader``'s queue of the model (an index of ``QUEUE_STATES``;

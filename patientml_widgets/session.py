@@ -1211,22 +1211,12 @@ class Session:
             self.emit(Change("label_submitted", model_id=record["model_id"], example_ids=ids, tables=("labels",)))
         return Label.from_record(new)
 
-    def adjudication_queue(self, model: ModelRef) -> list[dict[str, Any]]:
-        """The examples whose readings are all in and that no reviewer has settled (adjudicated or accepted),
-        least agreement first: their label records (a classification tie is a draft with no classes).
+    def adjudication_queue(self, model: ModelRef) -> list[str]:
+        """The ids of the examples whose readings are all in and that no reviewer has settled (adjudicated or
+        accepted), least agreement first (a classification tie, a draft with no classes, among them).
         """
-        model_id = self.model_record(model)["id"]
-        waiting = [
-            r
-            for r in self.read().records("labels")
-            if r["model_id"] == model_id
-            and r.get("source") == "consensus"
-            and r["status"] != "deleted"
-            and (r.get("review") or {}).get("state") != "accepted"
-        ]
-        return sorted(
-            waiting, key=lambda r: (r.get("agreement") if r.get("agreement") is not None else 1.0, r["updated"])
-        )
+        cols, rows = self.index.adjudication(self.model_record(model)["id"])
+        return cols["id"][rows].tolist()
 
     def agreement_figures(self, model: ModelRef) -> dict[str, Any]:
         """How the model's readers agree over the examples whose readings are in (those with a label made from
