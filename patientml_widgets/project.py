@@ -31,7 +31,7 @@ from .arguments import mapping as _mapping
 from .arguments import number as _number
 from .arguments import path as _path
 from .arguments import sequence as _sequence
-from .errors import NotFoundError, ValidationError
+from .errors import NotFoundError, PermissionDenied, ValidationError
 from .exchange import Importer, ImportReport, export_labels, export_snapshot
 from .predictions import Predictions
 from .query import ExampleIndex
@@ -395,6 +395,12 @@ class Project:
         unless ``include_subjects=False``; patient names and DICOM identifiers are not, unless
         ``include_metadata=True``. :meth:`import_dataset` reads either layout back.
         """
+        plan = self._session.reading_plan(model)
+        if plan["readers"] > 1 and plan["blind"] and not self.can("reviewer"):
+            raise PermissionDenied(
+                f"exporting the labels of a model read blind needs the reviewer role ({self.user} is a "
+                f"{self.role}): they are made from readings a reader may not see before their own"
+            )
         return export_labels(
             self._session, model, _path(folder, "folder"), layout=layout, include_drafts=include_drafts,
             include_subjects=include_subjects, include_metadata=include_metadata,

@@ -111,6 +111,8 @@ def test_blind_reading_hides_the_others_until_ones_own_is_submitted(team):
     late.save_label(ex, mask=box(9, 9))  # a draft is not a submit
     with pytest.raises(PermissionDenied):
         late.reading(ex, first)
+    with pytest.raises(PermissionDenied, match="exporting the labels of a model read blind needs the reviewer"):
+        late.export_labels("Lesions", team.path.parent / "export")
     late.submit_label(ex)
     assert [r.reader for r in late.readings(ex)] == sorted(POOL)
     assert np.array_equal(late.reading_mask(ex, first), box(2, 2))
