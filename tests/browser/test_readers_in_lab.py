@@ -75,5 +75,8 @@ def test_reader_comparison_and_agreement_chart_in_lab(lab, page):
     assert project.label(ex).source == "adjudicated" and project.label(ex).author == "rita"
     assert np.array_equal(project.mask(ex), box(10, 10))
     chart.locator(".bqplot").first.wait_for(timeout=60_000)
-    chart.locator("g.bargroup rect, rect.bar").first.wait_for(timeout=30_000)
+    bars = chart.locator("rect.bar")
+    bars.first.wait_for(state="attached", timeout=30_000)
+    heights = [float(b.get_attribute("height") or 0) for b in bars.all()]
+    assert len(heights) == 4 and sum(h > 0 for h in heights) == 2  # ana with ben, ben with ana; none with oneself
     assert "ana / ben" in chart.inner_text()
