@@ -210,7 +210,21 @@ CALLS = {
     "store_predictions": lambda p: _store_predictions(p),
     "volume": lambda p: _volume(p),
     "add_member": lambda p: p.add_member("ana", "labeler"),  # the first list: its maker becomes the owner too
+    "configure_reading": lambda p: p.configure_reading("m_000000", readers=2, pool=["ana", "ben", "cy"]),
+    "readings": lambda p: _readings(p),
 }
+
+
+def _readings(p):
+    """Several readers in one commit: the plan, two readings that make a consensus, a review, an adjudication."""
+    with p.batch():
+        p.configure_reading("m_000000", readers=2, pool=["ana", "ben"])
+        ex = p.examples("m_000000")[5]
+        for reader, k in (("ana", 1), ("ben", 2)):
+            p.submit_label(ex, mask=(image(8, 8, seed=k) > 128).astype(np.uint8), author=reader)
+        p.review(ex, "return", "once more", reader="ben")
+        p.submit_label(ex, author="ben")
+        p.adjudicate(p.examples("m_000000")[0], mask=np.ones((8, 8), np.uint8))
 
 
 def _volume(p):
