@@ -68,3 +68,10 @@ class Browser:
         region = [x, y, patch.shape[1], patch.shape[0]]
         content = {"kind": "mask", "seq": seq, "plane": plane, "index": index, "region": region}
         return self.send(content, [imaging.encode_mask_wire(patch)])
+
+
+def as_user(project, user: str):
+    """The same project folder opened by another person (another kernel)."""
+    import patientml_widgets as pml
+
+    return pml.Project.open(project.path, create=False, user=user)

@@ -4,6 +4,7 @@ reading, the reader comparison (blind until one's own submit) with a reviewer's 
 
 import numpy as np
 import pytest
+from helpers import as_user
 
 import patientml_widgets as pml
 from patientml_widgets.widgets import AgreementChart, ExampleBrowser, LabelCanvas, ReaderComparison
@@ -11,10 +12,6 @@ from patientml_widgets.widgets import AgreementChart, ExampleBrowser, LabelCanva
 
 def click_row(table, row_id):
     table._handle_message(table, {"kind": "row_click", "id": row_id}, [])
-
-
-def as_user(project, user):
-    return pml.Project.open(project.path, create=False, user=user)
 
 
 def box(top, left, size=6):

@@ -6,6 +6,7 @@ import multiprocessing as mp
 
 import numpy as np
 import pytest
+from helpers import as_user
 from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
@@ -14,11 +15,6 @@ from patientml_widgets import NotFoundError, PermissionDenied, ValidationError, 
 from patientml_widgets.store.check import check, repair
 
 POOL = ["ana", "ben", "cy"]
-
-
-def as_user(project: pml.Project, user: str) -> pml.Project:
-    """The same folder opened by another person (another kernel)."""
-    return pml.Project.open(project.path, create=False, user=user)
 
 
 def box(top: int, left: int, size: int = 8, shape=(24, 24), cls: int = 1) -> np.ndarray:

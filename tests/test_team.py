@@ -4,14 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from helpers import as_user
 
 import patientml_widgets as pml
 from patientml_widgets import PermissionDenied
-
-
-def as_user(project: pml.Project, user: str) -> pml.Project:
-    """The same folder opened by another person (another kernel)."""
-    return pml.Project.open(project.path, create=False, user=user)
 
 
 def mask(k: int = 0) -> np.ndarray:
