@@ -159,8 +159,9 @@ class ExampleBrowser(View, w.VBox):
             filters += [{"key": k, "label": label, "count": None} for k, label, _ in REVIEW_FILTERS]
             if project.model(model_id).deployed:
                 filters.append({"key": DISAGREES, "label": "Prediction disagrees", "count": None})
-        waiting = project.adjudication_queue(model_id) if self._adjudicating() else []
-        if self._adjudicating():
+        adjudicating = self._adjudicating()
+        waiting = project.adjudication_queue(model_id) if adjudicating else []
+        if adjudicating:
             filters.insert(0, {"key": ADJUDICATE, "label": "To adjudicate", "count": len(waiting)})
         if self._reads_several() or self._queue_only:
             mine = project.queue_counts(model_id)
