@@ -5,14 +5,17 @@ The unit of independence is the patient: a resample draws subjects with replacem
 never split across a resample. The challenger and the champion are resampled with the same draws (paired), so
 the interval of their difference is narrower than the two intervals side by side suggest.
 
-A metric here is the mean of a per-example value (Dice, IoU, accuracy, an error...), the value of the test
-set being the mean over its examples. The draws are a (resamples x subjects) matrix of counts, so every metric
-of every resample is one matrix product: 2,000 resamples of 500 subjects for 6 metrics take milliseconds.
+A metric is a :class:`Statistic`: the value of a test set whose examples carry weights (how often each was
+drawn). Most metrics are a function of per-example sums (:class:`Pooled`: the mean of a per-example value,
+Dice from summed confusion counts, balanced accuracy from a summed confusion matrix...), so every resample is
+one matrix product of the (resamples x subjects) draw counts with the per-subject sums; AUROC is a weighted
+rank statistic (:class:`Auroc`). 2,000 resamples of 500 subjects for 6 metrics take a fraction of a second.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,10 +23,105 @@ from scipy.special import ndtr, ndtri
 
 from .errors import ValidationError
 
-__all__ = ["MIN_SUBJECTS", "paired_bootstrap", "resample_counts", "subject_index"]
+__all__ = ["MIN_SUBJECTS", "Auroc", "Pooled", "Statistic", "mean", "paired_bootstrap", "resample_counts",
+           "subject_index"]  # fmt: skip
 
 #: fewer test subjects than this give no meaningful interval: say so, and decide as without one
 MIN_SUBJECTS = 10
+#: resamples evaluated at once (bounds the memory of an example-weighted statistic)
+_CHUNK = 256
+
+
+class Statistic:
+    """A metric of a test set of ``n`` examples, each taken with a weight. Subclasses say how."""
+
+    n: int
+
+    def bind(self, index: np.ndarray, subjects: int) -> Callable[[np.ndarray], np.ndarray]:
+        """The metric of the test sets given by (m, subjects) draw counts, as m values (NaN: undefined)."""
+        raise NotImplementedError
+
+    def take(self, rows: np.ndarray) -> Statistic:
+        """The same metric of the examples ``rows`` (a boolean mask): a subgroup."""
+        raise NotImplementedError
+
+
+class Pooled(Statistic):
+    """``fn`` of the weighted sums of per-example statistics ``stats`` (n, d); ``fn`` maps (m, d) to (m,)."""
+
+    def __init__(self, stats: Any, fn: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.stats = np.asarray(stats, np.float64).reshape(len(stats), -1)
+        self.fn, self.n = fn, len(self.stats)
+        if not np.isfinite(self.stats).all():
+            raise ValidationError("a metric's per-example statistics hold a NaN or an infinite value")
+
+    def bind(self, index: np.ndarray, subjects: int) -> Callable[[np.ndarray], np.ndarray]:
+        per_subject = np.zeros((subjects, self.stats.shape[1]))
+        np.add.at(per_subject, index, self.stats)
+        fn = self.fn
+
+        def evaluate(counts: np.ndarray) -> np.ndarray:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.asarray(fn(counts @ per_subject), np.float64)
+
+        return evaluate
+
+    def take(self, rows: np.ndarray) -> Pooled:
+        return Pooled(self.stats[rows], self.fn)
+
+
+def mean(values: Sequence[float] | np.ndarray) -> Pooled:
+    """The mean of a per-example value; a NaN value leaves its example out (a class absent from it, say)."""
+    values = np.asarray(values, np.float64).ravel()
+    if np.isinf(values).any():
+        raise ValidationError("a metric holds an infinite value")
+    known = ~np.isnan(values)
+    return Pooled(np.stack([np.where(known, values, 0.0), known], axis=1), lambda s: s[:, 0] / s[:, 1])
+
+
+class Auroc(Statistic):
+    """The area under the ROC curve (ties half), the mean over the columns of ``truth`` (n, k) and
+    ``score`` (n, k) (one-vs-rest macro AUROC; a column with one kind of truth in a test set is left out).
+    """
+
+    def __init__(self, truth: Any, score: Any) -> None:
+        self.truth = np.asarray(truth, bool).reshape(len(truth), -1)
+        self.score = np.asarray(score, np.float64).reshape(self.truth.shape)
+        self.n = len(self.truth)
+
+    def take(self, rows: np.ndarray) -> Auroc:
+        return Auroc(self.truth[rows], self.score[rows])
+
+    def bind(self, index: np.ndarray, subjects: int) -> Callable[[np.ndarray], np.ndarray]:
+        columns = []
+        for c in range(self.truth.shape[1]):
+            order = np.argsort(self.score[:, c], kind="mergesort")
+            _, group = np.unique(self.score[order, c], return_inverse=True)
+            columns.append((order, group, self.truth[order, c]))
+
+        def evaluate(counts: np.ndarray) -> np.ndarray:
+            out = np.empty(len(counts))
+            for start in range(0, len(counts), _CHUNK):
+                weights = counts[start : start + _CHUNK][:, index]  # (m, n): each example as often as its subject
+                per_column = [_weighted_auc(weights[:, order], group, truth) for order, group, truth in columns]
+                with warnings.catch_warnings():  # a resample where no column is defined: NaN, quietly
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    out[start : start + _CHUNK] = np.nanmean(np.stack(per_column), axis=0)
+            return out
+
+        return evaluate
+
+
+def _weighted_auc(weights: np.ndarray, group: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """AUROC of examples sorted by score (``group``: the tie group of each), weighted per row."""
+    pos, neg = weights * truth, weights * ~truth
+    groups = int(group[-1]) + 1 if len(group) else 0
+    neg_per_group = np.zeros((len(weights), groups))
+    np.add.at(neg_per_group.T, group, neg.T)
+    below = np.cumsum(neg_per_group, axis=1) - neg_per_group  # negatives scored strictly lower
+    credit = (pos * (below + 0.5 * neg_per_group)[:, group]).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return credit / (pos.sum(axis=1) * neg.sum(axis=1))
 
 
 def subject_index(subjects: Sequence[Any]) -> tuple[np.ndarray, int]:
@@ -42,26 +140,27 @@ def resample_counts(subjects: int, resamples: int, rng: np.random.Generator) -> 
 
 
 def paired_bootstrap(
-    challenger: Mapping[str, Sequence[float]],
+    challenger: Mapping[str, Statistic | Sequence[float]],
     subjects: Sequence[Any],
-    champion: Mapping[str, Sequence[float]] | None = None,
+    champion: Mapping[str, Statistic | Sequence[float]] | None = None,
     *,
     resamples: int = 2000,
     level: float = 0.95,
     seed: int = 0,
     method: str = "bca",
 ) -> dict[str, Any]:
-    """Intervals of each metric (the mean of its per-example values) over subject resamples, and of the
-    challenger - champion difference for the metrics both have (the same draws for both: paired).
+    """Intervals of each metric over subject resamples, and of the challenger - champion difference for the
+    metrics both have (the same draws for both: paired).
 
     ``method``: ``"bca"`` (bias-corrected and accelerated, the acceleration from leaving out one subject at a
     time: closer to its level on a few dozen subjects) or ``"percentile"``.
 
-    ``challenger`` / ``champion``: metric -> one value per example, in the order of ``subjects`` (the subject
-    of each example). A NaN value (a class absent from an example, say) leaves that example out of that
-    metric. Returns ``{"subjects", "examples", "resamples", "level", "enough", "metrics": {name: {"value",
-    "low", "high"}}, "difference": {...}}``; ``enough`` is False below :data:`MIN_SUBJECTS` subjects (the
-    intervals are then None, and the reason is in ``"note"``).
+    ``challenger`` / ``champion``: metric -> a :class:`Statistic` of the examples, or one value per example
+    (their :func:`mean`), in the order of ``subjects`` (the subject of each example). Returns ``{"subjects",
+    "examples", "resamples", "level", "enough", "metrics": {name: {"value", "low", "high"}}, "champion": {...},
+    "difference": {...}}``; ``enough`` is False below :data:`MIN_SUBJECTS` subjects (the intervals are then
+    None, and the reason is in ``"note"``). A resample where a metric is undefined (AUROC without a positive,
+    say) is left out of that metric's interval.
     """
     if not 0 < level < 1:
         raise ValidationError(f"level is a share between 0 and 1, not {level!r}")
@@ -71,13 +170,12 @@ def paired_bootstrap(
         raise ValidationError(f"resamples is a whole number of at least 100, not {resamples!r}")
     index, n_subjects = subject_index(subjects)
     n = len(index)
-    ours = {k: _values(v, n, k) for k, v in challenger.items()}
-    theirs = {k: _values(v, n, k) for k, v in (champion or {}).items()}
+    ours = {k: _statistic(v, n, k) for k, v in challenger.items()}
+    theirs = {k: _statistic(v, n, k) for k, v in (champion or {}).items()}
     out: dict[str, Any] = {
-        "subjects": n_subjects, "examples": n, "resamples": resamples, "level": level,
-        "enough": n_subjects >= MIN_SUBJECTS, "metrics": {}, "difference": {},
+        "subjects": n_subjects, "examples": n, "resamples": resamples, "level": level, "method": method,
+        "enough": n_subjects >= MIN_SUBJECTS, "metrics": {}, "champion": {}, "difference": {},
     }  # fmt: skip
-    shared = [k for k in ours if k in theirs]
     if not n_subjects:
         out["note"] = "no test examples"
         return out
@@ -89,59 +187,66 @@ def paired_bootstrap(
             f"{n_subjects} test subject(s): too few for a meaningful interval (at least {MIN_SUBJECTS}); "
             "the point estimates are shown without one"
         )
-    out["method"] = method
-    for name, values in ours.items():
-        out["metrics"][name] = _interval(values, index, n_subjects, counts, level, method)
-    for name in shared:
-        both = ~np.isnan(ours[name]) & ~np.isnan(theirs[name])  # the difference on the examples both scored
-        diff = np.where(both, ours[name] - theirs[name], np.nan)
-        out["difference"][name] = _interval(diff, index, n_subjects, counts, level, method)
+    bound_ours = {k: v.bind(index, n_subjects) for k, v in ours.items()}
+    bound_theirs = {k: v.bind(index, n_subjects) for k, v in theirs.items()}
+    for name, evaluate in bound_ours.items():
+        out["metrics"][name] = _interval(evaluate, n_subjects, counts, level, method)
+    for name, evaluate in bound_theirs.items():
+        out["champion"][name] = _interval(evaluate, n_subjects, counts, level, method)
+        if name in bound_ours:
+            ours_of = bound_ours[name]
+
+            def difference(c: np.ndarray, a=ours_of, b=evaluate) -> np.ndarray:
+                return a(c) - b(c)
+
+            out["difference"][name] = _interval(difference, n_subjects, counts, level, method)
     return out
 
 
-def _values(values: Sequence[float], n: int, name: str) -> np.ndarray:
-    array = np.asarray(values, np.float64)
-    if array.shape != (n,):
-        raise ValidationError(f"metric {name!r} has {array.size} values for {n} examples")
-    if np.isinf(array).any():
-        raise ValidationError(f"metric {name!r} holds an infinite value")
-    return array
+def _statistic(values: Statistic | Sequence[float], n: int, name: str) -> Statistic:
+    try:
+        statistic = values if isinstance(values, Statistic) else mean(values)
+    except ValidationError as e:
+        raise ValidationError(f"metric {name!r}: {e}") from None
+    if statistic.n != n:
+        raise ValidationError(f"metric {name!r} has {statistic.n} values for {n} examples")
+    return statistic
 
 
 def _interval(
-    values: np.ndarray, index: np.ndarray, n_subjects: int, counts: np.ndarray | None, level: float, method: str
+    evaluate: Callable[[np.ndarray], np.ndarray], n_subjects: int, counts: np.ndarray | None, level: float, method: str
 ) -> dict[str, float | None]:
-    """The mean of the known values, and its interval over the resamples (None without them)."""
-    known = ~np.isnan(values)
-    sums = np.bincount(index[known], weights=values[known], minlength=n_subjects)  # per subject
-    sizes = np.bincount(index[known], minlength=n_subjects).astype(np.float64)
-    if not sizes.sum():
+    """The metric of the whole test set, and its interval over the resamples (None without them)."""
+    value = float(evaluate(np.ones((1, n_subjects)))[0])
+    if not np.isfinite(value):
         return {"value": None, "low": None, "high": None}
-    value = float(sums.sum() / sizes.sum())
     if counts is None:
         return {"value": value, "low": None, "high": None}
-    taken = counts @ sizes
-    means = (counts @ sums)[taken > 0] / taken[taken > 0]  # a resample that drew no scored example: left out
+    values = evaluate(counts)
+    values = values[np.isfinite(values)]  # a resample where the metric is undefined: left out
+    if len(values) < 2:
+        return {"value": value, "low": None, "high": None}
     tails = np.array([(1 - level) / 2, 1 - (1 - level) / 2])
     if method == "bca":
-        tails = _bca_tails(means, value, sums, sizes, tails)
-    low, high = np.percentile(means, 100 * tails)
+        tails = _bca_tails(values, value, evaluate, n_subjects, tails)
+    low, high = np.percentile(values, 100 * tails)
     return {"value": value, "low": float(low), "high": float(high)}
 
 
-def _bca_tails(means: np.ndarray, value: float, sums: np.ndarray, sizes: np.ndarray, tails: np.ndarray) -> np.ndarray:
+def _bca_tails(
+    values: np.ndarray, value: float, evaluate: Callable[[np.ndarray], np.ndarray], n_subjects: int, tails: np.ndarray
+) -> np.ndarray:
     """The percentiles BCa takes instead of ``tails`` (Efron 1987): the bias from the share of resamples
-    below the estimate, the acceleration from the jackknife over subjects.
+    below the estimate, the acceleration from the jackknife over subjects (each left out once).
     """
-    below = (np.count_nonzero(means < value) + 0.5 * np.count_nonzero(means == value)) / len(means)
+    below = (np.count_nonzero(values < value) + 0.5 * np.count_nonzero(values == value)) / len(values)
     if not 0 < below < 1:
         return tails  # every resample on one side: no correction can be estimated
     z0 = ndtri(below)
-    held = sizes > 0
-    rest = sizes.sum() - sizes[held]
-    if (rest <= 0).any():
+    leave_one_out = evaluate(1.0 - np.eye(n_subjects))
+    leave_one_out = leave_one_out[np.isfinite(leave_one_out)]
+    if len(leave_one_out) < 2:
         return tails
-    leave_one_out = (sums.sum() - sums[held]) / rest
     spread = leave_one_out.mean() - leave_one_out
     denominator = 6 * float((spread**2).sum()) ** 1.5
     accel = float((spread**3).sum()) / denominator if denominator > 0 else 0.0

@@ -182,7 +182,14 @@ class Predictions:
         return entry
 
     def _as_prediction(self, entry: dict[str, Any]) -> Prediction:
-        names = [c["name"] for c in self.session.run_record(entry["run_id"])["classes"]]
+        run = self.session.run_record(entry["run_id"])
+        names = [c["name"] for c in run["classes"]]
+        chosen = (run.get("thresholds") or {}).get("classes")
+        thresholds = (
+            {n: float(v) for n, v in chosen.items() if n in names and _probability(v)}
+            if isinstance(chosen, dict)
+            else {}
+        )
         mask = entry.get("mask")
         if mask is None and entry.get("mask_ref"):
             mask = self.session.mask_blob(entry["mask_ref"])
@@ -192,6 +199,8 @@ class Predictions:
             probabilities=dict(zip(names, entry["probabilities"], strict=True)),
             uncertainty=entry["uncertainty"],
             mask=mask,
+            thresholds=thresholds,
+            multi_label=bool(self.session.model_record(run["model_id"]).get("multi_label")),
         )
 
     # -- queries -----------------------------------------------------------------------
@@ -260,3 +269,7 @@ class Predictions:
         overlap = 2 * np.logical_and(truth == guess, fg_truth).sum()
         total = fg_truth.sum() + fg_guess.sum()
         return bool(total > 0 and overlap / total < DISAGREEMENT_DICE)
+
+
+def _probability(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1

@@ -12,6 +12,7 @@ returns, then observers are told.
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import textwrap
 import types
@@ -33,6 +34,7 @@ from .arguments import path as _path
 from .arguments import sequence as _sequence
 from .errors import NotFoundError, PermissionDenied, ValidationError
 from .exchange import Importer, ImportReport, export_labels, export_snapshot
+from .policy import RULES
 from .predictions import Predictions
 from .query import ExampleIndex
 from .reading import QUEUE_STATES
@@ -800,6 +802,11 @@ class Project:
         auto_deploy: bool | None = None,
         model_code: str | None = None,
         budget: float | str | None = None,
+        rule: str | None = None,
+        margin: float | None = None,
+        subgroups: list[str] | None = None,
+        operating_point: dict[str, float] | str | None = None,
+        intended_use: str | None = None,
     ) -> Model:
         """Set how runs of this model train and when they are promoted; unset arguments stay as they are.
 
@@ -812,9 +819,21 @@ class Project:
         (True: the built-in U-Net on 2-D images also learns to follow clicks, for the labeler);
         see ``training.spec.TrainSpec``);
         ``search_space`` (with ``max_trials``) makes each run train several trials and keep
-        the best on the validation split; ``objective``/``direction``/``min_margin`` is the
-        promotion rule; ``auto_deploy`` deploys an approved run; ``model_code`` names code
+        the best on the validation split; ``auto_deploy`` deploys an approved run; ``model_code`` names code
         registered with :meth:`register_model_code` ("" for the built-in network).
+
+        The promotion rule: ``objective`` / ``direction``, and ``rule``: ``"margin"`` (the default: the test
+        objective beats the champion's by ``margin``), ``"superiority"`` (the paired 95% bootstrap interval of
+        the difference over test subjects lies above ``margin``) or ``"non-inferiority"`` (above ``-margin``);
+        with fewer than 10 test subjects the interval rules fall back to the margin rule, saying so
+        (``min_margin`` is the older name of ``margin``). A subgroup where the run is worse than the champion
+        beyond its interval rejects it; ``subgroups`` names the fields compared (default
+        ``evaluation.SUBGROUP_FIELDS``: Manufacturer, Modality, InstitutionName, PatientSex, age bins, the
+        subject's tags; also ``split_source`` or any key of an example's source or a subject's metadata;
+        ``[]``: none). ``operating_point`` (classification) chooses per-class thresholds on the validation
+        split that ``predict`` then uses: ``{"sensitivity": 0.9}``, ``{"specificity": 0.95}`` or
+        ``"youden"`` ("" goes back to the most probable class). ``intended_use`` is the text the model card
+        of every deployed run quotes.
         """
         from .training.search import validate_space
         from .training.spec import parse_budget
@@ -833,12 +852,21 @@ class Project:
                 "auto_deploy": auto_deploy,
                 "model_code": model_code,
                 "budget_s": None if budget is None else parse_budget(budget),
+                "rule": None if rule is None else _choice(rule, RULES, "rule"),
+                "subgroups": None
+                if subgroups is None
+                else [_clean_name(f, "subgroup field") for f in _sequence(subgroups, "subgroups")],
+                "operating_point": None if operating_point is None else _operating_point(operating_point),
+                "intended_use": None if intended_use is None else _clean_text(intended_use, "intended_use"),
             }
+            if margin is not None and min_margin is not None and margin != min_margin:
+                raise ValidationError("margin and min_margin are one setting (min_margin its older name): pass one")
+            min_margin = margin if margin is not None else min_margin
             updates["direction"] = _direction(record, objective, direction)
             if max_trials is not None:
                 updates["max_trials"] = _integer(max_trials, "max_trials", minimum=1)
             if min_margin is not None:
-                updates["min_margin"] = _number(min_margin, "min_margin")
+                updates["min_margin"] = _number(min_margin, "margin")
             if auto_deploy is not None:
                 updates["auto_deploy"] = _flag(auto_deploy, "auto_deploy")
             if model_code is not None:
@@ -941,15 +969,23 @@ class Project:
         return self._runs.log(run)
 
     def export_run(self, run: RunRef, folder: str | os.PathLike) -> Path:
-        """Write a run's weights (a plain state dict) and config (spec, classes) to ``folder``.
+        """Write a run's weights (a plain state dict), config (spec, classes) and model card (``model_card.md``
+        and ``model_card.json``: the one written when it was deployed, else one made now) to ``folder``.
 
         Load it anywhere with ``patientml_widgets.training.predictor.Predictor.load(folder)``.
         """
+        from . import model_card
+
         record = self._session.run_record(run)
         model = self._session.model_record(record["model_id"])
         info = {k: record[k] for k in ("id", "slug", "hyperparameters", "metrics", "snapshot")}
+        info["thresholds"] = record.get("thresholds") or {}
         meta = {k: model[k] for k in ("id", "name", "problem_type", "multi_label", "classes")}
-        return self._predictions.predictor(record["id"]).export(_path(folder, "folder"), model=meta, run=info)
+        out = self._predictions.predictor(record["id"]).export(_path(folder, "folder"), model=meta, run=info)
+        card = record.get("model_card") or self._session.model_card(record["id"])
+        (out / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
+        (out / "model_card.md").write_text(model_card.markdown(card))
+        return out
 
     # -- predictions -------------------------------------------------------------------
 
@@ -970,6 +1006,13 @@ class Project:
         (``interactive.ProjectModelEngine(predictor, run=slug)`` offers it as an interactive engine).
         """
         return self._predictions.predictor(self._session.run_record(run)["id"])
+
+
+def _operating_point(point: Any) -> dict[str, float] | str:
+    """A checked operating point; "" (stored as such) goes back to the most probable class."""
+    from .evaluation import operating_point
+
+    return "" if point == "" else operating_point(point)
 
 
 def _direction(record: dict[str, Any], objective: str | None, direction: str | None) -> str | None:

@@ -320,6 +320,11 @@ class Run:
     plan: dict[str, Any] = field(default_factory=dict)  #: settings derived from the fingerprint and machine
     hardware: dict[str, Any] = field(default_factory=dict)  #: device, precision, threads and why
     training: dict[str, Any] = field(default_factory=dict)  #: steps done, best step, why it stopped, seconds
+    #: the test evaluation with intervals (``evaluation.evaluate``): overall, champion, difference, subgroups,
+    #: calibration; computed by the worker after training
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    thresholds: dict[str, Any] = field(default_factory=dict)  #: per-class operating thresholds chosen on validation
+    model_card: dict[str, Any] = field(default_factory=dict)  #: written when the run is deployed
     artifact_ref: str | None = None
     error: str | None = None
     traceback: str | None = None
@@ -379,12 +384,25 @@ class Prediction:
     probabilities: dict[str, float]  #: per class (segmentation: mean over the pixels)
     uncertainty: float  #: 0 = sure; used to order the labeling queue
     mask: Any = None  #: segmentation: uint8 class indices at the image's size
+    #: classification: the run's operating threshold per class, chosen on validation (empty: none chosen)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    multi_label: bool = False
 
     @property
     def classes(self) -> list[str]:
-        """Classification: the predicted class (single-label) or classes (multi-label, p >= 0.5)."""
-        ranked = sorted(self.probabilities, key=lambda c: self.probabilities[c], reverse=True)
-        return [c for c in ranked if self.probabilities[c] >= 0.5] or ranked[:1]
+        """Classification: the predicted class (single-label) or classes (multi-label: those whose probability
+        reaches its threshold, 0.5 without one; the most probable when none does).
+
+        With thresholds, a single-label prediction is the class whose probability is largest relative to its
+        threshold (for two classes: the second when its probability reaches its threshold).
+        """
+        p, t = self.probabilities, self.thresholds
+        ranked = sorted(p, key=lambda c: p[c], reverse=True)
+        if not t:
+            return [c for c in ranked if p[c] >= 0.5] or ranked[:1]
+        if self.multi_label:
+            return [c for c in ranked if p[c] >= t.get(c, 0.5)] or ranked[:1]
+        return [max(ranked, key=lambda c: p[c] / max(t.get(c, 1 / len(p)), 1e-9))]
 
 
 @dataclass(frozen=True)

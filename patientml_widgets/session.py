@@ -1377,8 +1377,29 @@ class Session:
             record = self.run_record(run)
             if record["status"] != "succeeded" or not record.get("artifact_ref"):
                 raise ValidationError(f"only a succeeded run can be deployed; {record['slug']} is {record['status']}")
-            self.decide(record["id"], "deploy", reason, actor)
+            replaced = self.model_record(record["model_id"]).get("champion_run_id")
+            deployed = self.decide(record["id"], "deploy", reason, actor)
+            card = self.model_card(record["id"], deployment=deployed.approvals[-1], replaced=replaced)
+            self.update_run(record["id"], model_card=card)
             return self.update_model(record["model_id"], champion_run_id=record["id"])
+
+    def model_card(
+        self, run: RunRef, *, deployment: dict[str, Any] | None = None, replaced: str | None = None
+    ) -> dict[str, Any]:
+        """The run's model card (``model_card.build``) as of now: the records it quotes, read in one go."""
+        from . import model_card
+
+        record = self.run_record(run)
+        refs = {}
+        for items in (record.get("snapshot") or {}).values():
+            for example_id, _ in items:
+                found = self.store.get("examples", example_id)
+                refs[example_id] = found["image_ref"] if found else ""
+        before = self.store.get("runs", replaced) if replaced else None
+        return model_card.build(
+            self.model_record(record["model_id"]), record, deployment=deployment, replaced=before,
+            image_refs=refs, generated=now(),
+        )  # fmt: skip
 
     # -- predictions -------------------------------------------------------------------
 

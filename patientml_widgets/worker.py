@@ -23,7 +23,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import NotFoundError, ValidationError
+from .errors import NotFoundError, StoreError, ValidationError
 from .model_code import load_model_code
 from .policy import check_volume_model, promotion_decision
 from .predictions import Predictions
@@ -92,6 +92,7 @@ class SplitData:
         self.modalities: list[str] = []
         self.spacings: list[Any] = []
         self.is_volume: list[bool] = []
+        self.records: list[dict[str, Any]] = []  #: the example records (their subject, source, ...)
         self._cache: dict[str, Any] = {}
 
     def prepared(self, spec) -> Any:
@@ -148,6 +149,7 @@ def load_split(session: Session, model: Model, items: list[list[Any]]) -> SplitD
         data.modalities.append(str((records[example_id].get("source") or {}).get("modality") or ""))
         data.spacings.append(records[example_id].get("spacing"))
         data.is_volume.append(records[example_id].get("depth") is not None)
+        data.records.append(records[example_id])
     return data
 
 
@@ -196,6 +198,10 @@ class Context:
     train_step: Any = None
     hardware: Any = None
     fingerprint: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def direction(self) -> str:
+        return str(self.config.get("direction", "max"))
 
 
 def load_context(session: Session, run_id: str) -> Context:
@@ -302,9 +308,9 @@ def train_candidates(ctx: Context, specs: list[Any], reporter: Reporter) -> tupl
 
 
 def test_and_judge(session: Session, ctx: Context, spec, result) -> tuple[dict[str, Any], str, str, bytes]:
-    """Evaluate on the test split next to the champion and apply the promotion rule.
+    """Evaluate on the test split next to the champion, with intervals, and apply the promotion rule.
 
-    Returns the fields to record, the decision, its reason and the weights.
+    Returns the fields to record (metrics, evaluation, thresholds...), the decision, its reason and the weights.
     """
     from .interactive.clicker import click_scores
     from .training import trainer
@@ -313,15 +319,7 @@ def test_and_judge(session: Session, ctx: Context, spec, result) -> tuple[dict[s
     net.load_state_dict(result.state_dict)
     net.to(ctx.hardware.device)
     test = ctx.data["test"]
-    outputs: Any
-    if spec.volume_mode:  # whole volumes: Dice over every voxel and HD95 in mm, or one class per volume
-        test_metrics, outputs = trainer.evaluate_volumes(
-            net, spec, test.images, test.targets, test.spacings, device=ctx.hardware.device
-        )
-    else:
-        test_metrics, outputs = trainer.evaluate(
-            net, spec, test.prepared(spec), device=ctx.hardware.device, masks=test.targets
-        )
+    test_metrics, outputs = score(net, spec, test, device=ctx.hardware.device)
     if spec.guidance:  # the interactive use: the standard clicker on the test masks' objects
         started = time.perf_counter()
         propose = functools.partial(
@@ -330,16 +328,13 @@ def test_and_judge(session: Session, ctx: Context, spec, result) -> tuple[dict[s
         test_metrics.update(click_scores(propose, test.targets))
         clicked = test_metrics.get("click_objects", 0)
         print(f"[{now()}] clicked {clicked} test objects in {time.perf_counter() - started:.1f} s", flush=True)
-    champion = {}
+    champion, champion_outputs = {}, None
     champion_id = ctx.model.champion_run_id
     if champion_id and champion_id != ctx.run["id"]:
-        champion = evaluate_champion(session, ctx.model, champion_id, test)
-    champion_score = (champion.get("metrics") or {}).get("test", {}).get(spec.objective) if champion else None
-    margin = float(ctx.config.get("min_margin", 0.0))
-    direction = ctx.config.get("direction", "max")
-    decision, reason = promotion_decision(
-        spec.objective, direction, margin, test_metrics.get(spec.objective), champion_score
-    )
+        champion, champion_outputs = evaluate_champion(session, ctx.model, champion_id, test)
+    started = time.perf_counter()
+    evaluation = evaluate_run(session, ctx, spec, test_metrics, outputs, champion, champion_outputs)
+    print(f"[{now()}] evaluated with intervals in {time.perf_counter() - started:.1f} s", flush=True)
     fields = {
         "metrics": {
             "val": result.val_metrics,
@@ -349,8 +344,99 @@ def test_and_judge(session: Session, ctx: Context, spec, result) -> tuple[dict[s
         },
         "test_examples": per_example_scores(spec, outputs, test.targets, test.example_ids),
         "champion": champion,
+        "evaluation": evaluation,
     }
+    point = ctx.config.get("operating_point")
+    if point and spec.problem_type != "segmentation" and len(test.example_ids) + len(ctx.data["val"].example_ids):
+        fields["thresholds"] = choose_thresholds(net, spec, ctx, point, outputs)
+    champion_score = (champion.get("metrics") or {}).get("test", {}).get(spec.objective) if champion else None
+    decision, reason = promotion_decision(
+        spec.objective,
+        ctx.direction,
+        float(ctx.config.get("min_margin", 0.0)),
+        test_metrics.get(spec.objective),
+        champion_score,
+        rule=str(ctx.config.get("rule", "margin")),
+        evaluation=evaluation,
+    )
     return fields, decision, reason, trainer.save_state_dict(net)
+
+
+def score(net, spec, split: SplitData, *, device: Any = "cpu", precision: str | None = None) -> tuple[dict, Any]:
+    """A network's metrics on a split and its outputs (probabilities, or predicted label maps / volumes)."""
+    from .training import trainer
+
+    if spec.volume_mode:  # whole volumes: Dice over every voxel and HD95 in mm, or one class per volume
+        return trainer.evaluate_volumes(
+            net, spec, split.images, split.targets, split.spacings, device=device, precision=precision
+        )
+    return trainer.evaluate(net, spec, split.prepared(spec), device=device, precision=precision, masks=split.targets)
+
+
+def evaluate_run(
+    session: Session, ctx: Context, spec, metrics: dict[str, Any], outputs: Any, champion: dict, champion_outputs: Any
+) -> dict[str, Any]:
+    """The paired bootstrap over test subjects of every test metric, of the difference with the champion,
+    per subgroup, and the calibration (classification): the run's ``evaluation``.
+    """
+    from . import evaluation
+
+    test = ctx.data["test"]
+    k = len(ctx.model.classes)
+    if not test.example_ids:
+        return {"note": "the test split is empty: nothing to evaluate"}
+
+    def stats(output: Any, recorded: dict[str, Any]) -> dict[str, Any]:
+        out = output.numpy() if hasattr(output, "numpy") else output
+        hd95 = recorded.get("hd95_per_volume")
+        hd95 = hd95 if isinstance(hd95, list) and len(hd95) == len(test.targets) else None
+        return evaluation.statistics(spec.problem_type, out, test.targets, k, multi_label=spec.multi_label, hd95=hd95)
+
+    ours = stats(outputs, metrics)
+    theirs = stats(champion_outputs, champion["metrics"]["test"]) if champion_outputs is not None else None
+    subjects = [r.get("subject_id") or r["id"] for r in test.records]
+    people: dict[str, dict[str, Any]] = {}
+    for subject_id in {str(s) for s in subjects}:
+        with contextlib.suppress(NotFoundError, StoreError):
+            people[subject_id] = session.subject_record(subject_id)
+    fields = ctx.config.get("subgroups")
+    fields = evaluation.SUBGROUP_FIELDS if fields is None else fields
+    out = evaluation.evaluate(
+        ours, subjects, theirs, objective=spec.objective, direction=ctx.direction,
+        subgroups=evaluation.groups(fields, test.records, people), seed=spec.seed,
+    )  # fmt: skip
+    if spec.problem_type != "segmentation":
+        proba = outputs.numpy() if hasattr(outputs, "numpy") else outputs
+        out["calibration"] = evaluation.calibration(proba, test.targets, multi_label=spec.multi_label)
+    return out
+
+
+def choose_thresholds(net, spec, ctx: Context, point: Any, test_outputs: Any) -> dict[str, Any]:
+    """Per-class operating thresholds chosen on the validation split, and what they give on the test split."""
+    import numpy as np
+
+    from . import evaluation
+
+    names = [c.name for c in ctx.model.classes]
+    val = ctx.data["val"]
+    _, val_outputs = score(net, spec, val, device=ctx.hardware.device)
+    chosen = evaluation.operating_thresholds(
+        np.asarray(val_outputs), val.targets, names, point, multi_label=spec.multi_label
+    )
+    test = ctx.data["test"]
+    proba = np.asarray(test_outputs)
+    k = len(names)
+    truth = (
+        np.asarray(test.targets, bool).reshape(len(proba), k)
+        if spec.multi_label
+        else np.eye(k, dtype=bool)[np.asarray(test.targets, np.int64)]
+    )
+    chosen["test"] = {
+        name: evaluation.sensitivity_specificity(proba[:, names.index(name)], truth[:, names.index(name)], t)
+        for name, t in chosen["classes"].items()
+        if name in chosen["val"]
+    }
+    return chosen
 
 
 def train_and_evaluate(session: Session, run_id: str, reporter: Reporter) -> str:
@@ -408,36 +494,34 @@ def predict_after_deploy(session: Session, model_id: str, run_id: str) -> None:
         print(traceback.format_exc(), flush=True)
 
 
-def evaluate_champion(session: Session, model: Model, champion_id: str, test: SplitData) -> dict[str, Any]:
-    """The champion's metrics on the challenger's test examples (or why it could not be compared)."""
+def evaluate_champion(session: Session, model: Model, champion_id: str, test: SplitData) -> tuple[dict[str, Any], Any]:
+    """The champion's metrics on the challenger's test examples (or why it could not be compared), and its
+    outputs (None when it could not be scored).
+    """
     from .interactive.clicker import click_scores
     from .training import trainer
 
     try:
         predictor = Predictions(session).predictor(champion_id)
     except Exception as e:
-        return {"run_id": champion_id, "error": f"the champion could not be loaded: {e}"}
+        return {"run_id": champion_id, "error": f"the champion could not be loaded: {e}"}, None
     if predictor.class_indices != [c.index for c in model.classes]:
-        return {"run_id": champion_id, "error": "the class vocabulary changed since the champion was trained"}
+        return {"run_id": champion_id, "error": "the class vocabulary changed since the champion was trained"}, None
     volumes = all(test.is_volume) if test.is_volume else predictor.volumes  # an empty split: nothing to score
     if volumes != predictor.volumes:
         kind = "volumes" if predictor.volumes else "2-D images"
-        return {"run_id": champion_id, "error": f"the champion was trained on {kind}; it cannot be scored on these"}
-    if volumes:
-        metrics, _ = trainer.evaluate_volumes(
-            predictor.net, predictor.spec, test.images, test.targets, test.spacings, precision=predictor.precision
-        )
-        return {"run_id": champion_id, "metrics": {"test": metrics}}
-    metrics, _ = trainer.evaluate(
-        predictor.net, predictor.spec, test.prepared(predictor.spec), precision=predictor.precision, masks=test.targets
-    )
-    if predictor.guided:  # scored the same way on the same objects
+        return {
+            "run_id": champion_id,
+            "error": f"the champion was trained on {kind}; it cannot be scored on these",
+        }, None
+    metrics, outputs = score(predictor.net, predictor.spec, test, precision=predictor.precision)
+    if predictor.guided and not volumes:  # scored the same way on the same objects
         prepared = test.prepared(predictor.spec)
         propose = functools.partial(
             trainer.propose_prepared, predictor.net, predictor.spec, prepared, precision=predictor.precision
         )
         metrics.update(click_scores(propose, test.targets))
-    return {"run_id": champion_id, "metrics": {"test": metrics}}
+    return {"run_id": champion_id, "metrics": {"test": metrics}}, outputs
 
 
 def hyperparameters(spec) -> dict[str, Any]:

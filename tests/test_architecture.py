@@ -24,6 +24,8 @@ LAYERS = [
         "team",
         "agreement",
         "bootstrap",
+        "evaluation",
+        "model_card",
     ),
     ("reading",),
     ("query",),

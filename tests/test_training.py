@@ -109,7 +109,7 @@ def test_classification_run_and_prediction(demo, cls, tmp_path):
     from patientml_widgets.training.predictor import Predictor
 
     folder = demo.export_run(run, tmp_path / "export")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "weights.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model_card.json", "model_card.md", "weights.pt"]
     loaded = Predictor.load(folder)
     assert loaded.predict(demo.image(ex)) == pytest.approx(list(prediction.probabilities.values()), abs=1e-5)
 

@@ -175,7 +175,7 @@ OPTIONAL: dict[str, dict[str, Any]] = {
         "started": _text_or_none, "ended": _text_or_none, "artifact_ref": _ref_or_none, "classes": _classes,
         "spec": _dict, "test_examples": _dicts, "fingerprint": _dict, "plan": _dict,
         "hardware": _dict, "training": _dict, "champion": _dict, "traceback": _text_or_none,
-        "trials": _dicts, "worker": _dict,
+        "trials": _dicts, "worker": _dict, "evaluation": _dict, "thresholds": _dict, "model_card": _dict,
     },
     "code": {"factory": _text, "train_step": _text_or_none, "author": _text, "created": _text},
     "members": {"added": _text, "added_by": _text},

@@ -231,7 +231,7 @@ def volume_metrics(
     ``hd95`` per class is the mean over the volumes of :func:`hausdorff` (mm, each volume with its
     own spacing; see there for absent classes), None for the background, ``hd95_mean`` its mean over
     the foreground classes.
-    ``dice_per_volume``: each volume's foreground mean Dice, in order.
+    ``dice_per_volume`` / ``hd95_per_volume``: each volume's foreground mean Dice / HD95, in order.
     """
     counts = np.zeros(k * k, dtype=np.int64)
     first = 1 if k > 1 else 0  # the background's distance is not measured (its surface is the others')
@@ -252,5 +252,6 @@ def volume_metrics(
     out["hd95"] = [None if c < first else round(float(v), 4) for c, v in enumerate(hd95)]
     out["hd95_mean"] = float(hd95[first:].mean())
     out["dice_per_volume"] = [float(v) for v in per_volume]
+    out["hd95_per_volume"] = [float(v) for v in hd[:, first:].mean(axis=1)] if k > first else []
     out["n"] = len(truths)
     return out
