@@ -56,7 +56,16 @@ def test_mr_16_bit_is_kept_lossless_through_the_project(project, seg):
     assert [p["name"] for p in imaging.window_presets(example.source)] == ["From the image"]  # MR: no fixed presets
     subject = project.subject("4MR1")
     assert subject.external_ids == {"PatientID": "4MR1"}
-    assert subject.metadata == {"PatientName": "CompressedSamples^MR1"}
+    assert subject.metadata == {"PatientName": "CompressedSamples^MR1", "PatientSex": "F"}
+    # the scanner and the patient's sex are subgroups a run's evaluation compares
+    assert example.source["Manufacturer"] == "TOSHIBA_MEC" and example.source["InstitutionName"] == "TOSHIBA"
+    from patientml_widgets.evaluation import group_of
+
+    record = project.session.example_record(example.id)
+    subject_record = project.session.subject_record("4MR1")
+    assert group_of("Manufacturer", record, subject_record) == ["TOSHIBA_MEC"]
+    assert group_of("PatientSex", record, subject_record) == ["F"]
+    assert group_of("Modality", record, subject_record) == ["MR"]
 
 
 @pytest.mark.parametrize(

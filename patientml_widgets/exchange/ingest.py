@@ -502,18 +502,24 @@ def series_reference(headers: Sequence[imaging.DicomHeader]) -> dict[str, Any]:
         "slice_thickness": first.slice_thickness,
         "modality": first.modality,
         "series_number": first.series_number,
+        **first.equipment,
         "patient": {k: v for k, v in first.identity.items() if k.startswith("Patient")},
         "study": {k: v for k, v in first.identity.items() if not k.startswith("Patient")},
     }
 
 
 def dicom_subject_info(header: imaging.DicomHeader) -> dict[str, Any]:
-    """What a DICOM header says about its patient: PatientID as an external id, the name as metadata."""
+    """What a DICOM header says about its patient: PatientID as an external id; the name, sex, age and birth
+    date as metadata (the sex and age bins are subgroups a model's evaluation compares).
+    """
     info: dict[str, Any] = {"external_ids": {}, "metadata": {}}
     if header.patient_id:
         info["external_ids"]["PatientID"] = header.patient_id
     if header.patient_name:
         info["metadata"]["PatientName"] = header.patient_name
+    for keyword in ("PatientSex", "PatientAge", "PatientBirthDate"):
+        if header.identity.get(keyword):
+            info["metadata"][keyword] = header.identity[keyword]
     return info
 
 

@@ -34,6 +34,7 @@ IDENTITY_KEYWORDS = (
     "PatientID",
     "PatientBirthDate",
     "PatientSex",
+    "PatientAge",
     "StudyDate",
     "StudyTime",
     "StudyID",
@@ -103,6 +104,13 @@ class DicomHeader:
     series_number: int | None = None
     #: patient and study attributes a derived object (a DICOM SEG) copies so viewers file it with the study
     identity: dict[str, str] = field(default_factory=dict)
+    #: the scanner and where it stands (Manufacturer, ManufacturerModelName, InstitutionName): subgroups a model
+    #: is evaluated on
+    equipment: dict[str, str] = field(default_factory=dict)
+
+
+#: the equipment attributes kept with an image (a model's evaluation compares them as subgroups)
+EQUIPMENT_KEYWORDS = ("Manufacturer", "ManufacturerModelName", "InstitutionName")
 
 
 def is_dicom(path: str | Path) -> bool:
@@ -196,6 +204,7 @@ def _header(ds, label: str) -> DicomHeader:
             sop_class_uid=_text(ds, "SOPClassUID"),
             series_number=_int(ds.get("SeriesNumber")),
             identity={k: _text(ds, k) for k in IDENTITY_KEYWORDS if _text(ds, k)},
+            equipment={k: _text(ds, k) for k in EQUIPMENT_KEYWORDS if _text(ds, k)},
         )
 
 
@@ -317,6 +326,7 @@ def _common_source(ds, photometric: str, frames: int) -> dict[str, Any]:
         "sop_uid": _text(ds, "SOPInstanceUID"),
         "series_description": _text(ds, "SeriesDescription"),
         "photometric": photometric,
+        **{k: _text(ds, k) for k in EQUIPMENT_KEYWORDS if _text(ds, k)},
     }
     if frames > 1:
         common["frames"] = frames
