@@ -28,6 +28,7 @@ __all__ = [
     "AGE_BINS",
     "BINS",
     "SUBGROUP_FIELDS",
+    "WORST",
     "MIN_SUBJECTS",
     "calibration",
     "describe",
@@ -45,6 +46,8 @@ __all__ = [
 SUBGROUP_FIELDS = ("Manufacturer", "Modality", "InstitutionName", "PatientSex", "age", "tags")
 #: age bins in years: [low, high)
 AGE_BINS = ((0, 18), (18, 40), (40, 60), (60, 80), (80, 200))
+#: the worst test examples a run keeps its predictions of (RunDetails shows them without loading the network)
+WORST = 8
 #: equal-width confidence bins of the reliability diagram and the ECE
 BINS = 10
 #: where a field is looked up: the example's ``source``, its DICOM reference, the subject's metadata

@@ -121,14 +121,15 @@ class Predictions:
         """From the run's record (the network is not loaded for it)."""
         return bool((self.session.run_record(run_id).get("spec") or {}).get("volume_mode"))
 
-    def predict_all(self, model: ModelRef, run_id: str, *, progress=None) -> int:
-        """Predict and store every example of the model that has no stored prediction of ``run_id``;
-        returns how many were stored. Examples of the other kind (2-D images for a run trained on
+    def predict_all(self, model: ModelRef, run_id: str, *, ids: Iterable[str] | None = None, progress=None) -> int:
+        """Predict and store every example of the model (or those of ``ids``) that has no stored prediction of
+        ``run_id``; returns how many were stored. Examples of the other kind (2-D images for a run trained on
         volumes, and the other way round) are left out.
         """
         record = self.session.model_record(model)
         have = self.session.prediction_records(run_id)
-        todo = [i for i in self.session.example_ids(record["id"]) if i not in have]
+        wanted = None if ids is None else set(ids)
+        todo = [i for i in self.session.example_ids(record["id"]) if i not in have and (wanted is None or i in wanted)]
         todo = self._predictable(run_id, todo)
         per_commit = max(BATCH, -(-len(todo) // MAX_COMMITS))
         done, entries, pending = 0, [], 0

@@ -324,6 +324,7 @@ class Run:
     #: calibration; computed by the worker after training
     evaluation: dict[str, Any] = field(default_factory=dict)
     thresholds: dict[str, Any] = field(default_factory=dict)  #: per-class operating thresholds chosen on validation
+    classes: tuple[dict[str, Any], ...] = ()  #: the class vocabulary it was trained with (its outputs' order)
     model_card: dict[str, Any] = field(default_factory=dict)  #: written when the run is deployed
     artifact_ref: str | None = None
     error: str | None = None

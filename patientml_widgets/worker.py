@@ -477,18 +477,28 @@ def train_and_evaluate(session: Session, run_id: str, reporter: Reporter) -> str
             session.deploy(run_id, actor="system", reason="approved by the promotion rule (auto_deploy)")
     if deploy:
         predict_after_deploy(session, ctx.model.id, run_id)
+    else:  # what RunDetails shows of the run: its worst test examples, predicted
+        predict_after_deploy(session, ctx.model.id, run_id, ids=[e["example_id"] for e in worst(fields)])
     return f"{decision}: {reason}"
 
 
-def predict_after_deploy(session: Session, model_id: str, run_id: str) -> None:
-    """Store the new champion's prediction of every example (the queue's orders are then instant).
+def worst(fields: dict[str, Any]) -> list[dict[str, Any]]:
+    """The test examples the run did worst on (``test_examples`` is sorted worst first)."""
+    from .evaluation import WORST
 
-    Best effort: the run has succeeded and is deployed; what is not predicted here is predicted
-    when the kernel first needs it.
+    return list(fields.get("test_examples") or [])[:WORST]
+
+
+def predict_after_deploy(session: Session, model_id: str, run_id: str, *, ids: list[str] | None = None) -> None:
+    """Store the new champion's prediction of every example (the queue's orders are then instant), or the
+    run's prediction of ``ids``.
+
+    Best effort: the run has succeeded; what is not predicted here is predicted when the kernel first needs it.
     """
     try:
-        count = Predictions(session).predict_all(model_id, run_id)
-        print(f"[{now()}] predicted {count} examples with the new champion", flush=True)
+        count = Predictions(session).predict_all(model_id, run_id, ids=ids)
+        print(f"[{now()}] predicted {count} examples with {'the new champion' if ids is None else 'the run'}",
+              flush=True)  # fmt: skip
     except Exception:
         print(f"[{now()}] predicting after deploy failed (the kernel predicts on demand):", flush=True)
         print(traceback.format_exc(), flush=True)

@@ -9,17 +9,18 @@ import ipywidgets as w
 import numpy as np
 from PIL import Image
 
-from .. import imaging
+from .. import evaluation, imaging
 from ..errors import PatientMLError
 from ..project import Project
 from ..records import Run, is_color
+from . import evaluation_view
 from .base import Notice, View, message
+from .evaluation_view import metric_text
 from .markup import HTML, Markup, escape, html, number, table
-from .series import challenger_table
 
 __all__ = ["RunDetails", "worst_examples"]
 
-WORST = 8
+WORST = evaluation.WORST
 
 
 def worst_examples(run: Run, n: int = WORST) -> list[dict[str, Any]]:
@@ -89,23 +90,6 @@ def _duration(run: Run) -> str:
     return f", {seconds:.1f} s"
 
 
-def _comparison(run: Run, champion_label: str) -> Markup:
-    """The run next to the champion on the same test examples (empty before there is anything to compare)."""
-    rows = challenger_table(run)
-    if not rows:
-        return escape("")
-    compared = table(
-        ["metric", "this run", champion_label, "difference"],
-        [[n, _fmt(a), _fmt(b), number(d, "+.4f")] for n, a, b, d in rows],
-    )
-    error = (run.champion or {}).get("error")
-    return html(
-        "<b>On the same test examples</b>{}{}",
-        compared,
-        html("<div style='color:#5f6368'>{}</div>", error) if error else "",
-    )
-
-
 def _approvals(run: Run) -> Markup:
     if not run.approvals:
         return escape("")
@@ -163,11 +147,6 @@ def _machine_lines(run) -> list[str]:
     return lines
 
 
-def _fmt(value: Any) -> str:
-    """A metric value as text: 4 decimals for a float, the value itself otherwise."""
-    return number(value, ".4f") if isinstance(value, float) else number(value)
-
-
 class RunDetails(View, w.VBox):
     """Status, hyperparameters, snapshot, error and log; challenger vs champion; per-class metrics;
     the worst test examples with the run's prediction; Deploy / Approve / Reject.
@@ -179,6 +158,9 @@ class RunDetails(View, w.VBox):
         self._open_example = open_example
         self.summary = HTML()
         self.comparison = HTML()
+        self.subgroups = HTML()
+        self.calibration = w.HBox()
+        self.thresholds = HTML()
         self.per_class = HTML()
         self.approvals = HTML()
         self.notice = Notice()
@@ -193,6 +175,9 @@ class RunDetails(View, w.VBox):
         self.log_view = w.Accordion(children=[HTML()])
         self.log_view.set_title(0, "Log")
         self.log_view.selected_index = None
+        self.card_view = w.Accordion(children=[HTML()])
+        self.card_view.set_title(0, "Model card")
+        self.card_view.selected_index = None
         self.follow(project, self._changed, kinds={"run_updated", "model_updated"}, tables=("runs", "models"))
         self.draw()
         actions = w.HBox([self.deploy_button, self.approve_button, self.reason, self.reject_button])
@@ -200,11 +185,14 @@ class RunDetails(View, w.VBox):
             [
                 self.summary,
                 self.comparison,
-                self.per_class,
+                self.subgroups,
+                w.HBox([self.per_class, self.calibration], layout=w.Layout(flex_flow="row wrap", gap="16px")),
+                self.thresholds,
                 self.approvals,
                 actions,
                 self.notice,
                 self.worst,
+                self.card_view,
                 self.log_view,
             ],
             layout=w.Layout(border="1px solid #dadce0", padding="8px", margin="6px 0"),
@@ -220,7 +208,14 @@ class RunDetails(View, w.VBox):
         deployed = model.champion_run_id == run.id
         self.summary.value = html("<br>").join(_summary_lines(run, deployed))
         champion = (run.champion or {}).get("run_id")
-        self.comparison.value = _comparison(run, project.run(champion).slug if champion else "champion")
+        self.comparison.value = evaluation_view.comparison(run, project.run(champion).slug if champion else "champion")
+        self.subgroups.value = evaluation_view.subgroups(run)
+        if not self.calibration.children:
+            figure = evaluation_view.calibration_figure(run)
+            self.calibration.children = [figure] if figure is not None else []
+        self.thresholds.value = evaluation_view.thresholds(run)
+        self.card_view.children[0].value = evaluation_view.model_card(run)
+        self.card_view.layout.display = None if run.model_card else "none"
         self.per_class.value = _per_class(run, [c.name for c in model.classes])
         self.approvals.value = _approvals(run)
         finished, allowed = run.status == "succeeded", project.can("developer")
@@ -254,30 +249,42 @@ class RunDetails(View, w.VBox):
         items = worst_examples(run)
         if not items:
             return
-        try:
-            predictor = self.project.predictor(run.id)
-        except Exception as e:  # no torch here, or the weights are gone: say so
-            self.worst.children = [message(f"Worst examples need the run's weights: {e}", "gray")]
-            return
         model = self.project.model(run.model_id)
         colors = {c.index: c.color for c in model.classes}
+        names = {c.index: c.name for c in model.classes}
         cards = []
         for item in items:
             try:
                 example = self.project.example(item["example_id"])
                 image = self.project.image(example)
+                mask, probabilities = self._prediction(run, example.id, image)
             except PatientMLError:
                 continue
-            proba = predictor.predict(image)
+            except Exception as e:  # no torch here, or the weights are gone: say so
+                self.worst.children = [message(f"Worst examples need the run's weights: {e}", "gray")]
+                return
             display = imaging.apply_window(
                 image, example.source.get("window"), invert=bool(example.source.get("invert"))
             )
-            thumb, caption = _overlay(display, proba, predictor.class_indices, colors, model, item["score"])
+            thumb, caption = _overlay(display, mask, probabilities, run, names, colors, item["score"])
             button = w.Button(description="Label", layout=w.Layout(width="96px"))
             button.on_click(lambda _, example_id=item["example_id"]: self.open_example(example_id))
             label = HTML(html("<span style='font-size:11px'>{}</span>", caption))
             cards.append(w.VBox([w.Image(value=thumb, format="jpeg", width=96, height=96), label, button]))
         self.worst.children = [HTML(html("<b>Worst test examples</b> (the run's prediction overlaid)")), w.HBox(cards)]
+
+    def _prediction(self, run: Run, example_id: str, image: np.ndarray) -> tuple[np.ndarray | None, list[float]]:
+        """The run's prediction of an example: stored by the worker (no network to load), or computed now."""
+        session = self.project.session
+        stored = session.prediction_record(run.id, example_id)
+        if stored is not None and (stored.get("mask_ref") or run.spec.get("problem_type") != "segmentation"):
+            mask = session.mask_blob(stored["mask_ref"]) if stored.get("mask_ref") else None
+            return mask, list(stored.get("probabilities") or [])
+        predictor = self.project.predictor(run.id)
+        proba = predictor.predict(image)
+        if proba.ndim == 3:
+            return np.asarray(predictor.class_indices)[proba.argmax(0)], []
+        return None, [float(p) for p in proba]
 
     def open_example(self, example_id: str) -> None:
         """Open a worst example in the labeling view (from an error to its fix)."""
@@ -315,7 +322,7 @@ def _per_class(run: Run, names: list[str]) -> Markup:
         )
         pr = table(
             ["class", "precision", "recall"],
-            [[n, _fmt(p), _fmt(r)] for n, p, r in zip(names, column("precision"), column("recall"))],
+            [[n, metric_text(p), metric_text(r)] for n, p, r in zip(names, column("precision"), column("recall"))],
         )
         return html("<b>Confusion matrix (test)</b>{}<b>Per class</b>{}", matrix, pr)
     if "dice" in test:
@@ -323,7 +330,7 @@ def _per_class(run: Run, names: list[str]) -> Markup:
             "<b>Per class (test)</b>{}",
             table(
                 ["class", "Dice", "IoU"],
-                [[n, _fmt(d), _fmt(i)] for n, d, i in zip(names, column("dice"), column("iou"))],
+                [[n, metric_text(d), metric_text(i)] for n, d, i in zip(names, column("dice"), column("iou"))],
             ),
         )
     if "precision" in test:
@@ -331,17 +338,18 @@ def _per_class(run: Run, names: list[str]) -> Markup:
             "<b>Per class (test)</b>{}",
             table(
                 ["class", "precision", "recall"],
-                [[n, _fmt(p), _fmt(r)] for n, p, r in zip(names, column("precision"), column("recall"))],
+                [[n, metric_text(p), metric_text(r)] for n, p, r in zip(names, column("precision"), column("recall"))],
             ),
         )
     return escape("")
 
 
-def _overlay(rgb, proba, indices, colors, model, score) -> tuple[bytes, str]:
-    """The 8-bit ``rgb`` display image with the prediction drawn over it, and its caption."""
+def _overlay(rgb, mask, probabilities, run: Run, names, colors, score) -> tuple[bytes, str]:
+    """The 8-bit ``rgb`` display image with the prediction drawn over it (a mask of class indices, or the
+    classes' probabilities in the run's order), and its caption.
+    """
     rgb = np.repeat(rgb[..., None], 3, axis=2) if rgb.ndim == 2 else rgb.copy()
-    if proba.ndim == 3:
-        mask = np.asarray(indices)[proba.argmax(0)]
+    if mask is not None and mask.shape == rgb.shape[:2]:
         for index, color in colors.items():
             if index == 0:
                 continue
@@ -349,9 +357,11 @@ def _overlay(rgb, proba, indices, colors, model, score) -> tuple[bytes, str]:
             rgb[where] = (0.55 * rgb[where] + 0.45 * np.array(_rgb(color))).astype(np.uint8)
         caption = f"Dice {number(score, '.2f')}"
     else:
-        names = {c.index: c.name for c in model.classes}
-        top = int(np.argmax(proba))
-        caption = f"predicted {names.get(indices[top], '?')} ({proba[top]:.0%}); score {number(score, '.2f')}"
+        indices = [c.get("index") for c in run.classes]
+        top = int(np.argmax(probabilities)) if probabilities else 0
+        name = names.get(indices[top], "?") if top < len(indices) else "?"
+        share = probabilities[top] if probabilities else 0.0
+        caption = f"predicted {name} ({share:.0%}); score {number(score, '.2f')}"
     im = Image.fromarray(rgb)
     im.thumbnail((96, 96))
     buf = io.BytesIO()
