@@ -178,7 +178,7 @@ def calibration_figure(run: Run) -> w.Widget | None:
         marks=[diagonal, observed, sizes],
         axes=[
             bq.Axis(scale=x, label=f"mean confidence ({kind})", tick_format=".1f", num_ticks=6),
-            bq.Axis(scale=y, orientation="vertical", label="observed accuracy", tick_format=".1f", num_ticks=6),
+            bq.Axis(scale=y, side="left", label="observed accuracy", tick_format=".1f", num_ticks=6),
         ],
         title="Reliability diagram (test)",
         fig_margin={"top": 40, "bottom": 50, "left": 60, "right": 20},
@@ -190,7 +190,7 @@ def calibration_figure(run: Run) -> w.Widget | None:
         "points above it are under-confident, below over-confident.</div>",
         interval(ece),
     )
-    return w.VBox([figure, HTML(caption)], layout=w.Layout(width="360px"))
+    return w.VBox([figure, HTML(caption)], layout=w.Layout(width="360px", margin="0 0 0 24px"))
 
 
 def thresholds(run: Run) -> Markup:

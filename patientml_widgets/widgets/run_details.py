@@ -186,7 +186,10 @@ class RunDetails(View, w.VBox):
                 self.summary,
                 self.comparison,
                 self.subgroups,
-                w.HBox([self.per_class, self.calibration], layout=w.Layout(flex_flow="row wrap", gap="16px")),
+                w.HBox(
+                    [self.per_class, self.calibration],
+                    layout=w.Layout(flex_flow="row wrap", justify_content="flex-start"),
+                ),
                 self.thresholds,
                 self.approvals,
                 actions,
