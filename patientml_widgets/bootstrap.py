@@ -14,8 +14,10 @@ rank statistic (:class:`Auroc`). 2,000 resamples of 500 subjects for 6 metrics t
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,8 +25,16 @@ from scipy.special import ndtr, ndtri
 
 from .errors import ValidationError
 
-__all__ = ["MIN_SUBJECTS", "Auroc", "Pooled", "Statistic", "mean", "paired_bootstrap", "resample_counts",
-           "subject_index"]  # fmt: skip
+__all__ = [
+    "MIN_SUBJECTS",
+    "Auroc",
+    "Pooled",
+    "Statistic",
+    "mean",
+    "paired_bootstrap",
+    "resample_counts",
+    "subject_index",
+]
 
 #: fewer test subjects than this give no meaningful interval: say so, and decide as without one
 MIN_SUBJECTS = 10
@@ -93,17 +103,18 @@ class Auroc(Statistic):
         return Auroc(self.truth[rows], self.score[rows])
 
     def bind(self, index: np.ndarray, subjects: int) -> Callable[[np.ndarray], np.ndarray]:
-        columns = []
+        columns = []  # per class: each example's subject in score order, where each tie group starts, truth
         for c in range(self.truth.shape[1]):
             order = np.argsort(self.score[:, c], kind="mergesort")
-            _, group = np.unique(self.score[order, c], return_inverse=True)
-            columns.append((order, group, self.truth[order, c]))
+            _, starts = np.unique(self.score[order, c], return_index=True)
+            columns.append((index[order], starts, self.truth[order, c].astype(np.float32)))
 
         def evaluate(counts: np.ndarray) -> np.ndarray:
+            counts = counts.astype(np.float32)
             out = np.empty(len(counts))
             for start in range(0, len(counts), _CHUNK):
-                weights = counts[start : start + _CHUNK][:, index]  # (m, n): each example as often as its subject
-                per_column = [_weighted_auc(weights[:, order], group, truth) for order, group, truth in columns]
+                part = counts[start : start + _CHUNK]
+                per_column = [_weighted_auc(part[:, where], starts, truth) for where, starts, truth in columns]
                 with warnings.catch_warnings():  # a resample where no column is defined: NaN, quietly
                     warnings.simplefilter("ignore", RuntimeWarning)
                     out[start : start + _CHUNK] = np.nanmean(np.stack(per_column), axis=0)
@@ -112,16 +123,16 @@ class Auroc(Statistic):
         return evaluate
 
 
-def _weighted_auc(weights: np.ndarray, group: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """AUROC of examples sorted by score (``group``: the tie group of each), weighted per row."""
-    pos, neg = weights * truth, weights * ~truth
-    groups = int(group[-1]) + 1 if len(group) else 0
-    neg_per_group = np.zeros((len(weights), groups))
-    np.add.at(neg_per_group.T, group, neg.T)
-    below = np.cumsum(neg_per_group, axis=1) - neg_per_group  # negatives scored strictly lower
-    credit = (pos * (below + 0.5 * neg_per_group)[:, group]).sum(axis=1)
+def _weighted_auc(weights: np.ndarray, starts: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """AUROC of examples sorted by score, weighted per row: each positive scores one per negative below it and
+    a half per negative tied with it (``starts``: where each tie group begins; the groups are contiguous).
+    """
+    pos = np.add.reduceat(weights * truth, starts, axis=1)
+    neg = np.add.reduceat(weights, starts, axis=1) - pos
+    below = np.cumsum(neg, axis=1, dtype=np.float64) - neg  # negatives scored strictly lower
+    credit = (pos * (below + 0.5 * neg)).sum(axis=1, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return credit / (pos.sum(axis=1) * neg.sum(axis=1))
+        return credit / (pos.sum(axis=1, dtype=np.float64) * neg.sum(axis=1, dtype=np.float64))
 
 
 def subject_index(subjects: Sequence[Any]) -> tuple[np.ndarray, int]:
@@ -173,9 +184,16 @@ def paired_bootstrap(
     ours = {k: _statistic(v, n, k) for k, v in challenger.items()}
     theirs = {k: _statistic(v, n, k) for k, v in (champion or {}).items()}
     out: dict[str, Any] = {
-        "subjects": n_subjects, "examples": n, "resamples": resamples, "level": level, "method": method,
-        "enough": n_subjects >= MIN_SUBJECTS, "metrics": {}, "champion": {}, "difference": {},
-    }  # fmt: skip
+        "subjects": n_subjects,
+        "examples": n,
+        "resamples": resamples,
+        "level": level,
+        "method": method,
+        "enough": n_subjects >= MIN_SUBJECTS,
+        "metrics": {},
+        "champion": {},
+        "difference": {},
+    }
     if not n_subjects:
         out["note"] = "no test examples"
         return out
@@ -187,20 +205,39 @@ def paired_bootstrap(
             f"{n_subjects} test subject(s): too few for a meaningful interval (at least {MIN_SUBJECTS}); "
             "the point estimates are shown without one"
         )
-    bound_ours = {k: v.bind(index, n_subjects) for k, v in ours.items()}
-    bound_theirs = {k: v.bind(index, n_subjects) for k, v in theirs.items()}
-    for name, evaluate in bound_ours.items():
-        out["metrics"][name] = _interval(evaluate, n_subjects, counts, level, method)
-    for name, evaluate in bound_theirs.items():
-        out["champion"][name] = _interval(evaluate, n_subjects, counts, level, method)
-        if name in bound_ours:
-            ours_of = bound_ours[name]
-
-            def difference(c: np.ndarray, a=ours_of, b=evaluate) -> np.ndarray:
-                return a(c) - b(c)
-
-            out["difference"][name] = _interval(difference, n_subjects, counts, level, method)
+    ours_of = {k: _Draws.of(v.bind(index, n_subjects), n_subjects, counts) for k, v in ours.items()}
+    theirs_of = {k: _Draws.of(v.bind(index, n_subjects), n_subjects, counts) for k, v in theirs.items()}
+    for name, draws in ours_of.items():
+        out["metrics"][name] = _interval(draws, level, method)
+    for name, draws in theirs_of.items():
+        out["champion"][name] = _interval(draws, level, method)
+        if name in ours_of:
+            out["difference"][name] = _interval(ours_of[name] - draws, level, method)
     return out
+
+
+@dataclass
+class _Draws:
+    """A metric's value on the whole test set, on every resample, and (for BCa's acceleration, on demand) on
+    every leave-one-subject-out set: each computed once; the difference of two metrics is that of their draws.
+    """
+
+    value: float
+    resampled: np.ndarray | None
+    left_out: Callable[[], np.ndarray]
+
+    @classmethod
+    def of(cls, evaluate: Callable[[np.ndarray], np.ndarray], n_subjects: int, counts: np.ndarray | None) -> _Draws:
+        value = float(evaluate(np.ones((1, n_subjects)))[0])
+        return cls(
+            value,
+            None if counts is None else evaluate(counts),
+            functools.cache(lambda: evaluate(1.0 - np.eye(n_subjects))),
+        )
+
+    def __sub__(self, other: _Draws) -> _Draws:
+        resampled = None if self.resampled is None or other.resampled is None else self.resampled - other.resampled
+        return _Draws(self.value - other.value, resampled, lambda: self.left_out() - other.left_out())
 
 
 def _statistic(values: Statistic | Sequence[float], n: int, name: str) -> Statistic:
@@ -213,29 +250,24 @@ def _statistic(values: Statistic | Sequence[float], n: int, name: str) -> Statis
     return statistic
 
 
-def _interval(
-    evaluate: Callable[[np.ndarray], np.ndarray], n_subjects: int, counts: np.ndarray | None, level: float, method: str
-) -> dict[str, float | None]:
+def _interval(draws: _Draws, level: float, method: str) -> dict[str, float | None]:
     """The metric of the whole test set, and its interval over the resamples (None without them)."""
-    value = float(evaluate(np.ones((1, n_subjects)))[0])
+    value = draws.value
     if not np.isfinite(value):
         return {"value": None, "low": None, "high": None}
-    if counts is None:
+    if draws.resampled is None:
         return {"value": value, "low": None, "high": None}
-    values = evaluate(counts)
-    values = values[np.isfinite(values)]  # a resample where the metric is undefined: left out
+    values = draws.resampled[np.isfinite(draws.resampled)]  # a resample where the metric is undefined: left out
     if len(values) < 2:
         return {"value": value, "low": None, "high": None}
     tails = np.array([(1 - level) / 2, 1 - (1 - level) / 2])
     if method == "bca":
-        tails = _bca_tails(values, value, evaluate, n_subjects, tails)
+        tails = _bca_tails(values, value, draws, tails)
     low, high = np.percentile(values, 100 * tails)
     return {"value": value, "low": float(low), "high": float(high)}
 
 
-def _bca_tails(
-    values: np.ndarray, value: float, evaluate: Callable[[np.ndarray], np.ndarray], n_subjects: int, tails: np.ndarray
-) -> np.ndarray:
+def _bca_tails(values: np.ndarray, value: float, draws: _Draws, tails: np.ndarray) -> np.ndarray:
     """The percentiles BCa takes instead of ``tails`` (Efron 1987): the bias from the share of resamples
     below the estimate, the acceleration from the jackknife over subjects (each left out once).
     """
@@ -243,7 +275,7 @@ def _bca_tails(
     if not 0 < below < 1:
         return tails  # every resample on one side: no correction can be estimated
     z0 = ndtri(below)
-    leave_one_out = evaluate(1.0 - np.eye(n_subjects))
+    leave_one_out = draws.left_out()
     leave_one_out = leave_one_out[np.isfinite(leave_one_out)]
     if len(leave_one_out) < 2:
         return tails
