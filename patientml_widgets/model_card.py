@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -219,11 +220,13 @@ def _scalar(value: Any) -> bool:
 
 
 def _text(value: Any) -> str:
-    """User text as Markdown text: markup characters escaped (a card must not run or link anything)."""
+    """User text as Markdown text: what could make markup (HTML, a link, code, emphasis, a table cell, a heading or
+    quote at a line's start) escaped, so a card shows what was written and runs or links nothing.
+    """
     text = "" if value is None else str(value)
-    for ch in "\\`*_{}[]<>()#+!|":
+    for ch in "\\`*[]<>|":
         text = text.replace(ch, "\\" + ch)
-    return text
+    return re.sub(r"(?m)^(\s*)([#>+-])", r"\1\\\2", text)
 
 
 def _cell(value: Any) -> str:

@@ -20,6 +20,7 @@ def test_there_are_notebooks():
         "06_dicom_and_exports.ipynb",
         "07_volumes.ipynb",
         "08_reading_desk.ipynb",
+        "09_evaluation.ipynb",
     ]
 
 
