@@ -217,7 +217,7 @@ def calibration(proba: Any, targets: Any, *, multi_label: bool = False) -> dict[
         y = np.asarray(targets, np.int64).reshape(-1)
         confidence, correct = proba.max(1), proba.argmax(1) == y
     bins = np.minimum((confidence * BINS).astype(np.int64), BINS - 1)
-    out = []
+    out: list[dict[str, Any]] = []
     for b in range(BINS):
         where = bins == b
         count = int(where.sum())
@@ -230,8 +230,8 @@ def calibration(proba: Any, targets: Any, *, multi_label: bool = False) -> dict[
                 "accuracy": float(correct[where].mean()) if count else None,
             }
         )
-    total = max(1, len(confidence))
-    ece = sum(b["count"] * abs(b["confidence"] - b["accuracy"]) for b in out if b["count"]) / total
+    gaps = np.abs(np.bincount(bins, confidence, BINS) - np.bincount(bins, correct.astype(np.float64), BINS))
+    ece = gaps.sum() / max(1, len(confidence))
     return {"ece": float(ece), "bins": out, "kind": "every class" if multi_label else "top class"}
 
 
@@ -321,10 +321,10 @@ def group_of(field: str, example: Mapping[str, Any], subject: Mapping[str, Any] 
     dates), ``tags`` (each tag of the subject), ``split_source`` (where the example came from: its import
     file's folder), or any key of the example's ``source`` or the subject's metadata. Empty: unknown.
     """
-    source = example.get("source") if isinstance(example.get("source"), dict) else {}
-    dicom = source.get("dicom") if isinstance(source.get("dicom"), dict) else {}
-    patient = dicom.get("patient") if isinstance(dicom.get("patient"), dict) else {}
-    metadata = (subject or {}).get("metadata") if isinstance((subject or {}).get("metadata"), dict) else {}
+    source = _dict(example.get("source"))
+    dicom = _dict(source.get("dicom"))
+    patient = _dict(dicom.get("patient"))
+    metadata = _dict((subject or {}).get("metadata"))
     if field == "tags":
         tags = (subject or {}).get("tags")
         return sorted({str(t) for t in tags if str(t)}) if isinstance(tags, list) else []
@@ -340,6 +340,10 @@ def group_of(field: str, example: Mapping[str, Any], subject: Mapping[str, Any] 
             if isinstance(value, str | int | float) and not isinstance(value, bool) and str(value).strip():
                 return [str(value).strip()[:64]]
     return []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _age(*places: Mapping[str, Any]) -> float | None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from .errors import NotFoundError, StoreError, ValidationError
 from .model_code import load_model_code
-from .policy import check_volume_model, promotion_decision
+from .policy import RULES, check_volume_model, promotion_decision
 from .predictions import Predictions
 from .records import Model
 from .session import Session
@@ -328,7 +328,8 @@ def test_and_judge(session: Session, ctx: Context, spec, result) -> tuple[dict[s
         test_metrics.update(click_scores(propose, test.targets))
         clicked = test_metrics.get("click_objects", 0)
         print(f"[{now()}] clicked {clicked} test objects in {time.perf_counter() - started:.1f} s", flush=True)
-    champion, champion_outputs = {}, None
+    champion: dict[str, Any] = {}
+    champion_outputs = None
     champion_id = ctx.model.champion_run_id
     if champion_id and champion_id != ctx.run["id"]:
         champion, champion_outputs = evaluate_champion(session, ctx.model, champion_id, test)
@@ -356,7 +357,7 @@ def test_and_judge(session: Session, ctx: Context, spec, result) -> tuple[dict[s
         float(ctx.config.get("min_margin", 0.0)),
         test_metrics.get(spec.objective),
         champion_score,
-        rule=str(ctx.config.get("rule", "margin")),
+        rule=ctx.config["rule"] if ctx.config.get("rule") in RULES else "margin",
         evaluation=evaluation,
     )
     return fields, decision, reason, trainer.save_state_dict(net)
@@ -400,7 +401,7 @@ def evaluate_run(
         with contextlib.suppress(NotFoundError, StoreError):
             people[subject_id] = session.subject_record(subject_id)
     fields = ctx.config.get("subgroups")
-    fields = evaluation.SUBGROUP_FIELDS if fields is None else fields
+    fields = [f for f in fields if isinstance(f, str)] if isinstance(fields, list) else evaluation.SUBGROUP_FIELDS
     out = evaluation.evaluate(
         ours, subjects, theirs, objective=spec.objective, direction=ctx.direction,
         subgroups=evaluation.groups(fields, test.records, people), seed=spec.seed,

@@ -40,7 +40,7 @@ def interval(value: Any, fmt: str = ".4f") -> str:
 
 def _level(evaluation: Mapping[str, Any]) -> str:
     level = evaluation.get("level")
-    return f"{level:.0%}" if _finite(level) and 0 < level < 1 else "95%"
+    return f"{level:.0%}" if isinstance(level, float) and 0 < level < 1 else "95%"
 
 
 def comparison(run: Run, champion_label: str) -> Markup:
