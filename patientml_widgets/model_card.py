@@ -230,7 +230,9 @@ def _text(value: Any) -> str:
 
 
 def _cell(value: Any) -> str:
-    """A value in a table cell or a line: escaped, on one line."""
+    """A value in a table cell or a line: escaped, on one line; ``-`` for a missing one."""
+    if value is None or value == "":
+        return "-"
     return _text(value).replace("\r", " ").replace("\n", " ")
 
 

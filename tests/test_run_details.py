@@ -66,8 +66,8 @@ def test_run_details_show_intervals_subgroups_calibration_thresholds_and_the_car
     details = RunDetails(demo, second)
     shown = details.comparison.value
     m, d = ev["metrics"]["balanced_accuracy"], ev["difference"]["balanced_accuracy"]
-    assert f"{m['value']:.4f} [{m['low']:.4f}, {m['high']:.4f}]" in shown
-    assert f"{d['value']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]" in shown
+    assert f"{m['value']:.4f}<br>" in shown and f"[{m['low']:.4f}, {m['high']:.4f}]" in shown
+    assert f"{d['value']:+.4f}<br>" in shown and f"[{d['low']:+.4f}, {d['high']:+.4f}]" in shown
     assert "24 test subjects (24 examples)" in shown and "run-1" in shown and "paired bootstrap" in shown
     groups = details.subgroups.value
     assert escape(EVIL) in groups and EVIL not in groups and "InstitutionName" in groups

@@ -38,6 +38,22 @@ def interval(value: Any, fmt: str = ".4f") -> str:
     return f"{text} [{format(low, fmt)}, {format(high, fmt)}]" if _finite(low) and _finite(high) else text
 
 
+def cell(value: Any, fmt: str = ".4f") -> Markup:
+    """A table cell: the value, and its interval under it in gray (each on one line; ``-`` without a value)."""
+    value = _mapping(value)
+    if not _finite(value.get("value")):
+        return escape("-")
+    low, high = value.get("low"), value.get("high")
+    if not (_finite(low) and _finite(high)):
+        return escape(format(value["value"], fmt))
+    return html(
+        "{}<br><span style='color:#5f6368;font-size:11px;white-space:nowrap'>[{}, {}]</span>",
+        format(value["value"], fmt),
+        format(low, fmt),
+        format(high, fmt),
+    )
+
+
 def _level(evaluation: Mapping[str, Any]) -> str:
     level = evaluation.get("level")
     return f"{level:.0%}" if isinstance(level, float) and 0 < level < 1 else "95%"
@@ -62,10 +78,7 @@ def comparison(run: Run, champion_label: str) -> Markup:
     names = sorted(intervals, key=lambda n: (n != objective, n))
     body = table(
         ["metric", "this run", champion_label, "difference"],
-        [
-            [name, interval(intervals[name]), interval(theirs.get(name)), interval(diffs.get(name), "+.4f")]
-            for name in names
-        ],
+        [[name, cell(intervals[name]), cell(theirs.get(name)), cell(diffs.get(name), "+.4f")] for name in names],
     )
     rest = [(n, a, b, d) for n, a, b, d in rows if n not in intervals]  # click scores: no interval
     extra = (
@@ -106,9 +119,9 @@ def subgroups(run: Run) -> Markup:
             g.get("field"),
             g.get("group"),
             number(g.get("subjects")),
-            interval(g.get("metric")),
-            interval(g.get("champion")),
-            interval(g.get("difference"), "+.4f"),
+            cell(g.get("metric")),
+            cell(g.get("champion")),
+            cell(g.get("difference"), "+.4f"),
             html("<span style='color:#c5221f;font-weight:600'>worse beyond the interval</span>")
             if g.get("flag") is True
             else ("too few subjects" if g.get("enough") is False else ""),
@@ -178,19 +191,27 @@ def calibration_figure(run: Run) -> w.Widget | None:
         marks=[diagonal, observed, sizes],
         axes=[
             bq.Axis(scale=x, label=f"mean confidence ({kind})", tick_format=".1f", num_ticks=6),
-            bq.Axis(scale=y, side="left", label="observed accuracy", tick_format=".1f", num_ticks=6),
+            bq.Axis(
+                scale=y,
+                side="left",
+                label="observed accuracy",
+                tick_format=".1f",
+                tick_values=[0.2, 0.4, 0.6, 0.8, 1.0],
+            ),
         ],
         title="Reliability diagram (test)",
         fig_margin={"top": 40, "bottom": 50, "left": 60, "right": 20},
         layout=w.Layout(width="340px", height="320px"),
     )
     ece = _mapping(evaluation.get("metrics")).get("ece") or {"value": cal.get("ece")}
-    caption = html(
-        "<div style='font-size:12px'>Expected calibration error {} (10 bins). Dashed: perfect calibration; "
-        "points above it are under-confident, below over-confident.</div>",
-        interval(ece),
+    caption = HTML(
+        html(
+            "<div style='font-size:12px'>Expected calibration error {} (10 bins). Dashed: perfect calibration; "
+            "points above it are under-confident, below over-confident.</div>",
+            interval(ece),
+        )
     )
-    return w.VBox([figure, HTML(caption)], layout=w.Layout(width="360px", margin="0 0 0 24px"))
+    return w.VBox([figure, caption], layout=w.Layout(width="360px", margin="0 0 0 24px"))
 
 
 def thresholds(run: Run) -> Markup:

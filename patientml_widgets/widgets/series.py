@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from ..records import Run
 
-__all__ = ["LearningCurve", "Point", "challenger_table", "learning_curve", "metric_names", "metric_series"]
+__all__ = [
+    "LearningCurve",
+    "Point",
+    "bootstrap_interval",
+    "challenger_table",
+    "integer_ticks",
+    "learning_curve",
+    "metric_names",
+    "metric_series",
+    "same_curves",
+]
 
 SPLITS = ("train", "val", "test")
 
@@ -19,6 +31,8 @@ class Point:
     number: int  #: 1-based position of the run among the model's runs
     started: str
     value: float
+    low: float | None = None  #: the 95% bootstrap interval of a test value (``run.evaluation``), if any
+    high: float | None = None
 
 
 @dataclass
@@ -38,6 +52,19 @@ def _scalar(value: Any) -> TypeGuard[int | float]:
 def _mapping(value: Any) -> dict[str, Any]:
     """A dict from a run record, or an empty one where a crafted record holds something else."""
     return value if isinstance(value, dict) else {}
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if _scalar(value) and math.isfinite(value) else None
+
+
+def bootstrap_interval(run: Run, metric: str) -> tuple[float | None, float | None]:
+    """The 95% bootstrap interval of a test metric from ``run.evaluation``; ``(None, None)`` where it has none."""
+    entry = _mapping(_mapping(_mapping(run.evaluation).get("metrics")).get(metric))
+    low, high = _finite(entry.get("low")), _finite(entry.get("high"))
+    if low is None or high is None or low > high:
+        return None, None
+    return low, high
 
 
 def split_metrics(run: Run, split: str) -> dict[str, float]:
@@ -76,7 +103,8 @@ def metric_series(runs: list[Run], metrics: list[str], splits: list[str]) -> dic
                     continue
                 value = split_metrics(run, split).get(metric)
                 if value is not None:
-                    points.append(Point(run.id, run.slug, number, run.started or run.created, float(value)))
+                    low, high = bootstrap_interval(run, metric) if split == "test" else (None, None)
+                    points.append(Point(run.id, run.slug, number, run.started or run.created, float(value), low, high))
             out[metric, split] = points
     return out
 
@@ -99,6 +127,25 @@ def learning_curve(run: Run, metric: str, split: str = "val", *, direction: str 
         best = pick(range(len(curve.values)), key=lambda i: curve.values[i])
         curve.best_epoch, curve.best_value = curve.epochs[best], curve.values[best]
     return curve
+
+
+def same_curves(curves: Sequence[Sequence[tuple[float, float]]]) -> list[int | None]:
+    """For each curve (its ``(x, y)`` points), the first earlier curve with the same points (within 1e-12)."""
+
+    def same(a: Sequence[tuple[float, float]], b: Sequence[tuple[float, float]]) -> bool:
+        return len(a) == len(b) and all(abs(p - q) <= 1e-12 for u, v in zip(a, b) for p, q in zip(u, v))
+
+    return [next((j for j in range(i) if same(curves[j], curve)), None) for i, curve in enumerate(curves)]
+
+
+def integer_ticks(values: Sequence[int], most: int = 10) -> list[int]:
+    """Ticks of an integer axis: the values themselves, or at most ``most`` round, evenly spaced integers."""
+    ticks = sorted(set(values))
+    if len(ticks) <= most:
+        return ticks
+    span = ticks[-1] - ticks[0]
+    step = next(s for s in (k * 10**e for e in range(18) for k in (1, 2, 5)) if span // s < most)
+    return list(range(-(-ticks[0] // step) * step, ticks[-1] + 1, step))
 
 
 def challenger_table(run: Run) -> list[tuple[str, float | None, float | None, float | None]]:
