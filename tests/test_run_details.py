@@ -148,3 +148,29 @@ def test_opening_run_details_loads_no_network_when_the_worker_stored_its_predict
     details = RunDetails(demo, run_id)
     (card,) = details.worst.children[1].children
     assert "predicted atypical lesion (80%)" in card.children[1].value
+
+
+def test_the_labeler_marks_the_class_the_deployed_run_calls_at_its_thresholds(demo):
+    from patientml_widgets.widgets import LabelCanvas
+
+    kind = demo.model("Lesion type")
+    chosen = {"benign nevus": 0.9, "atypical lesion": 0.05, "seborrheic keratosis": 0.9}
+    run_id = make_run(demo, kind, thresholds={"point": {"sensitivity": 0.95}, "classes": chosen})
+    demo.deploy(run_id)
+    example = demo.examples(kind, limit=1)[0]
+    demo.session.store_predictions(
+        [
+            {
+                "run_id": run_id,
+                "example_id": example.id,
+                "model_id": kind.id,
+                "uncertainty": 0.4,
+                "probabilities": [0.6, 0.3, 0.1],
+            }
+        ]
+    )
+    prediction = demo.predict(kind, example)
+    assert prediction.thresholds == chosen and prediction.classes == ["atypical lesion"]  # 0.3 / 0.05 is the most
+    canvas = LabelCanvas.for_example(demo, example)
+    atypical = next(c.index for c in kind.classes if c.name == "atypical lesion")
+    assert canvas.predicted == [atypical] and canvas.prediction_scores[str(atypical)] == 0.3

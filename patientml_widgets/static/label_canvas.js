@@ -24,6 +24,7 @@
  * @prop {WindowPreset[]} window_presets offered besides Auto and Full range
  * @prop {boolean} invert show low values bright (DICOM MONOCHROME1)
  * @prop {Record<string, number>} prediction_scores classification: probability per class index
+ * @prop {number[]} predicted classification: the class indices the prediction calls (at its thresholds)
  * @prop {string} status
  * @prop {string} error
  * @prop {boolean} busy
@@ -828,6 +829,7 @@ const CSS = `
 .pml-lc .class[aria-pressed="true"] { border-color: #1a73e8; background: #e8f0fe; }
 .pml-lc .swatch { width: 16px; height: 16px; border-radius: 3px; border: 1px solid rgba(0,0,0,.3); }
 .pml-lc .score { font-size: 11px; color: #555; }
+.pml-lc .called { font-size: 10px; color: #137333; font-weight: 600; margin-left: 4px; }
 .pml-lc .status { color: #444; min-height: 1.3em; }
 .pml-lc .error { color: #c5221f; white-space: pre-wrap; }
 .pml-lc label { display: inline-flex; align-items: center; gap: 3px; }
@@ -1214,6 +1216,7 @@ function renderPalette(s) {
   ui.palette.replaceChildren();
   const chosen = new Set(model.get("value"));
   const scores = model.get("prediction_scores") || {};
+  const called = new Set(model.get("predicted") || []);
   model.get("classes").forEach((c, i) => {
     const pressed = s.segmentation ? c.index === model.get("active_class") : chosen.has(c.index);
     const score = scores[String(c.index)];
@@ -1224,6 +1227,7 @@ function renderPalette(s) {
       h("span", { class: "name" }, c.name), // textContent: user strings are never parsed as HTML
     );
     if (score !== undefined) box.append(h("span", { class: "score" }, `${Math.round(score * 100)}%`));
+    if (called.has(c.index)) box.append(h("span", { class: "called", title: "the model's call (at its operating threshold, if it has one)" }, "predicted"));
     box.addEventListener("click", () => chooseClass(s, c.index));
     ui.palette.append(box);
   });
@@ -2455,6 +2459,7 @@ function followTraits(s) {
     },
     "change:value": () => renderPalette(s),
     "change:prediction_scores": () => renderPalette(s),
+    "change:predicted": () => renderPalette(s),
     "change:show_prediction": () => {
       ui.predictionBox.checked = model.get("show_prediction");
       drawPrediction(s);

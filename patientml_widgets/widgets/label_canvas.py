@@ -81,6 +81,8 @@ class LabelCanvas(anywidget.AnyWidget):
     invert = t.Bool(False).tag(sync=True)
     #: classification: the prediction's probability per class index (as a string key)
     prediction_scores = t.Dict().tag(sync=True)
+    #: classification: the class indices the prediction calls (at the run's operating thresholds, if it has any)
+    predicted = t.List(t.Int()).tag(sync=True)
     status = t.Unicode("").tag(sync=True)
     error = t.Unicode("").tag(sync=True)
     busy = t.Bool(False).tag(sync=True)
@@ -110,6 +112,7 @@ class LabelCanvas(anywidget.AnyWidget):
         prediction: np.ndarray | None = None,
         value: Sequence[int | str] | None = None,
         prediction_scores: dict[int | str, float] | None = None,
+        predicted: Sequence[int | str] | None = None,
         mode: str = "segmentation",
         multi_label: bool = False,
         window: dict[str, float] | None = None,
@@ -169,6 +172,8 @@ class LabelCanvas(anywidget.AnyWidget):
             self.value = self._class_indices(value)
         if prediction_scores:
             self.prediction_scores = {str(self._class_indices([k])[0]): float(v) for k, v in prediction_scores.items()}
+        if predicted:
+            self.predicted = self._class_indices(predicted)
         if self._volume is not None:
             self._open_volume()
         self._engines: dict[str, Engine] = {}
@@ -385,6 +390,7 @@ class LabelCanvas(anywidget.AnyWidget):
                     kwargs["prediction_scores"] = {
                         names[n]: p for n, p in predicted.probabilities.items() if n in names
                     }
+                    kwargs["predicted"] = [names[n] for n in predicted.classes if n in names]
         source = ex.source
         window = source.get("window") if isinstance(source.get("window"), dict) else None
         kwargs.update(window=window, window_presets=imaging.window_presets(source), invert=bool(source.get("invert")))

@@ -68,9 +68,27 @@ def test_run_details_show_the_evaluation_in_lab(lab, page):
     project = pml.Project.open(lab.root / "evaluation-project")
     model = project.create_model("Finding", problem_type="classification", classes=["normal", "finding"])
     run_id = evaluated_runs(project, model)
+    # the deployed run calls "finding" at its threshold 0.38, though "normal" is the more probable
+    example = project.add_example(model, np.full((16, 16), 90, np.uint8))
+    project.session.store_predictions(
+        [
+            {
+                "run_id": run_id,
+                "example_id": example.id,
+                "model_id": model.id,
+                "uncertainty": 0.4,
+                "probabilities": [0.6, 0.4],
+            }
+        ]
+    )
+    opened = f"pml.Project.open({str(project.path)!r})"
     write_notebook(
         lab.root / "evaluation.ipynb",
-        ["import patientml_widgets as pml", f"pml.RunDetails(pml.Project.open({str(project.path)!r}), {run_id!r})"],
+        [
+            "import patientml_widgets as pml",
+            f"pml.RunDetails({opened}, {run_id!r})",
+            f"pml.LabelCanvas.for_example({opened}, {example.id!r})",
+        ],
     )
     page.set_viewport_size({"width": 1100, "height": 2600})  # the whole view at once, for the screenshot
     run_all(page, lab, "evaluation.ipynb")
@@ -99,3 +117,7 @@ def test_run_details_show_the_evaluation_in_lab(lab, page):
     out.get_by_text("Model card", exact=True).click()
     out.get_by_text("Teaching only.", exact=False).first.wait_for(timeout=30_000)
     assert "deployed for the screenshot" in out.inner_text()
+    canvas = panel.locator(".jp-CodeCell").nth(2).locator(".jp-OutputArea")
+    called = canvas.locator(".class", has=page.locator(".called"))
+    called.wait_for(timeout=60_000)
+    assert called.count() == 1 and "finding" in called.inner_text() and "40%" in called.inner_text()
