@@ -2,7 +2,7 @@
 metrics <= 2 s on 2 cores). The 6 metrics are what a classification run records, as the worker computes them:
 accuracy, balanced accuracy and macro F1 from pooled confusion counts, macro AUROC (a weighted rank statistic),
 the mean log-loss and the expected calibration error; challenger and champion, each subject 4 examples (views),
-BCa (with its jackknife over subjects) and percentile. Also a segmentation run's 3 pooled overlap metrics.
+percentile (the default) and BCa (with its jackknife over subjects). Also a segmentation run's 3 pooled overlap metrics.
 Median of 5 repeats.
 
     python benchmarks/bootstrap.py

@@ -42,13 +42,35 @@ MIN_SUBJECTS = 10
 _CHUNK = 256
 
 
+class Bound:
+    """A statistic bound to the examples' subjects: called with (m, subjects) draw counts, its m values (NaN:
+    undefined); :meth:`left_out` its value without each subject in turn (the jackknife BCa uses).
+    """
+
+    def __init__(self, evaluate: Callable[[np.ndarray], np.ndarray], subjects: int) -> None:
+        self._evaluate, self.subjects = evaluate, subjects
+
+    def __call__(self, counts: np.ndarray) -> np.ndarray:
+        return self._evaluate(counts)
+
+    def left_out(self) -> np.ndarray:
+        """Every subject left out once, a few at a time (never a subjects x subjects matrix at once)."""
+        out = np.empty(self.subjects)
+        for start in range(0, self.subjects, _CHUNK):
+            rows = np.arange(start, min(start + _CHUNK, self.subjects))
+            counts = np.ones((len(rows), self.subjects))
+            counts[np.arange(len(rows)), rows] = 0
+            out[rows] = self._evaluate(counts)
+        return out
+
+
 class Statistic:
     """A metric of a test set of ``n`` examples, each taken with a weight. Subclasses say how."""
 
     n: int
 
-    def bind(self, index: np.ndarray, subjects: int) -> Callable[[np.ndarray], np.ndarray]:
-        """The metric of the test sets given by (m, subjects) draw counts, as m values (NaN: undefined)."""
+    def bind(self, index: np.ndarray, subjects: int) -> Bound:
+        """The metric of the test sets given by draw counts of the ``subjects`` (``index``: each example's)."""
         raise NotImplementedError
 
     def take(self, rows: np.ndarray) -> Statistic:
@@ -65,19 +87,28 @@ class Pooled(Statistic):
         if not np.isfinite(self.stats).all():
             raise ValidationError("a metric's per-example statistics hold a NaN or an infinite value")
 
-    def bind(self, index: np.ndarray, subjects: int) -> Callable[[np.ndarray], np.ndarray]:
+    def bind(self, index: np.ndarray, subjects: int) -> Bound:
         per_subject = np.zeros((subjects, self.stats.shape[1]))
         np.add.at(per_subject, index, self.stats)
-        fn = self.fn
-
-        def evaluate(counts: np.ndarray) -> np.ndarray:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                return np.asarray(fn(counts @ per_subject), np.float64)
-
-        return evaluate
+        return _PooledBound(self.fn, per_subject)
 
     def take(self, rows: np.ndarray) -> Pooled:
         return Pooled(self.stats[rows], self.fn)
+
+
+class _PooledBound(Bound):
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], per_subject: np.ndarray) -> None:
+        self.fn, self.per_subject, self.subjects = fn, per_subject, len(per_subject)
+
+    def __call__(self, counts: np.ndarray) -> np.ndarray:
+        return self._sums(counts @ self.per_subject)
+
+    def left_out(self) -> np.ndarray:
+        return self._sums(self.per_subject.sum(axis=0) - self.per_subject)  # the totals without each subject
+
+    def _sums(self, sums: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.asarray(self.fn(sums), np.float64)
 
 
 def mean(values: Sequence[float] | np.ndarray) -> Pooled:
@@ -102,7 +133,7 @@ class Auroc(Statistic):
     def take(self, rows: np.ndarray) -> Auroc:
         return Auroc(self.truth[rows], self.score[rows])
 
-    def bind(self, index: np.ndarray, subjects: int) -> Callable[[np.ndarray], np.ndarray]:
+    def bind(self, index: np.ndarray, subjects: int) -> Bound:
         columns = []  # per class: each example's subject in score order, where each tie group starts, truth
         for c in range(self.truth.shape[1]):
             order = np.argsort(self.score[:, c], kind="mergesort")
@@ -120,7 +151,7 @@ class Auroc(Statistic):
                     out[start : start + _CHUNK] = np.nanmean(np.stack(per_column), axis=0)
             return out
 
-        return evaluate
+        return Bound(evaluate, subjects)
 
 
 def _weighted_auc(weights: np.ndarray, starts: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -158,13 +189,17 @@ def paired_bootstrap(
     resamples: int = 2000,
     level: float = 0.95,
     seed: int = 0,
-    method: str = "bca",
+    method: str = "percentile",
+    flag_level: float | None = None,
 ) -> dict[str, Any]:
     """Intervals of each metric over subject resamples, and of the challenger - champion difference for the
     metrics both have (the same draws for both: paired).
 
-    ``method``: ``"bca"`` (bias-corrected and accelerated, the acceleration from leaving out one subject at a
-    time: closer to its level on a few dozen subjects) or ``"percentile"``.
+    ``method``: ``"percentile"`` or ``"bca"`` (bias-corrected and accelerated, the acceleration from leaving
+    out one subject at a time). Percentile is the default: on clustered test sets of 15-200 patients it covered
+    as well as or better than BCa in our simulations (the AUROC difference at 40 patients: 92.5% against 90%).
+    ``flag_level`` adds ``flag_low`` / ``flag_high`` to each difference: its interval at that (higher) level,
+    from the same draws (a Bonferroni-corrected test over several subgroups).
 
     ``challenger`` / ``champion``: metric -> a :class:`Statistic` of the examples, or one value per example
     (their :func:`mean`), in the order of ``subjects`` (the subject of each example). Returns ``{"subjects",
@@ -175,6 +210,8 @@ def paired_bootstrap(
     """
     if not 0 < level < 1:
         raise ValidationError(f"level is a share between 0 and 1, not {level!r}")
+    if flag_level is not None and not level <= flag_level < 1:
+        raise ValidationError(f"flag_level is a share between level and 1, not {flag_level!r}")
     if method not in ("bca", "percentile"):
         raise ValidationError(f"method is 'bca' or 'percentile', not {method!r}")
     if not isinstance(resamples, int) or resamples < 100:
@@ -212,7 +249,11 @@ def paired_bootstrap(
     for name, draws in theirs_of.items():
         out["champion"][name] = _interval(draws, level, method)
         if name in ours_of:
-            out["difference"][name] = _interval(ours_of[name] - draws, level, method)
+            diff = ours_of[name] - draws
+            out["difference"][name] = _interval(diff, level, method)
+            if flag_level is not None:
+                wider = _interval(diff, flag_level, method)
+                out["difference"][name].update(flag_low=wider["low"], flag_high=wider["high"], flag_level=flag_level)
     return out
 
 
@@ -227,13 +268,9 @@ class _Draws:
     left_out: Callable[[], np.ndarray]
 
     @classmethod
-    def of(cls, evaluate: Callable[[np.ndarray], np.ndarray], n_subjects: int, counts: np.ndarray | None) -> _Draws:
-        value = float(evaluate(np.ones((1, n_subjects)))[0])
-        return cls(
-            value,
-            None if counts is None else evaluate(counts),
-            functools.cache(lambda: evaluate(1.0 - np.eye(n_subjects))),
-        )
+    def of(cls, bound: Bound, n_subjects: int, counts: np.ndarray | None) -> _Draws:
+        value = float(bound(np.ones((1, n_subjects)))[0])
+        return cls(value, None if counts is None else bound(counts), functools.cache(bound.left_out))
 
     def __sub__(self, other: _Draws) -> _Draws:
         resampled = None if self.resampled is None or other.resampled is None else self.resampled - other.resampled

@@ -83,10 +83,23 @@ def statistics(
     """
     if problem_type == "segmentation":
         return _segmentation(outputs, targets, k, hd95)
-    proba = np.asarray(outputs, np.float64).reshape(len(targets), k)
+    proba = _probabilities(outputs, len(targets), k)
     if multi_label:
         return _multilabel(proba, np.asarray(targets, bool).reshape(len(targets), k))
     return _classification(proba, np.asarray(targets, np.int64).reshape(-1))
+
+
+def _probabilities(outputs: Any, n: int, k: int) -> np.ndarray:
+    """(n, k) float64 probabilities, or a ValidationError if the network gave NaN or infinite values."""
+    proba = np.asarray(outputs, np.float64).reshape(n, k)
+    if not np.isfinite(proba).all():
+        raise ValidationError("the network's probabilities hold NaN or infinite values (it diverged)")
+    return proba
+
+
+def _clamped(p: np.ndarray) -> np.ndarray:
+    """``p`` clamped to [1e-7, 1 - 1e-7] in float32, as the trainer's losses (torch) clamp it, as float64."""
+    return np.clip(p.astype(np.float32), np.float32(1e-7), np.float32(1 - 1e-7)).astype(np.float64)
 
 
 def _classification(proba: np.ndarray, y: np.ndarray) -> dict[str, Statistic]:
@@ -113,7 +126,7 @@ def _classification(proba: np.ndarray, y: np.ndarray) -> dict[str, Statistic]:
 
     truth = np.zeros((n, k), bool)
     truth[np.arange(n), y] = True
-    nll = -np.log(np.clip(proba[np.arange(n), y], 1e-7, None))
+    nll = -np.log(np.maximum(proba[np.arange(n), y].astype(np.float32), np.float32(1e-7)).astype(np.float64))
     return {
         "accuracy": Pooled(cells, lambda s: np.trace(matrix(s), axis1=1, axis2=2) / s.sum(1)),
         "balanced_accuracy": Pooled(cells, balanced),
@@ -137,7 +150,8 @@ def _multilabel(proba: np.ndarray, y: np.ndarray) -> dict[str, Statistic]:
         recall = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0)
         return ((recall + tn / np.maximum(tn + fp, 1)) / 2).mean(1)
 
-    bce = -(y * np.log(np.clip(proba, 1e-7, 1 - 1e-7)) + ~y * np.log(np.clip(1 - proba, 1e-7, 1 - 1e-7)))
+    clamped = _clamped(proba)
+    bce = -(y * np.log(clamped) + ~y * np.log(1 - clamped))
     return {
         "subset_accuracy": mean((y == pred).all(1)),
         "f1_macro": Pooled(counts, lambda s: _f1(parts(s)[0], parts(s)[1], parts(s)[2]).mean(1)),
@@ -210,7 +224,7 @@ def calibration(proba: Any, targets: Any, *, multi_label: bool = False) -> dict[
     expected calibration error: the top class's probability against being right (single-label), or every
     class's probability against its truth (multi-label).
     """
-    proba = np.asarray(proba, np.float64)
+    proba = _probabilities(proba, len(proba), np.shape(proba)[1])
     if multi_label:
         confidence, correct = proba.ravel(), np.asarray(targets, bool).ravel()
     else:
@@ -247,25 +261,24 @@ def operating_thresholds(
     specificity). Returns ``{"point", "classes": {name: threshold}, "val": {name: {"sensitivity",
     "specificity"}}}``.
 
-    A single-label model with two classes gets a threshold for its second class (the finding) and its
-    first gets one minus it: ``predict`` then calls the finding when its probability reaches the threshold.
-    With more classes, each class's threshold is chosen one against the rest and the prediction is the class
-    whose probability is largest relative to its threshold.
+    A single-label model with two classes gets a threshold for its second class (the finding): ``predict``
+    then calls the finding when its probability reaches it. With more classes, each class's threshold is chosen
+    one against the rest and the prediction is the class whose probability is largest relative to its
+    threshold. A class with no case (or nothing else) in validation gets none (the default rule stays).
+    Thresholds are the validation scores themselves, unrounded: the target holds on validation exactly.
     """
     point = operating_point(point)
     kind, target = ("youden", 0.0) if isinstance(point, str) else next(iter(point.items()))
     proba = np.asarray(proba, np.float64)
     n, k = proba.shape
     truth = np.asarray(targets, bool).reshape(n, k) if multi_label else np.eye(k, dtype=bool)[np.asarray(targets)]
-    chosen = [1] if (not multi_label and k == 2) else range(k)
     thresholds: dict[str, float] = {}
     val: dict[str, dict[str, float | None]] = {}
-    for c in chosen:
+    for c in [1] if (not multi_label and k == 2) else range(k):
         t = _threshold(proba[:, c], truth[:, c], kind, target)
-        thresholds[names[c]] = t
-        val[names[c]] = sensitivity_specificity(proba[:, c], truth[:, c], t)
-    if not multi_label and k == 2:
-        thresholds = {names[0]: round(1 - thresholds[names[1]], 6), names[1]: thresholds[names[1]]}
+        if t is not None:  # a class without cases (or without others) in validation keeps the default rule
+            thresholds[names[c]] = t
+            val[names[c]] = sensitivity_specificity(proba[:, c], truth[:, c], t)
     return {"point": point, "classes": thresholds, "val": val}
 
 
@@ -283,23 +296,22 @@ def operating_point(point: Any) -> dict[str, float] | str:
     )
 
 
-def _threshold(score: np.ndarray, truth: np.ndarray, kind: str, target: float) -> float:
-    """The threshold (a probability) for one class; 0.5 where the class or the rest has no example."""
+def _threshold(score: np.ndarray, truth: np.ndarray, kind: str, target: float) -> float | None:
+    """The threshold (a probability) for one class; None where the class or the rest has no example."""
     pos, neg = score[truth], score[~truth]
     if not len(pos) or not len(neg):
-        return 0.5
+        return None
     candidates = np.unique(np.concatenate([score, [0.0, 1.0]]))
     sens = (pos[None, :] >= candidates[:, None]).mean(1)
     spec = (neg[None, :] < candidates[:, None]).mean(1)
     if kind == "sensitivity":
-        ok = np.flatnonzero(sens >= target - 1e-12)
-        best = ok[-1]  # the highest threshold that still keeps the target
+        best = np.flatnonzero(sens >= target - 1e-12)[-1]  # the highest threshold that still keeps the target
     elif kind == "specificity":
         ok = np.flatnonzero(spec >= target - 1e-12)
         best = ok[0] if len(ok) else len(candidates) - 1
     else:
         best = int(np.argmax(sens + spec))
-    return round(float(candidates[best]), 6)
+    return float(candidates[best])
 
 
 def sensitivity_specificity(score: Any, truth: Any, threshold: float) -> dict[str, float | None]:
@@ -337,7 +349,7 @@ def group_of(field: str, example: Mapping[str, Any], subject: Mapping[str, Any] 
     for key in _ALIASES.get(field.lower(), (field,)):
         for place in (source, dicom, patient, metadata):
             value = place.get(key)
-            if isinstance(value, str | int | float) and not isinstance(value, bool) and str(value).strip():
+            if (isinstance(value, str) or finite(value)) and str(value).strip():
                 return [str(value).strip()[:64]]
     return []
 
@@ -347,24 +359,30 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 def _age(*places: Mapping[str, Any]) -> float | None:
+    """Age in years from PatientAge ("045Y", "006M", "010W", "003D" or a number), else from the birth and study
+    dates; None when unknown or not a human age (outside 0-150 years).
+    """
+    years: float | None = None
     for place in places:
-        value = place.get("PatientAge") or place.get("age")
-        match = re.fullmatch(r"\s*(\d{1,3})\s*([DWMY]?)\s*", str(value)) if value is not None else None
+        value = place.get("PatientAge", place.get("age"))
+        if finite(value):
+            years = float(value)
+            break
+        match = re.fullmatch(r"\s*(\d{1,3})\s*([DWMY]?)\s*", value) if isinstance(value, str) else None
         if match:
-            per_year = {"D": 365.25, "W": 52.18, "M": 12.0}.get(match.group(2), 1.0)
-            return int(match.group(1)) / per_year
-    born = next((str(p["PatientBirthDate"]) for p in places if p.get("PatientBirthDate")), "")
-    seen = next((str(p["StudyDate"]) for p in places if p.get("StudyDate")), "")
-    if re.fullmatch(r"\d{8}", born) and re.fullmatch(r"\d{8}", seen):
-        return int(seen[:4]) - int(born[:4]) - (seen[4:] < born[4:])
-    return None
+            years = int(match.group(1)) / {"D": 365.25, "W": 52.18, "M": 12.0}.get(match.group(2), 1.0)
+            break
+    if years is None:
+        born = next((str(p["PatientBirthDate"]) for p in places if p.get("PatientBirthDate")), "")
+        seen = next((str(p["StudyDate"]) for p in places if p.get("StudyDate")), "")
+        if re.fullmatch(r"\d{8}", born) and re.fullmatch(r"\d{8}", seen):
+            years = int(seen[:4]) - int(born[:4]) - (seen[4:] < born[4:])
+    return years if years is not None and 0 <= years <= 150 else None
 
 
 def _age_bin(years: float) -> str:
-    for low, high in AGE_BINS:
-        if low <= years < high:
-            return f"{low}+" if high >= 200 else f"{low}-{high - 1}"
-    return "unknown"
+    low, high = next((low, high) for low, high in AGE_BINS if low <= years < high)
+    return f"{low}+" if high >= 200 else f"{low}-{high - 1}"
 
 
 def groups(
@@ -395,42 +413,55 @@ def evaluate(
     subgroups: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     resamples: int = 2000,
     seed: int = 0,
+    level: float = 0.95,
 ) -> dict[str, Any]:
     """The paired bootstrap of every metric overall, and of the objective per subgroup.
 
-    A subgroup is flagged when the challenger is worse than the champion beyond the interval of their
-    difference there (its upper bound below 0 for a metric to maximise), on at least
-    :data:`~.bootstrap.MIN_SUBJECTS` subjects of the group.
+    A subgroup of at least :data:`~.bootstrap.MIN_SUBJECTS` subjects is flagged when the challenger is worse
+    than the champion there beyond the interval of their difference, Bonferroni-corrected for the number of
+    subgroups compared (``m`` groups: the interval at level ``1 - (1 - level) / m``; its upper bound below 0 for
+    a metric to maximise). Without the correction, 20 groups of two equally good runs would flag one of them in
+    about a third of the runs. The table shows each group's ``level`` interval; ``flag_level`` is the one used.
     """
-    out = paired_bootstrap(challenger, subjects, champion, resamples=resamples, seed=seed)
+    out = paired_bootstrap(challenger, subjects, champion, resamples=resamples, seed=seed, level=level)
     out["objective"], out["direction"] = objective, direction
-    rows = []
     names = np.asarray([str(s) for s in subjects], dtype=object)
-    for field, members in (subgroups or {}).items():
-        for group, where in members.items():
-            ours = {objective: challenger[objective].take(where)} if objective in challenger else {}
-            theirs = {objective: champion[objective].take(where)} if champion and objective in champion else None
-            part = paired_bootstrap(ours, list(names[where]), theirs, resamples=resamples, seed=seed)
-            diff = part["difference"].get(objective)
-            rows.append(
-                {
-                    "field": field,
-                    "group": group,
-                    "subjects": part["subjects"],
-                    "examples": part["examples"],
-                    "enough": part["enough"],
-                    "metric": part["metrics"].get(objective),
-                    "champion": part["champion"].get(objective),
-                    "difference": diff,
-                    "flag": bool(part["enough"] and diff and _worse(diff, direction)),
-                }
-            )
+    parts = [
+        (field, group, where, len(set(names[where])))
+        for field, members in (subgroups or {}).items()
+        for group, where in members.items()
+    ]
+    compared = sum(size >= MIN_SUBJECTS for *_, size in parts) if champion and objective in champion else 0
+    flag_level = 1 - (1 - level) / max(1, compared)
+    rows = []
+    for field, group, where, _ in parts:
+        ours = {objective: challenger[objective].take(where)} if objective in challenger else {}
+        theirs = {objective: champion[objective].take(where)} if champion and objective in champion else None
+        part = paired_bootstrap(
+            ours, list(names[where]), theirs, resamples=resamples, seed=seed, level=level, flag_level=flag_level
+        )
+        diff = part["difference"].get(objective)
+        rows.append(
+            {
+                "field": field,
+                "group": group,
+                "subjects": part["subjects"],
+                "examples": part["examples"],
+                "enough": part["enough"],
+                "metric": part["metrics"].get(objective),
+                "champion": part["champion"].get(objective),
+                "difference": diff,
+                "flag": bool(part["enough"] and diff and _worse(diff, direction)),
+            }
+        )
     out["subgroups"] = rows
+    out["subgroup_comparisons"], out["flag_level"] = compared, flag_level
     return out
 
 
 def _worse(diff: Mapping[str, float | None], direction: str) -> bool:
-    low, high = diff.get("low"), diff.get("high")
+    """Worse beyond the (corrected) interval: its upper bound below 0 (``max``), its lower bound above 0."""
+    low, high = diff.get("flag_low", diff.get("low")), diff.get("flag_high", diff.get("high"))
     if low is None or high is None:
         return False
     return high < 0 if direction == "max" else low > 0

@@ -116,7 +116,8 @@ def markdown(card: Mapping[str, Any]) -> str:
         "## Model",
         "",
         f"- Problem type: {_cell(model.get('problem_type'))}{' (multi-label)' if model.get('multi_label') else ''}",
-        "- Classes: " + ", ".join(f"{_cell(c.get('name'))} ({c.get('index')})" for c in model.get("classes") or []),
+        "- Classes: "
+        + ", ".join(f"{_cell(c.get('name'))} ({_cell(c.get('index'))})" for c in model.get("classes") or []),
         f"- Run: {_cell(run.get('slug'))} ({_cell(run.get('id'))}), trained {_cell(run.get('started'))} to "
         f"{_cell(run.get('ended'))}",
         "",
@@ -124,9 +125,9 @@ def markdown(card: Mapping[str, Any]) -> str:
         "",
         "| split | examples |",
         "|---|---|",
-        *[f"| {s} | {n} |" for s, n in (data.get("counts") or {}).items()],
+        *[f"| {_cell(s)} | {_cell(n)} |" for s, n in _items(data.get("counts"))],
         "",
-        f"Content hash (sha256 of each example's image content and label version): `{data.get('content_hash')}`",
+        f"Content hash (sha256 of each example's image content and label version): {_cell(data.get('content_hash'))}",
         "",
         "## Training",
         "",
@@ -144,7 +145,7 @@ def markdown(card: Mapping[str, Any]) -> str:
         "## Test metrics",
         "",
     ]
-    level = ev.get("level") or 0.95
+    level = ev.get("level") if isinstance(ev.get("level"), float) and 0 < ev["level"] < 1 else 0.95
     lines += [f"On {_cell(ev.get('subjects'))} test subjects; {level:.0%} bootstrap intervals over subjects.", ""]
     if ev.get("note"):
         lines += [f"_{_text(ev['note'])}_", ""]
@@ -206,6 +207,10 @@ def markdown(card: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _items(value: Any) -> list[tuple[Any, Any]]:
+    return list(value.items()) if isinstance(value, dict) else []
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -220,13 +225,16 @@ def _scalar(value: Any) -> bool:
 
 
 def _text(value: Any) -> str:
-    """User text as Markdown text: what could make markup (HTML, a link, code, emphasis, a table cell, a heading or
-    quote at a line's start) escaped, so a card shows what was written and runs or links nothing.
+    """User text as Markdown text: what could make markup escaped (HTML, links and bare-URL autolinks, code,
+    emphasis, strikethrough, table cells, and a heading, quote, list or setext underline at a line's start), so
+    a card shows what was written and runs or links nothing.
     """
     text = "" if value is None else str(value)
-    for ch in "\\`*[]<>|":
+    for ch in "\\`*_~[]<>|&!":
         text = text.replace(ch, "\\" + ch)
-    return re.sub(r"(?m)^(\s*)([#>+-])", r"\1\\\2", text)
+    text = text.replace("://", ":\\/\\/").replace("www.", "www\\.")
+    text = re.sub(r"(?m)^(\s*)([#>+=-])", r"\1\\\2", text)
+    return re.sub(r"(?m)^(\s*\d+)([.)])", r"\1\\\2", text)
 
 
 def _cell(value: Any) -> str:

@@ -394,8 +394,9 @@ class Prediction:
         """Classification: the predicted class (single-label) or classes (multi-label: those whose probability
         reaches its threshold, 0.5 without one; the most probable when none does).
 
-        With thresholds, a single-label prediction is the class whose probability is largest relative to its
-        threshold (for two classes: the second when its probability reaches its threshold).
+        With thresholds, a single-label prediction of two classes is the second (the finding) when its
+        probability reaches its threshold, else the first; of more classes, the class whose probability is
+        largest relative to its threshold (1 / the number of classes for a class without one).
         """
         p, t = self.probabilities, self.thresholds
         ranked = sorted(p, key=lambda c: p[c], reverse=True)
@@ -403,6 +404,9 @@ class Prediction:
             return [c for c in ranked if p[c] >= 0.5] or ranked[:1]
         if self.multi_label:
             return [c for c in ranked if p[c] >= t.get(c, 0.5)] or ranked[:1]
+        names = list(p)
+        if len(names) == 2 and names[1] in t:
+            return [names[1] if p[names[1]] >= t[names[1]] else names[0]]
         return [max(ranked, key=lambda c: p[c] / max(t.get(c, 1 / len(p)), 1e-9))]
 
 

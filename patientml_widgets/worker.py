@@ -348,7 +348,7 @@ def test_and_judge(session: Session, ctx: Context, spec, result) -> tuple[dict[s
         "evaluation": evaluation,
     }
     point = ctx.config.get("operating_point")
-    if point and spec.problem_type != "segmentation" and len(test.example_ids) + len(ctx.data["val"].example_ids):
+    if point and spec.problem_type != "segmentation":
         fields["thresholds"] = choose_thresholds(net, spec, ctx, point, outputs)
     champion_score = (champion.get("metrics") or {}).get("test", {}).get(spec.objective) if champion else None
     decision, reason = promotion_decision(
@@ -393,8 +393,16 @@ def evaluate_run(
         hd95 = hd95 if isinstance(hd95, list) and len(hd95) == len(test.targets) else None
         return evaluation.statistics(spec.problem_type, out, test.targets, k, multi_label=spec.multi_label, hd95=hd95)
 
-    ours = stats(outputs, metrics)
-    theirs = stats(champion_outputs, champion["metrics"]["test"]) if champion_outputs is not None else None
+    try:
+        ours = stats(outputs, metrics)
+    except ValidationError as e:  # the network gave NaN: the run is judged (and rejected) on its metrics alone
+        return {"note": f"no intervals: {e}"}
+    theirs, champion_note = None, ""
+    if champion_outputs is not None:
+        try:
+            theirs = stats(champion_outputs, champion["metrics"]["test"])
+        except ValidationError as e:
+            champion_note = f"the champion is not compared with intervals: {e}"
     subjects = [r.get("subject_id") or r["id"] for r in test.records]
     people: dict[str, dict[str, Any]] = {}
     for subject_id in {str(s) for s in subjects}:
@@ -406,6 +414,8 @@ def evaluate_run(
         ours, subjects, theirs, objective=spec.objective, direction=ctx.direction,
         subgroups=evaluation.groups(fields, test.records, people), seed=spec.seed,
     )  # fmt: skip
+    if champion_note:
+        out["note"] = champion_note
     if spec.problem_type != "segmentation":
         proba = outputs.numpy() if hasattr(outputs, "numpy") else outputs
         out["calibration"] = evaluation.calibration(proba, test.targets, multi_label=spec.multi_label)
@@ -421,10 +431,13 @@ def choose_thresholds(net, spec, ctx: Context, point: Any, test_outputs: Any) ->
     names = [c.name for c in ctx.model.classes]
     val = ctx.data["val"]
     _, val_outputs = score(net, spec, val, device=ctx.hardware.device)
-    chosen = evaluation.operating_thresholds(
-        np.asarray(val_outputs), val.targets, names, point, multi_label=spec.multi_label
-    )
+    val_proba = np.asarray(val_outputs, np.float64)
+    if not np.isfinite(val_proba).all():
+        return {"point": point, "classes": {}, "note": "no thresholds: the validation probabilities hold NaN"}
+    chosen = evaluation.operating_thresholds(val_proba, val.targets, names, point, multi_label=spec.multi_label)
     test = ctx.data["test"]
+    if not test.example_ids:
+        return chosen
     proba = np.asarray(test_outputs)
     k = len(names)
     truth = (

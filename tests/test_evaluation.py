@@ -108,6 +108,15 @@ def test_subgroups_come_from_dicom_fields_age_and_tags_and_a_worse_one_is_flagge
     assert evaluation.group_of("tags", examples[0], subjects["p1"]) == ["trial"]
     assert evaluation.group_of("split_source", examples[2], None) == ["site-b"]
     assert evaluation.group_of("Manufacturer", {"source": {"manufacturer": ["crafted"]}}, None) == []
+    assert evaluation.group_of("Manufacturer", {"source": {"manufacturer": float("nan")}}, None) == []
+    for unknown in (
+        {"PatientAge": "999Y"},
+        {"PatientAge": "old"},
+        {"PatientBirthDate": "20300101", "StudyDate": "20200101"},
+    ):
+        assert evaluation.group_of("age", {}, {"metadata": unknown}) == [], unknown  # unknown: in no group
+    assert evaluation.group_of("age", {}, {"metadata": {"PatientAge": 0}}) == ["0-17"]  # a newborn
+    assert evaluation.group_of("age", {}, {"metadata": {"PatientAge": "010W"}}) == ["0-17"]
     grouped = evaluation.groups(["Modality", "Manufacturer"], examples, subjects)
     assert list(grouped) == ["Modality"] and grouped["Modality"]["CT"].tolist() == [False, True, False]
     # 60 subjects; the challenger is better on site A and clearly worse on site B
@@ -129,6 +138,43 @@ def test_subgroups_come_from_dicom_fields_age_and_tags_and_a_worse_one_is_flagge
     assert b["subjects"] == 30 and b["difference"]["high"] < 0
     decision, reason = promotion_decision("dice_mean", "max", 0.0, 0.815, 0.8, evaluation=out)
     assert decision == "reject" and "site B" in reason and "95% CI" in reason
+
+
+def test_subgroup_flags_are_corrected_for_how_many_groups_are_compared():
+    rng = np.random.default_rng(8)
+    flagged = 0
+    for draw in range(60):  # two equally good runs, 4 fields x 5 random groups of 200 patients
+        champion = rng.normal(0.7, 0.1, 200)
+        challenger = champion + rng.normal(0, 0.05, 200)
+        fields = {f"f{f}": {f"g{g}": rng.integers(0, 5, 200) == g for g in range(5)} for f in range(4)}
+        out = evaluation.evaluate(
+            {"dice_mean": bootstrap.mean(challenger)},
+            range(200),
+            {"dice_mean": bootstrap.mean(champion)},
+            objective="dice_mean",
+            subgroups=fields,
+            resamples=500,
+            seed=draw,
+        )
+        assert out["subgroup_comparisons"] == 20 and out["flag_level"] == pytest.approx(1 - 0.05 / 20)
+        flagged += any(g["flag"] for g in out["subgroups"])
+    assert flagged / 60 <= 0.12  # uncorrected, about a third of such runs had a flagged group
+
+
+def test_a_diverged_network_gets_no_intervals_and_saturated_losses_match_torchs():
+    import torch
+    import torch.nn.functional as F
+
+    with pytest.raises(ValidationError, match="NaN"):
+        evaluation.statistics("classification", [[0.5, 0.5], [np.nan, 0.5]], [0, 1], 2)
+    with pytest.raises(ValidationError, match="NaN"):
+        evaluation.calibration(np.array([[0.5, 0.5], [np.nan, 0.5]]), [0, 1])
+    p = np.array([[1 - 1e-9, 0.3, 1e-12], [1e-12, 0.5, 1 - 1e-12]])
+    y = np.array([[1, 0, 0], [1, 1, 1]], bool)
+    ref = F.binary_cross_entropy(
+        torch.tensor(p, dtype=torch.float32).clamp(1e-7, 1 - 1e-7), torch.tensor(y, dtype=torch.float32)
+    ).item()
+    assert whole(evaluation.statistics("classification", p, y, 3, multi_label=True)["loss"]) == pytest.approx(ref)
 
 
 def test_the_interval_rules_decide_on_the_bound_and_fall_back_with_too_few_subjects():
@@ -173,7 +219,7 @@ def test_operating_thresholds_meet_their_target_and_predict_uses_them():
     proba = np.stack([1 - p1, p1], 1)
     chosen = evaluation.operating_thresholds(proba, y, ["normal", "tumour"], {"sensitivity": 0.95})
     t = chosen["classes"]["tumour"]
-    assert chosen["classes"]["normal"] == pytest.approx(1 - t)
+    assert list(chosen["classes"]) == ["tumour"]  # two classes: the finding's threshold
     assert (p1[y == 1] >= t).mean() >= 0.95 and chosen["val"]["tumour"]["sensitivity"] >= 0.95
     assert (p1[y == 1] >= t + 1e-3).mean() < 0.95 or t >= 0.999  # the highest such threshold
     spec = evaluation.operating_thresholds(proba, y, ["normal", "tumour"], {"specificity": 0.9})
@@ -182,8 +228,23 @@ def test_operating_thresholds_meet_their_target_and_predict_uses_them():
     for bad in ({"sensitivity": 1.5}, {"accuracy": 0.9}, "best", {"sensitivity": True}):
         with pytest.raises(ValidationError, match="operating_point"):
             evaluation.operating_point(bad)
-    below = Prediction("r", None, {"normal": 0.8, "tumour": 0.2}, 0.2, thresholds={"normal": 0.85, "tumour": 0.15})
+    below = Prediction("r", None, {"normal": 0.8, "tumour": 0.2}, 0.2, thresholds={"tumour": 0.15})
     assert below.classes == ["tumour"]  # 0.2 reaches the tumour threshold 0.15
+    for t in (0.1, 0.2, 0.3, 0.7, 0.123456789):  # exactly at the threshold is the finding, whatever the float noise
+        at = Prediction("r", None, {"normal": 1 - t, "tumour": t}, 0.2, thresholds={"tumour": t})
+        assert at.classes == ["tumour"]
+    # the target holds on validation exactly, for float32 outputs too (thresholds are the scores themselves)
+    for seed in range(50):
+        r = np.random.default_rng(seed)
+        truth = r.random(60) < 0.4
+        score = (1 / (1 + np.exp(-(truth + r.normal(0, 1, 60))))).astype(np.float32)
+        got = evaluation.operating_thresholds(
+            np.stack([1 - score, score], 1), truth.astype(int), ["n", "f"], {"sensitivity": 0.9}
+        )
+        assert (score[truth] >= got["classes"]["f"]).mean() >= 0.9
+        assert got["val"]["f"]["sensitivity"] >= 0.9
+    three = evaluation.operating_thresholds(np.full((4, 3), 1 / 3), [0, 1, 0, 1], ["a", "b", "c"], "youden")
+    assert set(three["classes"]) == {"a", "b"}  # no "c" in validation: it keeps the default rule
     assert Prediction("r", None, {"normal": 0.8, "tumour": 0.2}, 0.2).classes == ["normal"]
     multi = Prediction("r", None, {"a": 0.3, "b": 0.6}, 0.2, thresholds={"a": 0.25, "b": 0.7}, multi_label=True)
     assert multi.classes == ["a"]
@@ -211,6 +272,14 @@ def test_the_model_card_markdown_escapes_what_users_wrote():
         generated="now",
     )
     text = model_card.markdown(card)
+    # no link, emphasis or heading from what users wrote: bare URLs, www., _x_, ~~x~~, a setext underline
+    tricky = model_card._text("see https://x.org and www.evil.com _a_ ~~b~~ ![i](x)\nTriage\n===\n1. one")
+    assert "://" not in tricky and "www." not in tricky and "\\_a\\_" in tricky and "\\~\\~b" in tricky
+    assert "\n\\===" in tricky and "1\\. one" in tricky and "\\!\\[i\\]" in tricky
+    crafted = {**card, "data": {"counts": {"<b>": "<i>"}, "content_hash": "` <img src=x onerror=alert(2)> `"}}
+    assert "<img" not in model_card.markdown(crafted).replace("\\<img", "") and "<b>" not in model_card.markdown(
+        crafted
+    )
     assert " <img" not in text and "\\<img" in text and "a\\|b" in text and "\n# not" not in text
     assert "| accuracy | 0.9000 | [0.8000, 0.9500] |" in text and "deploy by ana" in text
     again = model_card.snapshot_hash({"test": [["e2", 3]], "train": [["e1", 1]]}, {"e1": "sha-1", "e2": "sha-2"})
@@ -218,27 +287,40 @@ def test_the_model_card_markdown_escapes_what_users_wrote():
     assert model_card.snapshot_hash({"train": [["e1", 2]], "test": [["e2", 3]]}, {"e1": "sha-1"}) != again
 
 
-@pytest.mark.slow
-def test_a_run_is_evaluated_with_intervals_judged_by_them_deployed_with_a_card(tmp_path):
+def findings_project(path, n, splits):
+    """A classification project of ``n`` patients (one image each; a finding is a brighter square)."""
     from patientml_widgets import Project
 
-    project = Project.open(tmp_path / "p", create=True)
+    project = Project.open(path, create=True)
     model = project.create_model("Findings", problem_type="classification", classes=["normal", "finding"])
     rng = np.random.default_rng(0)
-    images, subjects, splits, labels = [], [], [], []
-    for i in range(48):
-        finding = i % 2
-        img = rng.normal(60, 20, (24, 24)).clip(0, 255)
-        if finding:
-            img[8:16, 8:16] += 120
+    images, labels = [], []
+    for i in range(n):
+        img = rng.normal(60, 20, (24, 24))
+        img[8:16, 8:16] += 120 * (i % 2)
         project.add_subject(f"p{i}", metadata={"PatientSex": "FM"[i % 4 // 2]}, tags=["site-a" if i < 30 else "b"])
         images.append(img.clip(0, 255).astype(np.uint8))
-        subjects.append(f"p{i}")
-        splits.append({0: "test", 3: "test", 1: "val", 4: "val"}.get(i % 6, "train"))
-        labels.append(["normal", "finding"][finding])
-    examples = project.add_examples(model, images, subjects=subjects, splits=splits)
+        labels.append(["normal", "finding"][i % 2])
+    examples = project.add_examples(model, images, subjects=[f"p{i}" for i in range(n)], splits=splits)
     for ex, label in zip(examples, labels, strict=True):
         project.submit_label(ex, classes=[label])
+    return project, model, examples
+
+
+@pytest.mark.slow
+def test_a_run_without_test_examples_still_gets_its_thresholds(tmp_path):
+    project, model, _ = findings_project(tmp_path / "p", 16, ["train", "train", "val", "val"] * 4)
+    project.configure_training(model, operating_point="youden")
+    run = project.train(model, hyperparameters=TINY).wait(timeout=180)
+    assert run.status == "succeeded", run.traceback
+    assert run.evaluation == {"note": "the test split is empty: nothing to evaluate"}
+    assert set(run.thresholds["classes"]) == {"finding"} and "test" not in run.thresholds
+
+
+@pytest.mark.slow
+def test_a_run_is_evaluated_with_intervals_judged_by_them_deployed_with_a_card(tmp_path):
+    splits = [{0: "test", 3: "test", 1: "val", 4: "val"}.get(i % 6, "train") for i in range(48)]
+    project, model, examples = findings_project(tmp_path / "p", 48, splits)
     project.configure_training(
         model, rule="superiority", margin=0.0, operating_point={"sensitivity": 0.9}, intended_use="Teaching."
     )
@@ -254,7 +336,7 @@ def test_a_run_is_evaluated_with_intervals_judged_by_them_deployed_with_a_card(t
     assert ev["calibration"]["ece"] == pytest.approx(ev["metrics"]["ece"]["value"])
     assert sum(b["count"] for b in ev["calibration"]["bins"]) == ev["examples"]
     assert {g["field"] for g in ev["subgroups"]} == {"PatientSex", "tags"}
-    assert set(first.thresholds["classes"]) == {"normal", "finding"} and first.thresholds["val"]["finding"]
+    assert set(first.thresholds["classes"]) == {"finding"} and first.thresholds["val"]["finding"]
     # deployed (first run): the card quotes the data, the intervals and the decision
     card = first.model_card
     assert card["intended_use"] == "Teaching." and card["decision"]["deployment"]["decision"] == "deploy"

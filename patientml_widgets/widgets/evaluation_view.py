@@ -136,9 +136,20 @@ def subgroups(run: Run) -> Markup:
         if flagged
         else escape("")
     )
+    compared = evaluation.get("subgroup_comparisons")
+    note = (
+        html(
+            "<div style='color:#5f6368;font-size:12px'>A flag: worse than the champion beyond the interval "
+            "corrected for the {} groups compared (Bonferroni).</div>",
+            number(compared),
+        )
+        if isinstance(compared, int) and compared > 1
+        else escape("")
+    )
     return html(
-        "<b>Subgroups</b> ({}){}{}",
+        "<b>Subgroups</b> ({}){}{}{}",
         evaluation.get("objective") or run.spec.get("objective") or "objective",
+        note,
         warning,
         table(["field", "group", "subjects", "this run", "champion", "difference", ""], rows),
     )
@@ -254,7 +265,13 @@ def model_card(run: Run) -> Markup:
         return escape("")
     try:
         text = markdown(card)
-    except (TypeError, ValueError, KeyError, AttributeError):  # a crafted card: say so, show nothing of it
+    except (
+        TypeError,
+        ValueError,
+        KeyError,
+        AttributeError,
+        OverflowError,
+    ):  # a crafted card: say so, show nothing of it
         return html("<span style='color:#5f6368'>The model card of this run cannot be read.</span>")
     return html("<pre style='font-size:11px;white-space:pre-wrap;max-height:360px;overflow:auto'>{}</pre>", text)
 
