@@ -1,6 +1,6 @@
 """A run's evaluation in RunDetails in a real JupyterLab: the intervals next to the champion's, a subgroup
 flagged in red, the reliability diagram drawn by bqplot, the operating thresholds and the model card.
-``PATIENTML_SHOTS=<folder>`` saves a screenshot of it.
+``$PATIENTML_SCREENSHOTS`` (as for the other browser tests) gets a screenshot of it.
 """
 
 import os
@@ -110,7 +110,7 @@ def test_run_details_show_the_evaluation_in_lab(lab, page):
     lines.first.wait_for(state="attached", timeout=30_000)
     assert lines.count() >= 2  # the diagonal and the observed accuracy
     assert "Expected calibration error" in text
-    shots = os.environ.get("PATIENTML_SHOTS")
+    shots = os.environ.get("PATIENTML_SCREENSHOTS")
     if shots:
         Path(shots).mkdir(parents=True, exist_ok=True)
         out.screenshot(path=str(Path(shots) / "run_details_evaluation.png"))

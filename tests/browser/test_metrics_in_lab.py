@@ -1,6 +1,7 @@
 """MetricsChart and RunDetails in a real JupyterLab: lines for the checked metrics with integer run ticks,
 error bars and a legend off the data, unchecking removes one, a run row opens its details, Deploy there
-turns the model table's badge green. PATIENTML_SHOTS=<folder> saves screenshots of both charts."""
+turns the model table's badge green. $PATIENTML_SCREENSHOTS (as for the other browser tests) gets screenshots
+of both charts."""
 
 import contextlib
 import os
@@ -50,8 +51,8 @@ def _check_layout(figure, legend):
 
 
 def _save(locator, name):
-    """A screenshot into $PATIENTML_SHOTS (unset: none); a folder that cannot be written fails nothing."""
-    folder = os.environ.get("PATIENTML_SHOTS")
+    """A screenshot into $PATIENTML_SCREENSHOTS (unset: none); a folder that cannot be written fails nothing."""
+    folder = os.environ.get("PATIENTML_SCREENSHOTS")
     if folder:
         png = locator.screenshot()
         with contextlib.suppress(OSError):
