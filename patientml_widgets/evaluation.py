@@ -284,7 +284,7 @@ def operating_thresholds(
 
 def operating_point(point: Any) -> dict[str, float] | str:
     """``point`` checked: ``{"sensitivity": share}``, ``{"specificity": share}`` or ``"youden"``."""
-    if point == "youden":
+    if isinstance(point, str) and point == "youden":
         return "youden"
     if isinstance(point, Mapping) and len(point) == 1:
         ((kind, target),) = point.items()

@@ -1012,7 +1012,7 @@ def _operating_point(point: Any) -> dict[str, float] | str:
     """A checked operating point; "" (stored as such) goes back to the most probable class."""
     from .evaluation import operating_point
 
-    return "" if point == "" else operating_point(point)
+    return "" if isinstance(point, str) and point == "" else operating_point(point)
 
 
 def _direction(record: dict[str, Any], objective: str | None, direction: str | None) -> str | None:
