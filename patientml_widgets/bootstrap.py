@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -64,18 +65,18 @@ class Bound:
         return out
 
 
-class Statistic:
+class Statistic(ABC):
     """A metric of a test set of ``n`` examples, each taken with a weight. Subclasses say how."""
 
     n: int
 
+    @abstractmethod
     def bind(self, index: np.ndarray, subjects: int) -> Bound:
         """The metric of the test sets given by draw counts of the ``subjects`` (``index``: each example's)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def take(self, rows: np.ndarray) -> Statistic:
         """The same metric of the examples ``rows`` (a boolean mask): a subgroup."""
-        raise NotImplementedError
 
 
 class Pooled(Statistic):
